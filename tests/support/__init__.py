@@ -1,0 +1,1 @@
+"""Test support: real servers (redis-server, the emulator) started per test session."""
