@@ -21,7 +21,7 @@ $(STAMP): setup.py
 	  echo "python3 -m venv failed: installing python3-venv"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e '.[test,bench]'
+	$(PIP) install -q -e '.[test,bench]' --config-settings editable_mode=compat  # compat: twistd must see twisted/plugins
 	@touch $(STAMP)
 
 install: $(STAMP) redis-server
