@@ -1,0 +1,516 @@
+"""Stream params, subscriptions and meta in Redis, with an in-memory copy.
+
+Readers (REST, console, the wader) read the copy synchronously; writers get a
+Deferred. Every change, by this daemon or by any other client that writes the
+keys and PUBLISHes on ``<ns>:changes``, reloads the copy and calls the
+``on_change`` callbacks for what actually changed.
+
+Keys (namespace ``ns``, see DESIGN.md)::
+
+    <ns>:streams:<stream>:<param>   set of values
+    <ns>:subscriptions              set of names
+    <ns>:subscription:<name>        hash (Subscription.to_hash)
+    <ns>:meta:stats                 JSON of Stats.snapshot()
+    <ns>:meta:process               hash: start_time, host, pid, running, version
+    <ns>:changes                    pub/sub: "params:<stream>" / "subscriptions:<name>"
+
+Redis unreachable (at start or later) never stops the daemon: the copy keeps
+its last known state, ``available`` turns False, writes fail fast with
+StoreUnavailable, txredisapi reconnects with backoff and the copy is reloaded
+when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from typing import Any, Callable, Mapping
+
+import orjson
+import txredisapi
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from flamingo.errors import NotFound, StoreUnavailable, ValidationError
+from flamingo.subscription import Subscription
+
+__all__ = ["Store"]
+
+log = Logger(namespace="flamingo.store")
+
+_PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
+_STREAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+ChangeCallback = Callable[[str, str], None]
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _validate(stream: str, params: dict[str, list[str]]) -> None:
+    """Refuse what the Streaming API would refuse (predicates.py when present)."""
+    if not _STREAM_RE.fullmatch(stream):
+        raise ValidationError("stream", f"not a stream name: {stream!r}")
+    for param, values in params.items():
+        if not isinstance(param, str) or not _PARAM_RE.fullmatch(param):
+            raise ValidationError("param", f"not a parameter name: {param!r}")
+        for v in values:
+            if not isinstance(v, str) or not v.strip():
+                raise ValidationError(param, f"values must be non-empty strings, got {v!r}")
+    try:
+        from flamingo.stream import predicates  # helper A's module
+    except ImportError:  # pragma: no cover - only before it lands
+        return
+    validate = getattr(predicates, "validate_params", None)
+    if validate is None:  # pragma: no cover
+        return
+    problems = validate(stream, {k: list(v) for k, v in params.items() if v})
+    if problems:
+        p = problems[0]
+        if isinstance(p, ValidationError):
+            raise p
+        raise ValidationError(getattr(p, "field", "params"), getattr(p, "message", str(p)),
+                              getattr(p, "limit", None))
+
+
+class _ChangeListener(txredisapi.SubscriberProtocol):
+    """The pub/sub connection: (re)subscribes on every connect, then forwards."""
+
+    def connectionMade(self):  # type: ignore[no-untyped-def]
+        d = super().connectionMade()
+        store: Store = self.factory.store
+        d.addCallback(lambda _: self.subscribe(store._channel) if self.connected else None)
+        d.addCallback(lambda _: store._listener_ready() if self.connected else None)
+        d.addErrback(lambda f: log.debug("subscribe failed: {f}", f=f.getErrorMessage()))
+        return d
+
+    def messageReceived(self, pattern, channel, message):  # type: ignore[no-untyped-def]
+        self.factory.store._change_message(_s(message))
+
+    def connectionLost(self, why):  # type: ignore[no-untyped-def]
+        self.factory.store._listener_lost()
+        return super().connectionLost(why)
+
+
+class Store:
+    """Redis-backed params/subscriptions/meta with a synchronous in-memory copy."""
+
+    def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
+                 password: str | None = None, db: int = 0, timeout: float = 5.0,
+                 reactor: Any = None, streams: tuple[str, ...] = ("filter",),
+                 health_interval: float = 1.0) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _r
+            reactor = _r
+        self.namespace = namespace
+        self.host, self.port, self.password, self.db = host, port, password, db
+        self.timeout = timeout
+        self.reactor = reactor
+        self.available = False
+        self.last_error: str | None = None
+        self._default_streams = tuple(streams)
+        self._params: dict[str, dict[str, list[str]]] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._callbacks: list[ChangeCallback] = []
+        self._conn: Any = None
+        self._listener_factory: Any = None
+        self._health = task.LoopingCall(self._check)
+        self._health.clock = reactor
+        self._health_interval = health_interval
+        self._meta_loop: task.LoopingCall | None = None
+        self._reloading: defer.Deferred[None] | None = None
+        self._queued_waiters: list[defer.Deferred[None]] = []
+        self._loaded = False
+        self._started: defer.Deferred[None] | None = None
+        self._running = False
+        self.started_at = time.time()
+
+    @classmethod
+    def from_config(cls, config: Any, reactor: Any = None) -> "Store":
+        r = config.redis
+        return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
+                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,))
+
+    # --- keys -------------------------------------------------------------
+
+    @property
+    def _channel(self) -> str:
+        return f"{self.namespace}:changes"
+
+    def _param_key(self, stream: str, param: str) -> str:
+        return f"{self.namespace}:streams:{stream}:{param}"
+
+    def _sub_key(self, name: str) -> str:
+        return f"{self.namespace}:subscription:{name}"
+
+    @property
+    def _subs_key(self) -> str:
+        return f"{self.namespace}:subscriptions"
+
+    # --- lifecycle --------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Connect and load; fires after the first load, or after ``timeout`` if Redis is down."""
+        self._running = True
+        self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
+                                               password=self.password, connectTimeout=self.timeout)
+        f = txredisapi.SubscriberFactory(isLazy=True)
+        f.protocol = _ChangeListener
+        f.store = self
+        f.password = self.password
+        f.maxDelay = 5
+        f.startConnecting(txredisapi._makeEndpoint(self.host, self.port, self.timeout))
+        self._listener_factory = f
+        self._health.start(self._health_interval, now=True)
+        self._started = defer.Deferred()
+        d = self._started
+        timer = self.reactor.callLater(self.timeout, self._fire_started)
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        return d
+
+    def _fire_started(self) -> None:
+        if self._started is not None:
+            d, self._started = self._started, None
+            d.callback(None)
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Stop loops and close both connections (waits for them)."""
+        self._running = False
+        self._fire_started()
+        if self._health.running:
+            self._health.stop()
+        if self._meta_loop is not None and self._meta_loop.running:
+            self._meta_loop.stop()
+            try:
+                yield self._timed(self._write_process(running=False))
+            except Exception:
+                pass
+        ds = []
+        if self._conn is not None:
+            ds.append(self._conn.disconnect())
+        if self._listener_factory is not None:
+            ds.append(self._listener_factory.disconnect())
+        yield defer.DeferredList(ds, consumeErrors=True)
+        if self._reloading is not None:
+            yield self._reloading
+
+    # --- reading (synchronous, from the copy) ------------------------------
+
+    def stream_names(self) -> list[str]:
+        return sorted(set(self._default_streams) | set(self._params))
+
+    def params(self, stream: str) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in sorted(self._params.get(stream, {}).items()) if v}
+
+    def subscriptions(self) -> dict[str, Subscription]:
+        return dict(self._subs)
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        """``callback(kind, name)``; kind is "params" or "subscriptions"."""
+        self._callbacks.append(callback)
+
+    # --- writing -----------------------------------------------------------
+
+    def set_params(self, stream: str, params: Mapping[str, Any]) -> defer.Deferred[dict[str, list[str]]]:
+        """Replace each given param (an empty list deletes it)."""
+        try:
+            given = {p: self._values(p, v) for p, v in params.items()}
+            merged = {**self.params(stream), **given}
+            _validate(stream, {k: v for k, v in merged.items() if v})
+        except ValidationError as e:
+            return defer.fail(e)
+        cmds: list[tuple[Any, ...]] = []
+        for p, values in given.items():
+            key = self._param_key(stream, p)
+            cmds.append(("DEL", key))
+            if values:
+                cmds.append(("SADD", key, *values))
+        return self._write_params(stream, cmds)
+
+    def set_param(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
+        return self.set_params(stream, {param: values})
+
+    def add_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
+        try:
+            vals = self._values(param, values)
+            current = self.params(stream)
+            current[param] = sorted(set(current.get(param, [])) | set(vals))
+            _validate(stream, current)
+        except ValidationError as e:
+            return defer.fail(e)
+        if not vals:
+            return self._write_params(stream, [])
+        return self._write_params(stream, [("SADD", self._param_key(stream, param), *vals)])
+
+    def remove_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
+        try:
+            vals = self._values(param, values)
+            _validate(stream, {param: vals} if vals else {})
+        except ValidationError as e:
+            return defer.fail(e)
+        if param not in self.params(stream):
+            return defer.fail(NotFound("param", f"{stream}:{param}"))
+        if not vals:
+            return self._write_params(stream, [])
+        return self._write_params(stream, [("SREM", self._param_key(stream, param), *vals)])
+
+    def delete_param(self, stream: str, param: str) -> defer.Deferred[dict[str, list[str]]]:
+        if param not in self.params(stream):
+            return defer.fail(NotFound("param", f"{stream}:{param}"))
+        return self._write_params(stream, [("DEL", self._param_key(stream, param))])
+
+    def save_subscription(self, sub: Subscription) -> defer.Deferred[Subscription]:
+        if not isinstance(sub, Subscription):
+            return defer.fail(ValidationError("subscription", f"expected a Subscription, got {sub!r}"))
+        flat: list[str] = []
+        for k, v in sub.to_hash().items():
+            flat += [k, v]
+        cmds = [("DEL", self._sub_key(sub.name)), ("HSET", self._sub_key(sub.name), *flat),
+                ("SADD", self._subs_key, sub.name),
+                ("PUBLISH", self._channel, f"subscriptions:{sub.name}")]
+        d = self._transaction(cmds)
+
+        def done(_: Any) -> Subscription:
+            subs = dict(self._subs)
+            subs[sub.name] = sub
+            self._apply(self._params, subs)
+            return sub
+        return d.addCallback(done)
+
+    def delete_subscription(self, name: str, drop_queue: bool = False) -> defer.Deferred[None]:
+        sub = self._subs.get(name)
+        if sub is None:
+            if not self.available:
+                return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error}"))
+            return defer.fail(NotFound("subscription", name))
+        cmds: list[tuple[Any, ...]] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
+        if drop_queue:
+            cmds.append(("DEL", sub.queue_key(self.namespace)))
+        cmds.append(("PUBLISH", self._channel, f"subscriptions:{name}"))
+        d = self._transaction(cmds)
+
+        def done(_: Any) -> None:
+            subs = dict(self._subs)
+            subs.pop(name, None)
+            self._apply(self._params, subs)
+        return d.addCallback(done)
+
+    # --- meta ----------------------------------------------------------------
+
+    def start_meta(self, snapshot: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
+        """Write ``snapshot()`` and process info to ``<ns>:meta:*`` every ``interval`` s."""
+        self._snapshot = snapshot
+
+        def tick() -> None:
+            if self.available:
+                d = self._timed(self.write_meta(self._snapshot()))
+                d.addErrback(lambda f: log.debug("meta write failed: {e}", e=f.getErrorMessage()))
+        self._meta_loop = task.LoopingCall(tick)
+        self._meta_loop.clock = self.reactor
+        self._meta_loop.start(interval, now=True)
+
+    def process_info(self, running: bool = True) -> dict[str, Any]:
+        from flamingo import __version__ as version  # type: ignore[attr-defined]
+        return {"start_time": int(self.started_at), "host": socket.gethostname(),
+                "pid": os.getpid(), "running": running, "version": version}
+
+    def write_meta(self, snapshot: dict[str, Any]) -> defer.Deferred[Any]:
+        ns = self.namespace
+        proc = self.process_info()
+        flat: list[str] = []
+        for k, v in proc.items():
+            flat += [k, orjson.dumps(v).decode() if not isinstance(v, str) else v]
+        return self._transaction([("SET", f"{ns}:meta:stats", orjson.dumps(snapshot)),
+                                  ("HSET", f"{ns}:meta:process", *flat)], publish=False)
+
+    def _write_process(self, running: bool) -> defer.Deferred[Any]:
+        return self._transaction([("HSET", f"{self.namespace}:meta:process", "running",
+                                   orjson.dumps(running).decode())], publish=False)
+
+    @defer.inlineCallbacks
+    def read_meta(self) -> Any:
+        """``{"stats": ..., "process": ...}`` as last written (by any daemon of this namespace)."""
+        ns = self.namespace
+        stats = yield self._timed(self._conn.get(f"{ns}:meta:stats"))
+        proc = yield self._timed(self._conn.hgetall(f"{ns}:meta:process"))
+        out_proc = {}
+        for k, v in (proc or {}).items():
+            try:
+                out_proc[_s(k)] = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                out_proc[_s(k)] = _s(v)
+        return {"stats": orjson.loads(stats) if stats else None, "process": out_proc}
+
+    # --- internals -------------------------------------------------------------
+
+    @staticmethod
+    def _values(param: str, values: Any) -> list[str]:
+        if isinstance(values, str):
+            values = [v.strip() for v in values.split(",") if v.strip()]
+        if not isinstance(values, (list, tuple, set, frozenset)):
+            raise ValidationError(param, f"expected a list of values, got {type(values).__name__}")
+        out = []
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise ValidationError(param, f"values must be strings, got {v!r}")
+            out.append(str(v).strip())
+        return sorted(set(out))
+
+    def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+        d.addTimeout(self.timeout, self.reactor)
+
+        def unavailable(f: Any) -> Any:
+            if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.ConnectionError,
+                       ConnectionError, OSError):
+                self._mark_down(f.getErrorMessage() or "timeout")
+                raise StoreUnavailable(f"Redis unreachable: {f.getErrorMessage() or 'timeout'}")
+            return f
+        return d.addErrback(unavailable)
+
+    def _transaction(self, cmds: list[tuple[Any, ...]], publish: bool = True) -> defer.Deferred[Any]:
+        """MULTI + cmds + EXEC in one pipeline write, with a timeout."""
+        if not self.available or self._conn is None:
+            return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
+
+        @defer.inlineCallbacks
+        def run() -> Any:
+            pipe = yield self._conn.pipeline()
+            pipe.execute_command("MULTI")
+            for c in cmds:
+                pipe.execute_command(*c)
+            pipe.execute_command("EXEC")
+            replies = yield pipe.execute_pipeline()
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies[-1]
+        return self._timed(run())
+
+    def _write_params(self, stream: str, cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
+        cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}")]
+        d = self._transaction(cmds)
+        d.addCallback(lambda _: self._reload())
+        return d.addCallback(lambda _: self.params(stream))
+
+    def _mark_down(self, why: str) -> None:
+        self.last_error = why
+        if self.available:
+            self.available = False
+            log.error("Redis {addr} unreachable ({why}); running on last known params and "
+                      "subscriptions, reconnecting", addr=f"{self.host}:{self.port}", why=why)
+
+    def _check(self) -> None:
+        if self._conn is None:
+            return
+        d = self._conn.ping()
+        d.addTimeout(min(self.timeout, max(self._health_interval, 0.5)), self.reactor)
+
+        def ok(_: Any) -> Any:
+            if not self.available:
+                self.available = True
+                if self._loaded:
+                    log.info("Redis {addr} reachable again", addr=f"{self.host}:{self.port}")
+                return self._reload()
+            return None
+
+        def bad(f: Any) -> None:
+            self._mark_down(f.getErrorMessage() or "timeout")
+        d.addCallbacks(ok, bad)
+        d.addErrback(lambda f: log.failure("store health check", f))
+
+    def _listener_ready(self) -> None:
+        # (Re)subscribed: anything published while we were away was missed.
+        if self.available:
+            self._reload()
+
+    def _listener_lost(self) -> None:
+        pass
+
+    def _change_message(self, message: str) -> None:
+        self._reload()
+
+    def _reload(self) -> defer.Deferred[None]:
+        """Reload the whole copy; calls made while a load runs share the next one."""
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self._running:
+            d.callback(None)
+            return d
+        if self._reloading is not None:
+            self._queued_waiters.append(d)
+            return d
+        self._run_load([d])
+        return d
+
+    def _run_load(self, waiters: list[defer.Deferred[None]]) -> None:
+        self._reloading = self._timed(self._load())
+
+        def done(result: Any) -> None:
+            self._reloading = None
+            if isinstance(result, tuple):
+                params, subs = result
+                self._loaded = True
+                self._apply(params, subs)
+                self._fire_started()
+            else:
+                log.warn("store reload failed: {e}", e=result.getErrorMessage())
+            for w in waiters:
+                w.callback(None)
+            queued, self._queued_waiters = self._queued_waiters, []
+            if queued:
+                if self._running:
+                    self._run_load(queued)
+                else:
+                    for w in queued:
+                        w.callback(None)
+        self._reloading.addBoth(done)
+
+    @defer.inlineCallbacks
+    def _load(self) -> Any:
+        ns = self.namespace
+        conn = self._conn
+        prefix = f"{ns}:streams:"
+        keys: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, batch = yield conn.scan(cursor, pattern=prefix + "*", count=1000)
+            keys.update(_s(k) for k in batch)
+            if int(cursor) == 0:
+                break
+        params: dict[str, dict[str, list[str]]] = {}
+        for key in sorted(keys):
+            rest = key[len(prefix):]
+            stream, sep, param = rest.rpartition(":")
+            if not sep or not stream:
+                continue
+            members = yield conn.smembers(key)
+            values = sorted(_s(m) for m in members or ())
+            if values:
+                params.setdefault(stream, {})[param] = values
+        subs: dict[str, Subscription] = {}
+        names = yield conn.smembers(self._subs_key)
+        for name in sorted(_s(n) for n in names or ()):
+            fields = yield conn.hgetall(self._sub_key(name))
+            try:
+                subs[name] = Subscription.from_hash(name, fields or {})
+            except ValidationError as e:
+                log.error("subscription {name!r} in Redis is invalid ({e}); ignored", name=name, e=str(e))
+        return params, subs
+
+    def _apply(self, params: dict[str, dict[str, list[str]]], subs: dict[str, Subscription]) -> None:
+        """Swap in the new copy and tell callbacks what differs."""
+        old_params, old_subs = self._params, self._subs
+        self._params, self._subs = params, subs
+        changes = [("params", s) for s in sorted(set(old_params) | set(params))
+                   if old_params.get(s) != params.get(s)]
+        changes += [("subscriptions", n) for n in sorted(set(old_subs) | set(subs))
+                    if old_subs.get(n) != subs.get(n)]
+        for kind, name in changes:
+            for cb in list(self._callbacks):
+                try:
+                    cb(kind, name)
+                except Exception:
+                    log.failure("on_change callback failed for {kind} {name}", kind=kind, name=name)

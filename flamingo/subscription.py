@@ -1,0 +1,140 @@
+"""A subscription: one Redis list fed with the events a consumer asked for.
+
+Pure data: validated once in ``Subscription.create`` (errors name the field,
+REST turns them into 422), encoded to and from the Redis hash
+``<ns>:subscription:<name>`` by ``to_hash`` / ``from_hash``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+import attrs
+import orjson
+
+from flamingo.errors import ValidationError
+
+__all__ = ["Subscription", "FORMATS", "KNOWN_TYPES", "NAME_RE"]
+
+FORMATS = ("raw", "envelope", "resque")
+
+#: Types message_type() produces for v1.1; any other identifier is allowed too
+#: (a single-key control message is typed by its key).
+KNOWN_TYPES = ("tweet", "delete", "scrub_geo", "limit", "status_withheld", "user_withheld",
+               "disconnect", "warning", "invalid")
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_TERMS = 400
+MAX_TERM_BYTES = 60
+
+
+def _tuple_of_str(field: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in (p.strip() for p in value.split(",")) if v]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValidationError(field, f"expected a list of strings, got {type(value).__name__}")
+    out = []
+    for v in value:
+        if not isinstance(v, str):
+            raise ValidationError(field, f"expected strings, got {type(v).__name__} {v!r}")
+        out.append(v.strip())
+    return tuple(out)
+
+
+@attrs.frozen
+class Subscription:
+    """One queue's options. ``types=None`` means every type; ``filter=()`` means no term filter."""
+
+    name: str
+    format: str = "raw"
+    types: tuple[str, ...] | None = None
+    filter: tuple[str, ...] = ()
+    max_length: int | None = None
+
+    @classmethod
+    def create(cls, name: Any, **options: Any) -> "Subscription":
+        """Validate and build; raises ValidationError naming the field."""
+        unknown = set(options) - {"format", "types", "filter", "max_length"}
+        if unknown:
+            field = sorted(unknown)[0]
+            raise ValidationError(field, "unknown option (allowed: format, types, filter, max_length)")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise ValidationError("name", f"must match [A-Za-z0-9_.:-]{{1,64}}, got {name!r}")
+
+        fmt = options.get("format")
+        fmt = "raw" if fmt is None else fmt
+        if fmt not in FORMATS:
+            raise ValidationError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+        types = options.get("types")
+        if types is not None:
+            types_t = _tuple_of_str("types", types)
+            if not types_t:
+                types = None  # an empty list means "all", like no option at all
+            else:
+                for t in types_t:
+                    if not _TYPE_RE.fullmatch(t):
+                        raise ValidationError("types", f"not an event type: {t!r}")
+                types = tuple(sorted(set(types_t)))
+
+        terms = _tuple_of_str("filter", options.get("filter") or ())
+        if len(terms) > MAX_TERMS:
+            raise ValidationError("filter", f"at most {MAX_TERMS} terms, got {len(terms)}",
+                                  limit=f"filter: at most {MAX_TERMS} terms")
+        for t in terms:
+            if not t or len(t.encode()) > MAX_TERM_BYTES:
+                raise ValidationError("filter", f"each term must be 1..{MAX_TERM_BYTES} bytes, got {t!r}",
+                                      limit=f"filter: terms of 1..{MAX_TERM_BYTES} bytes")
+        terms = tuple(dict.fromkeys(terms))  # unique, order kept
+
+        max_length = options.get("max_length")
+        if max_length is not None:
+            if isinstance(max_length, str) and max_length.strip().isdigit():
+                max_length = int(max_length)
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+                raise ValidationError("max_length", f"must be an integer >= 1, got {max_length!r}")
+        return cls(name=name, format=fmt, types=types, filter=terms, max_length=max_length)
+
+    def queue_key(self, namespace: str) -> str:
+        """The Redis list this subscription's events go to."""
+        if self.format == "resque":
+            return f"resque:queue:{self.name}"
+        return f"{namespace}:queue:{self.name}"
+
+    def wants_type(self, event_type: str) -> bool:
+        return self.types is None or event_type in self.types
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (REST, console, meta)."""
+        return {"name": self.name, "format": self.format,
+                "types": list(self.types) if self.types is not None else None,
+                "filter": list(self.filter), "max_length": self.max_length}
+
+    def to_hash(self) -> dict[str, str]:
+        """The fields of ``<ns>:subscription:<name>`` (lists as JSON, absent = empty string)."""
+        return {"format": self.format,
+                "types": orjson.dumps(list(self.types)).decode() if self.types is not None else "",
+                "filter": orjson.dumps(list(self.filter)).decode() if self.filter else "",
+                "max_length": str(self.max_length) if self.max_length is not None else ""}
+
+    @classmethod
+    def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> "Subscription":
+        """Decode a hash written by ``to_hash`` (or by hand: comma lists are accepted)."""
+        def get(k: str) -> str:
+            v = fields.get(k, fields.get(k.encode(), ""))
+            return v.decode() if isinstance(v, bytes) else ("" if v is None else str(v))
+
+        def lst(k: str) -> Iterable[str] | None:
+            s = get(k).strip()
+            if not s:
+                return None
+            if s.startswith("["):
+                try:
+                    return orjson.loads(s)
+                except orjson.JSONDecodeError:
+                    raise ValidationError(k, f"invalid JSON list {s!r}") from None
+            return s
+        return cls.create(name, format=get("format") or None, types=lst("types"),
+                          filter=lst("filter"), max_length=get("max_length").strip() or None)

@@ -1,0 +1,149 @@
+"""Store against a real redis-server: the copy, writes, change notifications, outages."""
+
+from __future__ import annotations
+
+import uuid
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from flamingo.errors import NotFound, StoreUnavailable, ValidationError
+from flamingo.store import Store
+from flamingo.subscription import Subscription
+from tests._dispatch_support import wait_for
+from tests.support.redis import RedisServer, shared_redis
+
+
+def ns() -> str:
+    return "t" + uuid.uuid4().hex[:8]
+
+
+class StoreTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def make(self, namespace=None, server=None):
+        server = server or shared_redis()
+        store = Store(namespace=namespace or ns(), host=server.host, port=server.port, timeout=2.0,
+                      health_interval=0.2)
+        self.addCleanup(store.stop)
+        yield store.start()
+        return store
+
+    @defer.inlineCallbacks
+    def test_params_roundtrip_and_keys(self):
+        store = yield self.make()
+        changes = []
+        store.on_change(lambda kind, name: changes.append((kind, name)))
+        result = yield store.set_params("filter", {"track": ["foo", "bar"], "follow": ["12"]})
+        self.assertEqual(result, {"follow": ["12"], "track": ["bar", "foo"]})
+        self.assertEqual(store.params("filter"), result)
+        self.assertIn(("params", "filter"), changes)
+        r = shared_redis()
+        self.assertEqual(sorted(r.command("SMEMBERS", f"{store.namespace}:streams:filter:track")),
+                         [b"bar", b"foo"])
+        yield store.add_values("filter", "track", ["baz"])
+        self.assertEqual(store.params("filter")["track"], ["bar", "baz", "foo"])
+        yield store.remove_values("filter", "track", ["foo"])
+        self.assertEqual(store.params("filter")["track"], ["bar", "baz"])
+        yield store.set_param("filter", "track", ["only"])
+        self.assertEqual(store.params("filter")["track"], ["only"])
+        yield store.delete_param("filter", "follow")
+        self.assertEqual(store.params("filter"), {"track": ["only"]})
+        self.assertEqual(store.stream_names(), ["filter"])
+        yield self.assertFailure(store.delete_param("filter", "follow"), NotFound)
+
+    @defer.inlineCallbacks
+    def test_validation_errors_name_the_field(self):
+        store = yield self.make()
+        e = yield self.assertFailure(store.set_params("filter", {"Bad Param": ["x"]}), ValidationError)
+        self.assertEqual(e.field, "param")
+        e = yield self.assertFailure(store.set_params("filter", {"track": [""]}), ValidationError)
+        self.assertEqual(e.field, "track")
+        yield self.assertFailure(store.set_params("filter", {"track": "x" * 61}), ValidationError)
+
+    @defer.inlineCallbacks
+    def test_subscriptions_roundtrip(self):
+        store = yield self.make()
+        sub = Subscription.create("q1", format="envelope", types=["tweet"], filter=["cats"], max_length=10)
+        yield store.save_subscription(sub)
+        self.assertEqual(store.subscriptions(), {"q1": sub})
+        r = shared_redis()
+        self.assertEqual(r.command("SMEMBERS", f"{store.namespace}:subscriptions"), [b"q1"])
+        r.command("RPUSH", f"{store.namespace}:queue:q1", "x")
+        # a second store of the same namespace sees it, from Redis
+        other = yield self.make(namespace=store.namespace)
+        self.assertEqual(other.subscriptions(), {"q1": sub})
+        yield store.delete_subscription("q1")
+        self.assertEqual(store.subscriptions(), {})
+        self.assertEqual(r.command("EXISTS", f"{store.namespace}:queue:q1"), 1)  # left to drain
+        yield wait_for(lambda: other.subscriptions() == {}, what="other store sees the delete")
+        yield self.assertFailure(store.delete_subscription("q1"), NotFound)
+        yield store.save_subscription(Subscription.create("q2"))
+        r.command("RPUSH", f"{store.namespace}:queue:q2", "x")
+        yield store.delete_subscription("q2", drop_queue=True)
+        self.assertEqual(r.command("EXISTS", f"{store.namespace}:queue:q2"), 0)
+
+    @defer.inlineCallbacks
+    def test_change_by_another_client(self):
+        """Another process writes the keys directly and publishes: the copy follows."""
+        store = yield self.make()
+        changes = []
+        store.on_change(lambda kind, name: changes.append((kind, name)))
+        r = shared_redis()
+        r.command("SADD", f"{store.namespace}:streams:filter:track", "zebra")
+        r.command("SADD", f"{store.namespace}:subscriptions", "ext")
+        r.command("HSET", f"{store.namespace}:subscription:ext", "format", "resque", "types", "tweet,delete")
+        r.command("PUBLISH", f"{store.namespace}:changes", "anything")
+        yield wait_for(lambda: ("subscriptions", "ext") in changes and ("params", "filter") in changes,
+                       what="change callbacks")
+        self.assertEqual(store.params("filter"), {"track": ["zebra"]})
+        self.assertEqual(store.subscriptions()["ext"],
+                         Subscription("ext", format="resque", types=("delete", "tweet")))
+
+    @defer.inlineCallbacks
+    def test_two_namespaces_do_not_touch(self):
+        a = yield self.make()
+        b = yield self.make()
+        yield a.set_params("filter", {"track": ["a"]})
+        yield a.save_subscription(Subscription.create("same"))
+        yield b.save_subscription(Subscription.create("same", format="envelope"))
+        yield wait_for(lambda: True)
+        self.assertEqual(b.params("filter"), {})
+        self.assertEqual(a.subscriptions()["same"].format, "raw")
+        self.assertEqual(b.subscriptions()["same"].format, "envelope")
+
+    @defer.inlineCallbacks
+    def test_meta_written_and_read(self):
+        store = yield self.make()
+        yield store.write_meta({"events": {"tweet": 3}})
+        meta = yield store.read_meta()
+        self.assertEqual(meta["stats"], {"events": {"tweet": 3}})
+        self.assertEqual(meta["process"]["running"], True)
+        self.assertIn("pid", meta["process"])
+
+    @defer.inlineCallbacks
+    def test_redis_down_at_start_then_up(self):
+        server = RedisServer()  # not started yet: nothing listens on its port
+        self.addCleanup(server.cleanup)
+        store = yield self.make(server=server)
+        self.assertFalse(store.available)
+        self.assertEqual(store.subscriptions(), {})
+        yield self.assertFailure(store.save_subscription(Subscription.create("x")), StoreUnavailable)
+        server.start()
+        server.command("SADD", f"{store.namespace}:subscriptions", "x")
+        yield wait_for(lambda: store.available and "x" in store.subscriptions(), timeout=20,
+                       what="store reconnects and loads")
+
+    @defer.inlineCallbacks
+    def test_redis_lost_keeps_last_state(self):
+        server = RedisServer().start()
+        self.addCleanup(server.cleanup)
+        store = yield self.make(server=server)
+        yield store.save_subscription(Subscription.create("keep"))
+        server.stop()
+        yield wait_for(lambda: not store.available, what="store notices the outage")
+        self.assertIn("keep", store.subscriptions())
+        yield self.assertFailure(store.set_params("filter", {"track": ["x"]}), StoreUnavailable)
+        server.start()  # same port, empty data (persistence is off)
+        yield wait_for(lambda: store.available, timeout=20, what="store reconnects")
