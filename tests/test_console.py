@@ -1,0 +1,285 @@
+"""The console through a real OpenSSH client, against the real Store on a real Redis."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import defer, error, protocol, reactor
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from flamingo.app import App
+from flamingo.config import from_mapping
+from flamingo.console import (AuthorizedKeysFile, ConfigView, console_service, describe_error,
+                              load_or_create_host_key, make_service, parse_authorized_keys)
+from flamingo.errors import ValidationError
+from tests.support.redis import shared_redis
+
+SSH = shutil.which("ssh") or "/usr/bin/ssh"
+KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[A-Za-z=>]")
+
+
+def clean(out: bytes) -> str:
+    """Terminal output without escape sequences or carriage returns."""
+    return ANSI.sub(b"", out).replace(b"\r", b"").decode("utf-8", "replace")
+
+
+def keygen(directory: Path, name: str) -> Path:
+    path = directory / name
+    subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return path
+
+
+@attrs.define
+class FakeState:
+    name: str = "connected"
+    restarts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "cause": None, "attempt": 0, "next_attempt_at": None,
+                "message": None, "connected_since": None, "request_line": "POST /1.1/statuses/filter.json"}
+
+
+class FakeWader:
+    def __init__(self) -> None:
+        self.state = FakeState()
+
+    def restart(self) -> None:
+        self.state.restarts += 1
+        self.state.name = "connecting"
+
+
+class FakeStats:
+    def snapshot(self) -> dict[str, Any]:
+        return {"events": {"tweet": 3}, "rates": {"10s": 0.3}}
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self, stdin: bytes) -> None:
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.done: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        code = reason.value.exitCode if isinstance(reason.value, error.ProcessTerminated) else 0
+        self.done.callback(code)
+
+
+def run_ssh(port: int, key: Path | None, stdin: bytes, *extra: str,
+            tty: bool = True) -> defer.Deferred[tuple[int, str, str]]:
+    args = [SSH, "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=10", "-p", str(port)]
+    args += ["-tt"] if tty else ["-T"]
+    if key is not None:
+        args += ["-o", "IdentitiesOnly=yes", "-i", str(key)]
+    args += [*extra, "someone@127.0.0.1"]
+    p = _Collect(stdin)
+    reactor.spawnProcess(p, SSH, args, env={"PATH": os.environ.get("PATH", "/usr/bin")})
+    return p.done.addCallback(lambda code: (code, clean(p.out), clean(p.err)))
+
+
+class ConsoleOverSSH(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        if not os.path.exists(SSH):
+            raise unittest.SkipTest("no OpenSSH client")
+        self.dir = Path(tempfile.mkdtemp(prefix="flamingo-console-"))
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.key = keygen(self.dir, "good")
+        self.wrong = keygen(self.dir, "wrong")
+        self.authorized = self.dir / "authorized_keys"
+        self.authorized.write_bytes(b"# test keys\n" + (self.dir / "good.pub").read_bytes())
+        self.redis = shared_redis()
+        self.ns = "console" + uuid.uuid4().hex[:8]
+        config = from_mapping({
+            "username": "u", "password": "pw",
+            "data_dir": str(self.dir / "data"),
+            "web": {"token": "s3cret-token"},
+            "redis": {"host": self.redis.address, "namespace": self.ns},
+            "console": {"listen": "tcp:0:interface=127.0.0.1",
+                        "authorized_keys": str(self.authorized)},
+        })
+        from flamingo.store import Store
+
+        self.store = Store.from_config(config, reactor=reactor)
+        yield self.store.start()
+        self.addCleanup(self.store.stop)
+        self.wader = FakeWader()
+        self.app = App(config, reactor, store=self.store, stats=FakeStats(), wader=self.wader)
+        self.service = console_service(self.app)
+        yield self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.port = self.service.port.getHost().port
+
+    def ssh(self, lines: str, key: Path | None = None, **kw: Any) -> Any:
+        data = "".join(line + "\r" for line in lines.splitlines()).encode()
+        return run_ssh(self.port, key or self.key, data, **kw)
+
+    @defer.inlineCallbacks
+    def test_right_key_logs_in(self) -> Any:
+        code, out, err = yield self.ssh("1+41")
+        self.assertIn("42", out.split("1+41", 1)[1])
+        self.assertIn("Flamingo console", out)
+        self.assertEqual(code, 0, err)
+
+    def test_host_key_generated_0600(self) -> None:
+        path = self.dir / "data" / "console_host_key"
+        self.assertTrue(path.exists())
+        self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+        # Second start reuses it.
+        key = load_or_create_host_key(path)
+        self.assertEqual(key.public(), self.service.factory.publicKeys[key.sshType()])
+
+    @defer.inlineCallbacks
+    def test_wrong_key_refused(self) -> Any:
+        code, out, err = yield self.ssh("1+41", key=self.wrong, tty=True)
+        self.assertEqual(code, 255)
+        self.assertIn("Permission denied", err)
+        self.assertNotIn("42", out)
+
+    @defer.inlineCallbacks
+    def test_password_refused(self) -> Any:
+        # No key at all, password and keyboard-interactive only: the server
+        # offers publickey only, so this cannot even be attempted.
+        args = [SSH, "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                "-o", "PubkeyAuthentication=no",
+                "-o", "PreferredAuthentications=password,keyboard-interactive",
+                "-o", "NumberOfPasswordPrompts=1", "-p", str(self.port), "-tt",
+                "someone@127.0.0.1"]
+        p = _Collect(b"hunter2\r1+41\r")
+        reactor.spawnProcess(p, SSH, args, env={"PATH": "/usr/bin"})
+        code = yield p.done
+        self.assertEqual(code, 255)
+        self.assertIn("Permission denied (publickey)", clean(p.err))
+
+    @defer.inlineCallbacks
+    def test_key_removed_takes_effect_at_next_login(self) -> Any:
+        self.authorized.write_bytes(b"")
+        code, out, err = yield self.ssh("1+41")
+        self.assertEqual(code, 255)
+        self.assertIn("Permission denied", err)
+
+    @defer.inlineCallbacks
+    def test_readme_lines(self) -> Any:
+        code, out, err = yield self.ssh(
+            "s = Stream.get('filter')\n"
+            "s.params['track'] = ['@cheaptweet', 'austin', '#etsy']\n"
+            "s.params['track']\n"
+            "Subscription('example').save()\n"
+            "Subscription('jobs', format='resque', types=['tweet']).save()\n"
+            "[s.name for s in Subscription.all()]\n"
+            "meta()['events']\n"
+            "wader.state.name\n"
+            "wader.restart()\n"
+            "wader.state.name\n"
+            "config.web['token']\n"
+            "help()\n")
+        self.assertEqual(code, 0, err)
+        after = out.split("#etsy']", 1)[1]
+        self.assertIn("filter.track = {'track': ['#etsy', '@cheaptweet', 'austin']}", after)
+        self.assertIn("['#etsy', '@cheaptweet', 'austin']", after)
+        self.assertIn("['example', 'jobs']", out)
+        self.assertIn("{'tweet': 3}", out)
+        self.assertIn("'connected'", out)
+        self.assertIn("'connecting'", out)
+        self.assertEqual(self.wader.state.restarts, 1)
+        self.assertIn("'***'", out)
+        self.assertNotIn("s3cret-token", out)
+        self.assertIn("Subscription('example').save()", out)  # the banner from help()
+        # Written through to Redis, where REST and other daemons read.
+        members = self.redis.command("SMEMBERS", f"{self.ns}:streams:filter:track")
+        self.assertEqual(sorted(members), [b"#etsy", b"@cheaptweet", b"austin"])
+        self.assertEqual(sorted(self.redis.command("SMEMBERS", f"{self.ns}:subscriptions")),
+                         [b"example", b"jobs"])
+        fields = self.redis.command("HGETALL", f"{self.ns}:subscription:jobs")
+        self.assertIn(b"resque", fields)
+
+    @defer.inlineCallbacks
+    def test_errors_print_one_line_and_session_goes_on(self) -> Any:
+        code, out, err = yield self.ssh(
+            "1/0\n"
+            "Subscription('bad name!').save()\n"
+            "Stream.get('filter').params['track'] = ['x' * 61]\n"
+            "Subscription('ghost').delete()\n"
+            "undefined_name\n"
+            "6*7\n")
+        self.assertEqual(code, 0, err)
+        self.assertIn("ZeroDivisionError", out)
+        self.assertIn("ValidationError: name: must match", out)
+        self.assertIn("ValidationError: track", out)
+        self.assertIn("NotFound: unknown subscription 'ghost'", out)
+        self.assertIn("NameError", out)
+        self.assertIn("42", out.split("6*7", 1)[1])
+        # ... and the daemon still serves.
+        code, out, err = yield self.ssh("2+2")
+        self.assertIn("4", out.split("2+2", 1)[1])
+
+    @defer.inlineCallbacks
+    def test_no_pty_gets_a_message(self) -> Any:
+        code, out, err = yield self.ssh("1+41", tty=False)
+        self.assertEqual(code, 1)
+        self.assertIn("a terminal is needed", out + err)
+
+    @defer.inlineCallbacks
+    def test_exec_gets_a_message(self) -> Any:
+        data = b""
+        args = [SSH, "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "IdentitiesOnly=yes", "-i", str(self.key), "-p", str(self.port),
+                "someone@127.0.0.1", "print(1)"]
+        p = _Collect(data)
+        reactor.spawnProcess(p, SSH, args, env={"PATH": "/usr/bin"})
+        code = yield p.done
+        self.assertEqual(code, 1)
+        self.assertIn("commands are not run here", clean(p.out + p.err))
+
+
+class Pieces(unittest.SynchronousTestCase):
+    def test_disabled(self) -> None:
+        config = from_mapping({"username": "u", "password": "p", "console": {"enabled": False}})
+        self.assertIsNone(console_service(App(config, Clock())))
+        self.assertIs(make_service, console_service)
+
+    def test_authorized_keys_parsing(self) -> None:
+        d = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, d, True)
+        pub = (keygen(d, "k").with_suffix(".pub")).read_bytes().strip()
+        lines = [b"", b"# comment", pub, b'from="10.0.0.1" ' + pub, b"ssh-ed25519 garbage", b"junk"]
+        found = list(parse_authorized_keys(lines))
+        self.assertEqual(len(found), 1)
+        self.assertEqual(list(AuthorizedKeysFile(d / "missing").getAuthorizedKeys(b"x")), [])
+
+    def test_config_view_hides_secrets(self) -> None:
+        view = ConfigView(from_mapping({"username": "u", "password": "pw", "web": {"token": "tok"}}))
+        self.assertEqual(view.password, "***")
+        self.assertEqual(view["web"]["token"], "***")
+        self.assertNotIn("tok'", repr(view))
+
+    def test_describe_error(self) -> None:
+        self.assertEqual(describe_error(ValidationError("track", "too long")),
+                         "ValidationError: track: too long")
