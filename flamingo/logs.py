@@ -1,0 +1,163 @@
+"""Flamingo's log output: level filter, destination file, reopen for logrotate.
+
+twistd owns the global log beginner (stdout with ``-n``, ``twistd.log``
+otherwise); a plugin cannot replace its observer. So Flamingo does two things:
+
+* its own loggers (``flamingo.logs.logger(namespace)``) drop events below the
+  configured level at the source, so the level applies to every destination;
+* when ``logging.dest`` names a file, an extra observer writes there, in the
+  original's format ``[2010-07-20 05:58:07, INFO] - message``, and can be
+  reopened (SIGHUP) after logrotate moved the file.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    LogPublisher,
+    Logger,
+    formatEvent,
+    globalLogPublisher,
+)
+from zope.interface import implementer
+
+from flamingo.config import LoggingConfig
+
+__all__ = ["LEVELS", "level_for", "logger", "set_level", "current_level", "FlamingoLogs",
+           "FileLogObserver"]
+
+#: config name -> twisted LogLevel (DEBUG < INFO < WARN < ERROR < FATAL)
+LEVELS: dict[str, LogLevel] = {
+    "DEBUG": LogLevel.debug,
+    "INFO": LogLevel.info,
+    "WARN": LogLevel.warn,
+    "ERROR": LogLevel.error,
+    "FATAL": LogLevel.critical,
+}
+_NAMES = {v: k for k, v in LEVELS.items()}
+
+_level: LogLevel = LogLevel.info
+
+
+def level_for(name: str) -> LogLevel:
+    """``"warn"``/``"WARNING"``/``"INFO"`` -> LogLevel; ValueError for anything else."""
+    norm = name.upper()
+    if norm == "WARNING":
+        norm = "WARN"
+    if norm not in LEVELS:
+        raise ValueError(f"unknown log level {name!r} (one of {', '.join(LEVELS)})")
+    return LEVELS[norm]
+
+
+def set_level(name: str) -> None:
+    """Change the level at runtime (config at start, or the console)."""
+    global _level
+    _level = level_for(name)
+
+
+def current_level() -> str:
+    return _NAMES[_level]
+
+
+class _LevelLogger(Logger):
+    """A twisted Logger that drops events below Flamingo's current level."""
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
+        if level < _level:
+            return
+        super().emit(level, format, **kwargs)
+
+
+def logger(namespace: str, source: object = None) -> Logger:
+    """The logger every Flamingo module uses: ``log = logger(__name__)``."""
+    return _LevelLogger(namespace=namespace, source=source)
+
+
+def format_line(event: dict[str, Any]) -> str:
+    """``[YYYY-mm-dd HH:MM:SS, LEVEL] - message``, plus the traceback of a failure."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.get("log_time", time.time())))
+    level = _NAMES.get(event.get("log_level", LogLevel.info), "INFO")
+    text = formatEvent(event) or ""
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
+        except Exception:  # a broken failure must not break logging
+            pass
+    return f"[{when}, {level}] - {text}\n"
+
+
+@implementer(ILogObserver)
+class FileLogObserver:
+    """Writes formatted lines to a path; ``reopen()`` for logrotate."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path).expanduser() if path else None
+        self._file: IO[str] | None = None
+        self.reopen()
+
+    def reopen(self) -> None:
+        if self.path is None:
+            self._file = sys.stdout
+            return
+        old = self._file
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        if old is not None:
+            old.close()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(format_line(event))
+        except (OSError, ValueError):
+            pass  # a full disk must not take the daemon down through its logger
+
+    def close(self) -> None:
+        if self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+        self._file = None
+
+
+class FlamingoLogs:
+    """Start/stop/reopen Flamingo's own log destination from ``logging`` config."""
+
+    def __init__(self, config: LoggingConfig, publisher: LogPublisher | None = None) -> None:
+        self.config = config
+        self.publisher = publisher if publisher is not None else globalLogPublisher
+        self.file: FileLogObserver | None = None
+        self._observer: FilteringLogObserver | None = None
+
+    @property
+    def dest(self) -> str | None:
+        d = self.config.dest
+        return None if d in (None, "", "stdout", "-") else d
+
+    def start(self) -> None:
+        set_level(self.config.level)
+        if self.dest is None or self._observer is not None:
+            return  # stdout: twistd's own observer writes it
+        self.file = FileLogObserver(self.dest)
+        predicate = LogLevelFilterPredicate(defaultLogLevel=level_for(self.config.level))
+        self._observer = FilteringLogObserver(self.file, [predicate])
+        self.publisher.addObserver(self._observer)
+
+    def reopen(self) -> None:
+        if self.file is not None:
+            self.file.reopen()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self.publisher.removeObserver(self._observer)
+            self._observer = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
