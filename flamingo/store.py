@@ -67,7 +67,10 @@ def _validate(stream: str, params: dict[str, list[str]]) -> None:
     validate = getattr(predicates, "validate_params", None)
     if validate is None:  # pragma: no cover
         return
-    problems = validate(stream, {k: list(v) for k, v in params.items() if v})
+    problems = validate(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
+    # A filter stream without predicates is a valid state to store: the wader
+    # waits for params (it is how a fresh daemon starts).
+    problems = [p for p in problems if getattr(p, "limit", None) != "at least one predicate"]
     if problems:
         p = problems[0]
         if isinstance(p, ValidationError):
