@@ -1,0 +1,478 @@
+"""The REST API: the original Flamingo's routes plus status, metrics, health
+and an OpenAPI document, as one class-based Klein app.
+
+``FlamingoApi(app).app.resource()`` is the whole API, token check, body
+limit and request log included (they run inside Klein, so routing errors such
+as 404/405 are answered in JSON and still need the token). Handlers never
+return dicts (Klein would send an empty 200): ``_json`` serialises.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import os
+import time
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from flamingo import __version__
+from flamingo.app import App
+from flamingo.errors import NotFound, StoreUnavailable, ValidationError
+from flamingo.web import _params
+from flamingo.web._params import BadRequest, RequestParams
+from flamingo.web.metrics import Metrics
+from flamingo.web.routes import ROUTES, listing
+
+__all__ = ["FlamingoApi", "ApiError", "RESOURCES"]
+
+log = Logger(namespace="flamingo.web")
+
+#: Stream name -> the original's "resource" (v1.1 path without version).
+RESOURCES = {
+    "filter": "statuses/filter",
+    "sample": "statuses/sample",
+    "firehose": "statuses/firehose",
+}
+
+_JSON = b"application/json"
+_STARTED = "_flamingo_started"
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": ..., "detail": ...}``."""
+
+    def __init__(self, status: int, error: str, detail: Any = None,
+                 headers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8")
+
+
+def _json(request: Any, value: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", _JSON)
+    return _dumps(value)
+
+
+def _handler(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Every route: start the request log, check the token and the body size."""
+
+    @functools.wraps(f)
+    def wrapper(self: "FlamingoApi", request: Any, *args: Any, **kwargs: Any) -> Any:
+        self._enter(request)
+        return f(self, request, *args, **kwargs)
+
+    return wrapper
+
+
+class FlamingoApi:
+    """The REST API over one running daemon (an :class:`App`)."""
+
+    app = Klein()
+
+    def __init__(self, flamingo: App, clock: Any = None) -> None:
+        self.flamingo = flamingo
+        self.config = flamingo.config
+        self.clock = clock if clock is not None else flamingo.reactor
+        token = self.config.web.token
+        self._token = f"Bearer {token}".encode() if token else None
+        self._metrics = Metrics(flamingo)
+
+    # --- plumbing ---------------------------------------------------------
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    def _enter(self, request: Any) -> None:
+        """Once per request: log on finish, then refuse if unauthorised or too big."""
+        if getattr(request, _STARTED, None) is not None:
+            return
+        setattr(request, _STARTED, time.monotonic())
+        request.notifyFinish().addBoth(self._log_request, request)
+        if self._token is not None:
+            given = request.getHeader(b"authorization") or b""
+            if isinstance(given, str):
+                given = given.encode("latin-1", "replace")
+            if not hmac.compare_digest(given, self._token):
+                raise ApiError(401, "unauthorized", "send Authorization: Bearer <web.token>",
+                               {b"www-authenticate": b'Bearer realm="flamingo"'})
+        size = _body_size(request)
+        if size > self.config.web.max_body:
+            raise ApiError(413, "body too large",
+                           {"limit": f"web.max_body: at most {self.config.web.max_body} bytes",
+                            "size": size})
+
+    def _log_request(self, result: Any, request: Any) -> None:
+        started = getattr(request, _STARTED, None) or time.monotonic()
+        path = urlsplit(request.uri.decode("latin-1")).path
+        log.info("{method} {path} {status} {ms:.1f}ms", method=request.method.decode("latin-1"),
+                 path=path, status=request.code, ms=(time.monotonic() - started) * 1000.0)
+
+    def _params(self, request: Any) -> RequestParams:
+        query = parse_qs(urlsplit(request.uri).query, keep_blank_values=True)
+        request.content.seek(0)
+        body = request.content.read()
+        ctype = request.getHeader(b"content-type")
+        return _params.parse_request(query, ctype.decode("latin-1") if ctype else None, body)
+
+    @app.handle_errors(Exception)
+    def _error(self, request: Any, failure: Failure) -> bytes:
+        exc = failure.value
+        try:
+            self._enter(request)
+        except ApiError as refused:  # a routing error without the token is still a 401
+            exc = refused
+        if isinstance(exc, ApiError):
+            for k, v in exc.headers.items():
+                request.setHeader(k, v)
+            return _json(request, {"error": exc.error, "detail": exc.detail}, exc.status)
+        if isinstance(exc, BadRequest):
+            return _json(request, {"error": exc.message, "detail": exc.detail}, 400)
+        if isinstance(exc, ValidationError):
+            return _json(request, {"error": str(exc), "detail": {
+                "field": exc.field, "message": exc.message, "limit": exc.limit}}, 422)
+        if isinstance(exc, NotFound):
+            return _json(request, {"error": str(exc), "detail": {"what": exc.what,
+                                                                 "name": exc.name}}, 404)
+        if isinstance(exc, StoreUnavailable):
+            return _json(request, {"error": "redis unavailable",
+                                   "detail": str(exc) or "the change was not made"}, 503)
+        if isinstance(exc, MethodNotAllowed):
+            allowed = sorted(exc.valid_methods or ())
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            return _json(request, {"error": "method not allowed",
+                                   "detail": {"allowed": allowed}}, 405)
+        if isinstance(exc, HTTPException):
+            code = exc.code or 500
+            error = "no such route" if code == 404 else (exc.name or "error").lower()
+            return _json(request, {"error": error, "detail": request.path.decode("latin-1",
+                                                                              "replace")}, code)
+        log.failure("unhandled error in {method} {path}", failure,
+                    method=request.method.decode("latin-1"),
+                    path=request.path.decode("latin-1", "replace"))
+        return _json(request, {"error": "internal error", "detail": failure.type.__name__}, 500)
+
+    # --- reading helpers --------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        if self.flamingo.store is None:
+            raise ApiError(503, "store not started", None)
+        return self.flamingo.store
+
+    def _stream(self, name: str) -> str:
+        known = set(RESOURCES) | set(self.store.stream_names())
+        if name not in known:
+            raise ApiError(404, f"unknown stream {name!r}", {"streams": sorted(known)})
+        return name
+
+    def _stream_doc(self, name: str) -> dict[str, Any]:
+        return {"name": name, "resource": RESOURCES.get(name), "params": self.store.params(name)}
+
+    def _wader_state(self) -> dict[str, Any] | None:
+        wader = self.flamingo.wader
+        if wader is None:
+            return None
+        return wader.state.to_dict()
+
+    def _writable(self) -> Any:
+        store = self.store
+        if not store.available:
+            raise ApiError(503, "redis unavailable", "the change was not made; retry later")
+        return store
+
+    def _subscription_doc(self, sub: Any) -> dict[str, Any]:
+        doc = sub.to_dict()
+        doc["queue"] = sub.queue_key(self.store.namespace)
+        return doc
+
+    def _subscription(self, name: str) -> Any:
+        sub = self.store.subscriptions().get(name)
+        if sub is None:
+            raise ApiError(404, "Subscription does not exist", {"name": name})
+        return sub
+
+    # --- the original's routes -------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    @_handler
+    def index(self, request: Any) -> bytes:
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1").lower()
+        if "application/json" in accept:
+            return _json(request, {"resources": [
+                {"method": r.method, "path": r.path, "summary": r.summary}
+                for r in sorted(ROUTES, key=lambda r: (r.path, r.method))]})
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return ("\n".join(listing()) + "\n").encode()
+
+    @app.route("/meta.json", methods=["GET"])
+    @_handler
+    def meta(self, request: Any) -> bytes:
+        stats = self.flamingo.stats
+        snapshot = stats.snapshot() if stats is not None else {}
+        return _json(request, {
+            **snapshot,
+            "process": self._process(),
+            "stream": self.config.stream,
+            "wader": self._wader_state(),
+        })
+
+    def _process(self) -> dict[str, Any]:
+        started = self.flamingo.started_at or None
+        now = self.clock.seconds()
+        return {"pid": os.getpid(), "version": __version__, "started_at": started,
+                "uptime": (now - started) if started else None}
+
+    @app.route("/streams/<name>.json", methods=["GET"])
+    @_handler
+    def get_stream(self, request: Any, name: str) -> bytes:
+        return _json(request, self._stream_doc(self._stream(name)))
+
+    @app.route("/streams/<name>.json", methods=["PUT"])
+    @_handler
+    @inlineCallbacks
+    def put_stream(self, request: Any, name: str) -> Any:
+        name = self._stream(name)
+        given = self._params(request)
+        new = {k: _params.split_values(given.raw(k)) for k in given.names() if k != "name"}
+        if not new:
+            raise BadRequest("no params given", {"example": "track=a,b&follow=1,2"})
+        store = self._writable()
+        yield store.set_params(name, new)
+        log.info("Set {keys} on stream {stream}", keys=",".join(sorted(new)), stream=name)
+        return _json(request, {**self._stream_doc(name), "wader": self._wader_state()})
+
+    @app.route("/streams/<name>/<key>.json", methods=["GET"])
+    @_handler
+    def get_param(self, request: Any, name: str, key: str) -> bytes:
+        name = self._stream(name)
+        return _json(request, self.store.params(name).get(key, []))
+
+    def _param_result(self, request: Any, name: str, key: str) -> bytes:
+        state = self._wader_state()
+        if state is not None and state.get("name"):
+            request.setHeader(b"flamingo-wader-state", str(state["name"]).encode())
+        return _json(request, self.store.params(name).get(key, []))
+
+    @app.route("/streams/<name>/<key>.json", methods=["POST"])
+    @_handler
+    @inlineCallbacks
+    def post_param(self, request: Any, name: str, key: str) -> Any:
+        name = self._stream(name)
+        given = self._params(request)
+        add = given.split("add")
+        if add is None:
+            add = given.split("values")
+        remove = given.split("remove")
+        if add is None and remove is None:
+            raise BadRequest("give values=A,B or add=A,B and/or remove=C", {"param": key})
+        store = self._writable()
+        if add:
+            yield store.add_values(name, key, add)
+        if remove and key in store.params(name):  # removing what is not there: a no-op
+            yield store.remove_values(name, key, remove)
+        return self._param_result(request, name, key)
+
+    @app.route("/streams/<name>/<key>.json", methods=["PUT"])
+    @_handler
+    @inlineCallbacks
+    def put_param(self, request: Any, name: str, key: str) -> Any:
+        name = self._stream(name)
+        values = self._params(request).split("values")
+        if values is None:
+            raise BadRequest("give values=A,B", {"param": key})
+        store = self._writable()
+        yield store.set_param(name, key, values)
+        return self._param_result(request, name, key)
+
+    @app.route("/streams/<name>/<key>.json", methods=["DELETE"])
+    @_handler
+    @inlineCallbacks
+    def delete_param(self, request: Any, name: str, key: str) -> Any:
+        name = self._stream(name)
+        values = self._params(request).split("values")
+        store = self._writable()
+        if key not in store.params(name):
+            pass  # as the original: deleting an unset param answers []
+        elif values:
+            yield store.remove_values(name, key, values)
+        else:
+            yield store.delete_param(name, key)
+        return self._param_result(request, name, key)
+
+    @app.route("/subscriptions.json", methods=["GET"])
+    @_handler
+    def list_subscriptions(self, request: Any) -> bytes:
+        subs = self.store.subscriptions()
+        return _json(request, [self._subscription_doc(subs[n]) for n in sorted(subs)])
+
+    @app.route("/subscriptions.json", methods=["POST"])
+    @_handler
+    @inlineCallbacks
+    def post_subscription(self, request: Any) -> Any:
+        from flamingo.subscription import Subscription
+
+        given = self._params(request)
+        name = given.one("name")
+        if name is None:
+            raise BadRequest("give name=N", {"field": "name"})
+        sub = Subscription.create(name, **_subscription_options(given))
+        store = self._writable()
+        yield store.save_subscription(sub)
+        yield _settled(store)
+        return _json(request, self._subscription_doc(sub))
+
+    @app.route("/subscriptions/<name>.json", methods=["GET"])
+    @_handler
+    def get_subscription(self, request: Any, name: str) -> bytes:
+        return _json(request, self._subscription_doc(self._subscription(name)))
+
+    @app.route("/subscriptions/<name>.json", methods=["PATCH"])
+    @_handler
+    @inlineCallbacks
+    def patch_subscription(self, request: Any, name: str) -> Any:
+        from flamingo.subscription import Subscription
+
+        old = self._subscription(name)
+        given = self._params(request)
+        if given.has("name") and given.one("name") != name:
+            raise BadRequest("a subscription cannot be renamed", {"field": "name"})
+        options = {"format": old.format, "types": old.types, "filter": old.filter,
+                   "max_length": old.max_length}
+        changes = _subscription_options(given)
+        if not changes:
+            raise BadRequest("no options given", {"options": ["format", "types", "filter",
+                                                              "max_length"]})
+        options.update(changes)
+        sub = Subscription.create(name, **options)
+        store = self._writable()
+        yield store.save_subscription(sub)
+        yield _settled(store)
+        return _json(request, self._subscription_doc(sub))
+
+    @app.route("/subscriptions/<name>.json", methods=["DELETE"])
+    @_handler
+    @inlineCallbacks
+    def delete_subscription(self, request: Any, name: str) -> Any:
+        sub = self._subscription(name)
+        drop = _params.parse_bool("drop_queue", self._params(request).one("drop_queue"))
+        store = self._writable()
+        yield store.delete_subscription(name, drop_queue=drop)
+        yield _settled(store)
+        return _json(request, {**self._subscription_doc(sub), "deleted": True,
+                               "queue_dropped": drop})
+
+    # --- new routes ------------------------------------------------------------
+
+    @app.route("/status.json", methods=["GET"])
+    @_handler
+    def status(self, request: Any) -> bytes:
+        state = self._wader_state() or {}
+        delivery = self._delivery_status()
+        store = self.flamingo.store
+        return _json(request, {
+            "wader": self._wader_state(),
+            "state": state.get("name"),
+            "request_line": state.get("request_line"),
+            "connected_since": state.get("connected_since"),
+            "stream": {"name": self.config.stream,
+                       "params": store.params(self.config.stream) if store else {}},
+            "journal_backlog": delivery.get("journal_backlog"),
+            "redis": {"available": bool(store.available) if store is not None else False},
+            "delivery": delivery,
+            "process": self._process(),
+        })
+
+    def _delivery_status(self) -> dict[str, Any]:
+        delivery = self.flamingo.delivery
+        if delivery is None or not hasattr(delivery, "status"):
+            return {}
+        return delivery.status()
+
+    @app.route("/wader/restart.json", methods=["POST"])
+    @_handler
+    def restart_wader(self, request: Any) -> bytes:
+        wader = self.flamingo.wader
+        if wader is None:
+            raise ApiError(503, "wader not started", None)
+        log.info("Restarting wader (REST)")
+        wader.restart()
+        return _json(request, {"restarting": True, "wader": self._wader_state()})
+
+    @app.route("/metrics", methods=["GET"])
+    @_handler
+    def metrics(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", self._metrics.content_type.encode())
+        return self._metrics.render()
+
+    @app.route("/health", methods=["GET"])
+    @_handler
+    def health(self, request: Any) -> bytes:
+        from flamingo.web.health import check
+
+        ok, checks = check(self.flamingo)
+        body = {"status": "ok" if ok else "unhealthy", "checks": checks}
+        if not ok:
+            reason = "; ".join(f"{k}: {v['reason']}" for k, v in checks.items() if not v["ok"])
+            body.update(reason=reason, error="unhealthy", detail=reason)
+        return _json(request, body, 200 if ok else 503)
+
+    @app.route("/openapi.json", methods=["GET"])
+    @_handler
+    def openapi(self, request: Any) -> bytes:
+        from flamingo.web.openapi import document
+
+        return _json(request, document())
+
+
+def _settled(store: Any) -> Any:
+    """Read-your-writes for subscriptions: wait for the store's next reload.
+
+    Store.save/delete_subscription update the copy directly, and a reload
+    that was already reading Redis can land afterwards with the old state
+    (so a GET right after a POST could answer 404). A fresh reload is the
+    barrier; params writes already end with one inside the store.
+    """
+    reload = getattr(store, "_reload", None)
+    if reload is None:
+        return None
+    return reload()
+
+
+def _body_size(request: Any) -> int:
+    content = getattr(request, "content", None)
+    if content is None:
+        return 0
+    pos = content.tell()
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(pos)
+    return size
+
+
+def _subscription_options(given: RequestParams) -> dict[str, Any]:
+    """format / types / filter / max_length, only those given."""
+    out: dict[str, Any] = {}
+    if given.has("format"):
+        out["format"] = given.one("format")
+    if given.has("types"):
+        out["types"] = given.split("types") or None
+    if given.has("filter"):
+        out["filter"] = tuple(given.split("filter") or ())
+    if given.has("max_length"):
+        out["max_length"] = _params.parse_int("max_length", given.one("max_length"))
+    return out
