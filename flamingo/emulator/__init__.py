@@ -1,0 +1,12 @@
+"""A faithful local stand-in for the Twitter Streaming API (v1.1).
+
+``Emulator(EmulatorOptions(...), reactor=reactor).start(port=0)`` in a
+running reactor, or ``flamingo emulator --help`` from a shell.
+"""
+
+from flamingo.emulator.faults import Fault, FaultPlan
+from flamingo.emulator.journal import ConnectionRecord
+from flamingo.emulator.options import EmulatorOptions
+from flamingo.emulator.server import Emulator, Endpoint
+
+__all__ = ["Emulator", "EmulatorOptions", "Fault", "FaultPlan", "ConnectionRecord", "Endpoint"]

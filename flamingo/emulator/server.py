@@ -1,0 +1,258 @@
+"""The in-reactor emulator: listening port, routing table, journal, faults.
+
+Routing is a table of endpoint handlers keyed by path (``Emulator.endpoints``)
+so X API v2 endpoints can be added later as more rows, each a callable
+``(emulator, protocol, request, record) -> None``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+
+from flamingo.emulator.authcheck import AuthChecker
+from flamingo.emulator.faults import FaultPlan
+from flamingo.emulator.http import HTTPServerFactory, HTTPServerProtocol, Request
+from flamingo.emulator.journal import ConnectionRecord
+from flamingo.emulator.options import EmulatorOptions
+from flamingo.emulator.pool import PoolSource, ReplaySource, build_pool
+from flamingo.emulator.session import StreamSession
+from flamingo.stream.predicates import Predicates, validate_params
+
+__all__ = ["Emulator", "Endpoint", "V1_ENDPOINTS"]
+
+Handler = Callable[["Emulator", HTTPServerProtocol, Request, ConnectionRecord], None]
+
+
+@attrs.frozen
+class Endpoint:
+    """One route: which methods, and the handler that answers them."""
+
+    name: str
+    methods: tuple[str, ...]
+    handler: Handler
+
+
+def _stream_handler(stream: str) -> Handler:
+    def handle(emu: "Emulator", proto: HTTPServerProtocol, request: Request, record: ConnectionRecord) -> None:
+        emu._serve_v1_stream(stream, proto, request, record)
+
+    return handle
+
+
+V1_ENDPOINTS: dict[str, Endpoint] = {
+    "/1.1/statuses/filter.json": Endpoint("filter", ("GET", "POST"), _stream_handler("filter")),
+    "/1.1/statuses/sample.json": Endpoint("sample", ("GET", "POST"), _stream_handler("sample")),
+    "/1.1/statuses/firehose.json": Endpoint("firehose", ("GET", "POST"), _stream_handler("firehose")),
+}
+
+PREDICATE_KEYS = ("track", "follow", "locations", "language", "filter_level")
+
+
+class Emulator:
+    """A faithful local Streaming API (v1.1) in the running reactor.
+
+    ``reactor`` listens; ``clock`` (default: the reactor) runs every timer
+    (keep-alives, rates, stalls, refusal windows) so tests can pass a
+    ``Clock``; ``now`` is the wall clock OAuth timestamps are checked against.
+    """
+
+    def __init__(
+        self,
+        options: EmulatorOptions | None = None,
+        reactor: IReactorTCP | None = None,
+        clock: IReactorTime | None = None,
+        now: Callable[[], float] = time.time,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        self.options = options or EmulatorOptions()
+        self.reactor = reactor
+        self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
+        self.auth = AuthChecker(self.options, now)
+        self.faults = FaultPlan(self.clock.seconds)
+        self.journal: list[ConnectionRecord] = []
+        self.sent_messages: list[list[bytes]] = []
+        self.sessions: list[StreamSession] = []
+        self.endpoints: dict[str, Endpoint] = dict(V1_ENDPOINTS)
+        self._by_identity: dict[str, StreamSession] = {}
+        self._cycle = 0
+        self._factory = HTTPServerFactory(self._handle, self._on_connect)
+        self._port = None
+        self._journal_file = open(self.options.journal, "a", encoding="utf-8") if self.options.journal else None
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        self._port = self.reactor.listenTCP(port, self._factory, interface=host)
+        self.host = host
+        self.port = self._port.getHost().port
+        return self.port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> defer.Deferred:
+        """Stop listening and close every connection; fires when all are gone."""
+        waits = []
+        if self._port is not None:
+            waits.append(defer.maybeDeferred(self._port.stopListening))
+            self._port = None
+        for session in list(self.sessions):
+            session.close("emulator stopped", abort=True)
+        for proto in list(self._factory.protocols):
+            d: defer.Deferred = defer.Deferred()
+            self._factory.waiters.setdefault(proto, []).append(d)
+            waits.append(d)
+            proto.transport.abortConnection()
+        if self._journal_file is not None:
+            self._journal_file.close()
+            self._journal_file = None
+        return defer.gatherResults(waits).addCallback(lambda _: None)
+
+    def next_cycle(self) -> int:
+        """A fresh id prefix for a pool cycle: ids only ever increase."""
+        self._cycle += 1
+        return self._cycle
+
+    def broadcast_disconnect(self, code: int, reason: str | None = None) -> None:
+        """Send every open stream a disconnect message and close it (e.g. code 1 shutdown)."""
+        for session in list(self.sessions):
+            session.disconnect(code, reason)
+
+    # -- journal --------------------------------------------------------------
+    def _log(self, record: ConnectionRecord, event: str) -> None:
+        if self._journal_file is not None:
+            self._journal_file.write(json.dumps({"event": event, **record.to_dict()}) + "\n")
+            self._journal_file.flush()
+
+    def _new_record(self, method, path, params, outcome="pending") -> ConnectionRecord:
+        record = ConnectionRecord(self.clock.seconds(), method, path, params, None, outcome)
+        self.journal.append(record)
+        return record
+
+    def _reject(self, proto: HTTPServerProtocol, record: ConnectionRecord, code: int, body: str,
+                headers: dict[str, str] | None = None) -> None:
+        record.outcome = f"http {code}"
+        self._log(record, "rejected")
+        proto.respond(code, body.encode() + b"\n", headers)
+
+    # -- requests -------------------------------------------------------------
+    def _on_connect(self, proto: HTTPServerProtocol) -> bool:
+        if self.faults.refusing():
+            record = self._new_record(None, None, {}, "refused")
+            self._log(record, "refused")
+            return False
+        return True
+
+    def _handle(self, proto: HTTPServerProtocol, request: Request) -> None:
+        params: dict[str, list[str]] = {}
+        try:
+            pairs = request.query_pairs + (request.form_pairs() if request.method == "POST" else [])
+        except UnicodeDecodeError:
+            record = self._new_record(request.method, request.path, {})
+            self._reject(proto, record, 400, "Bad form encoding")
+            return
+        for key, value in pairs:
+            params.setdefault(key, []).append(value)
+        record = self._new_record(request.method, request.path, params)
+        status = self.faults.take_status()
+        if status is not None:
+            headers = {"Retry-After": "60"} if status in (420, 429) else None
+            self._reject(proto, record, status, f"Scripted status {status}", headers)
+            return
+        endpoint = self.endpoints.get(request.path)
+        if endpoint is None:
+            self._reject(proto, record, 404, "Unknown URL. See the Streaming API documentation.")
+            return
+        if request.method not in endpoint.methods:
+            self._reject(proto, record, 405, "Method not allowed", {"Allow": ", ".join(endpoint.methods)})
+            return
+        host = request.headers.get("host", f"{self.host}:{self.port}")
+        result = self.auth.check(request.method, f"http://{host}{request.path}",
+                                 request.headers.get("authorization"), pairs)
+        record.identity = result.identity
+        if not result.ok:
+            self._reject(proto, record, 401, f"Unauthorized: {result.reason}",
+                         {"WWW-Authenticate": 'Basic realm="Firehose"'})
+            return
+        endpoint.handler(self, proto, request, record)
+
+    def _serve_v1_stream(self, stream: str, proto: HTTPServerProtocol, request: Request,
+                         record: ConnectionRecord) -> None:
+        params = record.params
+        problems = validate_params(stream, params, allow_count=self.options.allow_count)
+        if problems:
+            statuses = {p.status for p in problems}
+            code = 413 if 413 in statuses else 416 if 416 in statuses else max(statuses)
+            text = "\n".join(f"Parameter {p.field}: {p.message}" + (f" ({p.limit})" if p.limit else "")
+                             for p in problems)
+            self._reject(proto, record, code, text)
+            return
+        opts = self.options
+        delimited = params.get("delimited") == ["length"]
+        accept = request.headers.get("accept-encoding", "").lower()
+        gzip = any(tok.split(";")[0].strip() == "gzip" and "q=0" not in tok.replace(" ", "")
+                   for tok in accept.split(","))
+        record.outcome, record.gzip, record.delimited = "streaming", gzip, delimited
+        filter_params = {k: v for k, v in params.items() if k in PREDICATE_KEYS} if stream == "filter" else {}
+        if opts.replay:
+            source = ReplaySource(opts.replay, delimited,
+                                  predicates=Predicates.from_params(filter_params) if filter_params else None)
+        else:
+            pool = build_pool(opts.seed, opts.size, delimited, opts.pool_size, filter_params or None)
+            source = PoolSource(pool, self.next_cycle)
+        capture: list[bytes] | None = None
+        if opts.record:
+            capture = []
+            self.sent_messages.append(capture)
+        session = StreamSession(
+            transport=proto.transport,
+            clock=self.clock,
+            source=source,
+            record=record,
+            stream_name=f"{record.identity or 'anonymous'}-{stream}",
+            delimited=delimited,
+            gzip=gzip,
+            rate=opts.rate,
+            keepalive=opts.keepalive,
+            faults=self.faults.take_stream_faults(),
+            stall_warnings=params.get("stall_warnings") == ["true"],
+            stall_queue=opts.stall_queue,
+            warning_percent=opts.stall_warning_percent,
+            delivery_cap=opts.delivery_cap if stream == "filter" else None,
+            random_disconnects=opts.random_disconnects,
+            seed=opts.seed + len(self.journal),
+            capture=capture,
+            on_close=self._session_closed,
+        )
+        proto.on_lost = session.connection_lost
+        identity = record.identity or "anonymous"
+        older = self._by_identity.get(identity)
+        if opts.one_connection_per_account and older is not None and not older.closed:
+            older.disconnect(7, "Admin logout: the same credentials were used to connect a new stream "
+                                "and the oldest was disconnected")
+        self._by_identity[identity] = session
+        self.sessions.append(session)
+        self._log(record, "connected")
+        proto.start_stream({"Content-Encoding": "gzip"} if gzip else {})
+        session.start()
+
+    def _session_closed(self, session: StreamSession) -> None:
+        if session in self.sessions:
+            self.sessions.remove(session)
+        for identity, current in list(self._by_identity.items()):
+            if current is session:
+                del self._by_identity[identity]
+        self._log(session.record, "closed")

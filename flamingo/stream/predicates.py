@@ -1,0 +1,408 @@
+"""Streaming API parameters: validation and tweet matching, as the service did.
+
+Pure functions and values only. The same rules serve three callers: the
+emulator (answers 406/413/416), the REST API (maps a ``Problem`` to 422) and
+the store (refuses to save what the service would refuse). Matching follows
+the v1.1 documentation: ``track`` phrases are OR'ed (comma) and their words
+AND'ed (space), case-insensitive, against the text, hashtags, mentions and
+expanded URLs; ``follow`` matches tweets by, replies to and retweets of the
+ids; ``locations`` matches coordinates inside a box (or a place whose box
+intersects one); the three are OR'ed, then ``language`` and ``filter_level``
+narrow the result.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import attrs
+
+__all__ = [
+    "Problem",
+    "Predicates",
+    "TermMatcher",
+    "validate_params",
+    "split_values",
+    "STREAMS",
+    "MAX_TRACK",
+    "MAX_FOLLOW",
+    "MAX_BOXES",
+    "MAX_PHRASE_BYTES",
+]
+
+STREAMS = ("filter", "sample", "firehose")
+MAX_TRACK = 400
+MAX_FOLLOW = 5000
+MAX_BOXES = 25
+MAX_PHRASE_BYTES = 60
+MAX_COUNT = 150_000
+FILTER_LEVELS = ("none", "low", "medium")
+PREDICATE_PARAMS = ("track", "follow", "locations")
+KNOWN_PARAMS = frozenset(
+    PREDICATE_PARAMS
+    + ("language", "filter_level", "stall_warnings", "delimited", "count")
+)
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+_FOLLOW_ID = re.compile(r"^[0-9]{1,19}$")
+
+
+@attrs.frozen
+class Problem:
+    """One rule a parameter breaks; ``status`` is what the service answered."""
+
+    field: str
+    message: str
+    limit: str | None = None
+    status: int = 406
+
+
+def split_values(values: Iterable[str]) -> list[str]:
+    """Comma-separated values flattened, stripped, empties dropped (order kept)."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if part:
+                out.append(part)
+    return out
+
+
+def validate_params(
+    stream: str, params: Mapping[str, Sequence[str]], *, allow_count: bool = False
+) -> list[Problem]:
+    """Every problem the service would report for these parameters (empty = OK).
+
+    ``params`` maps a parameter to its values; each value may itself be a
+    comma-separated list, as it is on the wire. ``allow_count`` is the role
+    that may backfill with ``count`` (otherwise ``count`` gets 416).
+    """
+    problems: list[Problem] = []
+    if stream not in STREAMS:
+        return [Problem("stream", f"unknown stream {stream!r}", "one of " + "|".join(STREAMS), 404)]
+    for name in params:
+        if name not in KNOWN_PARAMS:
+            problems.append(Problem(name, f"unknown parameter {name!r}"))
+    track = split_values(params.get("track", ()))
+    follow = split_values(params.get("follow", ()))
+    locations = split_values(params.get("locations", ()))
+    if stream == "filter":
+        if not (track or follow or locations):
+            problems.append(
+                Problem(
+                    "track",
+                    "filter needs at least one of track, follow or locations",
+                    "at least one predicate",
+                )
+            )
+    else:
+        for name in PREDICATE_PARAMS:
+            if split_values(params.get(name, ())):
+                problems.append(
+                    Problem(name, f"{name} is only accepted by the filter stream", "filter only")
+                )
+    problems.extend(_check_track(params.get("track", ()), track))
+    problems.extend(_check_follow(follow))
+    problems.extend(_check_locations(locations))
+    problems.extend(_check_language(params.get("language", ())))
+    problems.extend(_check_choice(params, "filter_level", FILTER_LEVELS))
+    problems.extend(_check_choice(params, "stall_warnings", ("true", "false")))
+    problems.extend(_check_choice(params, "delimited", ("length",)))
+    problems.extend(_check_count(params.get("count", ()), allow_count))
+    return problems
+
+
+def _check_track(raw: Sequence[str], phrases: list[str]) -> list[Problem]:
+    problems = []
+    if raw and not phrases:
+        problems.append(Problem("track", "no phrase given", "1..60 bytes per phrase"))
+    for phrase in phrases:
+        size = len(phrase.encode("utf-8"))
+        if size > MAX_PHRASE_BYTES:
+            problems.append(
+                Problem("track", f"phrase {phrase[:20]!r}... is {size} bytes", "1..60 bytes per phrase")
+            )
+    if len(phrases) > MAX_TRACK:
+        problems.append(
+            Problem("track", f"{len(phrases)} phrases", f"at most {MAX_TRACK} phrases", 413)
+        )
+    return problems
+
+
+def _check_follow(ids: list[str]) -> list[Problem]:
+    problems = []
+    for value in ids:
+        if not _FOLLOW_ID.match(value) or int(value) >= 2**63:
+            problems.append(Problem("follow", f"{value[:30]!r} is not a user id", "numeric user ids"))
+            break
+    if len(ids) > MAX_FOLLOW:
+        problems.append(Problem("follow", f"{len(ids)} ids", f"at most {MAX_FOLLOW} ids", 413))
+    return problems
+
+
+def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
+    """Groups of four floats; ValueError when not numeric or not a multiple of 4."""
+    numbers = [float(v) for v in values]
+    if len(numbers) % 4:
+        raise ValueError("locations must be groups of 4 numbers")
+    return [tuple(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]  # type: ignore[misc]
+
+
+def _check_locations(values: list[str]) -> list[Problem]:
+    if not values:
+        return []
+    rule = "SW lon,lat,NE lon,lat per box; sides 0.1..360 degrees"
+    try:
+        boxes = parse_boxes(values)
+    except ValueError as e:
+        return [Problem("locations", str(e) if "groups" in str(e) else "not a number", rule)]
+    problems = []
+    for i, (w, s, e, n) in enumerate(boxes):
+        if not all(math.isfinite(x) for x in (w, s, e, n)):
+            problems.append(Problem("locations", f"box {i + 1}: not a finite number", rule))
+        elif not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+            problems.append(Problem("locations", f"box {i + 1}: coordinates out of range", rule))
+        elif not (w < e and s < n):
+            problems.append(Problem("locations", f"box {i + 1}: south-west corner must come first", rule))
+        elif not (0.1 <= e - w <= 360 and 0.1 <= n - s <= 360):
+            problems.append(Problem("locations", f"box {i + 1}: each side must span 0.1..360 degrees", rule))
+        if problems:
+            break
+    if len(boxes) > MAX_BOXES:
+        problems.append(
+            Problem("locations", f"{len(boxes)} boxes", f"at most {MAX_BOXES} boxes", 413)
+        )
+    return problems
+
+
+def _check_language(raw: Sequence[str]) -> list[Problem]:
+    values = split_values(raw)
+    if raw and not values:
+        return [Problem("language", "no language given", "BCP 47 codes")]
+    for value in values:
+        if not _LANGUAGE.match(value):
+            return [Problem("language", f"{value[:20]!r} is not a BCP 47 code", "BCP 47 codes")]
+    return []
+
+
+def _check_choice(params: Mapping[str, Sequence[str]], name: str, choices: Sequence[str]) -> list[Problem]:
+    if name not in params:
+        return []
+    values = list(params[name])
+    if len(values) != 1 or values[0] not in choices:
+        return [Problem(name, f"{','.join(values)[:30]!r} is not allowed", "one of " + "|".join(choices))]
+    return []
+
+
+def _check_count(raw: Sequence[str], allow: bool) -> list[Problem]:
+    if not raw:
+        return []
+    if not allow:
+        return [Problem("count", "count is not allowed for this role", "backfill roles only", 416)]
+    values = list(raw)
+    if len(values) != 1 or not re.fullmatch(r"-?[0-9]{1,6}", values[0]) or abs(int(values[0])) > MAX_COUNT:
+        return [Problem("count", f"{','.join(values)[:20]!r} is not allowed", f"-{MAX_COUNT}..{MAX_COUNT}")]
+    return []
+
+
+# ---------------------------------------------------------------------------
+# matching
+
+_WORD = re.compile(r"[#@$]?\w+", re.UNICODE)
+
+
+def _status_parts(tweet: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    """The tweet and the retweeted / quoted statuses it carries (their text counts too)."""
+    yield tweet
+    for key in ("retweeted_status", "quoted_status"):
+        inner = tweet.get(key)
+        if isinstance(inner, Mapping):
+            yield inner
+
+
+def _text_of(status: Mapping[str, Any]) -> str:
+    ext = status.get("extended_tweet")
+    if isinstance(ext, Mapping) and isinstance(ext.get("full_text"), str):
+        return ext["full_text"]
+    text = status.get("full_text", status.get("text"))
+    return text if isinstance(text, str) else ""
+
+
+def _entities_of(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    ext = status.get("extended_tweet")
+    if isinstance(ext, Mapping) and isinstance(ext.get("entities"), Mapping):
+        return ext["entities"]
+    ent = status.get("entities")
+    return ent if isinstance(ent, Mapping) else {}
+
+
+@attrs.frozen
+class _Haystack:
+    tokens: frozenset[str]
+    text: str  # lower-cased texts + expanded urls, for terms with punctuation
+
+
+def _haystack(tweet: Mapping[str, Any]) -> _Haystack:
+    tokens: set[str] = set()
+    texts: list[str] = []
+    for status in _status_parts(tweet):
+        text = _text_of(status).lower()
+        texts.append(text)
+        for tok in _WORD.findall(text):
+            tokens.add(tok)
+            if tok[0] in "#@$":
+                tokens.add(tok[1:])
+        entities = _entities_of(status)
+        for tag in entities.get("hashtags") or ():
+            if isinstance(tag, Mapping) and isinstance(tag.get("text"), str):
+                t = tag["text"].lower()
+                tokens.update((t, "#" + t))
+        for mention in entities.get("user_mentions") or ():
+            if isinstance(mention, Mapping) and isinstance(mention.get("screen_name"), str):
+                m = mention["screen_name"].lower()
+                tokens.update((m, "@" + m))
+        for url in entities.get("urls") or ():
+            if isinstance(url, Mapping):
+                expanded = url.get("expanded_url") or url.get("url")
+                if isinstance(expanded, str):
+                    expanded = expanded.lower()
+                    texts.append(expanded)
+                    tokens.update(_WORD.findall(expanded))
+    return _Haystack(frozenset(tokens), "\n".join(texts))
+
+
+def _word_matches(word: str, hay: _Haystack) -> bool:
+    if word in hay.tokens:
+        return True
+    if _WORD.fullmatch(word):
+        return False
+    # punctuation is part of the term (e.g. "example.com", "c++"): substring match
+    return word in hay.text
+
+
+class TermMatcher:
+    """``track``-style terms: any phrase (comma = OR) whose words all appear (space = AND).
+
+    Reused by the dispatcher's subscription ``filter`` so a subscription
+    matches exactly what the service would have sent for the same terms.
+    """
+
+    def __init__(self, terms: Iterable[str]):
+        self.phrases: tuple[tuple[str, ...], ...] = tuple(
+            tuple(phrase.lower().split()) for phrase in split_values(terms)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.phrases)
+
+    def __repr__(self) -> str:
+        return f"TermMatcher({[' '.join(p) for p in self.phrases]!r})"
+
+    def matches(self, tweet: Mapping[str, Any]) -> bool:
+        if not self.phrases or not isinstance(tweet, Mapping):
+            return False
+        hay = _haystack(tweet)
+        return self.matches_haystack(hay)
+
+    def matches_haystack(self, hay: _Haystack) -> bool:
+        return any(all(_word_matches(w, hay) for w in phrase) for phrase in self.phrases)
+
+
+def _user_id(obj: Any) -> int | None:
+    if isinstance(obj, Mapping):
+        user = obj.get("user")
+        if isinstance(user, Mapping) and isinstance(user.get("id"), int):
+            return user["id"]
+    return None
+
+
+def _inside(lon: float, lat: float, box: tuple[float, float, float, float]) -> bool:
+    w, s, e, n = box
+    return w <= lon <= e and s <= lat <= n
+
+
+def _intersects(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def _place_box(tweet: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
+    place = tweet.get("place")
+    if not isinstance(place, Mapping):
+        return None
+    bbox = place.get("bounding_box")
+    try:
+        ring = bbox["coordinates"][0]
+        lons = [float(p[0]) for p in ring]
+        lats = [float(p[1]) for p in ring]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    return (min(lons), min(lats), max(lons), max(lats))
+
+
+@attrs.frozen
+class Predicates:
+    """Parsed, validated-elsewhere predicates of one stream connection."""
+
+    track: TermMatcher | None = None
+    follow: frozenset[int] = frozenset()
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    languages: frozenset[str] = frozenset()
+    filter_level: str = "none"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "Predicates":
+        """Build from (already validated) parameters; invalid parts are ignored."""
+        track = TermMatcher(params.get("track", ()))
+        follow = frozenset(
+            int(v) for v in split_values(params.get("follow", ())) if _FOLLOW_ID.match(v)
+        )
+        try:
+            boxes = tuple(parse_boxes(split_values(params.get("locations", ()))))
+        except ValueError:
+            boxes = ()
+        languages = frozenset(v.lower() for v in split_values(params.get("language", ())))
+        level = (list(params.get("filter_level", ())) or ["none"])[0]
+        return cls(track or None, follow, boxes, languages, level if level in FILTER_LEVELS else "none")
+
+    @property
+    def has_predicates(self) -> bool:
+        return bool(self.track or self.follow or self.boxes)
+
+    def matches(self, tweet: Mapping[str, Any]) -> bool:
+        """Would the service have delivered this status on this connection?"""
+        if not isinstance(tweet, Mapping) or "user" not in tweet:
+            return False
+        if self.languages and str(tweet.get("lang", "")).lower() not in self.languages:
+            return False
+        if self.filter_level != "none":
+            level = tweet.get("filter_level", "none")
+            rank = FILTER_LEVELS.index(level) if level in FILTER_LEVELS else 0
+            if rank < FILTER_LEVELS.index(self.filter_level):
+                return False
+        if not self.has_predicates:
+            return True
+        return self.matches_track(tweet) or self.matches_follow(tweet) or self.matches_location(tweet)
+
+    def matches_track(self, tweet: Mapping[str, Any]) -> bool:
+        return bool(self.track) and self.track.matches(tweet)  # type: ignore[union-attr]
+
+    def matches_follow(self, tweet: Mapping[str, Any]) -> bool:
+        if not self.follow:
+            return False
+        candidates = {_user_id(tweet), tweet.get("in_reply_to_user_id"), _user_id(tweet.get("retweeted_status"))}
+        return any(c in self.follow for c in candidates if isinstance(c, int))
+
+    def matches_location(self, tweet: Mapping[str, Any]) -> bool:
+        if not self.boxes:
+            return False
+        coords = tweet.get("coordinates")
+        if isinstance(coords, Mapping):
+            try:
+                lon, lat = float(coords["coordinates"][0]), float(coords["coordinates"][1])
+            except (TypeError, KeyError, IndexError, ValueError):
+                pass
+            else:
+                return any(_inside(lon, lat, box) for box in self.boxes)
+        place = _place_box(tweet)
+        return place is not None and any(_intersects(place, box) for box in self.boxes)
