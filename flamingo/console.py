@@ -473,6 +473,8 @@ class FlamingoManhole(manhole.ColoredManhole):
             self.terminal.write(self.ps[self.pn])
 
     def _give_up_waiting(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()  # Ctrl-C came first
         self._timer = None
         self.terminal.write(b"(still waiting; the result will be printed when it arrives)\n")
         self._release()
@@ -635,10 +637,10 @@ class ConsoleService(service.Service):
             log.info("console: SSH on {listen} (public keys from {keys})",
                      listen=c.listen, keys=str(c.authorized_keys))
 
-        def failed(f: Failure) -> Failure:
-            log.error("console: cannot listen on {listen}: {err}", listen=c.listen,
-                      err=f.getErrorMessage())
-            return f
+        def failed(f: Failure) -> None:
+            # Like the web service: the daemon goes on without its console.
+            log.error("console: cannot listen on {listen}: {err}; running without the console",
+                      listen=c.listen, err=f.getErrorMessage())
 
         return d.addCallbacks(listening, failed)
 

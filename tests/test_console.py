@@ -283,3 +283,63 @@ class Pieces(unittest.SynchronousTestCase):
     def test_describe_error(self) -> None:
         self.assertEqual(describe_error(ValidationError("track", "too long")),
                          "ValidationError: track: too long")
+
+
+class PendingStore:
+    """A store whose writes fire only when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred] = []
+
+    def params(self, stream: str) -> dict[str, list[str]]:
+        return {}
+
+    def set_param(self, stream: str, param: str, values: list[str]) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+class Waiting(unittest.SynchronousTestCase):
+    """The prompt waits for a write's result, holding typed keys, at most WAIT_LIMIT."""
+
+    def setUp(self) -> None:
+        from twisted.conch.insults import insults
+        from twisted.internet.testing import StringTransport
+
+        from flamingo.console import FlamingoManhole
+
+        self.clock = Clock()
+        self.store = PendingStore()
+        config = from_mapping({"username": "u", "password": "p"})
+        app = App(config, self.clock, store=self.store)
+        self.proto = insults.ServerProtocol(FlamingoManhole, app, self.clock)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.proto.terminalProtocol.terminalSize(80, 24)
+
+    def output(self) -> str:
+        return clean(self.transport.value())
+
+    def test_waits_then_prints_then_runs_held_keys(self) -> None:
+        self.proto.dataReceived(b"Stream.get('filter').params['track'] = ['a']\r6*7\r")
+        self.assertNotIn("42", self.output())
+        self.store.pending[0].callback({"track": ["a"]})
+        out = self.output()
+        self.assertIn("filter.track = {'track': ['a']}", out)
+        self.assertLess(out.index("filter.track ="), out.index("42"))
+
+    def test_gives_the_prompt_back_after_the_limit(self) -> None:
+        from flamingo.console import WAIT_LIMIT
+
+        self.proto.dataReceived(b"Stream.get('filter').params['track'] = ['a']\r6*7\r")
+        self.clock.advance(WAIT_LIMIT)
+        self.assertIn("still waiting", self.output())
+        self.assertIn("42", self.output())
+        self.store.pending[0].errback(ValidationError("track", "too long"))
+        self.assertIn("ValidationError: track: too long", self.output())
+
+    def test_ctrl_c_stops_waiting(self) -> None:
+        self.proto.dataReceived(b"Stream.get('filter').params['track'] = ['a']\r\x03")
+        self.assertIn("still waiting", self.output())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
