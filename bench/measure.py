@@ -1,0 +1,157 @@
+"""Measuring from the outside: Redis counts, the event log, the daemon's RSS and CPU.
+
+Queues are counted by a drain: ``MULTI; LLEN k; UNLINK k; EXEC`` per poll,
+so the count is exact, Redis memory stays flat however long the run, and
+the bench behaves like the consumers the queues exist for.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import psutil
+
+__all__ = ["QueueCounter", "ProcSampler", "count_lines", "Window", "measure_windows", "percentile"]
+
+
+class QueueCounter:
+    """Exact per-queue event counts while draining the queues."""
+
+    def __init__(self, client, keys: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+        self.client = client
+        self.keys = list(keys)
+        self.totals = {k: 0 for k in self.keys}
+
+    def poll(self) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=True)
+        for k in self.keys:
+            pipe.llen(k)
+            pipe.unlink(k)
+        replies = pipe.execute()
+        for i, k in enumerate(self.keys):
+            self.totals[k] += int(replies[2 * i])
+        return dict(self.totals)
+
+    def delivered(self) -> int:
+        """Events in every counted queue (the slowest queue's count)."""
+        return min(self.totals.values()) if self.totals else 0
+
+
+class ProcSampler:
+    """Peak RSS and CPU time of one process (the daemon), sampled on demand."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak_rss = 0
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> int:
+        try:
+            rss = self.proc.memory_info().rss
+        except psutil.Error:
+            return 0
+        self.peak_rss = max(self.peak_rss, rss)
+        self.samples.append((time.monotonic(), rss))
+        return rss
+
+    def cpu_seconds(self) -> float:
+        try:
+            t = self.proc.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return t.user + t.system
+
+    def peak_between(self, start: float, end: float) -> int:
+        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+
+
+def count_lines(directory: Path) -> int:
+    """Newline-terminated records in every file under ``directory`` (gzip files included)."""
+    import gzip
+
+    total = 0
+    for path in sorted(Path(directory).rglob("*")):
+        if not path.is_file():
+            continue
+        opener = gzip.open if path.suffix == ".gz" else open
+        try:
+            with opener(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 22)
+                    if not chunk:
+                        break
+                    total += chunk.count(b"\n")
+        except (OSError, EOFError):
+            continue
+    return total
+
+
+class Window:
+    """One measured interval: events delivered, seconds, CPU seconds spent."""
+
+    def __init__(self, events: int, seconds: float, cpu: float) -> None:
+        self.events = events
+        self.seconds = seconds
+        self.cpu = cpu
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"events": self.events, "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu, 3),
+                "events_per_s": round(self.rate, 1)}
+
+
+def measure_windows(counter: QueueCounter, rounds: int, events_per_round: int, warmup_events: int,
+                    max_seconds: float, sampler: ProcSampler | None = None, poll: float = 0.1,
+                    alive: Callable[[], bool] = lambda: True) -> list[Window]:
+    """Warm up, then ``rounds`` back-to-back windows of ``events_per_round`` delivered events.
+
+    Each window ends at the first poll past its target; rate = events/seconds
+    of that window. Bounded by ``max_seconds`` in all (a short window is still
+    reported if time runs out, marked by fewer events).
+    """
+    deadline = time.monotonic() + max_seconds
+    windows: list[Window] = []
+
+    def tick() -> int:
+        time.sleep(poll)
+        if sampler is not None:
+            sampler.sample()
+        counter.poll()
+        if not alive():
+            raise RuntimeError("a measured process exited during the run")
+        return counter.delivered()
+
+    delivered = counter.poll() and counter.delivered()
+    while delivered < warmup_events and time.monotonic() < deadline:
+        delivered = tick()
+    for _ in range(rounds):
+        if time.monotonic() >= deadline:
+            break
+        start_n, start_t = delivered, time.monotonic()
+        start_cpu = sampler.cpu_seconds() if sampler else 0.0
+        while delivered - start_n < events_per_round and time.monotonic() < deadline:
+            delivered = tick()
+        end_t = time.monotonic()
+        cpu = (sampler.cpu_seconds() - start_cpu) if sampler else 0.0
+        if delivered > start_n:
+            windows.append(Window(delivered - start_n, end_t - start_t, cpu))
+    return windows
+
+
+def median_rate(windows: Sequence[Window]) -> float:
+    return statistics.median(w.rate for w in windows) if windows else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted values."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    return s[k]
