@@ -444,6 +444,8 @@ class FlamingoManhole(manhole.ColoredManhole):
             else:
                 if self.interpreter is not None and not label:
                     self.interpreter.locals["_"] = result
+                if label and isinstance(result, dict):  # a stream's params: show this one
+                    result = result.get(label.rsplit(".", 1)[-1], [])
                 text = prefix + repr(result) if result is not None or label else "ok"
             self._show(text)
             if d in self._waiting:

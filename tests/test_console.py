@@ -201,7 +201,7 @@ class ConsoleOverSSH(unittest.TestCase):
             "help()\n")
         self.assertEqual(code, 0, err)
         after = out.split("#etsy']", 1)[1]
-        self.assertIn("filter.track = {'track': ['#etsy', '@cheaptweet', 'austin']}", after)
+        self.assertIn("filter.track = ['#etsy', '@cheaptweet', 'austin']", after)
         self.assertIn("['#etsy', '@cheaptweet', 'austin']", after)
         self.assertIn("['example', 'jobs']", out)
         self.assertIn("{'tweet': 3}", out)
@@ -326,7 +326,7 @@ class Waiting(unittest.SynchronousTestCase):
         self.assertNotIn("42", self.output())
         self.store.pending[0].callback({"track": ["a"]})
         out = self.output()
-        self.assertIn("filter.track = {'track': ['a']}", out)
+        self.assertIn("filter.track = ['a']", out)
         self.assertLess(out.index("filter.track ="), out.index("42"))
 
     def test_gives_the_prompt_back_after_the_limit(self) -> None:
