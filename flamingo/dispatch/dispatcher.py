@@ -1,0 +1,142 @@
+"""The wader's MessageSink: journal first, then typing and stats, then Redis.
+
+``Dispatcher.messages_received(frames)`` is the hot path (one call per TCP
+read): one write to the journal, one ``message_type`` per frame, one stats
+update per batch, one hand-over to the sink (which batches per reactor turn).
+
+``DeliveryService`` owns the journal and the sink: started before the wader,
+stopped after it, flushing what was received to disk and (within a bounded
+wait) to Redis. Its ``status()`` is what ``App.delivery`` exposes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from flamingo.dispatch.journal import Journal, one_line
+from flamingo.dispatch.redis_sink import RedisSink
+from flamingo.stream.messages import message_type, parse_limit
+
+__all__ = ["Dispatcher", "DeliveryService", "build_delivery"]
+
+log = Logger(namespace="flamingo.dispatch")
+
+
+class Dispatcher:
+    """Implements MessageSink (contract 2)."""
+
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any) -> None:
+        self.journal = journal
+        self.sink = sink
+        self.stats = stats
+
+    def connection_started(self, request_line: str) -> None:
+        self.stats.connection_started(request_line)
+
+    def messages_received(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        frames, fixed = one_line(frames)
+        if fixed:
+            self.journal.newlines_replaced += fixed
+        first = self.journal.append(frames)
+        kept = 0 if first is None else min(len(frames), self.journal.next_seq - first)
+        types = [message_type(f) for f in frames]
+        counts = Counter(types)
+        self.stats.events(counts, len(frames), sum(map(len, frames)))
+        if len(counts) > 1 or "tweet" not in counts:
+            self._control(frames, types, counts)
+        if self.sink is not None:
+            self.sink.deliver(first, kept, frames, types)
+
+    def _control(self, frames: list[bytes], types: list[str], counts: Counter[str]) -> None:
+        """Rare messages the stats look into: limit notices and stall warnings."""
+        if "limit" in counts:
+            for f, t in zip(frames, types):
+                if t == "limit":
+                    n = parse_limit(f)
+                    if n is not None:
+                        self.stats.limit_notice(n)
+        if "warning" in counts:
+            for f, t in zip(frames, types):
+                if t == "warning":
+                    try:
+                        w = orjson.loads(f)["warning"]
+                        self.stats.warning_message(w.get("code"), w.get("message"), w.get("percent_full"))
+                    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"journal": self.journal.status(),
+                "redis": self.sink.status() if self.sink is not None else None,
+                "backlog": self.sink.backlog() if self.sink is not None else 0}
+
+
+class DeliveryService(service.Service):
+    """Owns journal + sink; ``status()`` for App.delivery (contract 7)."""
+
+    name = "delivery"
+
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any,
+                 flush_timeout: float = 5.0, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _r
+            reactor = _r
+        self.journal = journal
+        self.sink = sink
+        self.stats = stats
+        self.reactor = reactor
+        self.flush_timeout = flush_timeout
+        self.dispatcher = Dispatcher(journal, sink, stats)
+        stats.provide("journal", journal.status)
+        stats.provide("delivery", self._delivery_stats)
+
+    def _delivery_stats(self) -> dict[str, Any]:
+        st = self.sink.status() if self.sink is not None else {}
+        return {"backlog": st.get("backlog", 0), "redis_connected": st.get("connected"),
+                "checkpoint": st.get("checkpoint"), "error": st.get("error"),
+                "lost_events": st.get("lost_events", 0)}
+
+    def startService(self) -> None:
+        super().startService()
+        self.journal.open()
+        if self.sink is not None:
+            self.sink.start()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Flush: everything received is on disk; Redis gets it within ``flush_timeout``."""
+        super().stopService()
+        if self.sink is not None:
+            d = self.sink.drained()
+            d.addTimeout(self.flush_timeout, self.reactor)
+            try:
+                yield d
+            except defer.TimeoutError:
+                log.warn("stopping with {n} events not yet in Redis (kept in the journal, "
+                         "delivered at the next start)", n=self.sink.backlog())
+            yield self.sink.stop()
+        yield self.journal.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.dispatcher.status()
+
+    # MessageSink, so the service itself can be handed to the wader
+    def connection_started(self, request_line: str) -> None:
+        self.dispatcher.connection_started(request_line)
+
+    def messages_received(self, frames: list[bytes]) -> None:
+        self.dispatcher.messages_received(frames)
+
+
+def build_delivery(config: Any, store: Any, stats: Any, reactor: Any = None) -> DeliveryService:
+    """The delivery part of the daemon from its config (journal or event log, Redis sink)."""
+    journal = Journal.from_config(config, reactor=reactor)
+    sink = RedisSink.from_config(config, journal, store.subscriptions, reactor=reactor, stats=stats)
+    return DeliveryService(journal, sink, stats, flush_timeout=config.redis.timeout, reactor=reactor)

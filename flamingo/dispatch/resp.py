@@ -1,0 +1,135 @@
+"""A minimal RESP2 client protocol for the sink's hot path.
+
+txredisapi encodes and tracks every command separately; the sink sends one
+pre-encoded ``MULTI … EXEC`` per batch and needs only "these N replies", with
+its own timeout and clock. ``RespProtocol.send(payload, nreplies)`` returns a
+Deferred firing with the list of replies (errors are ``ResponseError``
+instances in the list, not raised).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet import defer, protocol
+
+__all__ = ["RespProtocol", "ResponseError", "encode", "command"]
+
+
+class ResponseError(Exception):
+    """An error reply from Redis (``-ERR …``)."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def command(*args: bytes | str | int) -> bytes:
+    """One command, RESP-encoded."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n" % len(b))
+        out.append(b)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+def encode(parts: list[bytes], name: bytes, key: bytes, values: list[bytes]) -> None:
+    """Append ``NAME key v1 v2 …`` to ``parts`` (no copying of the values)."""
+    parts.append(b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (2 + len(values), len(name), name, len(key), key))
+    for v in values:
+        parts.append(b"$%d\r\n" % len(v))
+        parts.append(v)
+        parts.append(b"\r\n")
+
+
+def _parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind = buf[pos]
+    line = bytes(buf[pos + 1:end])
+    pos = end + 2
+    if kind == 43:  # +
+        return line, pos
+    if kind == 45:  # -
+        return ResponseError(line.decode("utf-8", "replace")), pos
+    if kind == 58:  # :
+        return int(line), pos
+    if kind == 36:  # $
+        n = int(line)
+        if n < 0:
+            return None, pos
+        if len(buf) < pos + n + 2:
+            raise _Incomplete
+        return bytes(buf[pos:pos + n]), pos + n + 2
+    if kind == 42:  # *
+        n = int(line)
+        if n < 0:
+            return None, pos
+        items = []
+        for _ in range(n):
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        return items, pos
+    raise ValueError(f"bad RESP reply type {chr(kind)!r}")
+
+
+class RespProtocol(protocol.Protocol):
+    """Pipelined requests, each expecting a known number of replies."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._waiting: deque[tuple[defer.Deferred[list[Any]], int, list[Any]]] = deque()
+        self.connected_d: defer.Deferred[RespProtocol] = defer.Deferred()
+        self.lost_d: defer.Deferred[None] = defer.Deferred()
+        self.is_connected = False
+
+    def connectionMade(self) -> None:
+        self.is_connected = True
+        self.connected_d.callback(self)
+
+    def send(self, payload: bytes | list[bytes], nreplies: int) -> defer.Deferred[list[Any]]:
+        if not self.is_connected:
+            return defer.fail(ConnectionError("not connected to Redis"))
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        self._waiting.append((d, nreplies, []))
+        if isinstance(payload, list):
+            self.transport.writeSequence(payload)
+        else:
+            self.transport.write(payload)
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buf += data
+        pos = 0
+        buf = self._buf
+        try:
+            while self._waiting and pos < len(buf):
+                try:
+                    reply, pos = _parse(buf, pos)
+                except _Incomplete:
+                    break
+                d, n, replies = self._waiting[0]
+                replies.append(reply)
+                if len(replies) == n:
+                    self._waiting.popleft()
+                    d.callback(replies)
+        except ValueError as e:
+            self.transport.loseConnection()
+            self._fail_all(ConnectionError(f"protocol error: {e}"))
+            return
+        del buf[:pos]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.is_connected = False
+        self._fail_all(ConnectionError("connection to Redis lost"))
+        if not self.lost_d.called:
+            self.lost_d.callback(None)
+
+    def _fail_all(self, err: Exception) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d, _, _ in waiting:
+            d.errback(err)
