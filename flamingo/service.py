@@ -34,7 +34,7 @@ from flamingo.app import App
 from flamingo.config import Config
 from flamingo.logs import FlamingoLogs, logger
 
-__all__ = ["FlamingoService", "EventLogSink", "MemoryStore", "NullStats", "build_store",
+__all__ = ["FlamingoService", "EventLogSink", "MemoryStore", "NullStats", "StoreService", "build_store",
            "build_stats", "build_delivery", "build_wader", "build_web", "build_console"]
 
 log = logger("flamingo.service")
@@ -171,41 +171,53 @@ class EventLogSink(Service):
 # --- builders: one per part, in start order -----------------------------------
 
 
+class StoreService(Service):
+    """Runs a Store (``start()``/``stop()`` Deferreds) as the first child."""
+
+    name = "store"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def startService(self) -> Deferred:
+        super().startService()
+        return maybeDeferred(self.store.start)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return maybeDeferred(self.store.stop)
+
+
 def build_store(app: App) -> IService | None:
-    """Sets ``app.store``; returns its service (or None)."""
+    """Sets ``app.store`` (flamingo.store.Store on Redis); returns its service."""
     mod = _optional("flamingo.store")
-    if mod is not None and hasattr(mod, "make_store"):
+    if mod is not None and hasattr(mod, "make_store"):  # a part may take over its wiring
         store, service = mod.make_store(app)
         app.store = store
         return service
+    if mod is not None and hasattr(mod, "Store"):
+        app.store = mod.Store.from_config(app.config, reactor=app.reactor)
+        return StoreService(app.store)
     app.store = MemoryStore()
     return None
 
 
 def build_stats(app: App) -> None:
     mod = _optional("flamingo.stats")
-    if mod is not None and hasattr(mod, "Stats"):
-        try:
-            app.stats = mod.Stats(clock=app.reactor)
-            return
-        except TypeError:
-            app.stats = mod.Stats()
-            return
-    app.stats = NullStats()
+    app.stats = mod.Stats(clock=app.reactor) if mod is not None else NullStats()
 
 
 def build_delivery(app: App) -> tuple[IService | None, Any]:
     """Sets ``app.delivery``; returns (service, MessageSink).
 
-    flamingo.dispatch (helper C) replaces the stand-in by providing
-    ``flamingo.dispatch.make_delivery(app) -> (service, sink)`` where
-    ``service.status()`` is the delivery status (contract 7).
+    flamingo.dispatch (helper C): journal/event log first, then Redis.
+    The stand-in (``EventLogSink``) only appends frames to the event log.
     """
-    mod = _optional("flamingo.dispatch")
-    if mod is not None and hasattr(mod, "make_delivery"):
-        service, sink = mod.make_delivery(app)
-        app.delivery = service
-        return service, sink
+    mod = _optional("flamingo.dispatch.dispatcher")
+    if mod is not None and hasattr(mod, "build_delivery"):
+        delivery = mod.build_delivery(app.config, app.store, app.stats, reactor=app.reactor)
+        app.delivery = delivery
+        return delivery, delivery
     cfg = app.config.logging.event
     sink = EventLogSink(cfg.dir or app.config.data_dir / "events", cfg.size)
     app.delivery = sink
@@ -221,17 +233,17 @@ def build_wader(app: App, sink: Any) -> IService:
 
 
 def build_web(app: App) -> IService | None:
-    """flamingo.web (helper D) provides ``make_service(app)``."""
+    """flamingo.web (helper D): the REST API on web.host:web.port."""
     if not app.config.web.enabled:
         return None
-    mod = _optional("flamingo.web")
-    if mod is not None and hasattr(mod, "make_service"):
-        return mod.make_service(app)
+    mod = _optional("flamingo.web.server")
+    if mod is not None and hasattr(mod, "web_service"):
+        return mod.web_service(app)
     return None
 
 
 def build_console(app: App) -> IService | None:
-    """flamingo.console (helper E) provides ``make_service(app)``."""
+    """flamingo.console (helper E): the SSH manhole; ``make_service(app)`` or None."""
     if not app.config.console.enabled:
         return None
     mod = _optional("flamingo.console")
@@ -258,6 +270,8 @@ class FlamingoService(MultiService):
         self.logs = FlamingoLogs(config.logging)
         self.app = App(config=config, reactor=reactor)
         self._previous_handlers: dict[int, Any] = {}
+        self.ready: Deferred = Deferred()
+        self._announced = False
 
         build_stats(self.app)
         parts: list[tuple[str, IService | None]] = [("store", build_store(self.app))]
@@ -272,30 +286,68 @@ class FlamingoService(MultiService):
                     part.setName(name)
                 part.setServiceParent(self)
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
+        self._announce()
+        super().privilegedStartService()
+
+    def _announce(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
         self.logs.start()
-        self.app.started_at = self.reactor.seconds()
         if self.config.source:
             log.info("Loaded config file from {path}", path=str(self.config.source))
-        log.info("Flamingod starting (version {version}, pid {pid})", version=__version__,
-                 pid=os.getpid())
+        log.info("Flamingod starting (version {version}, pid {pid}, stream {stream})",
+                 version=__version__, pid=os.getpid(), stream=self.config.stream)
+
+    def startService(self) -> None:
+        self._announce()
+        self.app.started_at = self.reactor.seconds()
         if self.install_signals:
-            self._install_signals()
-        super().startService()
+            # after the reactor's own handlers (installed once it runs), so ours win
+            self.reactor.callWhenRunning(self._install_signals)
+        # The store first: the wader reads its params as soon as it starts, so
+        # the other parts start when the store's first load is in (or its
+        # timeout passed: Redis down is not fatal, the copy fills in later).
+        Service.startService(self)
+        children = list(self)
+        store = next((c for c in children if c.name == "store"), None)
+        self.ready = maybeDeferred(store.startService) if store is not None else succeed(None)
+
+        def start_rest(_: Any) -> None:
+            for child in children:
+                if child is not store and self.running:
+                    child.startService()
+
+        self.ready.addErrback(lambda f: log.failure("Store failed to start", f))
+        self.ready.addCallback(start_rest)
 
     def stopService(self) -> Deferred:
+        """Stop children one after the other, last started first.
+
+        Sequential on purpose: the wader has stopped reading (its connections
+        are closed) before delivery flushes, and delivery has flushed before
+        the store closes.
+        """
         log.info("Flamingod stopping")
         self._restore_signals()
-        d = maybeDeferred(super().stopService)
+        Service.stopService(self)
+        d: Deferred = succeed(None)
+        for child in reversed(list(self)):
+            if child.running:
+                d.addCallback(lambda _, c=child: maybeDeferred(c.stopService))
+                d.addErrback(lambda f, c=child: log.failure("Stopping {name} failed", f,
+                                                           name=c.name))
 
         def done(result: Any) -> Any:
             log.info("Flamingod stopped")
             self.logs.stop()
+            self._announced = False
             return result
 
         return d.addBoth(done)
 
-    # signals: TERM/INT are twistd's (reactor.stop -> stopService above)
+    # signals: TERM/INT -> reactor.stop -> stopService above; USR1; HUP
 
     def restart_wader(self) -> None:
         log.info("Flamingod restarting wader (SIGUSR1)")
@@ -304,9 +356,27 @@ class FlamingoService(MultiService):
     def reopen_logs(self) -> None:
         log.info("Reopening log files (SIGHUP)")
         self.logs.reopen()
+        log.info("Log files reopened")
+
+    def graceful_stop(self, name: str = "SIGTERM") -> None:
+        """TERM/INT: stop the reactor, which stops this service (exit status 0).
+
+        twistd's own handler would re-raise the signal after shutdown, so the
+        process would end "killed by SIGTERM"; a graceful stop is a success.
+        """
+        log.info("Received {name}: stopping gracefully", name=name)
+        if self.reactor.running:
+            self.reactor.stop()
 
     def _install_signals(self) -> None:
-        handlers = {signal.SIGUSR1: self.restart_wader, signal.SIGHUP: self.reopen_logs}
+        if not self.running or self._previous_handlers:
+            return
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGUSR1: self.restart_wader,
+            signal.SIGHUP: self.reopen_logs,
+            signal.SIGTERM: lambda: self.graceful_stop("SIGTERM"),
+            signal.SIGINT: lambda: self.graceful_stop("SIGINT"),
+        }
         for signum, action in handlers.items():
             def handler(_signum: int, _frame: Any, action: Callable[[], None] = action) -> None:
                 self.reactor.callFromThread(action)
