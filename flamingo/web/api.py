@@ -15,7 +15,7 @@ import json
 import os
 import time
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
@@ -59,7 +59,7 @@ class ApiError(Exception):
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8")
+    return json.dumps(value, default=str).encode("ascii")
 
 
 def _json(request: Any, value: Any, status: int = 200) -> bytes:
@@ -123,7 +123,7 @@ class FlamingoApi:
                  path=path, status=request.code, ms=(time.monotonic() - started) * 1000.0)
 
     def _params(self, request: Any) -> RequestParams:
-        query = parse_qs(urlsplit(request.uri).query, keep_blank_values=True)
+        query = urlsplit(request.uri).query
         request.content.seek(0)
         body = request.content.read()
         ctype = request.getHeader(b"content-type")
@@ -274,6 +274,7 @@ class FlamingoApi:
     def post_param(self, request: Any, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
+        _params.check_known(given, ("values", "add", "remove"))
         add = given.split("add")
         if add is None:
             add = given.split("values")
@@ -292,7 +293,9 @@ class FlamingoApi:
     @inlineCallbacks
     def put_param(self, request: Any, name: str, key: str) -> Any:
         name = self._stream(name)
-        values = self._params(request).split("values")
+        given = self._params(request)
+        _params.check_known(given, ("values",))
+        values = given.split("values")
         if values is None:
             raise BadRequest("give values=A,B", {"param": key})
         store = self._writable()
@@ -304,7 +307,9 @@ class FlamingoApi:
     @inlineCallbacks
     def delete_param(self, request: Any, name: str, key: str) -> Any:
         name = self._stream(name)
-        values = self._params(request).split("values")
+        given = self._params(request)
+        _params.check_known(given, ("values",))
+        values = given.split("values")
         store = self._writable()
         if key not in store.params(name):
             pass  # as the original: deleting an unset param answers []
@@ -327,6 +332,7 @@ class FlamingoApi:
         from flamingo.subscription import Subscription
 
         given = self._params(request)
+        _params.check_known(given, ("name",) + _SUB_OPTIONS)
         name = given.one("name")
         if name is None:
             raise BadRequest("give name=N", {"field": "name"})
@@ -349,6 +355,7 @@ class FlamingoApi:
 
         old = self._subscription(name)
         given = self._params(request)
+        _params.check_known(given, ("name",) + _SUB_OPTIONS)
         if given.has("name") and given.one("name") != name:
             raise BadRequest("a subscription cannot be renamed", {"field": "name"})
         options = {"format": old.format, "types": old.types, "filter": old.filter,
@@ -369,7 +376,9 @@ class FlamingoApi:
     @inlineCallbacks
     def delete_subscription(self, request: Any, name: str) -> Any:
         sub = self._subscription(name)
-        drop = _params.parse_bool("drop_queue", self._params(request).one("drop_queue"))
+        given = self._params(request)
+        _params.check_known(given, ("drop_queue",))
+        drop = _params.parse_bool("drop_queue", given.one("drop_queue"))
         store = self._writable()
         yield store.delete_subscription(name, drop_queue=drop)
         yield _settled(store)
@@ -462,6 +471,9 @@ def _body_size(request: Any) -> int:
     size = content.tell()
     content.seek(pos)
     return size
+
+
+_SUB_OPTIONS = ("format", "types", "filter", "max_length")
 
 
 def _subscription_options(given: RequestParams) -> dict[str, Any]:

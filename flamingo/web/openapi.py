@@ -73,8 +73,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "format": {"type": "string", "enum": ["raw", "envelope", "resque"]},
-            "types": {"oneOf": [{"type": "string"}, _STR_LIST]},
-            "filter": {"oneOf": [{"type": "string"}, _STR_LIST]},
+            "types": {"type": ["string", "number", "array", "null"],
+                      "items": {"type": ["string", "number"]}},
+            "filter": {"type": ["string", "number", "array", "null"],
+                       "items": {"type": ["string", "number"]}},
             "max_length": {"type": ["integer", "null"], "minimum": 1},
         },
     },
@@ -174,15 +176,21 @@ def _path(name: str, description: str) -> dict[str, Any]:
 
 def _body(properties: dict[str, Any]) -> dict[str, Any]:
     """Parameters may also come as a JSON or form body (Content-Type decides)."""
-    schema = {"type": "object", "properties": properties}
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
     return {"required": False, "content": {
         "application/json": {"schema": schema},
         "application/x-www-form-urlencoded": {"schema": schema},
     }}
 
 
-_LIST_OR_STR = {"oneOf": [{"type": "string"}, _STR_LIST]}
-_NAME = _path("name", "Stream name: filter, sample or firehose")
+_SUB_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
+_FORMAT = {"type": "string", "enum": ["raw", "envelope", "resque"]}
+_MAX_LENGTH = {"type": "integer", "minimum": 1}
+#: What the server takes for a list-like parameter in a body: "a,b", 5, [a, 5], or null (unset).
+_LIST_OR_STR = {"type": ["string", "number", "array", "null"],
+                "items": {"type": ["string", "number"]}}
+_NAME = {**_path("name", "Stream name"),
+         "schema": {"type": "string", "enum": ["filter", "sample", "firehose"]}}
 _KEY = _path("key", "Parameter name: track, follow, locations, language, ...")
 _SUB = _path("name", "Subscription name")
 _VALUES = _query("values", "Comma-separated values")
@@ -225,12 +233,12 @@ def _operation(method: str, path: str) -> dict[str, Any]:
     elif key == ("GET", "/subscriptions.json"):
         ok = _json(_ref("SubscriptionList"))
     elif key == ("POST", "/subscriptions.json"):
-        params = [_query("name", "Subscription name ([A-Za-z0-9_.:-]{1,64})"),
-                  _query("format", "raw | envelope | resque"),
+        params = [_query("name", "Subscription name ([A-Za-z0-9_.:-]{1,64})", _SUB_NAME),
+                  _query("format", "raw | envelope | resque", _FORMAT),
                   _query("types", "Comma-separated event types (default: all)"),
                   _query("filter", "Comma-separated terms an event must contain"),
-                  _query("max_length", "Trim the list to this many events")]
-        props = {"name": {"type": "string"}, **SCHEMAS["SubscriptionOptions"]["properties"]}
+                  _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
+        props = {"name": {"type": ["string", "number"]}, **SCHEMAS["SubscriptionOptions"]["properties"]}
         body = _body(props)
         errors += ["400", "413", "422", "503"]
         ok = _json(_ref("Subscription"))
@@ -238,14 +246,16 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         params = [_SUB]
         errors += ["404"]
         if method == "PATCH":
-            params += [_query("format", "raw | envelope | resque"),
+            params += [_query("format", "raw | envelope | resque", _FORMAT),
                        _query("types", "Comma-separated event types"),
                        _query("filter", "Comma-separated terms"),
-                       _query("max_length", "Trim the list to this many events")]
+                       _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
             body = _body(SCHEMAS["SubscriptionOptions"]["properties"])
             errors += ["400", "413", "422", "503"]
         elif method == "DELETE":
-            params += [_query("drop_queue", "true: also delete the subscription's list")]
+            params += [_query("drop_queue", "true: also delete the subscription's list",
+                              {"type": "string", "enum": ["", "true", "false", "1", "0", "yes",
+                                                          "no", "on", "off"]})]
             errors += ["400", "503"]
         ok = _json(_ref("Subscription"))
     elif key == ("GET", "/status.json"):
