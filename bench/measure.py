@@ -69,13 +69,17 @@ class ProcSampler:
 
 
 def count_lines(directory: Path) -> int:
-    """Newline-terminated records in every file under ``directory`` (gzip files included)."""
+    """Newline-terminated records in the event log files under ``directory`` (gzip included).
+
+    Symlinks (``event.log`` points at the current file) and the journal's
+    own state files are skipped.
+    """
     import gzip
 
     total = 0
-    for path in sorted(Path(directory).rglob("*")):
-        if not path.is_file():
-            continue
+    files = [p for p in sorted(Path(directory).rglob("*")) if p.is_file() and not p.is_symlink()]
+    logs = [p for p in files if p.name.startswith("event")] or files
+    for path in logs:
         opener = gzip.open if path.suffix == ".gz" else open
         try:
             with opener(path, "rb") as f:
@@ -106,14 +110,15 @@ class Window:
                 "events_per_s": round(self.rate, 1)}
 
 
-def measure_windows(counter: QueueCounter, rounds: int, events_per_round: int, warmup_events: int,
+def measure_windows(counter: QueueCounter, rounds: int, round_seconds: float, warmup_events: int,
                     max_seconds: float, sampler: ProcSampler | None = None, poll: float = 0.1,
-                    alive: Callable[[], bool] = lambda: True) -> list[Window]:
-    """Warm up, then ``rounds`` back-to-back windows of ``events_per_round`` delivered events.
+                    alive: Callable[[], bool] = lambda: True, warmup_seconds: float = 0.0) -> list[Window]:
+    """Warm up (until ``warmup_events`` are delivered, then ``warmup_seconds`` more),
+    then ``rounds`` back-to-back windows.
 
-    Each window ends at the first poll past its target; rate = events/seconds
-    of that window. Bounded by ``max_seconds`` in all (a short window is still
-    reported if time runs out, marked by fewer events).
+    Each window ends at the first poll past ``round_seconds``; its rate is
+    events delivered (to every counted queue) over its exact duration.
+    Bounded by ``max_seconds`` in all, warm-up included.
     """
     deadline = time.monotonic() + max_seconds
     windows: list[Window] = []
@@ -127,20 +132,25 @@ def measure_windows(counter: QueueCounter, rounds: int, events_per_round: int, w
             raise RuntimeError("a measured process exited during the run")
         return counter.delivered()
 
-    delivered = counter.poll() and counter.delivered()
+    counter.poll()
+    delivered = counter.delivered()
     while delivered < warmup_events and time.monotonic() < deadline:
+        delivered = tick()
+    if delivered < warmup_events:
+        return windows
+    warm_end = time.monotonic() + warmup_seconds
+    while time.monotonic() < min(warm_end, deadline):
         delivered = tick()
     for _ in range(rounds):
         if time.monotonic() >= deadline:
             break
         start_n, start_t = delivered, time.monotonic()
         start_cpu = sampler.cpu_seconds() if sampler else 0.0
-        while delivered - start_n < events_per_round and time.monotonic() < deadline:
+        while time.monotonic() - start_t < round_seconds and time.monotonic() < deadline:
             delivered = tick()
         end_t = time.monotonic()
         cpu = (sampler.cpu_seconds() - start_cpu) if sampler else 0.0
-        if delivered > start_n:
-            windows.append(Window(delivered - start_n, end_t - start_t, cpu))
+        windows.append(Window(delivered - start_n, end_t - start_t, cpu))
     return windows
 
 

@@ -112,6 +112,12 @@ class Children:
         if proc in self.procs:
             self.procs.remove(proc)
 
+    def reap_all_but(self, keep: subprocess.Popen | None) -> None:
+        """Stop every child except ``keep`` (the run's Redis, between steps)."""
+        for proc in list(reversed(self.procs)):
+            if proc is not keep:
+                self.stop(proc, timeout=5.0)
+
     def reap_all(self) -> None:
         for proc in list(reversed(self.procs)):
             try:

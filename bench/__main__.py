@@ -1,0 +1,81 @@
+"""``python -m bench [--quick] [--scenario N ...]``: run the benchmark, print the table.
+
+Writes ``bench/results/latest.json`` (and a timestamped copy). The whole
+run is bounded by ``--max-minutes``; every child process is stopped when it
+ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import attrs
+
+from bench import report
+from bench.procs import BenchError, children
+from bench.run import SCENARIOS, Bench, Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="about one minute: fewer, shorter rounds")
+    p.add_argument("--scenario", action="append", choices=[s.key for s in SCENARIOS],
+                   help="run only these scenarios (repeatable); default all")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency and Redis-pause run")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline consumer")
+    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="abort the run after this long (default 4 quick, 15 full)")
+    a = p.parse_args(argv)
+
+    settings = Settings.quick() if a.quick else Settings()
+    scenarios = [s for s in SCENARIOS if not a.scenario or s.key in a.scenario]
+    limit = a.max_minutes or (4 if a.quick else 15)
+
+    def on_alarm(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt(f"the run took longer than {limit} minutes")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(limit * 60))
+    children.install()
+    started = time.time()
+    results: dict = {"machine": report.machine(), "quick": a.quick,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+    bench = None
+    try:
+        bench = Bench(settings, scenarios, latency=not a.no_latency, baseline=not a.no_baseline)
+        results.update(bench.run())
+    except KeyboardInterrupt as e:
+        print(f"bench interrupted: {e}", file=sys.stderr)
+        return 130
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.alarm(0)
+        if bench is not None:
+            bench.close()
+        children.reap_all()
+    results["settings"] = attrs.asdict(settings)
+    results["seconds"] = round(time.time() - started, 1)
+    results["rows"] = report.derive(results)
+    results["targets"] = report.targets(results, results["rows"])
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, default=str)
+    a.out.write_text(text + "\n")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
+    (a.out.parent / f"{stamp}{'-quick' if a.quick else ''}.json").write_text(text + "\n")
+    print(report.render(results))
+    print(f"\nwrote {a.out} ({results['seconds']:.0f} s)")
+    return 1 if results.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

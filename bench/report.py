@@ -1,0 +1,212 @@
+"""Turning a run's results into the table, the target ratios and ``latest.json``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import psutil
+
+__all__ = ["machine", "derive", "table", "targets", "render"]
+
+#: The issue's targets (they guide tuning; the bench reports ratios, it does not assert).
+FIREHOSE_2013_AVG = 5_700
+TARGET_S1 = 60_000
+TARGET_S1_LIMIT_SHARE = 0.60
+TARGET_S3 = 143_000
+TARGET_BASELINE_X = 5.0
+TARGET_P99_MS = 50.0
+TARGET_RSS_MB = 200.0
+
+
+def _version(argv: list[str]) -> str | None:
+    if not shutil.which(argv[0]):
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"v=(\S+)", out)
+    return m.group(1) if m else out.strip()[:60]
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were taken on."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import twisted
+
+    try:
+        import txredisapi
+
+        txredis = getattr(txredisapi, "__version__", None)
+    except ImportError:
+        txredis = None
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu,
+        "cores": psutil.cpu_count(logical=True),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "twisted": twisted.__version__,
+        "txredisapi": txredis,
+        "redis": _version(["redis-server", "--version"]),
+        "loadavg_at_start": load,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 3)
+
+
+def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per scenario with the ratios to the limit and to the baseline."""
+    rows = []
+    for key, sc in results["scenarios"].items():
+        data = f"{sc['size']}{'+gzip' if sc['gzip'] else ''}"
+        lim = results["limits"].get(data) or {}
+        base = results["baselines"].get(data) or {}
+        mean = lim.get("mean_message_bytes") or 0
+        pushes = max(1, sum(1 for s in sc["subscriptions"] if "terms" not in s))
+        redis_limit = (lim.get("redis_rpush_per_s") or 0) / pushes or None
+        rate = sc["events_per_s"]
+        row = {
+            "scenario": key,
+            "title": sc["title"],
+            "events_per_s": rate,
+            "mb_per_s": round(rate * mean / 1e6, 1) if mean else None,
+            "redis_limit_events_per_s": round(redis_limit, 1) if redis_limit else None,
+            "curl_limit_events_per_s": lim.get("curl_events_per_s"),
+            "vs_redis_limit": _ratio(rate, redis_limit),
+            "vs_curl_limit": _ratio(rate, lim.get("curl_events_per_s")),
+            "baseline_events_per_s": base.get("events_per_s"),
+            "vs_baseline": _ratio(rate, base.get("events_per_s")),
+            "peak_rss_mb": sc["peak_rss_mb"],
+            "cpu_s_per_million": sc["cpu_s_per_million"],
+            "log_covers_redis": sc["log_covers_redis"],
+            "p50_ms": None,
+            "p99_ms": None,
+        }
+        lat = results.get("latency")
+        if key == "1" and lat:
+            row["p50_ms"], row["p99_ms"] = lat.get("p50_ms"), lat.get("p99_ms")
+        rows.append(row)
+    return rows
+
+
+def _fmt(x: Any, spec: str = ",.0f", suffix: str = "") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (int, float)):
+        return f"{x:{spec}}{suffix}"
+    return str(x)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The one table, as Markdown (it prints well in a terminal too)."""
+    head = ("| scenario | events/s | MB/s | × Redis limit | × curl limit | × baseline (ev/s) "
+            "| p50 / p99 ms | peak RSS MB | CPU s / M events |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['scenario']}. {r['title']} | {_fmt(r['events_per_s'])} | {_fmt(r['mb_per_s'], '.1f')} "
+            f"| {_fmt(r['vs_redis_limit'], '.2f')} (of {_fmt(r['redis_limit_events_per_s'])}) "
+            f"| {_fmt(r['vs_curl_limit'], '.2f')} (of {_fmt(r['curl_limit_events_per_s'])}) "
+            f"| {_fmt(r['vs_baseline'], '.2f')} ({_fmt(r['baseline_events_per_s'])}) "
+            f"| {_fmt(r['p50_ms'], '.1f')} / {_fmt(r['p99_ms'], '.1f')} "
+            f"| {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(r['cpu_s_per_million'], '.1f')} |")
+    return "\n".join(lines)
+
+
+def _target(name: str, value: float | None, goal: float, higher_is_better: bool = True,
+            unit: str = "") -> dict[str, Any]:
+    if value is None:
+        return {"target": name, "value": None, "goal": goal, "ratio": None, "met": None,
+                "note": "not measured"}
+    ratio = value / goal if higher_is_better else (goal / value if value else float("inf"))
+    met = value >= goal if higher_is_better else value <= goal
+    if met:
+        note = "met"
+    elif higher_is_better:
+        note = f"short by {goal - value:,.1f}{unit} ({(1 - value / goal) * 100:.0f}% below)"
+    else:
+        note = f"over by {value - goal:,.1f}{unit} ({(value / goal - 1) * 100:.0f}% above)"
+    return {"target": name, "value": value, "goal": goal, "ratio": round(ratio, 3), "met": met, "note": note}
+
+
+def targets(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {r["scenario"]: r for r in rows}
+    out = []
+    s1, s3 = by.get("1"), by.get("3")
+    out.append(_target("scenario 1 ≥ 60,000 events/s", s1 and s1["events_per_s"], TARGET_S1, unit=" events/s"))
+    out.append(_target("scenario 1 ≥ 60% of the Redis limit", s1 and s1["vs_redis_limit"],
+                       TARGET_S1_LIMIT_SHARE))
+    out.append(_target("scenario 3 ≥ 143,000 events/s", s3 and s3["events_per_s"], TARGET_S3, unit=" events/s"))
+    for r in rows:
+        out.append(_target(f"scenario {r['scenario']} ≥ 5× baseline", r["vs_baseline"], TARGET_BASELINE_X,
+                           unit="×"))
+    lat = results.get("latency") or {}
+    out.append(_target("p99 latency < 50 ms at 10,000 events/s", lat.get("p99_ms"), TARGET_P99_MS,
+                       higher_is_better=False, unit=" ms"))
+    for r in rows:
+        out.append(_target(f"scenario {r['scenario']} RSS < 200 MB", r["peak_rss_mb"], TARGET_RSS_MB,
+                           higher_is_better=False, unit=" MB"))
+    out.append(_target("RSS < 200 MB during a 10 s Redis pause", lat.get("pause_peak_rss_mb"), TARGET_RSS_MB,
+                       higher_is_better=False, unit=" MB"))
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = results["rows"]
+    parts = ["", table(rows), ""]
+    lim = results["limits"]
+    for key, v in lim.items():
+        if isinstance(v, dict):
+            parts.append(f"limits {key}: curl {v['curl_events_per_s']:,.0f} events/s "
+                         f"({v['curl_mb_per_s']:.1f} MB/s, mean message {v['mean_message_bytes']:.0f} B); "
+                         f"redis-benchmark RPUSH -P 64 -d {v['redis_payload_bytes']}: "
+                         f"{v['redis_rpush_per_s']:,.0f}/s")
+    lat = results.get("latency")
+    if lat:
+        parts.append(
+            f"latency at {lat['offered_events_per_s']:,.0f} events/s offered: p50 {_fmt(lat['p50_ms'], '.1f')} ms, "
+            f"p99 {_fmt(lat['p99_ms'], '.1f')} ms, max {_fmt(lat['max_ms'], '.1f')} ms "
+            f"({lat['measured_messages']:,} messages, {lat['missing_in_window']} missing)")
+        parts.append(
+            f"backlog: Redis paused {lat['pause_seconds']:.0f} s ({lat['backlog_events']:,} events sent meanwhile): "
+            f"peak RSS {lat['pause_peak_rss_mb']:.0f} MB, backlog delivered "
+            f"{_fmt(lat['catch_up_seconds'], '.1f')} s after resume, latency < 50 ms again after "
+            f"{_fmt(lat['latency_under_50ms_after_s'], '.1f')} s")
+    parts.append("")
+    parts.append("targets:")
+    for t in results["targets"]:
+        ratio = "" if t["ratio"] is None else f" (ratio {t['ratio']:.2f})"
+        parts.append(f"  {'✔' if t['met'] else '✘' if t['met'] is False else '?'} {t['target']}: "
+                     f"{_fmt(t['value'], ',.2f')}{ratio} — {t['note']}")
+    for e in results.get("errors", []):
+        parts.append(f"error: {e.splitlines()[0]}")
+    m = results["machine"]
+    parts.append("")
+    parts.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
+                 f"Python {m['python']}, Twisted {m['twisted']}, Redis {m['redis']}; "
+                 f"load at start {m['loadavg_at_start']}")
+    return "\n".join(parts)
