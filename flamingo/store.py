@@ -276,13 +276,8 @@ class Store:
                 ("SADD", self._subs_key, sub.name),
                 ("PUBLISH", self._channel, f"subscriptions:{sub.name}")]
         d = self._transaction(cmds)
-
-        def done(_: Any) -> Subscription:
-            subs = dict(self._subs)
-            subs[sub.name] = sub
-            self._apply(self._params, subs)
-            return sub
-        return d.addCallback(done)
+        d.addCallback(lambda _: self._reload())  # a load that starts after the write: never stale
+        return d.addCallback(lambda _: sub)
 
     def delete_subscription(self, name: str, drop_queue: bool = False) -> defer.Deferred[None]:
         sub = self._subs.get(name)
@@ -295,12 +290,8 @@ class Store:
             cmds.append(("DEL", sub.queue_key(self.namespace)))
         cmds.append(("PUBLISH", self._channel, f"subscriptions:{name}"))
         d = self._transaction(cmds)
-
-        def done(_: Any) -> None:
-            subs = dict(self._subs)
-            subs.pop(name, None)
-            self._apply(self._params, subs)
-        return d.addCallback(done)
+        d.addCallback(lambda _: self._reload())
+        return d.addCallback(lambda _: None)
 
     # --- meta ----------------------------------------------------------------
 
@@ -312,6 +303,8 @@ class Store:
             if self.available:
                 d = self._timed(self.write_meta(self._snapshot()))
                 d.addErrback(lambda f: log.debug("meta write failed: {e}", e=f.getErrorMessage()))
+        if self._meta_loop is not None and self._meta_loop.running:
+            self._meta_loop.stop()
         self._meta_loop = task.LoopingCall(tick)
         self._meta_loop.clock = self.reactor
         self._meta_loop.start(interval, now=True)

@@ -84,7 +84,8 @@ class DeliveryService(service.Service):
     name = "delivery"
 
     def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any,
-                 flush_timeout: float = 5.0, reactor: Any = None) -> None:
+                 flush_timeout: float = 5.0, reactor: Any = None, store: Any = None,
+                 meta_interval: float = 5.0) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
             reactor = _r
@@ -93,6 +94,8 @@ class DeliveryService(service.Service):
         self.stats = stats
         self.reactor = reactor
         self.flush_timeout = flush_timeout
+        self.store = store
+        self.meta_interval = meta_interval
         self.dispatcher = Dispatcher(journal, sink, stats)
         stats.provide("journal", journal.status)
         stats.provide("delivery", self._delivery_stats)
@@ -108,6 +111,8 @@ class DeliveryService(service.Service):
         self.journal.open()
         if self.sink is not None:
             self.sink.start()
+        if self.store is not None and hasattr(self.store, "start_meta"):
+            self.store.start_meta(self.stats.snapshot, self.meta_interval)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
@@ -139,4 +144,5 @@ def build_delivery(config: Any, store: Any, stats: Any, reactor: Any = None) -> 
     """The delivery part of the daemon from its config (journal or event log, Redis sink)."""
     journal = Journal.from_config(config, reactor=reactor)
     sink = RedisSink.from_config(config, journal, store.subscriptions, reactor=reactor, stats=stats)
-    return DeliveryService(journal, sink, stats, flush_timeout=config.redis.timeout, reactor=reactor)
+    return DeliveryService(journal, sink, stats, flush_timeout=config.redis.timeout, reactor=reactor,
+                           store=store)

@@ -126,6 +126,10 @@ class RedisSink:
         path = Path(self.journal.dir) / f"sink-{self.namespace}.checkpoint"
         try:
             self._mirror_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if self._read_mirror() is None:
+                # a first start: remember where this sink's history begins, so a crash
+                # before Redis was ever reached still replays from here
+                self._mirror(self.journal.last_seq)
         except OSError as e:
             log.warn("cannot keep a local copy of the checkpoint in {p}: {e}", p=str(path), e=e)
         self._connect()
@@ -352,6 +356,7 @@ class RedisSink:
             return
         self.checkpoint = new_cp
         self._mirror(new_cp)
+        self.journal.release(new_cp)  # the spool drops segments every event of which is in Redis
         self.transactions += 1
         self.delivered += n
         ids = {id(it) for it in consumed}
