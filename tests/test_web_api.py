@@ -70,7 +70,7 @@ class OriginalRoutesTests(ApiTestCase):
     @defer.inlineCallbacks
     def test_meta(self):
         _, _, meta = yield self.call("GET", "/meta.json")
-        self.assertEqual(meta["events"]["tweet"], 40)
+        self.assertEqual(meta["events"]["by_type"]["tweet"], 40)
         self.assertEqual(meta["stream"], "filter")
         self.assertEqual(meta["wader"]["name"], "connected")
         self.assertIsInstance(meta["process"]["pid"], int)
@@ -182,22 +182,31 @@ class NewRoutesTests(ApiTestCase):
         self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
         text = body.decode()
         for line in ('flamingo_events_total{type="tweet"} 40.0',
-                     'flamingo_reconnects_total{cause="network"} 2.0',
-                     'flamingo_event_rate{window="1m"} 3.5',
+                     'flamingo_connection_attempts_total{cause="network"} 2.0',
+                     'flamingo_event_rate{window="1m"}',
                      'flamingo_wader_state{flamingo_wader_state="connected"} 1.0',
                      'flamingo_wader_state{flamingo_wader_state="fatal"} 0.0',
                      "flamingo_journal_backlog 5.0",
+                     "flamingo_journal_writable 1.0",
                      'flamingo_queue_length{subscription="q1"} 12.0',
+                     'flamingo_queue_trimmed_total{subscription="q1"} 4.0',
                      "flamingo_limit_skipped 7.0",
-                     "flamingo_coverage_ratio 0.85",
+                     "flamingo_coverage_percent 85.106",
+                     "flamingo_duplicates_total 3.0",
                      "flamingo_redis_up 1.0"):
             self.assertIn(line, text)
+        # and it parses as Prometheus text
+        from prometheus_client.parser import text_string_to_metric_families
+
+        names = {f.name for f in text_string_to_metric_families(text)}
+        self.assertLessEqual({"flamingo_events", "flamingo_wader_state",
+                              "flamingo_journal_backlog"}, names)
 
     @defer.inlineCallbacks
     def test_health(self):
         _, _, doc = yield self.call("GET", "/health")
         self.assertEqual(doc["status"], "ok")
-        self.app.delivery.data["journal_error"] = "disk full"
+        self.app.delivery.journal.update(writable=False, error="disk full")
         _, _, doc = yield self.call("GET", "/health", 503)
         self.assertEqual(doc["status"], "unhealthy")
         self.assertIn("journal: disk full", doc["reason"])

@@ -53,28 +53,32 @@ class FakeWader:
         self.params_changes += 1
 
 
-class FakeStats:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {
-            "events": {"tweet": 40, "delete": 2, "limit": 1},
-            "rates": {"10s": 4.0, "1m": 3.5, "5m": 3.0},
-            "reconnects": {"network": 2, "http": 1},
-            "limit": {"skipped": 7, "coverage": 0.85},
-            "duplicates": 3,
-            "queues": {"q1": {"length": 12, "trimmed": 4}},
-        }
+def make_stats() -> Any:
+    """The real Stats (contract 5), fed a little traffic."""
+    from flamingo.stats import Stats
 
-    def snapshot(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.data))
+    stats = Stats(clock=reactor)
+    stats.connection_attempt("network")
+    stats.connection_attempt("network")
+    stats.connection_attempt("http")
+    stats.connection_started("POST /1.1/statuses/filter.json")
+    stats.events({"tweet": 40, "delete": 2, "limit": 1}, 43, 43_000)
+    stats.limit_notice(7)
+    stats.duplicates(3)
+    stats.queue("q1", length=12, trimmed=4, pushed=16)
+    return stats
 
 
 class FakeDelivery:
+    """DeliveryService.status()'s shape (contract 7)."""
+
     def __init__(self) -> None:
-        self.data: dict[str, Any] = {"journal_backlog": 5, "redis_reachable": True,
-                                     "journal_errors": 0}
+        self.journal: dict[str, Any] = {"kind": "spool", "bytes": 2048, "segments": 1,
+                                        "writable": True, "error": None, "errors": 0}
+        self.redis: dict[str, Any] = {"connected": True, "backlog": 5, "error": None}
 
     def status(self) -> dict[str, Any]:
-        return dict(self.data)
+        return {"journal": dict(self.journal), "redis": dict(self.redis), "backlog": 5}
 
 
 def make_config(token: str | None = None, max_body: int | None = None) -> Any:
@@ -103,7 +107,7 @@ def make_store(testcase: Any, redis_port: int | None = None, timeout: float = 2.
 
 
 def make_app(config: Any, store: Any) -> App:
-    return App(config=config, reactor=reactor, store=store, stats=FakeStats(),
+    return App(config=config, reactor=reactor, store=store, stats=make_stats(),
                wader=FakeWader(), delivery=FakeDelivery(), started_at=reactor.seconds() - 5)
 
 
@@ -151,5 +155,5 @@ class Server:
         return response, body, parsed
 
 
-__all__ = ["FakeWader", "FakeStats", "FakeDelivery", "FakeState", "make_config", "make_store",
+__all__ = ["FakeWader", "make_stats", "FakeDelivery", "FakeState", "make_config", "make_store",
            "make_app", "Server", "settle", "free_port", "SECRET_PASSWORD", "SECRET_TOKEN"]

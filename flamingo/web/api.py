@@ -400,7 +400,7 @@ class FlamingoApi:
             "connected_since": state.get("connected_since"),
             "stream": {"name": self.config.stream,
                        "params": store.params(self.config.stream) if store else {}},
-            "journal_backlog": delivery.get("journal_backlog"),
+            "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
             "redis": {"available": bool(store.available) if store is not None else False},
             "delivery": delivery,
             "process": self._process(),

@@ -77,66 +77,69 @@ class FlamingoCollector(Collector):
         yield from self._delivery(app, snap)
 
     def _events(self, snap: Mapping[str, Any]) -> Iterator[Any]:
-        by_type = _first(snap, ("events", "by_type"), ("events_by_type",), ("events",))
         yield _labelled(CounterMetricFamily(
-            "flamingo_events", "Events received, by type", labels=["type"]), by_type,
-            skip=("total", "by_type"))
-        rates = _first(snap, ("rates",), ("events", "rates"))
-        fam = GaugeMetricFamily("flamingo_event_rate", "Events per second over a window",
-                                labels=["window"])
+            "flamingo_events", "Events received, by type", labels=["type"]),
+            _get(snap, "events", "by_type"))
+        fam = CounterMetricFamily("flamingo_received_bytes", "Stream bytes received")
+        total = _num(_get(snap, "events", "bytes"))
+        if total is not None:
+            fam.add_metric([], total)
+        yield fam
+        ev = GaugeMetricFamily("flamingo_event_rate", "Events per second over a window",
+                               labels=["window"])
+        by = GaugeMetricFamily("flamingo_bytes_rate", "Stream bytes per second over a window",
+                               labels=["window"])
+        rates = snap.get("rates")
         if isinstance(rates, Mapping):
-            for window, value in sorted(rates.items()):
-                n = _num(value)
-                if n is not None and not str(window).startswith("bytes"):
-                    fam.add_metric([str(window)], n)
-        yield fam
-        bps = _first(snap, ("bytes_per_second",), ("rates", "bytes_per_second"), ("bytes_rate",))
-        fam = GaugeMetricFamily("flamingo_bytes_per_second", "Stream bytes per second")
-        if _num(bps) is not None:
-            fam.add_metric([], _num(bps))  # type: ignore[arg-type]
-        yield fam
-        last = _num(_first(snap, ("last_event_at",), ("last_event_time",), ("events", "last_at")))
-        fam = GaugeMetricFamily("flamingo_last_event_timestamp_seconds",
-                                "Epoch time of the last event received")
-        if last is not None:
-            fam.add_metric([], last)
-        yield fam
-        for name, paths, doc in (
-            ("flamingo_limit_skipped", (("limit", "skipped"), ("limit", "undelivered"),
-                                        ("limit", "track"), ("skipped",)),
-             "Tweets the API said it did not deliver (limit notices)"),
-            ("flamingo_coverage_ratio", (("limit", "coverage"), ("coverage",)),
-             "Delivered / (delivered + skipped)"),
+            for window, r in sorted(rates.items()):
+                for fam, key in ((ev, "events_per_sec"), (by, "bytes_per_sec")):
+                    n = _num(_get(r, key))
+                    if n is not None:
+                        fam.add_metric([str(window)], n)
+        yield ev
+        yield by
+        for name, path, doc in (
+            ("flamingo_last_event_timestamp_seconds", ("last_event_at",),
+             "Epoch time of the last event received"),
+            ("flamingo_limit_skipped", ("limit", "skipped"),
+             "Tweets the API said it did not deliver on this connection (limit notices)"),
+            ("flamingo_coverage_percent", ("limit", "coverage"),
+             "Tweets delivered / (delivered + skipped), in percent"),
+            ("flamingo_keepalives", ("connection", "keepalives"), "Keep-alive newlines received"),
         ):
             fam = GaugeMetricFamily(name, doc)
-            v = _num(_first(snap, *paths))
+            v = _num(_get(snap, *path))
             if v is not None:
                 fam.add_metric([], v)
             yield fam
-        for name, key, doc in (("flamingo_duplicates", "duplicates", "Duplicates dropped"),
-                               ("flamingo_parse_errors", "parse_errors", "Unparseable frames")):
-            value = snap.get(key)
-            fam = CounterMetricFamily(name, doc, labels=["kind"])
-            if isinstance(value, Mapping):
-                _labelled(fam, value, skip=("total", "sample", "samples", "last_sample"))
-            elif _num(value) is not None:
-                fam.add_metric(["all"], _num(value))  # type: ignore[arg-type]
-            yield fam
+        fam = CounterMetricFamily("flamingo_duplicates", "Duplicates dropped (overlap dedupe)")
+        v = _num(snap.get("duplicates"))
+        if v is not None:
+            fam.add_metric([], v)
+        yield fam
+        yield _labelled(CounterMetricFamily(
+            "flamingo_parse_errors", "Frames that could not be parsed, by kind", labels=["kind"]),
+            _get(snap, "parse_errors", "by_kind"))
 
     def _connection(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
-        reconnects = _first(snap, ("reconnects", "by_cause"), ("reconnects",),
-                            ("connection_attempts",))
         yield _labelled(CounterMetricFamily(
-            "flamingo_reconnects", "Connection attempts, by cause", labels=["cause"]),
-            reconnects, skip=("total",))
-        disconnects = _first(snap, ("disconnects",), ("disconnect_messages",))
+            "flamingo_connection_attempts", "Connection attempts, by cause", labels=["cause"]),
+            _get(snap, "connection", "attempts_by_cause"))
+        fam = CounterMetricFamily("flamingo_reconnects", "Connections made after the first")
+        v = _num(_get(snap, "connection", "reconnects"))
+        if v is not None:
+            fam.add_metric([], v)
+        yield fam
+        codes: dict[str, int] = {}
+        for d in snap.get("disconnects") or ():
+            if isinstance(d, Mapping):
+                code = str(d.get("code"))
+                codes[code] = codes.get(code, 0) + 1
         yield _labelled(CounterMetricFamily(
-            "flamingo_disconnect_messages", "Disconnect messages, by code", labels=["code"]),
-            disconnects, skip=("total", "last"))
-        state = None
+            "flamingo_disconnect_messages", "Disconnect messages (recent), by code",
+            labels=["code"]), codes)
         wader = app.wader
-        if wader is not None:
-            state = wader.state
+        state = wader.state if wader is not None else None
         names = list(WADER_STATES)
         current = getattr(state, "name", None)
         if current is not None and current not in names:
@@ -160,42 +163,48 @@ class FlamingoCollector(Collector):
                 status = app.delivery.status() or {}
             except Exception:
                 status = {}
-        backlog = _num(_first(status, ("journal_backlog",), ("backlog",)))
-        if backlog is None:
-            backlog = _num(_first(snap, ("journal", "backlog"), ("journal_backlog",)))
         fam = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
+        backlog = _num(_first(status, ("backlog",), ("journal_backlog",)))
         if backlog is not None:
             fam.add_metric([], backlog)
         yield fam
-        size = _num(_first(snap, ("journal", "bytes"), ("journal", "size"), ("journal_size",)))
-        fam = GaugeMetricFamily("flamingo_journal_bytes", "Bytes held in the journal")
-        if size is not None:
-            fam.add_metric([], size)
+        journal = status.get("journal") if isinstance(status.get("journal"), Mapping) else \
+            snap.get("journal")
+        for name, key, doc in (("flamingo_journal_bytes", "bytes", "Bytes held in the journal"),
+                               ("flamingo_journal_segments", "segments", "Journal files"),
+                               ("flamingo_journal_writable", "writable",
+                                "1 when the journal accepts writes")):
+            fam = GaugeMetricFamily(name, doc)
+            v = _num(_get(journal, key))
+            if v is not None:
+                fam.add_metric([], v)
+            yield fam
+        fam = CounterMetricFamily("flamingo_journal_errors", "Journal write errors")
+        v = _num(_get(journal, "errors"))
+        if v is not None:
+            fam.add_metric([], v)
         yield fam
-        queues = _first(snap, ("queues",), ("queue_lengths",))
         q_len = GaugeMetricFamily("flamingo_queue_length", "Redis list length per subscription",
                                   labels=["subscription"])
         q_trim = CounterMetricFamily("flamingo_queue_trimmed",
                                      "Events trimmed by max_length per subscription",
                                      labels=["subscription"])
+        q_push = CounterMetricFamily("flamingo_queue_pushed", "Events pushed per subscription",
+                                     labels=["subscription"])
+        queues = snap.get("queues")
         if isinstance(queues, Mapping):
             for name, q in sorted(queues.items()):
-                if isinstance(q, Mapping):
-                    n = _num(_first(q, ("length",), ("len",)))
+                for fam, key in ((q_len, "length"), (q_trim, "trimmed"), (q_push, "pushed")):
+                    n = _num(_get(q, key))
                     if n is not None:
-                        q_len.add_metric([str(name)], n)
-                    t = _num(q.get("trimmed"))
-                    if t is not None:
-                        q_trim.add_metric([str(name)], t)
-                elif _num(q) is not None:
-                    q_len.add_metric([str(name)], _num(q))  # type: ignore[arg-type]
+                        fam.add_metric([str(name)], n)
         yield q_len
         yield q_trim
-        store = app.store
-        redis_up = _first(status, ("redis_reachable",), ("redis_available",))
-        if redis_up is None and store is not None:
-            redis_up = store.available
+        yield q_push
+        redis_up = _get(status, "redis", "connected")
+        if redis_up is None and app.store is not None:
+            redis_up = app.store.available
         fam = GaugeMetricFamily("flamingo_redis_up", "1 when Redis answers")
         fam.add_metric([], 1.0 if redis_up else 0.0)
         yield fam

@@ -1,0 +1,116 @@
+"""The REST API of the whole daemon (FlamingoService in-process) against the
+Streaming API emulator and the test redis-server: a params change over REST
+reconnects the wader with the new predicates (the emulator's connection
+journal shows them), status/health/metrics reflect the live parts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from flamingo.config import from_mapping
+from tests.support.redis import free_port, shared_redis
+from tests.test_web_helpers import SECRET_PASSWORD, SECRET_TOKEN
+
+TOKEN_HEADER = {"Authorization": f"Bearer {SECRET_TOKEN}"}
+
+
+def until(cond: Callable[[], bool], timeout: float = 15.0) -> defer.Deferred[None]:
+    """Wait for network I/O to reach a state (not a timing assertion)."""
+    deadline = reactor.seconds() + timeout
+
+    def check() -> Any:
+        if cond():
+            return None
+        if reactor.seconds() > deadline:
+            raise AssertionError("condition not reached in time")
+        return task.deferLater(reactor, 0.01, check)
+
+    return defer.maybeDeferred(check)
+
+
+class DaemonApiTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_params_change_over_rest_reconnects_with_new_predicates(self) -> Any:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from flamingo.service import FlamingoService
+        from tests.support.emulator import start_emulator
+
+        d = Path(tempfile.mkdtemp(prefix="flamingo-web-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        emu = start_emulator(self, rate=20, user="u", password=SECRET_PASSWORD)
+        port = free_port()
+        config = from_mapping({
+            "username": "u", "password": SECRET_PASSWORD, "stream": "filter",
+            "api": {"url": emu.url}, "data_dir": str(d),
+            "redis": {"host": shared_redis().address, "namespace": "wd" + uuid.uuid4().hex[:8]},
+            "web": {"host": f"127.0.0.1:{port}", "token": SECRET_TOKEN},
+            "wader": {"debounce": 0.05, "min_interval": 0, "gzip": False},
+            "console": {"enabled": False},
+        }, environ={})
+        daemon = FlamingoService(config, reactor, install_signals=False)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
+        yield daemon.ready  # the store's first load; then the other parts start
+        web = daemon.getServiceNamed("web")
+        yield until(lambda: getattr(web, "_waitingForPort", None) is not None
+                    and web._waitingForPort.called)
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        http = HTTPClient(Agent(reactor, pool=pool))
+        base = f"http://127.0.0.1:{port}"
+
+        @defer.inlineCallbacks
+        def call(method: str, path: str, status: int = 200, **kw: Any) -> Any:
+            kw.setdefault("headers", TOKEN_HEADER)
+            response = yield http.request(method, base + path, **kw)
+            body = yield response.content()
+            self.assertEqual(response.code, status, body)
+            for secret in (SECRET_PASSWORD, SECRET_TOKEN):
+                self.assertNotIn(secret.encode(), body)
+            ctype = response.headers.getRawHeaders("content-type", [""])[0]
+            return json.loads(body) if ctype.startswith("application/json") else body
+
+        yield call("GET", "/status.json", 401, headers={})
+        doc = yield call("PUT", "/streams/filter.json?track=austin,cheaptweet")
+        self.assertEqual(doc["params"], {"track": ["austin", "cheaptweet"]})
+        yield until(lambda: any(r.outcome == "streaming" and r.params.get("track")
+                                and "austin" in ",".join(r.params["track"]) for r in emu.journal))
+        yield until(lambda: daemon.app.wader.state.name == "connected")
+
+        values = yield call("POST", "/streams/filter/track.json?add=etsy&remove=cheaptweet")
+        self.assertEqual(values, ["austin", "etsy"])
+        yield until(lambda: any(r.outcome == "streaming" and
+                                sorted(",".join(r.params.get("track", [])).split(","))
+                                == ["austin", "etsy"] for r in emu.journal))
+
+        status = yield call("GET", "/status.json")
+        self.assertIn(status["state"], ("connected", "connecting"))
+        self.assertEqual(status["redis"], {"available": True})
+        self.assertEqual(status["stream"]["params"], {"track": ["austin", "etsy"]})
+
+        streaming = sum(1 for r in emu.journal if r.outcome == "streaming")
+        doc = yield call("POST", "/wader/restart.json")
+        self.assertTrue(doc["restarting"])
+        yield until(lambda: sum(1 for r in emu.journal if r.outcome == "streaming") > streaming)
+
+        yield until(lambda: (daemon.app.stats.snapshot()["events"]["total"] or 0) > 0)
+        health = yield call("GET", "/health")
+        self.assertEqual(health["status"], "ok", health)
+        metrics = yield call("GET", "/metrics")
+        self.assertIn(b'flamingo_wader_state{flamingo_wader_state="', metrics)
+        self.assertIn(b"flamingo_events_total{type=", metrics)
+        meta = yield call("GET", "/meta.json")
+        self.assertGreater(meta["events"]["total"], 0)
