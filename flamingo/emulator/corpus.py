@@ -407,7 +407,7 @@ def make_matching(corpus: Corpus, params: dict[str, list[str]]) -> Callable[[dic
             if len(words) == 1 and rng.random() < 0.3 and words[0].isalnum():
                 tag = words[0].lstrip("#")
                 tweet["text"] = tweet["text"] + " #" + tag
-                tweet["entities"]["hashtags"].append({"text": tag, "indices": [0, 0]})
+                tweet.setdefault("entities", {}).setdefault("hashtags", []).append({"text": tag, "indices": [0, 0]})
             else:
                 tweet["text"] = " ".join(words) + " " + tweet["text"]
             ext = tweet.get("extended_tweet")

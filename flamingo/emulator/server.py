@@ -83,6 +83,7 @@ class Emulator:
         self.sessions: list[StreamSession] = []
         self.endpoints: dict[str, Endpoint] = dict(V1_ENDPOINTS)
         self._by_identity: dict[str, StreamSession] = {}
+        self._idle_waiters: list[defer.Deferred] = []
         self._cycle = 0
         self._factory = HTTPServerFactory(self._handle, self._on_connect)
         self._port = None
@@ -120,6 +121,15 @@ class Emulator:
             self._journal_file.close()
             self._journal_file = None
         return defer.gatherResults(waits).addCallback(lambda _: None)
+
+    def streams_closed(self) -> defer.Deferred:
+        """Fires once no stream is open (e.g. after a client hung up)."""
+        d: defer.Deferred = defer.Deferred()
+        if not self.sessions:
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
 
     def next_cycle(self) -> int:
         """A fresh id prefix for a pool cycle: ids only ever increase."""
@@ -187,7 +197,14 @@ class Emulator:
             self._reject(proto, record, 401, f"Unauthorized: {result.reason}",
                          {"WWW-Authenticate": 'Basic realm="Firehose"'})
             return
-        endpoint.handler(self, proto, request, record)
+        try:
+            endpoint.handler(self, proto, request, record)
+        except Exception:
+            from twisted.python import log
+
+            log.err(None, "emulator handler failed")
+            if not proto.transport.disconnecting:
+                self._reject(proto, record, 500, "Internal error")
 
     def _serve_v1_stream(self, stream: str, proto: HTTPServerProtocol, request: Request,
                          record: ConnectionRecord) -> None:
@@ -256,3 +273,7 @@ class Emulator:
             if current is session:
                 del self._by_identity[identity]
         self._log(session.record, "closed")
+        if not self.sessions:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)

@@ -274,7 +274,7 @@ class StreamSession:
     # -- rate mode ------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock.seconds()
-        due = int((now - self._started) * self.rate + 1e-9) - self.produced
+        due = int((now - self._started) * self.rate + 1e-6) - self.produced
         if due > 0:
             self.produced += due
             if not self.stalled:
@@ -284,7 +284,10 @@ class StreamSession:
         if not self.closed:
             self._flush_backlog()
         if not self.closed:
-            self._schedule("tick", self._tick_interval(), self._tick)
+            # absolute schedule: late ticks do not make the rate drift
+            interval = self._tick_interval()
+            ticks = int((now - self._started) / interval + 1e-6) + 1
+            self._schedule("tick", max(0.0, self._started + ticks * interval - now), self._tick)
 
     def _flush_backlog(self) -> None:
         while self.backlog and not (self.paused or self.closed or self.stalled):
@@ -302,7 +305,7 @@ class StreamSession:
 
     def _apply_cap(self, n: int) -> int:
         now = self.clock.seconds()
-        window = int(now - self._started + 1e-9)
+        window = int(now - self._started + 1e-6)
         if window != self._cap_window:
             self._cap_window, self._cap_used = window, 0
         allowed = max(0, self.delivery_cap - self._cap_used)  # type: ignore[operator]
