@@ -1,0 +1,148 @@
+"""``flamingo emulator``: run the Streaming API emulator from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import yaml
+
+from flamingo.emulator.faults import KINDS, Fault
+from flamingo.emulator.options import EmulatorOptions
+
+__all__ = ["main", "build_parser", "load_script"]
+
+EPILOG = (
+    "endpoints: POST/GET /1.1/statuses/filter.json, GET /1.1/statuses/sample.json, "
+    "GET /1.1/statuses/firehose.json\n\n"
+    "faults (--fault KIND[:key=value,...], repeatable; or a YAML --script):\n"
+    + "\n".join(f"  {kind:<18} {text}" for kind, text in KINDS.items())
+    + "\n  keys: after=N times=K code=C seconds=T bytes=B data=TEXT length=absurd|truncated\n\n"
+    "script file (YAML):\n"
+    "  faults:\n"
+    "    - {kind: status, code: 503, times: 2}\n"
+    "    - {kind: close_after, after: 100}\n"
+    "    - {stall: 95, after: 10}\n\n"
+    "example:\n"
+    "  flamingo emulator --user u --password p --rate 50 &\n"
+    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flamingo emulator",
+        description="A faithful local Streaming API (v1.1): realistic seeded tweets, the real "
+        "framing, auth, limits and scripted faults. With no credentials it accepts any.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a = p.add_argument
+    a("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    a("--port", type=int, default=8080, help="port to listen on (default 8080; 0 = any free port)")
+    a("--user", help="HTTP Basic user name accepted")
+    a("--password", help="HTTP Basic password accepted")
+    a("--bearer-token", help="Bearer token accepted")
+    a("--oauth-consumer-key", help="OAuth 1.0a consumer key accepted")
+    a("--oauth-consumer-secret", help="OAuth 1.0a consumer secret (verifies HMAC-SHA1 signatures)")
+    a("--oauth-token", help="OAuth 1.0a access token accepted")
+    a("--oauth-token-secret", help="OAuth 1.0a access token secret")
+    a("--seed", type=int, default=1, help="corpus seed: the same seed makes the same stream (default 1)")
+    a("--rate", type=float, default=0.0,
+      help="messages per second per connection; 0 = as fast as the client reads (default 0)")
+    a("--size", choices=("realistic", "small"), default="realistic",
+      help="realistic v1.1 statuses (median ~3.5 KB) or small ones (~300 B)")
+    a("--replay", metavar="FILE", help="send the lines of this JSONL file instead of generated tweets")
+    a("--script", metavar="FILE", help="YAML fault script (see below)")
+    a("--fault", metavar="SPEC", action="append", default=[],
+      help="add a fault, e.g. status:code=503,times=2 or close_after:after=100 (repeatable)")
+    a("--keepalive", type=float, default=30.0, metavar="SECONDS",
+      help="seconds of idleness before a keep-alive newline (default 30; 0 = never)")
+    a("--journal", metavar="FILE", help="append the connection journal to FILE as JSON lines")
+    a("--delivery-cap", type=int, metavar="N",
+      help="deliver at most N statuses/s on a filter stream; the rest are counted in limit notices")
+    a("--allow-count", action="store_true", help="accept the count parameter (backfill role) instead of 416")
+    a("--random-disconnects", type=float, default=0.0, metavar="P",
+      help="chance per message of a random disconnect message (default 0: deterministic)")
+    a("--stall-queue", type=int, default=1000, metavar="N",
+      help="messages queued for a slow client before disconnect code 4 (rate mode; default 1000)")
+    a("--allow-duplicate-connections", action="store_true",
+      help="do not disconnect the older connection of the same account")
+    return p
+
+
+def load_script(path: str) -> list[Fault]:
+    """Faults from a YAML script: a list, or a mapping with a ``faults`` list."""
+    with open(path, encoding="utf-8") as f:
+        data: Any = yaml.safe_load(f) or {}
+    items = data.get("faults", []) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ValueError("a script is a list of faults (or {faults: [...]})")
+    return [Fault.from_dict(item) for item in items]
+
+
+def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
+    return EmulatorOptions(
+        seed=args.seed,
+        rate=args.rate,
+        size=args.size,
+        keepalive=args.keepalive,
+        user=args.user,
+        password=args.password,
+        bearer_token=args.bearer_token,
+        oauth_consumer_key=args.oauth_consumer_key,
+        oauth_consumer_secret=args.oauth_consumer_secret,
+        oauth_token=args.oauth_token,
+        oauth_token_secret=args.oauth_token_secret,
+        delivery_cap=args.delivery_cap,
+        replay=args.replay,
+        allow_count=args.allow_count,
+        one_connection_per_account=not args.allow_duplicate_connections,
+        random_disconnects=args.random_disconnects,
+        stall_queue=args.stall_queue,
+        journal=args.journal,
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        faults = [Fault.parse(spec) for spec in args.fault]
+        if args.script:
+            faults += load_script(args.script)
+        options = options_from_args(args)
+    except (ValueError, OSError, yaml.YAMLError, TypeError) as e:
+        print(f"flamingo emulator: {e}", file=sys.stderr)
+        return 2
+    if args.replay:
+        try:
+            open(args.replay, "rb").close()
+        except OSError as e:
+            print(f"flamingo emulator: {e}", file=sys.stderr)
+            return 2
+
+    from twisted.internet import reactor
+
+    from flamingo.emulator.server import Emulator
+
+    emu = Emulator(options, reactor=reactor)
+    emu.faults.add(*faults)
+    try:
+        emu.start(args.host, args.port)
+    except Exception as e:  # CannotListenError and friends
+        print(f"flamingo emulator: {e}", file=sys.stderr)
+        return 1
+    print(f"Streaming API emulator listening on {emu.url}", flush=True)
+    print(f"  {emu.url}/1.1/statuses/filter.json  (POST/GET, track/follow/locations)", flush=True)
+
+    def shutdown(*_: object) -> None:
+        emu.broadcast_disconnect(1, "Shutdown")
+        emu.stop().addBoth(lambda _: reactor.stop())
+
+    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(shutdown))
+    signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(shutdown))
+    reactor.run(installSignalHandlers=False)
+    return 0
