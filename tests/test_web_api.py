@@ -17,7 +17,6 @@ from tests.test_web_helpers import (
     make_app,
     make_config,
     make_store,
-    settle,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -149,7 +148,6 @@ class OriginalRoutesTests(ApiTestCase):
         self.assertEqual(self.store.subscriptions()["jobs"].format, "envelope")
         _, _, sub = yield self.call("DELETE", "/subscriptions/jobs.json?drop_queue=true")
         self.assertEqual((sub["name"], sub["deleted"], sub["queue_dropped"]), ("jobs", True, True))
-        yield settle(self.store)
         yield self.call("GET", "/subscriptions/jobs.json", 404)
         yield self.call("DELETE", "/subscriptions/jobs.json", 404)
         yield self.call("PATCH", "/subscriptions/jobs.json?format=raw", 404)

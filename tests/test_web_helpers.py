@@ -111,22 +111,6 @@ def make_app(config: Any, store: Any) -> App:
                wader=FakeWader(), delivery=FakeDelivery(), started_at=reactor.seconds() - 5)
 
 
-@defer.inlineCallbacks
-def settle(store: Any) -> Any:
-    """Wait until the store has no reload in flight (its copy is current).
-
-    A reload that started before a write can land after it for a moment
-    (reported to the store's owner); tests that read right after a write
-    wait for it to settle.
-    """
-    from twisted.internet import task
-
-    for _ in range(500):
-        if getattr(store, "_reloading", None) is None and not getattr(store, "_queued_waiters", ()):
-            return
-        yield task.deferLater(reactor, 0.01, lambda: None)
-
-
 class Server:
     """The API on a real loopback port and a treq client for it."""
 
@@ -156,4 +140,4 @@ class Server:
 
 
 __all__ = ["FakeWader", "make_stats", "FakeDelivery", "FakeState", "make_config", "make_store",
-           "make_app", "Server", "settle", "free_port", "SECRET_PASSWORD", "SECRET_TOKEN"]
+           "make_app", "Server", "free_port", "SECRET_PASSWORD", "SECRET_TOKEN"]

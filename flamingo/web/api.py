@@ -339,7 +339,6 @@ class FlamingoApi:
         sub = Subscription.create(name, **_subscription_options(given))
         store = self._writable()
         yield store.save_subscription(sub)
-        yield _settled(store)
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["GET"])
@@ -368,7 +367,6 @@ class FlamingoApi:
         sub = Subscription.create(name, **options)
         store = self._writable()
         yield store.save_subscription(sub)
-        yield _settled(store)
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["DELETE"])
@@ -381,7 +379,6 @@ class FlamingoApi:
         drop = _params.parse_bool("drop_queue", given.one("drop_queue"))
         store = self._writable()
         yield store.delete_subscription(name, drop_queue=drop)
-        yield _settled(store)
         return _json(request, {**self._subscription_doc(sub), "deleted": True,
                                "queue_dropped": drop})
 
@@ -446,20 +443,6 @@ class FlamingoApi:
         from flamingo.web.openapi import document
 
         return _json(request, document())
-
-
-def _settled(store: Any) -> Any:
-    """Read-your-writes for subscriptions: wait for the store's next reload.
-
-    Store.save/delete_subscription update the copy directly, and a reload
-    that was already reading Redis can land afterwards with the old state
-    (so a GET right after a POST could answer 404). A fresh reload is the
-    barrier; params writes already end with one inside the store.
-    """
-    reload = getattr(store, "_reload", None)
-    if reload is None:
-        return None
-    return reload()
 
 
 def _body_size(request: Any) -> int:
