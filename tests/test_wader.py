@@ -545,6 +545,56 @@ class OverlapTests(WaderTestBase):
         self.assertIsNone(self.wader._dedupe)
 
     @defer.inlineCallbacks
+    def test_old_stream_dropped_by_server_during_replacement(self) -> Any:
+        """v1.1 disconnects the oldest stream (code 7) when the new one connects."""
+        logout = json.dumps({"disconnect": {"code": 7, "reason": "admin logout"}}).encode()
+        old = yield self.start(Script(chunks=[frame(tweet(1))]), Script(hold=True, chunks=[frame(tweet(2))]))
+        yield self.sink.wait_for(1)
+        arrived = self.stub.next_request()
+        self.wader.restart()
+        self.clock.advance(0)
+        new = yield arrived
+        old.write(frame(logout))
+        old.close()
+        yield until(lambda: self.wader.active is None)
+        self.assertEqual(self.state(), "connected")  # not fatal: a replacement is coming
+        self.stub.release(new)
+        yield self.sink.wait_for(3)
+        self.assertEqual(self.sink.frames, [tweet(1), logout, tweet(2)])
+        self.assertEqual(self.state(), "connected")
+
+    @defer.inlineCallbacks
+    def test_replacement_fails_after_old_dropped(self) -> Any:
+        old = yield self.start(Script(chunks=[frame(tweet(1))]), Script(hold=True, code=503))
+        yield self.sink.wait_for(1)
+        arrived = self.stub.next_request()
+        self.wader.restart()
+        self.clock.advance(0)
+        new = yield arrived
+        old.close()
+        yield until(lambda: self.wader.active is None)
+        self.stub.release(new)
+        yield until(lambda: self.state() == "retrying")
+        self.assertEqual(self.wader.state.cause, "http")
+
+    @defer.inlineCallbacks
+    def test_deletes_deduplicated_by_status_id(self) -> Any:
+        delete = json.dumps({"delete": {"status": {"id": 5, "id_str": "5"}}}).encode()
+        old = yield self.start(Script(chunks=[frame(tweet(1))]),
+                               Script(hold=True, chunks=[frame(delete), frame(tweet(2))]))
+        yield self.sink.wait_for(1)
+        arrived = self.stub.next_request()
+        self.wader.restart()
+        self.clock.advance(0)
+        new = yield arrived
+        old.write(frame(delete))
+        yield self.sink.wait_for(2)
+        self.stub.release(new)
+        yield self.sink.wait_for(3)
+        self.assertEqual(self.sink.frames, [tweet(1), delete, tweet(2)])
+        self.assertEqual(self.stats.counters["duplicates"], 1)
+
+    @defer.inlineCallbacks
     def test_restart_overlaps(self) -> Any:
         old = yield self.start(Script(chunks=[frame(tweet(1))]), Script(chunks=[frame(tweet(2))]))
         yield self.sink.wait_for(1)

@@ -112,8 +112,12 @@ def _message_id(frame: bytes) -> Any:
     if "id" in obj:
         return obj.get("id_str") or obj["id"]
     data = obj.get("data")
-    if isinstance(data, dict):
+    if isinstance(data, dict):  # X API v2
         return data.get("id")
+    delete = obj.get("delete")
+    if isinstance(delete, dict) and isinstance(delete.get("status"), dict):
+        status = delete["status"]
+        return ("delete", status.get("id_str") or status.get("id"))
     return None
 
 
@@ -590,6 +594,11 @@ class Wader(Service):
                 old.close()
             self._fatal(cause, message, conn.request.request_line)
             return
+        if self.active is None:  # the old stream is gone too: an ordinary failure
+            log.warn("Replacement stream failed ({cause}: {message})", cause=cause,
+                     message=message)
+            self._retry(cause, message)
+            return
         delay = self.backoffs.next_delay(cause)
         log.warn("Replacement stream failed ({cause}: {message}); keeping the current one, "
                  "trying again in {delay:.2f}s", cause=cause, message=message, delay=delay)
@@ -646,6 +655,13 @@ class Wader(Service):
             return
         self.active = None
         self._cancel(self._healthy_call)
+        if self.candidate is not None:
+            # A replacement is on its way: the server dropping the old stream
+            # (v1.1 sends disconnect 7 to the oldest connection of an account)
+            # is expected. The replacement's outcome decides what happens next.
+            log.info("Old stream ended while its replacement connects ({code})",
+                     code=conn.disconnect_code or reason.type.__name__)
+            return
         if conn.disconnect_code in FATAL_DISCONNECT_CODES:
             self._fatal(f"disconnect {conn.disconnect_code}",
                         f"disconnect {conn.disconnect_code}: {conn.disconnect_reason}",
