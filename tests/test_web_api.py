@@ -265,6 +265,23 @@ class ErrorTests(ApiTestCase):
                                   data=json.dumps({"track": ["x" * 50] * 1400}).encode())
         self.assertIn("web.max_body", e["detail"]["limit"])
         self.assertEqual(self.store.params("filter"), {})
+        # a chunked body (no Content-Length) is counted as it arrives
+        from twisted.web.client import FileBodyProducer
+        import io
+
+        big = io.BytesIO(b"track=" + b"x" * (70 * 1024))
+        from twisted.web.iweb import UNKNOWN_LENGTH
+
+        producer = FileBodyProducer(big)
+        producer.length = UNKNOWN_LENGTH  # chunked transfer encoding
+        _, _, e = yield self.call("PUT", "/streams/filter.json", 413, headers=FORM, data=producer)
+        self.assertEqual(e["detail"]["size"], 6 + 70 * 1024)
+
+    def test_endpoint_description(self):
+        from flamingo.web.server import endpoint_description
+
+        self.assertEqual(endpoint_description("127.0.0.1", 4711), "tcp:4711:interface=127.0.0.1")
+        self.assertEqual(endpoint_description("::1", 80), "tcp:80:interface=\\:\\:1")
 
     @defer.inlineCallbacks
     def test_422_streaming_api_limits(self):

@@ -446,6 +446,9 @@ class FlamingoApi:
 
 
 def _body_size(request: Any) -> int:
+    counted = getattr(request, "body_bytes", None)  # server.BoundedRequest
+    if isinstance(counted, int) and counted:
+        return counted
     content = getattr(request, "content", None)
     if content is None:
         return 0

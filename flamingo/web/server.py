@@ -8,12 +8,12 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from flamingo.app import App
 from flamingo.web.api import FlamingoApi
 
-__all__ = ["FlamingoSite", "make_site", "web_service", "endpoint_description"]
+__all__ = ["FlamingoSite", "BoundedRequest", "make_site", "web_service", "endpoint_description"]
 
 
 class FlamingoSite(Site):
@@ -25,8 +25,23 @@ class FlamingoSite(Site):
         pass
 
 
+class BoundedRequest(Request):
+    """Stops buffering a body past ``max_body`` bytes (memory and disk stay
+    bounded); the API then answers 413 from ``body_bytes``."""
+
+    max_body = 1024 * 1024
+    body_bytes = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        if self.body_bytes <= self.max_body:
+            super().handleContentChunk(data)
+
+
 def make_site(app: App) -> FlamingoSite:
     site = FlamingoSite(FlamingoApi(app).resource())
+    site.requestFactory = type("BoundedRequest", (BoundedRequest,),
+                               {"max_body": app.config.web.max_body})
     site.noisy = False
     return site
 
