@@ -70,7 +70,8 @@ class RedisSink:
     def __init__(self, journal: Any, subscriptions: Callable[[], dict[str, Subscription]], *,
                  namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
-                 batch_max: int = 5000, max_memory: int = 64 << 20, reactor: Any = None,
+                 batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 64 << 20,
+                 reactor: Any = None,
                  stats: Any = None, reconnect_max: float = 2.0) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
@@ -81,6 +82,7 @@ class RedisSink:
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.batch_max = batch_max
+        self.batch_bytes = batch_bytes
         self.max_memory = max_memory
         self.reactor = reactor
         self.stats = stats
@@ -248,8 +250,9 @@ class RedisSink:
         assert self.checkpoint is not None
         pos = self.checkpoint
         room = self.batch_max
+        size = 0
         for it in self._items:
-            if room <= 0:
+            if room <= 0 or size >= self.batch_bytes:
                 break
             if it.first is not None and it.end <= pos:
                 continue  # delivered already (memory copy of a replayed batch)
@@ -264,11 +267,18 @@ class RedisSink:
                 types.extend(it.types)
                 consumed.append(it)
                 room -= len(it.frames)
+                size += it.nbytes
                 continue
             off = pos + 1 - it.first
             take = min(room, len(it.frames) - off)
-            frames.extend(it.frames[off:off + take])
-            types.extend(it.types[off:off + take])
+            if off == 0 and take == len(it.frames):
+                frames.extend(it.frames)
+                types.extend(it.types)
+                size += it.nbytes
+            else:
+                frames.extend(it.frames[off:off + take])
+                types.extend(it.types[off:off + take])
+                size += sum(map(len, it.frames[off:off + take]))
             pos += take
             room -= take
         else:
@@ -283,7 +293,7 @@ class RedisSink:
             log.error("positions {a}..{b} are no longer on disk; {n} events cannot be delivered",
                       a=pos + 1, b=self.journal.first_seq - 1, n=missing)
             pos = self.journal.first_seq - 1
-        got = self.journal.read(pos + 1, max_events=n)
+        got = self.journal.read(pos + 1, max_events=n, max_bytes=self.batch_bytes)
         frames.extend(got)
         types.extend(message_type(f) for f in got)
         return pos + len(got), self.batch_max - len(frames)

@@ -89,6 +89,10 @@ class RespProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.is_connected = True
+        # Nagle + delayed ACK would hold each transaction's tail for up to 40 ms
+        setter = getattr(self.transport, "setTcpNoDelay", None)
+        if setter is not None:
+            setter(True)
         self.connected_d.callback(self)
 
     def send(self, payload: bytes | list[bytes], nreplies: int) -> defer.Deferred[list[Any]]:
