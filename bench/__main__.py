@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import attrs
+import yaml
 
 from bench import report
 from bench.procs import BenchError, children
@@ -29,14 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", action="append", choices=[s.key for s in SCENARIOS],
                    help="run only these scenarios (repeatable); default all")
     p.add_argument("--no-latency", action="store_true", help="skip the latency and Redis-pause run")
+    p.add_argument("--only-latency", action="store_true", help="only the latency and Redis-pause run")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline consumer")
+    p.add_argument("--latency-rate", type=float, help="offered events/s of the latency run (default 10000)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a flamingod config key for every run (YAML value), e.g. journal.fsync=no")
+    p.add_argument("--daemon-dir", help="where the daemon's data dir and event log go (default: $TMPDIR)")
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="abort the run after this long (default 4 quick, 15 full)")
     a = p.parse_args(argv)
 
     settings = Settings.quick() if a.quick else Settings()
-    scenarios = [s for s in SCENARIOS if not a.scenario or s.key in a.scenario]
+    if a.latency_rate:
+        settings = attrs.evolve(settings, latency_rate=a.latency_rate)
+    scenarios = [] if a.only_latency else [s for s in SCENARIOS if not a.scenario or s.key in a.scenario]
     limit = a.max_minutes or (4 if a.quick else 15)
 
     def on_alarm(signum, frame):  # type: ignore[no-untyped-def]
@@ -50,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
     bench = None
     try:
-        bench = Bench(settings, scenarios, latency=not a.no_latency, baseline=not a.no_baseline)
+        overrides = {}
+        for item in a.set:
+            key, _, value = item.partition("=")
+            # YAML 1.1 would read "no" as false; only true/false and numbers are converted.
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+                parsed = value.strip()
+            overrides[key.strip()] = parsed
+        results["overrides"] = overrides
+        results["daemon_dir"] = a.daemon_dir
+        bench = Bench(settings, scenarios, latency=not a.no_latency, baseline=not a.no_baseline,
+                      overrides=overrides, daemon_dir=a.daemon_dir)
         results.update(bench.run())
     except KeyboardInterrupt as e:
         print(f"bench interrupted: {e}", file=sys.stderr)

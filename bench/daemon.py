@@ -50,8 +50,9 @@ class Flamingod:
     """One daemon process with its own data dir, event log and web port."""
 
     def __init__(self, emulator_url: str, user: str, password: str, redis_port: int,
-                 subs: Sequence[SubSpec], gzip: bool, stream: str = "sample") -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="flamingo-bench-daemon-"))
+                 subs: Sequence[SubSpec], gzip: bool, stream: str = "sample",
+                 overrides: dict[str, object] | None = None, base_dir: str | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="flamingo-bench-daemon-", dir=base_dir))
         self.web_port = free_port()
         self.subs = list(subs)
         self.redis_port = redis_port
@@ -69,6 +70,12 @@ class Flamingod:
             "console": {"enabled": False},
             "wader": {"gzip": gzip},
         }
+        for dotted, value in (overrides or {}).items():
+            node = self.config
+            *parents, last = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -119,8 +119,11 @@ class Emulator:
 
 class Bench:
     def __init__(self, settings: Settings, scenarios: Sequence[Scenario] = SCENARIOS,
-                 latency: bool = True, baseline: bool = True) -> None:
+                 latency: bool = True, baseline: bool = True, overrides: dict[str, Any] | None = None,
+                 daemon_dir: str | None = None) -> None:
         self.s = settings
+        self.overrides = overrides or {}
+        self.daemon_dir = daemon_dir
         self.scenarios = list(scenarios)
         self.latency = latency
         self.baseline = baseline
@@ -224,7 +227,8 @@ class Bench:
 
     # -- Flamingo ---------------------------------------------------------
     def start_daemon(self, emu: Emulator, subs: Sequence[SubSpec], gzip: bool) -> Flamingod:
-        d = Flamingod(emu.url, USER, PASSWORD, self.redis.port, subs, gzip=gzip)
+        d = Flamingod(emu.url, USER, PASSWORD, self.redis.port, subs, gzip=gzip,
+                      overrides=self.overrides, base_dir=self.daemon_dir)
         d.start(self.r)
         return d
 
@@ -277,6 +281,7 @@ class Bench:
             "event_log_lines": logged,
             "log_covers_redis": logged >= delivered,
             "term_filtered_delivered": sum(side.totals.values()) if partial else None,
+            "queue_totals": {**counter.totals, **side.totals},
         }
 
     # -- latency and backlog ----------------------------------------------
