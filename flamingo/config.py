@@ -355,7 +355,7 @@ def _fields(prefix: str, raw: Any, spec: dict[str, Field]) -> dict[str, Any]:
     section = _section(prefix, raw, set(spec))
     out = {}
     for k, conv in spec.items():
-        if k in section:
+        if k in section and section[k] is not None:  # null = the default
             out[k] = conv(f"{prefix}.{k}" if prefix else k, section[k])
     return out
 

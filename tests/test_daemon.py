@@ -216,3 +216,26 @@ def _kill(pid: int) -> None:
             return
         time.sleep(0.05)  # waiting for a process to exit, not timing anything
     os.kill(pid, signal.SIGKILL)
+
+
+class DemoTests(SynchronousTestCase):
+    def test_make_run_demo_shows_events_and_stops(self) -> None:
+        """What `make run` runs: Redis + emulator + flamingod, events printed, clean stop."""
+        d = Path(tempfile.mkdtemp(prefix="flamingo-demo-"))
+        result = subprocess.run(
+            [sys.executable, "-m", "flamingo.demo", "--seconds", "6", "--rate", "20",
+             "--dir", str(d / "demo")],
+            capture_output=True, text=True, timeout=90, env={**os.environ, "CI": "true"},
+            cwd=Path(__file__).resolve().parent.parent)
+        self.assertEqual(result.returncode, 0, result.stdout[-2000:] + result.stderr[-2000:])
+        self.assertIn(LISTENING, result.stdout)
+        self.assertIn("tweet", result.stdout)
+        self.assertIn("flamingod stopped (exit status 0)", result.stdout)
+
+    def test_describe(self) -> None:
+        from flamingo.demo import describe
+
+        self.assertEqual(describe(b'{"id":1,"text":"hi\\nthere","user":{"screen_name":"a"}}'),
+                         "tweet   @a: hi there")
+        self.assertTrue(describe(b'{"limit":{"track":5}}').startswith("limit"))
+        self.assertTrue(describe(b"nope").startswith("(not JSON)"))

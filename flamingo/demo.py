@@ -1,0 +1,270 @@
+"""``python -m flamingo.demo`` (``make run``): the whole thing on one machine.
+
+Starts a private redis-server, the bundled Streaming API emulator, then
+flamingod itself (``twistd -n flamingo -c etc/demo.yml``) and prints one
+short line per event as it reaches the event log. Stops on Ctrl-C, or by
+itself after ``--seconds`` (default 20 s when ``CI`` is set or stdout is not
+a terminal). Everything lives under ``./run/demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "main"]
+
+TRACK = ["#etsy", "austin", "cheaptweet"]
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "demo.yml"
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` from PATH, else from the PyPI package that ships it."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    try:
+        import redis_server  # type: ignore[import-not-found]
+
+        return str(redis_server.REDIS_SERVER_PATH)
+    except ImportError:
+        raise SystemExit("redis-server not found: run `make install` "
+                         "(Debian package redis-server or PyPI package redis-server)") from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, persistence off."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.command("PING") == b"PONG":
+                return self
+            if self.process.poll() is not None:
+                raise SystemExit(f"redis-server exited with status {self.process.returncode}")
+            time.sleep(0.02)  # start-up poll
+        raise SystemExit("redis-server did not answer PING")
+
+    def command(self, *args: str) -> Any:
+        """One blocking command; the reply's first line (enough for set-up)."""
+        payload = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(payload)
+                return s.recv(65536).split(b"\r\n", 1)[0][1:]
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+def describe(raw: bytes) -> str:
+    """One short line for an event."""
+    try:
+        m = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return f"(not JSON) {raw[:60]!r}"
+    if not isinstance(m, dict):
+        return "(unexpected) " + raw[:60].decode("utf-8", "replace")
+    if "text" in m or "full_text" in m:
+        user = (m.get("user") or {}).get("screen_name", "?")
+        text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
+        kind = "retweet" if "retweeted_status" in m else "tweet  "
+        return f"{kind} @{user}: " + " ".join(text.split())[:90]
+    for key in ("delete", "limit", "scrub_geo", "status_withheld", "user_withheld",
+                "disconnect", "warning"):
+        if key in m:
+            return f"{key:7s} " + orjson.dumps(m[key]).decode()[:90]
+    return "event   " + raw[:90].decode("utf-8", "replace")
+
+
+class EventTail:
+    """Follows the event log directory (rotation included), complete lines only."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.offsets: dict[Path, int] = {}
+        self.count = 0
+
+    def poll(self) -> list[bytes]:
+        out: list[bytes] = []
+        if not self.dir.is_dir():
+            return out
+        for path in sorted(self.dir.glob("event-*.log")):
+            pos = self.offsets.get(path, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+            except OSError:
+                continue
+            end = data.rfind(b"\n") + 1
+            if end:
+                out.extend(line for line in data[:end].split(b"\n") if line)
+                self.offsets[path] = pos + end
+        self.count += len(out)
+        return out
+
+
+def say(text: str = "") -> None:
+    """print() that survives a closed stdout (``make run | head``)."""
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _twistd_command(config: Path) -> list[str]:
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "flamingo", "-c", str(config)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flamingo.demo", description=__doc__.splitlines()[0])
+    auto = bool(os.environ.get("CI")) or not sys.stdout.isatty()
+    parser.add_argument("--seconds", type=float, default=20.0 if auto else None,
+                        help="stop after this long (default: 20 s under CI or without a TTY, "
+                             "else until Ctrl-C)")
+    parser.add_argument("--rate", type=float, default=5.0, help="emulator messages per second")
+    parser.add_argument("--dir", default="run/demo", help="working directory (default run/demo)")
+    args = parser.parse_args(argv)
+
+    from twisted.internet import defer, reactor, task
+    from twisted.internet.protocol import ProcessProtocol
+
+    from flamingo.emulator import Emulator, EmulatorOptions
+
+    base = Path(args.dir).resolve()
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    if not DEMO_CONFIG.is_file():
+        raise SystemExit(f"{DEMO_CONFIG} not found (run from a source checkout)")
+
+    redis = RedisServer(base / "redis").start()
+    say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
+    redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
+
+    emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
+                                   size="realistic", user="demo", password="demo-password"),
+                   reactor=reactor)
+    emu.start("127.0.0.1", 0)
+    say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+    web_port = free_port()
+    env = {**os.environ, "DEMO_API_URL": emu.url, "DEMO_DIR": str(base),
+           "DEMO_REDIS_PORT": str(redis.port), "DEMO_WEB_PORT": str(web_port),
+           "PYTHONUNBUFFERED": "1"}
+
+    out = open(base / "twistd.out", "wb")
+    ended: defer.Deferred[int] = defer.Deferred()
+
+    class Child(ProcessProtocol):
+        def outReceived(self, data: bytes) -> None:
+            out.write(data)
+
+        errReceived = outReceived
+
+        def processEnded(self, reason: Any) -> None:
+            out.close()
+            ended.callback(getattr(reason.value, "exitCode", None) or 0)
+
+    cmd = _twistd_command(DEMO_CONFIG)
+    say(f"flamingod        twistd -n flamingo -c {DEMO_CONFIG}  (log: {base / 'flamingo.log'})")
+    say(f"REST API         http://127.0.0.1:{web_port}/   e.g. curl "
+          f"http://127.0.0.1:{web_port}/meta.json")
+    say("events           (one line each, from the event log; Ctrl-C stops)\n")
+    proc = reactor.spawnProcess(Child(), sys.executable, cmd, env=env, path=os.getcwd())
+    tail = EventTail(base / "events")
+    shown_log: set[str] = set()
+    status = {"code": 0}
+
+    def show() -> None:
+        log = base / "flamingo.log"
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                for key in ("Loaded config file", "Flamingod starting", "Listening on stream"):
+                    if key in line and line not in shown_log:
+                        shown_log.add(line)
+                        say(f"  log: {line}")
+        for raw in tail.poll():
+            say(f"{time.strftime('%H:%M:%S')}  {describe(raw)}")
+
+    loop = task.LoopingCall(show)
+    loop.start(0.25)
+
+    def early_exit(code: int) -> int:
+        if reactor.running and not stopping["now"]:
+            say(f"\nflamingod exited early with status {code}; see {base / 'twistd.out'}")
+            status["code"] = 1
+            reactor.stop()
+        return code
+
+    ended.addCallback(early_exit)
+    stopping = {"now": False}
+
+    @defer.inlineCallbacks
+    def shutdown() -> Any:
+        stopping["now"] = True
+        if loop.running:
+            loop.stop()
+        if not ended.called:
+            try:
+                proc.signalProcess("TERM")
+            except Exception:
+                pass
+            timer = reactor.callLater(15, lambda: ended.called or proc.signalProcess("KILL"))
+            code = yield ended
+            if timer.active():
+                timer.cancel()
+            show()
+            say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, "
+                  f"{sum(r.messages_sent for r in emu.journal)} sent by the emulator")
+        yield emu.stop()
+        redis.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    if args.seconds:
+        reactor.callLater(args.seconds, reactor.stop)
+    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))
+    try:
+        reactor.run()
+    finally:
+        redis.stop()
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
