@@ -202,3 +202,16 @@ class EmulatorEndToEndTests(unittest.TestCase):
         deletes = [orjson.loads(v) for v in lrange(r, f"{ns}:queue:deletes")]
         self.assertEqual(len(deletes), stats.by_type.get("delete", 0))
         self.assertTrue(all(d["type"] == "delete" and "delete" in d["event"] for d in deletes))
+
+
+class ExampleConsumerTests(unittest.SynchronousTestCase):
+    def test_python_consumer_reads_raw_and_envelope(self):
+        r = shared_redis()
+        ns = "x" + uuid.uuid4().hex[:8]
+        r.command("RPUSH", f"{ns}:queue:q", tweet(1).replace(b'"id":7', b'"id":7,"screen_name":"bob"'))
+        r.command("RPUSH", f"{ns}:queue:q", b'{"type":"delete","event":{"delete":{"status":{"id":1}}}}')
+        out = subprocess.run([sys.executable, str(ROOT / "examples" / "consumer.py"), "q", "--namespace", ns,
+                              "--port", str(r.port), "--count", "2"], capture_output=True, timeout=30, check=True)
+        lines = out.stdout.decode().splitlines()
+        self.assertEqual(lines[0], "@u: hello 1")
+        self.assertTrue(lines[1].startswith("[delete] "))
