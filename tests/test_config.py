@@ -181,3 +181,59 @@ class FileTests(SynchronousTestCase):
                 os.environ.pop("HOME", None)
             else:
                 os.environ["HOME"] = old_home
+
+
+class ExampleFileTests(SynchronousTestCase):
+    """etc/flamingo.yml and docs/configuration.md keep up with the Config class."""
+
+    root = Path(__file__).resolve().parent.parent
+
+    def keys(self) -> list[str]:
+        import attrs
+
+        from flamingo.config import Config
+
+        out: list[str] = []
+
+        def walk(cls: Any, prefix: str) -> None:
+            for a in attrs.fields(cls):
+                if a.name == "source":
+                    continue
+                key = f"{prefix}{a.name}"
+                if attrs.has(a.type if isinstance(a.type, type) else type(a.default)) \
+                        and a.name not in ("network", "http", "rate_limit"):
+                    walk(type(a.default), key + ".")
+                else:
+                    out.append(key)
+
+        walk(Config, "")
+        return out
+
+    def test_example_loads(self) -> None:
+        c = load(self.root / "etc" / "flamingo.yml", environ={}, check_dirs=False)
+        self.assertEqual(c.stream, "filter")
+
+    def test_every_key_in_example_and_docs(self) -> None:
+        import yaml
+
+        data = yaml.safe_load((self.root / "etc" / "flamingo.yml").read_text())
+        docs = (self.root / "docs" / "configuration.md").read_text()
+        keys = self.keys()
+        self.assertIn("wader.backoff.rate_limit", keys)
+        self.assertIn("logging.event.max_age", keys)
+        for key in keys:
+            if key in ("redis.port", "web.port"):  # written as host:port
+                continue
+            node: Any = data
+            for part in key.split("."):
+                self.assertIn(part, node, f"{key} missing from etc/flamingo.yml")
+                node = node[part]
+            self.assertIn(f"`{key}`", docs, f"{key} missing from docs/configuration.md")
+
+    def test_demo_config_loads(self) -> None:
+        import yaml
+
+        data = yaml.safe_load((self.root / "etc" / "demo.yml").read_text())
+        c = from_mapping(data, environ={"DEMO_API_URL": "http://127.0.0.1:1", "DEMO_DIR": "/tmp/d",
+                                        "DEMO_REDIS_PORT": "6390", "DEMO_WEB_PORT": "4790"})
+        self.assertEqual((c.redis.port, c.web.port), (6390, 4790))
