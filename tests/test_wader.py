@@ -283,6 +283,25 @@ class DeliveryTests(WaderTestBase):
         self.assertEqual(self.state(), "connected")
 
 
+    @defer.inlineCallbacks
+    def test_repeated_garbage_counted_but_logged_sparingly(self) -> Any:
+        from twisted.logger import globalLogPublisher
+
+        logged: list[dict[str, Any]] = []
+
+        def observer(event: dict[str, Any]) -> None:
+            if "parse error" in (event.get("log_format") or ""):
+                logged.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        yield self.start(Script(chunks=[b"garbage!\r\n" * 100, frame(tweet(1))]))
+        yield self.sink.wait_for(1)
+        self.assertEqual(len(self.stats.errors), 100)
+        self.assertEqual(len(logged), 7)  # 1, 2, 4, ..., 64
+        self.assertNotIn("p", [e.get("sample") for e in logged])
+
+
 class HttpErrorTests(WaderTestBase):
     @defer.inlineCallbacks
     def check_fatal(self, code: int) -> Any:

@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -154,6 +154,8 @@ class _Connection:
         self.timed_out = False
         self.finished = False
         self.messages = 0
+        self.errors_seen = 0
+        self.error_counts: dict[str, int] = {}
 
     def connect_timed_out(self) -> None:
         """No response headers within ``connect_timeout``: give up on this request."""
@@ -204,11 +206,14 @@ class _Connection:
         if decoder.parser.keepalives != keepalives:
             for _ in range(decoder.parser.keepalives - keepalives):
                 w.stats.keepalive()
-        if decoder.parser.errors_total:
+        if decoder.parser.errors_total != self.errors_seen:
+            self.errors_seen = decoder.parser.errors_total
             for err in decoder.take_errors():
                 w.stats.parse_error(err.kind, err.sample)
-                log.warn("Stream parse error ({kind}): {sample!r}", kind=err.kind,
-                         sample=err.sample[:120])
+                n = self.error_counts[err.kind] = self.error_counts.get(err.kind, 0) + 1
+                if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th... of a kind: never a log flood
+                    log.warn("Stream parse error ({kind}, #{n} on this connection): {sample!r}",
+                             kind=err.kind, n=n, sample=err.sample[:120])
         if frames:
             self.messages += len(frames)
             w.frames_received(self, frames)
@@ -278,7 +283,7 @@ class Wader(Service):
         self.stats = stats if stats is not None else _NoStats()
         self.endpoint = endpoint if endpoint is not None else endpoint_for(config)
         self.auth = auth if auth is not None else auth_for(config)
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.pool = _QuietPool(reactor, persistent=False)
         self.agent = agent if agent is not None else Agent(reactor, pool=self.pool)
         # epoch time for status (next_attempt_at); a Clock's seconds() in tests
         self._now = now if now is not None else (
@@ -680,6 +685,16 @@ class Wader(Service):
         else:
             why = f"connection lost: {reason.getErrorMessage() or reason.type.__name__}"
         self._retry("dropped", why)
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # no "Starting factory" lines at every (re)connection
+
+
+class _QuietPool(HTTPConnectionPool):
+    """The stream's own pool: one connection per request, never reused."""
+
+    _factory = _QuietFactory
 
 
 class _ErrorBody(Protocol):
