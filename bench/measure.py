@@ -166,3 +166,42 @@ def percentile(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
     return s[k]
+
+
+class NoiseMeter:
+    """How much CPU *other* processes used during a measurement (the machine may be shared).
+
+    ``foreign_cores()`` = (busy CPU seconds of the whole machine − those of
+    the bench and its children) / wall seconds: 0.0 on a quiet machine, 1.0
+    when something else kept a whole core busy.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0 = self._busy()
+        self.ours0 = self._ours()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) \
+            - getattr(t, "guest_nice", 0.0)
+
+    @staticmethod
+    def _ours() -> float:
+        me = psutil.Process()
+        total = 0.0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                c = p.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:
+                pass
+        return total
+
+    def foreign_cores(self) -> float:
+        wall = time.monotonic() - self.t0
+        if wall <= 0:
+            return 0.0
+        foreign = (self._busy() - self.busy0) - (self._ours() - self.ours0)
+        return round(max(0.0, foreign / wall), 2)

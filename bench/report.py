@@ -103,6 +103,7 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
             "peak_rss_mb": sc["peak_rss_mb"],
             "cpu_s_per_million": sc["cpu_s_per_million"],
             "log_covers_redis": sc["log_covers_redis"],
+            "foreign_cores": sc.get("foreign_cores"),
             "p50_ms": None,
             "p99_ms": None,
         }
@@ -124,8 +125,8 @@ def _fmt(x: Any, spec: str = ",.0f", suffix: str = "") -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     """The one table, as Markdown (it prints well in a terminal too)."""
     head = ("| scenario | events/s | MB/s | × Redis limit | × curl limit | × baseline (ev/s) "
-            "| p50 / p99 ms | peak RSS MB | CPU s / M events |")
-    lines = [head, "|" + "---|" * 9]
+            "| p50 / p99 ms | peak RSS MB | CPU s / M events | others' load (cores) |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
             f"| {r['scenario']}. {r['title']} | {_fmt(r['events_per_s'])} | {_fmt(r['mb_per_s'], '.1f')} "
@@ -133,7 +134,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['vs_curl_limit'], '.2f')} (of {_fmt(r['curl_limit_events_per_s'])}) "
             f"| {_fmt(r['vs_baseline'], '.2f')} ({_fmt(r['baseline_events_per_s'])}) "
             f"| {_fmt(r['p50_ms'], '.1f')} / {_fmt(r['p99_ms'], '.1f')} "
-            f"| {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(r['cpu_s_per_million'], '.1f')} |")
+            f"| {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(r['cpu_s_per_million'], '.1f')} "
+            f"| {_fmt(r.get('foreign_cores'), '.2f')} |")
     return "\n".join(lines)
 
 

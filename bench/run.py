@@ -19,7 +19,7 @@ import attrs
 
 from bench.daemon import Flamingod, SubSpec
 from bench.limits import StreamSample, curl_stream, redis_benchmark
-from bench.measure import ProcSampler, QueueCounter, Window, count_lines, measure_windows, percentile
+from bench.measure import NoiseMeter, ProcSampler, QueueCounter, Window, count_lines, measure_windows, percentile
 from bench.procs import ROOT, BenchError, RedisProc, children, free_port, venv_python, wait_port
 from bench.stamps import read_stamps
 
@@ -209,12 +209,14 @@ class Bench:
         proc = children.spawn(argv, name="baseline", cwd=ROOT)
         try:
             sampler = ProcSampler(proc.pid)
+            noise = NoiseMeter()
             windows = measure_windows(QueueCounter(self.r, [queue]), self.s.rounds, self.s.round_seconds,
                                       warmup_events=1, max_seconds=self.s.max_step_seconds,
                                       sampler=sampler, alive=lambda: proc.poll() is None,
                                       warmup_seconds=self.s.warmup_seconds)
             if not windows or not sum(w.events for w in windows):
                 raise BenchError(f"the baseline delivered nothing\n{children.log_tail(proc)}")
+            foreign = noise.foreign_cores()
         finally:
             children.stop(proc)
             emu.stop()
@@ -223,6 +225,7 @@ class Bench:
             "events_per_s": round(_median([w.rate for w in windows]), 1),
             "windows": [w.to_dict() for w in windows],
             "peak_rss_mb": round(sampler.peak_rss / 1e6, 1),
+            "foreign_cores": foreign,
         }
 
     # -- Flamingo ---------------------------------------------------------
@@ -242,12 +245,14 @@ class Bench:
             partial = [s.queue_key() for s in sc.subs if s.filter]
             counter = QueueCounter(self.r, full)
             side = QueueCounter(self.r, partial)
+            noise = NoiseMeter()
             windows = measure_windows(counter, self.s.rounds, self.s.round_seconds, 1,
                                       self.s.max_step_seconds, sampler=sampler, alive=daemon.alive,
                                       warmup_seconds=self.s.warmup_seconds)
             if not windows or not sum(w.events for w in windows):
                 raise BenchError(f"no event reached Redis within {self.s.max_step_seconds:.0f} s\n"
                                  f"{daemon.tail()}")
+            foreign = noise.foreign_cores()
             side.poll()
             # Stop the stream, let the daemon deliver what it has, then compare with the log.
             emu.stop()
@@ -282,6 +287,7 @@ class Bench:
             "log_covers_redis": logged >= delivered,
             "term_filtered_delivered": sum(side.totals.values()) if partial else None,
             "queue_totals": {**counter.totals, **side.totals},
+            "foreign_cores": foreign,
         }
 
     # -- latency and backlog ----------------------------------------------
@@ -309,10 +315,12 @@ class Bench:
                     time.sleep(0.1)
 
             wait(s.warmup_seconds + 1.0)
+            noise = NoiseMeter()
             t_measure = time.time()
             cpu0 = sampler.cpu_seconds()
             wait(s.latency_seconds)
             cpu_steady = sampler.cpu_seconds() - cpu0
+            foreign = noise.foreign_cores()
             steady_rss = sampler.peak_rss
             t_pause = time.time()
             m_pause = time.monotonic()
@@ -363,4 +371,5 @@ class Bench:
             "catch_up_seconds": round(caught_up_at - t_resume, 2) if caught_up_at else None,
             "latency_under_50ms_after_s": round(max(slow_after) - t_resume, 2) if slow_after else 0.0,
             "resume_to_end_s": round(m_end - m_resume, 1),
+            "foreign_cores": foreign,
         }
