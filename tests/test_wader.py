@@ -666,3 +666,49 @@ class SampleStreamTests(WaderTestBase):
         self.assertEqual(seen.path, "/1.1/statuses/sample.json")
         yield self.sink.wait_for(1)
         self.assertEqual(self.sink.lines, ["/1.1/statuses/sample.json"])
+
+
+class TlsTests(WaderTestBase):
+    @defer.inlineCallbacks
+    def test_unverifiable_certificate_is_refused(self) -> Any:
+        """https is verified (service_identity): a self-signed server never gets a request."""
+        ctx = _self_signed_context()
+        port = reactor.listenSSL(0, server.Site(self.stub), ctx, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"https://127.0.0.1:{port.getHost().port}"
+        self.wader = self.make_wader()
+        self.wader.startService()
+        self.clock.advance(0)
+        yield until(lambda: self.state() == "retrying")
+        self.assertEqual(self.wader.state.cause, "network")
+        self.assertEqual(self.stub.journal, [])
+        from service_identity.exceptions import VerificationError
+
+        self.flushLoggedErrors(VerificationError)
+
+
+def _self_signed_context() -> Any:
+    """A server certificate valid for 127.0.0.1 (SAN) but signed by nobody trusted."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from twisted.internet import ssl
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    from OpenSSL import crypto
+
+    return ssl.CertificateOptions(privateKey=crypto.PKey.from_cryptography_key(key),
+                                  certificate=crypto.X509.from_cryptography(cert))

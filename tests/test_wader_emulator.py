@@ -181,3 +181,39 @@ class OverlapTests(EmulatorTestBase):
         self.assertEqual(self.stats.counters.get("duplicates", 0), 0)
         self.assertEqual(w.state.name, "stopped")
         self.assertNotIn("fatal", [name for name, _ in self.states])
+
+
+class AuthTests(TestCase):
+    """The emulator verifies each auth the way the service did (OAuth signature over the form)."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def check(self, emu_options: dict[str, Any], config: dict[str, Any], stream: str) -> Any:
+        emu = start_emulator(self, seed=2, rate=0, size="small", **emu_options)
+        emu.faults.close_after(20)
+        c = from_mapping({**config, "stream": stream, "api": {"url": emu.url},
+                          "wader": {"min_interval": 0}}, environ={})
+        clock = task.Clock()
+        sink = RecordingSink()
+        w = Wader(c, reactor, MemoryStore({stream: TRACK}), sink, RecordingStats(), clock=clock)
+        self.addCleanup(lambda: w.stopService() if w.running else None)
+        w.startService()
+        clock.advance(0)
+        yield until(lambda: w.state.name in ("retrying", "fatal"))
+        self.assertEqual(emu.journal[0].outcome, "streaming", w.state.message)
+        self.assertEqual(len(sink.frames), 20)
+
+    def test_oauth1_filter_post(self) -> Any:
+        keys = {"consumer_key": "ck", "consumer_secret": "cs", "token": "tk", "token_secret": "ts"}
+        return self.check({f"oauth_{k}": v for k, v in keys.items()},
+                          {"auth": "oauth1", "oauth": keys}, "filter")
+
+    def test_oauth1_sample_get(self) -> Any:
+        keys = {"consumer_key": "ck", "consumer_secret": "cs", "token": "tk", "token_secret": "ts"}
+        return self.check({f"oauth_{k}": v for k, v in keys.items()},
+                          {"auth": "oauth1", "oauth": keys}, "sample")
+
+    def test_bearer(self) -> Any:
+        return self.check({"bearer_token": "bt"}, {"auth": "bearer", "bearer_token": "bt"},
+                          "filter")
