@@ -137,6 +137,31 @@ class RunningDaemonTests(TestCase):
         self.assertLessEqual(len(received), sent)
 
 
+    @defer.inlineCallbacks
+    def test_rides_out_scripted_faults(self) -> Any:
+        self.emu.faults.garbage(after=5)
+        self.emu.faults.close_mid_message(after=10)
+        self.emu.faults.respond_status(500)  # the first request
+        self.config = write_config(self.dir, api={"url": self.emu.url}, redis={
+            "namespace": yaml.safe_load(self.config.read_text())["redis"]["namespace"]},
+            wader={"min_interval": 0, "backoff": {"http": {"initial": 0.5}}})
+        child = _Child()
+        proc = reactor.spawnProcess(
+            child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
+        try:
+            yield until(lambda: "Stream parse error" in self.log_text())
+            yield until(lambda: "retrying (http, attempt 1) in 0.50s" in self.log_text())
+            yield until(lambda: self.log_text().count("Listening on stream") == 2, timeout=30)
+            proc.signalProcess("TERM")
+            code = yield child.ended
+        finally:
+            if proc.pid is not None:
+                proc.signalProcess("KILL")
+        self.assertEqual(code, 0)
+        self.assertEqual([r.outcome for r in self.emu.journal], ["http 500", "streaming", "streaming"])
+
+
 class CommandLineTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="flamingo-cmd-"))
