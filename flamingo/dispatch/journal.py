@@ -55,11 +55,11 @@ SYMLINK = "event.log"
 
 
 def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
-    """Frames with raw CR/LF replaced by spaces, and how many frames needed it."""
+    """Frames with raw LF (and CR next to it) replaced by spaces, and how many needed it."""
     fixed = 0
     out = frames
     for i, f in enumerate(frames):
-        if b"\n" in f or b"\r" in f:
+        if b"\n" in f:
             if out is frames:
                 out = list(frames)
             out[i] = f.replace(b"\n", b" ").replace(b"\r", b" ")
@@ -111,6 +111,7 @@ class Journal:
         self._pending: set[defer.Deferred[Any]] = set()
         self._retry_at = 0.0
         self._last_end: int | None = None
+        self._syncing: defer.Deferred[Any] | None = None
         # what could not be kept
         self.error: str | None = None
         self.error_since: float | None = None
@@ -139,7 +140,7 @@ class Journal:
         except OSError as e:
             self._failed("open", e)
         if self.fsync == "everysec":
-            self._sync_loop = task.LoopingCall(self.sync)
+            self._sync_loop = task.LoopingCall(self._sync_in_background)
             self._sync_loop.clock = self.reactor
             self._sync_loop.start(1.0, now=False)
         return self
@@ -149,6 +150,8 @@ class Journal:
         """Sync and close; waits for gzip jobs in flight."""
         if self._sync_loop is not None and self._sync_loop.running:
             self._sync_loop.stop()
+        if self._syncing is not None:
+            yield self._syncing
         self.sync()
         if self._fd is not None:
             try:
@@ -372,6 +375,32 @@ class Journal:
                 log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
         d.addBoth(done)
 
+    def _sync_in_background(self) -> None:
+        """everysec: fdatasync in a thread (a slow disk must not stall the reactor), like Redis."""
+        pool = getattr(self.reactor, "getThreadPool", None)
+        if pool is None:  # a Clock in tests
+            self.sync()
+            return
+        if self._syncing is not None or self._fd is None or not self._dirty:
+            return
+        try:
+            fd = os.dup(self._fd)
+        except OSError as e:
+            self._failed("fsync", e)
+            return
+        self._dirty = False
+        d = threads.deferToThreadPool(self.reactor, pool(), _sync_and_close, fd)
+        self._syncing = d
+
+        def done(result: Any) -> None:
+            self._syncing = None
+            if not isinstance(result, BaseException) and hasattr(result, "value"):
+                e = result.value
+                if isinstance(e, OSError):
+                    self._dirty = True
+                    self._failed("fsync", e)
+        d.addBoth(done)
+
     def sync(self) -> None:
         if self._fd is not None and (self._dirty or self.fsync == "always"):
             try:
@@ -499,36 +528,49 @@ class _Reader:
         self.path = path
         self.f = f
         self.seq = seq
-        self.buf = b""
-        self.pos = 0
+        self.pending: list[bytes] = []
+        self.i = 0
+        self.tail = b""
 
     def lines(self, n: int, max_bytes: int) -> list[bytes]:
         out: list[bytes] = []
         size = 0
         while len(out) < n and size < max_bytes:
-            nl = self.buf.find(b"\n", self.pos)
-            if nl < 0:
+            if self.i >= len(self.pending):
                 chunk = self.f.read(1 << 20)
                 if not chunk:
                     break
-                self.buf = self.buf[self.pos:] + chunk
-                self.pos = 0
+                parts = (self.tail + chunk).split(b"\n") if self.tail else chunk.split(b"\n")
+                self.tail = parts.pop()
+                self.pending, self.i = parts, 0
                 continue
-            line = self.buf[self.pos:nl]
-            out.append(line)
-            size += len(line) + 1
-            self.pos = nl + 1
+            take = self.pending[self.i:self.i + (n - len(out))]
+            if max_bytes < (1 << 62):
+                for k, line in enumerate(take):
+                    size += len(line) + 1
+                    if size >= max_bytes:
+                        take = take[:k + 1]
+                        break
+            out.extend(take)
+            self.i += len(take)
         return out
 
     def skip(self, n: int) -> None:
         while n > 0:
-            got = self.lines(min(n, 10_000), 1 << 62)
+            got = self.lines(min(n, 100_000), 1 << 62)
             if not got:
                 return
             n -= len(got)
 
     def close(self) -> None:
         self.f.close()
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _gzip_file(path: Path) -> Path:

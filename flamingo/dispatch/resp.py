@@ -100,10 +100,8 @@ class RespProtocol(protocol.Protocol):
             return defer.fail(ConnectionError("not connected to Redis"))
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._waiting.append((d, nreplies, []))
-        if isinstance(payload, list):
-            self.transport.writeSequence(payload)
-        else:
-            self.transport.write(payload)
+        # one joined write: Twisted would otherwise type-check every part
+        self.transport.write(b"".join(payload) if isinstance(payload, list) else payload)
         return d
 
     def dataReceived(self, data: bytes) -> None:
