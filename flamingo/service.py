@@ -258,7 +258,7 @@ def build_console(app: App) -> IService | None:
 class FlamingoService(MultiService):
     """The whole daemon as one service; twistd starts and stops it."""
 
-    def __init__(self, config: Config, reactor: Any = None, install_signals: bool = True) -> None:
+    def __init__(self, config: Config, reactor: Any = None, install_signals: bool = False) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as _reactor

@@ -56,4 +56,4 @@ def makeService(options: Options) -> Any:
             config = load(find_config_file(options["config"]))
         except ConfigError as e:
             raise SystemExit(f"flamingo: config error: {e}") from None
-    return FlamingoService(config)
+    return FlamingoService(config, install_signals=True)  # twistd: ours replace its TERM/INT
