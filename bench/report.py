@@ -104,6 +104,8 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
             "cpu_s_per_million": sc["cpu_s_per_million"],
             "log_covers_redis": sc["log_covers_redis"],
             "foreign_cores": sc.get("foreign_cores"),
+            # what one fully used core would give at the measured CPU cost per event
+            "one_core_events_per_s": round(1e6 / sc["cpu_s_per_million"]) if sc.get("cpu_s_per_million") else None,
             "p50_ms": None,
             "p99_ms": None,
         }
@@ -187,6 +189,8 @@ def render(results: dict[str, Any]) -> str:
                          f"({v['curl_mb_per_s']:.1f} MB/s, mean message {v['mean_message_bytes']:.0f} B); "
                          f"redis-benchmark RPUSH -P 64 -d {v['redis_payload_bytes']}: "
                          f"{v['redis_rpush_per_s']:,.0f}/s")
+    parts.append("daemon CPU per event → events/s one fully used core would give: " + ", ".join(
+        f"scenario {r['scenario']} {_fmt(r.get('one_core_events_per_s'))}" for r in rows))
     lat = results.get("latency")
     if lat:
         parts.append(
