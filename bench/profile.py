@@ -34,9 +34,17 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({short})"
 
 
+def _frame_line(frame: str) -> str:
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    short = "/".join(Path(where).parts[-2:]) if where else ""
+    return f"{short} {name}"
+
+
 def summarize(collapsed: str, top: int = 25) -> str:
     """Top functions by self and inclusive samples from py-spy's raw (collapsed) output."""
     self_counts: collections.Counter[str] = collections.Counter()
+    line_counts: collections.Counter[str] = collections.Counter()
     incl_counts: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -50,12 +58,16 @@ def summarize(collapsed: str, top: int = 25) -> str:
         if not frames:
             continue
         self_counts[frames[-1]] += n
+        leaf = stack.split(";")[-1]
+        line_counts[_frame_line(leaf)] += n
         for f in set(frames):
             incl_counts[f] += n
     if not total:
         return "no samples"
     out = [f"{total} samples", "", "self time:"]
     out += [f"  {c / total * 100:5.1f}%  {f}" for f, c in self_counts.most_common(top)]
+    out += ["", "self time by line (C calls count in the line that makes them):"]
+    out += [f"  {c / total * 100:5.1f}%  {f}" for f, c in line_counts.most_common(min(top, 15))]
     out += ["", "inclusive time:"]
     out += [f"  {c / total * 100:5.1f}%  {f}" for f, c in incl_counts.most_common(top)]
     return "\n".join(out)
