@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a flamingod config key for every run (YAML value), e.g. journal.fsync=no")
     p.add_argument("--daemon-dir", help="where the daemon's data dir and event log go (default: $TMPDIR)")
+    p.add_argument("--pin", action="store_true",
+                   help="CPU affinity: the daemon (or the baseline) alone on CPU 0, Redis/emulator/curl on the rest")
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="abort the run after this long (default 4 quick, 15 full)")
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         results["overrides"] = overrides
         results["daemon_dir"] = a.daemon_dir
         bench = Bench(settings, scenarios, latency=not a.no_latency, baseline=not a.no_baseline,
-                      overrides=overrides, daemon_dir=a.daemon_dir)
+                      overrides=overrides, daemon_dir=a.daemon_dir, pin=a.pin)
+        results["pinned"] = a.pin
         results.update(bench.run())
     except KeyboardInterrupt as e:
         print(f"bench interrupted: {e}", file=sys.stderr)

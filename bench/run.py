@@ -120,8 +120,9 @@ class Emulator:
 class Bench:
     def __init__(self, settings: Settings, scenarios: Sequence[Scenario] = SCENARIOS,
                  latency: bool = True, baseline: bool = True, overrides: dict[str, Any] | None = None,
-                 daemon_dir: str | None = None) -> None:
+                 daemon_dir: str | None = None, pin: bool = False) -> None:
         self.s = settings
+        self.pin = pin
         self.overrides = overrides or {}
         self.daemon_dir = daemon_dir
         self.scenarios = list(scenarios)
@@ -129,6 +130,7 @@ class Bench:
         self.baseline = baseline
         self.tmp = Path(tempfile.mkdtemp(prefix="flamingo-bench-"))
         self.redis = RedisProc().start()
+        self._pin(self.redis.proc, "others")
         self.r = self.redis.client()
         self.results: dict[str, Any] = {"limits": {}, "baselines": {}, "scenarios": {}, "latency": None,
                                         "errors": []}
@@ -172,7 +174,7 @@ class Bench:
 
     # -- limits -----------------------------------------------------------
     def measure_limits(self, size: str, gzip: bool) -> None:
-        emu = Emulator(size, self.s.seed)
+        emu = self.emulator(size)
         try:
             reads: list[StreamSample] = [
                 curl_stream(emu.stream_url, USER, PASSWORD, self.s.limit_seconds, gzip=gzip)
@@ -198,7 +200,7 @@ class Bench:
 
     # -- the baseline -----------------------------------------------------
     def measure_baseline(self, size: str, gzip: bool) -> None:
-        emu = Emulator(size, self.s.seed)
+        emu = self.emulator(size)
         queue = "baseline:queue"
         total = self.s.warmup_seconds + self.s.rounds * self.s.round_seconds + 10
         argv = [venv_python(), "-m", "bench.baseline", emu.stream_url, "--user", USER,
@@ -207,6 +209,7 @@ class Bench:
         if gzip:
             argv.append("--gzip")
         proc = children.spawn(argv, name="baseline", cwd=ROOT)
+        self._pin(proc, "daemon")  # the baseline gets the daemon's place
         try:
             sampler = ProcSampler(proc.pid)
             noise = NoiseMeter()
@@ -233,10 +236,30 @@ class Bench:
         d = Flamingod(emu.url, USER, PASSWORD, self.redis.port, subs, gzip=gzip,
                       overrides=self.overrides, base_dir=self.daemon_dir)
         d.start(self.r)
+        self._pin(d.proc, "daemon")
         return d
 
+    def _pin(self, proc: Any, role: str) -> None:
+        """--pin: the daemon alone on CPU 0, everything else of ours on the other CPUs."""
+        if not self.pin or proc is None:
+            return
+        import psutil
+
+        cpus = list(range(psutil.cpu_count() or 1))
+        if len(cpus) < 2:
+            return
+        try:
+            psutil.Process(proc.pid).cpu_affinity(cpus[:1] if role == "daemon" else cpus[1:])
+        except (psutil.Error, AttributeError, OSError):
+            pass
+
+    def emulator(self, size: str, rate: float = 0.0, stamps: str | None = None) -> "Emulator":
+        emu = Emulator(size, self.s.seed, rate=rate, stamps=stamps)
+        self._pin(emu.proc, "others")
+        return emu
+
     def measure_scenario(self, sc: Scenario) -> None:
-        emu = Emulator(sc.size, self.s.seed)
+        emu = self.emulator(sc.size)
         daemon = self.start_daemon(emu, sc.subs, sc.gzip)
         try:
             assert daemon.proc is not None
@@ -296,12 +319,13 @@ class Bench:
         s = self.s
         sent_path = str(self.tmp / "sent.bin")
         recv_path = str(self.tmp / "received.bin")
-        emu = Emulator("realistic", s.seed, rate=s.latency_rate, stamps=sent_path)
+        emu = self.emulator("realistic", rate=s.latency_rate, stamps=sent_path)
         daemon = self.start_daemon(emu, (RAW,), gzip=False)
         consumer = children.spawn(
             [venv_python(), "-m", "bench.consumer", "--redis-port", str(self.redis.port),
              "--queue", RAW.queue_key(), "--stamps", recv_path, "--seconds", "600"],
             name="consumer", cwd=ROOT)
+        self._pin(consumer, "others")
         try:
             assert daemon.proc is not None
             sampler = ProcSampler(daemon.proc.pid)
