@@ -50,6 +50,15 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _boxes(values: list[str]) -> list[str]:
+    """Location numbers grouped four by four ("w,s,e,n"): params are Redis sets, and
+    a set of loose numbers would lose each box's order."""
+    numbers = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if len(numbers) % 4:
+        return values  # left as given: validation names the mistake
+    return [",".join(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]
+
+
 def _validate(stream: str, params: dict[str, list[str]]) -> None:
     """Refuse what the Streaming API would refuse (predicates.py when present)."""
     if not _STREAM_RE.fullmatch(stream):
@@ -354,6 +363,8 @@ class Store:
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 raise ValidationError(param, f"values must be strings, got {v!r}")
             out.append(str(v).strip())
+        if param == "locations":
+            out = _boxes(out)
         return sorted(set(out))
 
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:

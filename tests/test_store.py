@@ -54,6 +54,20 @@ class StoreTests(unittest.TestCase):
         yield self.assertFailure(store.delete_param("filter", "follow"), NotFound)
 
     @defer.inlineCallbacks
+    def test_locations_keep_each_box_in_order(self):
+        """Params are Redis sets: loose numbers would be sorted into a box that is out of range."""
+        store = yield self.make()
+        sf, ny = "-122.75,36.8,-121.75,37.8", "-74,40,-73,41"
+        result = yield store.set_params("filter", {"locations": sf.split(",") + ny.split(",")})
+        self.assertEqual(result, {"locations": sorted([sf, ny])})
+        yield store.set_param("filter", "locations", sf)
+        self.assertEqual(store.params("filter")["locations"], [sf])
+        yield store.add_values("filter", "locations", [ny])
+        yield store.remove_values("filter", "locations", sf.split(","))
+        self.assertEqual(store.params("filter")["locations"], [ny])
+        yield self.assertFailure(store.set_param("filter", "locations", ["1", "2", "3"]), ValidationError)
+
+    @defer.inlineCallbacks
     def test_validation_errors_name_the_field(self):
         store = yield self.make()
         e = yield self.assertFailure(store.set_params("filter", {"Bad Param": ["x"]}), ValidationError)
