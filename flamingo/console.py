@@ -356,14 +356,23 @@ def meta_document(app: Any) -> dict[str, Any]:
 
 
 def status_document(app: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    if app.wader is not None:
-        doc["wader"] = app.wader.state.to_dict()
-    if app.delivery is not None:
-        doc.update(app.delivery.status())
-    if app.store is not None:
-        doc["redis_available"] = bool(app.store.available)
-    return doc
+    """What /status.json shows (same keys as flamingo.web's handler builds)."""
+    wader = app.wader.state.to_dict() if app.wader is not None else None
+    state = wader or {}
+    delivery = app.delivery.status() if app.delivery is not None else {}
+    store = app.store
+    return {
+        "wader": wader,
+        "state": state.get("name"),
+        "request_line": state.get("request_line"),
+        "connected_since": state.get("connected_since"),
+        "stream": {"name": app.config.stream,
+                   "params": store.params(app.config.stream) if store is not None else {}},
+        "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
+        "redis": {"available": bool(store.available) if store is not None else False},
+        "delivery": delivery,
+        "process": meta_document(app)["process"],
+    }
 
 
 def describe_error(failure_or_exc: Failure | BaseException) -> str:

@@ -21,11 +21,15 @@ from flamingo.config import from_mapping
 from flamingo.console import (AuthorizedKeysFile, ConfigView, console_service, describe_error,
                               load_or_create_host_key, make_service, parse_authorized_keys)
 from flamingo.errors import ValidationError
+from flamingo.web.openapi import SCHEMAS
 from tests.support.redis import shared_redis
 
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[A-Za-z=>]")
+
+
+STATUS_KEYS = SCHEMAS["Status"]["required"]  # what /status.json answers
 
 
 def clean(out: bytes) -> str:
@@ -198,6 +202,7 @@ class ConsoleOverSSH(unittest.TestCase):
             "wader.restart()\n"
             "wader.state.name\n"
             "config.web['token']\n"
+            + "print('status keys', sorted(status()) == %r)\n" % sorted(STATUS_KEYS) +
             "help()\n")
         self.assertEqual(code, 0, err)
         after = out.split("#etsy']", 1)[1]
@@ -210,6 +215,7 @@ class ConsoleOverSSH(unittest.TestCase):
         self.assertEqual(self.wader.state.restarts, 1)
         self.assertIn("'***'", out)
         self.assertNotIn("s3cret-token", out)
+        self.assertIn("status keys True", out)  # status() has the keys /status.json has
         self.assertIn("Subscription('example').save()", out)  # the banner from help()
         # Written through to Redis, where REST and other daemons read.
         members = self.redis.command("SMEMBERS", f"{self.ns}:streams:filter:track")

@@ -4,6 +4,7 @@ Store on the test redis-server: every route, every error status, token auth."""
 from __future__ import annotations
 
 import json
+import socket
 
 from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
@@ -73,6 +74,7 @@ class OriginalRoutesTests(ApiTestCase):
         self.assertEqual(meta["stream"], "filter")
         self.assertEqual(meta["wader"]["name"], "connected")
         self.assertIsInstance(meta["process"]["pid"], int)
+        self.assertEqual(meta["process"]["host"], socket.gethostname())  # as the original's Meta
         self.assertGreaterEqual(meta["process"]["uptime"], 5)
 
     @defer.inlineCallbacks

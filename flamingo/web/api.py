@@ -13,6 +13,7 @@ import functools
 import hmac
 import json
 import os
+import socket
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -234,8 +235,8 @@ class FlamingoApi:
     def _process(self) -> dict[str, Any]:
         started = self.flamingo.started_at or None
         now = self.clock.seconds()
-        return {"pid": os.getpid(), "version": __version__, "started_at": started,
-                "uptime": (now - started) if started else None}
+        return {"pid": os.getpid(), "version": __version__, "host": socket.gethostname(),
+                "started_at": started, "uptime": (now - started) if started else None}
 
     @app.route("/streams/<name>.json", methods=["GET"])
     @_handler
