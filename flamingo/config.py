@@ -243,8 +243,14 @@ def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
 # --- validation helpers ---------------------------------------------------
 
 
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+def _kind(value: Any, key: str = "") -> str:
+    """The value for an error line: a secret's is hidden, a long one cut."""
+    if value is None:
+        return "nothing"
+    if key in SECRET_KEYS:
+        return f"{type(value).__name__} (value hidden)"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def _expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
@@ -274,7 +280,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
 
 def _str(key: str, v: Any) -> str:
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        raise ConfigError(key, f"expected a string, got {_kind(v)}")
+        raise ConfigError(key, f"expected a string, got {_kind(v, key)}")
     return str(v)
 
 

@@ -121,6 +121,16 @@ class ValidationTests(SynchronousTestCase):
 
     def test_not_a_mapping(self) -> None:
         self.error(["a", "b"])
+        # A file that is not YAML mappings (say /etc/passwd) is cut, not echoed whole.
+        e = self.error("root:x:0:0:root:/root:/bin/bash " * 40)
+        self.assertLess(len(str(e)), 160)
+
+    def test_secret_of_wrong_type_not_echoed(self) -> None:
+        e = self.error({"username": "u", "password": ["pw-1"]})
+        self.assertEqual(e.key, "password")
+        self.assertNotIn("pw-1", str(e))
+        e = self.error({"username": "u", "password": "p", "web": {"token": {"a": "wt-6"}}})
+        self.assertNotIn("wt-6", str(e))
 
 
 class FileTests(SynchronousTestCase):
