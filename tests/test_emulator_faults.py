@@ -275,3 +275,13 @@ class CliTests(SynchronousTestCase):
         self.assertEqual(main(["--fault", "nonsense"]), 2)
         self.assertEqual(main(["--fault", "status"]), 2)
         self.assertRaises(ValueError, Fault.parse, "close_after:after")
+
+    def test_bad_fault_spec_message_is_one_plain_line(self):
+        """What a user who mistyped sees: the kinds to choose from, or the option that is not a number."""
+        e = self.assertRaises(ValueError, Fault.parse, "stal:seconds=5")
+        self.assertEqual(str(e).splitlines(), [str(e)])
+        self.assertIn("unknown fault kind 'stal'", str(e))
+        self.assertIn("close_mid_message", str(e))
+        self.assertNotIn("Attribute(", str(e))
+        e = self.assertRaises(ValueError, Fault.parse, "status:code=abc")
+        self.assertEqual(str(e), "fault option code: not a number: 'abc'")

@@ -95,16 +95,20 @@ class Fault:
                     break
         if kind is None:
             raise ValueError(f"fault without a kind: {d!r}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(KINDS)})")
         if isinstance(d.get("data"), str):
             d["data"] = d["data"].encode()
         unknown = set(d) - {"after", "times", "code", "seconds", "bytes", "data", "length"}
         if unknown:
             raise ValueError(f"unknown fault option(s) {sorted(unknown)}")
-        for key in ("after", "times", "code", "bytes"):
+        for key, number in (("after", int), ("times", int), ("code", int), ("bytes", int),
+                            ("seconds", float)):
             if key in d and d[key] is not None:
-                d[key] = int(d[key])
-        if "seconds" in d:
-            d["seconds"] = float(d["seconds"])
+                try:
+                    d[key] = number(d[key])
+                except (TypeError, ValueError):
+                    raise ValueError(f"fault option {key}: not a number: {d[key]!r}") from None
         return cls(kind=kind, **d)
 
     @classmethod
