@@ -141,6 +141,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _places(goal: float) -> int:
+    return 2 if goal < 10 else 1
+
+
 def _target(name: str, value: float | None, goal: float, higher_is_better: bool = True,
             unit: str = "") -> dict[str, Any]:
     if value is None:
@@ -151,9 +155,9 @@ def _target(name: str, value: float | None, goal: float, higher_is_better: bool 
     if met:
         note = "met"
     elif higher_is_better:
-        note = f"short by {goal - value:,.1f}{unit} ({(1 - value / goal) * 100:.0f}% below)"
+        note = f"short by {goal - value:,.{_places(goal)}f}{unit} ({(1 - value / goal) * 100:.0f}% below)"
     else:
-        note = f"over by {value - goal:,.1f}{unit} ({(value / goal - 1) * 100:.0f}% above)"
+        note = f"over by {value - goal:,.{_places(goal)}f}{unit} ({(value / goal - 1) * 100:.0f}% above)"
     return {"target": name, "value": value, "goal": goal, "ratio": round(ratio, 3), "met": met, "note": note}
 
 
@@ -219,3 +223,20 @@ def render(results: dict[str, Any]) -> str:
                  f"Python {m['python']}, Twisted {m['twisted']}, Redis {m['redis']}; "
                  f"load at start {m['loadavg_at_start']}")
     return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [FILE]``: print a saved run again (default latest.json)."""
+    import json
+    from pathlib import Path
+
+    path = Path((argv or sys.argv[1:] or [str(Path(__file__).parent / "results" / "latest.json")])[0])
+    results = json.loads(path.read_text())
+    results["rows"] = derive(results)
+    results["targets"] = targets(results, results["rows"])
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
