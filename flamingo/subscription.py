@@ -61,12 +61,14 @@ class Subscription:
             field = sorted(unknown)[0]
             raise ValidationError(field, "unknown option (allowed: format, types, filter, max_length)")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise ValidationError("name", f"must match [A-Za-z0-9_.:-]{{1,64}}, got {name!r}")
+            raise ValidationError("name", f"must match [A-Za-z0-9_.:-]{{1,64}}, got {name!r}",
+                                  limit="name: [A-Za-z0-9_.:-]{1,64}")
 
         fmt = options.get("format")
         fmt = "raw" if fmt is None else fmt
         if fmt not in FORMATS:
-            raise ValidationError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+            raise ValidationError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}",
+                                  limit="format: " + "|".join(FORMATS))
 
         types = options.get("types")
         if types is not None:
