@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read a Flamingo subscription queue (raw or envelope format) with redis-py.
 
-    flamingo subscriptions add tweets --format envelope      # or through REST / the console
+    flamingo subscribe tweets --format envelope              # or through REST / the console
     python3 examples/consumer.py tweets                       # namespace "flamingo"
     python3 examples/consumer.py tweets --namespace other --host 127.0.0.1 --port 6379
 

@@ -340,3 +340,34 @@ class Pure(unittest.SynchronousTestCase):
     def test_flatten(self) -> None:
         self.assertEqual(cli.flatten({"a": {"b": 1, "c": []}, "d": {}}),
                          [("a.b", 1), ("a.c", []), ("d", {})])
+
+
+class DocumentedCommandLines(unittest.SynchronousTestCase):
+    """Every concrete `flamingo ...` line a user can copy from the docs and examples parses."""
+
+    def test_documented_lines_parse(self) -> None:
+        import re
+        import shlex
+
+        root = Path(__file__).resolve().parent.parent
+        files = sorted(root.glob("docs/*.md")) + [root / "README.md"] + sorted(root.glob("examples/*"))
+        parser = cli.build_parser()
+        checked = 0
+        for path in files:
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                m = re.match(r"^\s*(?:[#>]\s*)?(?:\$\s+)?flamingo\s+(.*)$", line)
+                if not m:
+                    continue
+                text = re.sub(r"\s+#.*$", "", m.group(1))
+                # Synopsis lines with placeholders are not meant to be typed as they are.
+                if re.search(r"[|\[\]<─]|\.\.\.|NAME|TERM|SPEC|\bKEY\b|\bN\b", text):
+                    continue
+                argv = shlex.split(text)
+                if not argv or argv[0] == "emulator" or argv[0].endswith(".yml"):
+                    continue
+                try:
+                    parser.parse_args(argv)
+                except SystemExit:
+                    self.fail(f"{path.name}:{n}: `flamingo {text}` does not parse")
+                checked += 1
+        self.assertGreater(checked, 10)
