@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--oauth-token-secret", help="OAuth 1.0a access token secret")
     a("--seed", type=int, default=1, help="corpus seed: the same seed makes the same stream (default 1)")
     a("--rate", type=float, default=0.0,
-      help="messages per second per connection; 0 = as fast as the client reads (default 0)")
+      help="messages per second of the timeline all connections share (each gets its matches); "
+           "0 = as fast as each client reads (default 0)")
     a("--size", choices=("realistic", "small"), default="realistic",
       help="realistic v1.1 statuses (median ~3.5 KB) or small ones (~300 B)")
     a("--replay", metavar="FILE", help="send the lines of this JSONL file instead of generated tweets")

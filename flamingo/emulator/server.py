@@ -22,6 +22,7 @@ from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.options import EmulatorOptions
 from flamingo.emulator.pool import PoolSource, ReplaySource, build_pool
 from flamingo.emulator.session import StreamSession
+from flamingo.emulator.timeline import Timeline
 from flamingo.stream.predicates import Predicates, validate_params
 
 __all__ = ["Emulator", "Endpoint", "V1_ENDPOINTS"]
@@ -85,6 +86,8 @@ class Emulator:
         self._by_identity: dict[str, StreamSession] = {}
         self._idle_waiters: list[defer.Deferred] = []
         self._cycle = 0
+        #: rate mode: the one sequence every connection reads (see timeline.py)
+        self.timeline: Timeline | None = None
         self._factory = HTTPServerFactory(self._handle, self._on_connect)
         self._port = None
         self._journal_file = open(self.options.journal, "a", encoding="utf-8") if self.options.journal else None
@@ -95,6 +98,10 @@ class Emulator:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the port (useful with port 0)."""
         self._port = self.reactor.listenTCP(port, self._factory, interface=host)
+        if self.options.rate > 0 and not self.options.replay and self.timeline is None:
+            self.timeline = Timeline(seed=self.options.seed, size=self.options.size,
+                                     rate=self.options.rate, clock=self.clock,
+                                     next_cycle=self.next_cycle, pool_size=self.options.pool_size)
         self.host = host
         self.port = self._port.getHost().port
         return self.port
@@ -227,6 +234,8 @@ class Emulator:
         if opts.replay:
             source = ReplaySource(opts.replay, delimited,
                                   predicates=Predicates.from_params(filter_params) if filter_params else None)
+        elif self.timeline is not None and not (stream == "filter" and opts.delivery_cap):
+            source = self.timeline.reader(filter_params or None, delimited)
         else:
             pool = build_pool(opts.seed, opts.size, delimited, opts.pool_size, filter_params or None)
             source = PoolSource(pool, self.next_cycle)

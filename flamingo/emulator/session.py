@@ -4,7 +4,8 @@ A ``StreamSession`` is the push producer registered on the connection's
 transport. With ``rate=0`` it writes large pre-rendered buffers whenever the
 transport asks for more (so it goes exactly as fast as the client reads);
 with a rate it ticks on the injected clock and keeps a backlog while the
-transport is paused, which is what drives ``FALLING_BEHIND`` warnings and
+transport is paused (with the emulator's shared ``Timeline`` as source, the
+backlog is how far this connection is behind the timeline's head), which is what drives ``FALLING_BEHIND`` warnings and
 the stall disconnect (code 4). Timers use the clock it is given, so tests
 drive keep-alives, rates and stalls with a ``Clock``.
 """
@@ -77,6 +78,8 @@ class StreamSession:
         self.capture = capture
         self.on_close = on_close
         self.rate = rate if rate > 0 else (2.0 * delivery_cap if delivery_cap else 0.0)
+        # a shared timeline (rate mode): the source says what is due, not our own count
+        self.shared = self.rate > 0 and hasattr(source, "lag")
         self._gzip = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
         self.chunk_bytes = GZIP_CHUNK_BYTES if gzip else CHUNK_BYTES
 
@@ -274,11 +277,16 @@ class StreamSession:
     # -- rate mode ------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock.seconds()
-        due = int((now - self._started) * self.rate + 1e-6) - self.produced
-        if due > 0:
-            self.produced += due
-            if not self.stalled:
-                self.backlog += due
+        if self.shared:  # the emulator's timeline says what is due
+            if self.stalled:
+                self.source.skip()  # type: ignore[attr-defined]
+            self.backlog = self.source.lag()  # type: ignore[attr-defined]
+        else:
+            due = int((now - self._started) * self.rate + 1e-6) - self.produced
+            if due > 0:
+                self.produced += due
+                if not self.stalled:
+                    self.backlog += due
         if self.paused and self.backlog:
             self._falling_behind(now)
         if not self.closed:
@@ -290,6 +298,8 @@ class StreamSession:
             self._schedule("tick", max(0.0, self._started + ticks * interval - now), self._tick)
 
     def _flush_backlog(self) -> None:
+        if self.shared:
+            self.backlog = self.source.lag()  # type: ignore[attr-defined]
         while self.backlog and not (self.paused or self.closed or self.stalled):
             if self.dripping is not None and self._drip_buffer:
                 return
@@ -299,9 +309,12 @@ class StreamSession:
                 if not n:
                     return
             sent = self._take(n)
+            if self.shared:  # n counted positions; fewer of them may match
+                self.backlog = self.source.lag()  # type: ignore[attr-defined]
             if not sent:
                 return
-            self.backlog -= sent
+            if not self.shared:
+                self.backlog -= sent
 
     def _apply_cap(self, n: int) -> int:
         now = self.clock.seconds()

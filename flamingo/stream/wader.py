@@ -101,8 +101,13 @@ class _RecentIds:
         return len(self._ids)
 
 
+#: messages about one connection (not events): never repeats of one another
+_PER_CONNECTION = frozenset(("limit", "warning", "disconnect"))
+
+
 def _message_id(frame: bytes) -> Any:
-    """The id of a status (or v2 ``data``) message; None for other messages."""
+    """The key overlap dedupe uses: a status's id (or v2 ``data``'s), a deleted
+    status's id, the bytes of other events; None for per-connection notices."""
     try:
         obj = orjson.loads(frame)
     except orjson.JSONDecodeError:
@@ -118,6 +123,10 @@ def _message_id(frame: bytes) -> Any:
     if isinstance(delete, dict) and isinstance(delete.get("status"), dict):
         status = delete["status"]
         return ("delete", status.get("id_str") or status.get("id"))
+    if len(obj) == 1 and not _PER_CONNECTION.intersection(obj):
+        # scrub_geo, status_withheld, user_withheld...: no id of their own, but
+        # the same event on both connections is the same bytes
+        return ("raw", frame)
     return None
 
 
