@@ -47,14 +47,17 @@ class ProcSampler:
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.peak_rss = 0
+        self.peak_anon = 0  # RSS minus file-backed/shared pages (Linux): the heap itself
         self.samples: list[tuple[float, int]] = []
 
     def sample(self) -> int:
         try:
-            rss = self.proc.memory_info().rss
+            info = self.proc.memory_info()
         except psutil.Error:
             return 0
+        rss = info.rss
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_anon = max(self.peak_anon, rss - getattr(info, "shared", 0))
         self.samples.append((time.monotonic(), rss))
         return rss
 
