@@ -194,7 +194,7 @@ def render(results: dict[str, Any]) -> str:
             parts.append(f"limits {key}: curl {v['curl_events_per_s']:,.0f} events/s "
                          f"({v['curl_mb_per_s']:.1f} MB/s, mean message {v['mean_message_bytes']:.0f} B); "
                          f"redis-benchmark RPUSH -P 64 -d {v['redis_payload_bytes']}: "
-                         f"{v['redis_rpush_per_s']:,.0f}/s")
+                         f"{_fmt(v['redis_rpush_per_s'])}/s")
     parts.append("daemon CPU per event → events/s one fully used core would give: " + ", ".join(
         f"scenario {r['scenario']} {_fmt(r.get('one_core_events_per_s'))}" for r in rows))
     lat = results.get("latency")
