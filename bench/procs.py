@@ -82,7 +82,7 @@ class Children:
         log = open(self.logdir / f"{name}.log", "ab")
         proc = subprocess.Popen(
             list(argv), stdout=stdout if stdout is not None else log, stderr=log,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             env=env, cwd=str(cwd) if cwd else None)
         proc.bench_name = name  # type: ignore[attr-defined]
         proc.bench_log = self.logdir / f"{name}.log"  # type: ignore[attr-defined]
@@ -124,6 +124,18 @@ class Children:
                 self.stop(proc, timeout=5.0)
             except Exception:  # noqa: BLE001 - best effort at exit
                 pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me if the bench dies (even by SIGKILL). Linux only."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _killpg(pid: int, sig: int) -> None:
