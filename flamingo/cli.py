@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -623,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=("set", "add", "remove", "clear"))
     p.add_argument("param", nargs="?", help="track, follow, locations, ...")
     p.add_argument("values", nargs="*", help="values (one argument each; phrases in quotes)")
+    # Locations are negative numbers, often comma-joined (-122.75,36.8,-121.75,37.8): values,
+    # not options. argparse only knows plain negative numbers; widen its (private) test.
+    p._negative_number_matcher = re.compile(r"^-\.?\d[\d.,-]*$")
 
     add("subscriptions", "list subscriptions and their queues", cmd_subscriptions)
 

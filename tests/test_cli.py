@@ -371,3 +371,14 @@ class DocumentedCommandLines(unittest.SynchronousTestCase):
                     self.fail(f"{path.name}:{n}: `flamingo {text}` does not parse")
                 checked += 1
         self.assertGreater(checked, 10)
+
+    def test_negative_locations_are_values(self) -> None:
+        parser = cli.build_parser()
+        for argv, values in [
+            (["stream", "filter", "set", "locations", "-122.75,36.8,-121.75,37.8", "--json"],
+             ["-122.75,36.8,-121.75,37.8"]),
+            (["stream", "filter", "add", "locations", "-74", "40", "-73", "41"], ["-74", "40", "-73", "41"]),
+        ]:
+            args = parser.parse_args(argv)
+            self.assertEqual(args.values, values)
+        self.assertTrue(parser.parse_args(["stream", "filter", "set", "track", "a", "--json"]).json)
