@@ -42,7 +42,8 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; ``stop()``/``pause()``/``resume()`` for outage tests."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+        self.args = args  # extra redis-server options (e.g. "--appendonly", "yes")
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.dir = tempfile.mkdtemp(prefix="flamingo-redis-")
@@ -56,7 +57,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", self.host,
              "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--loglevel", "warning"],
+             "--loglevel", "warning", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
