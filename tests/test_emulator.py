@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import orjson
 import treq
 from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -354,5 +355,7 @@ class JournalTests(TestCase):
         client = yield request(port)
         yield client.wait_for(lambda: client.status is not None)
         yield emu.stop()
-        yield client.closed
-        self.assertTrue(client.lost)
+        yield client.closed  # the stream is gone...
+        self.assertEqual(emu.sessions, [])
+        with self.assertRaises(ConnectionRefusedError):  # ...and so is the port
+            yield request(port)

@@ -7,6 +7,8 @@ exactly, with no sleeping.
 
 from __future__ import annotations
 
+import base64
+
 import gzip as _gzip
 import json
 import zlib
@@ -273,7 +275,8 @@ class DeliveryTests(WaderTestBase):
     @defer.inlineCallbacks
     def test_basic_auth_sent(self) -> Any:
         seen = yield self.start(Script(chunks=[frame(tweet(1))]))
-        self.assertTrue(seen.auth.startswith("Basic "))
+        scheme, _, token = seen.auth.partition(" ")
+        self.assertEqual((scheme, base64.b64decode(token)), ("Basic", b"u:p"))
 
     @defer.inlineCallbacks
     def test_non_json_line_counted_and_stream_continues(self) -> Any:
@@ -507,6 +510,15 @@ class ParamsTests(WaderTestBase):
 
     @defer.inlineCallbacks
     def test_waits_for_params_then_connects(self) -> Any:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines: list[str] = []
+
+        def observer(event: dict[str, Any]) -> None:
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         self.wader.startService()
         self.clock.advance(0)
         self.assertEqual(self.state(), "waiting_for_params")
@@ -523,6 +535,9 @@ class ParamsTests(WaderTestBase):
         self.assertEqual(seen.args["track"], ["a"])
         self.assertEqual(seen.args["follow"], ["12"])
         self.assertEqual(len(self.stub.journal), 1)
+        retrying = [line for line in lines if "Wader state: retrying" in line]
+        self.assertTrue(retrying)
+        self.assertFalse([line for line in retrying if line.endswith("None")], retrying)
 
     @defer.inlineCallbacks
     def test_fatal_406_retried_when_params_change(self) -> Any:
