@@ -373,8 +373,9 @@ class Wader(Service):
         if old.name != name or old.cause != self.state.cause or name == "retrying":
             s = self.state
             if name == "retrying":
-                log.warn("Wader state: retrying ({cause}, attempt {attempt}) in {delay:.2f}s: "
-                         "{message}", cause=s.cause, attempt=s.attempt, message=s.message,
+                log.warn("Wader state: retrying ({cause}, attempt {attempt}) in {delay:.2f}s{extra}",
+                         cause=s.cause, attempt=s.attempt, message=s.message,
+                         extra=f": {s.message}" if s.message else "",
                          delay=max(0.0, (s.next_attempt_at or 0) - self._now()))
             elif name == "fatal":
                 log.error("Wader state: fatal ({cause}): {message}; waiting for new params, "
