@@ -50,6 +50,13 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _why(failure: Any, timeout: float) -> str:
+    """A failure in words (a timeout's own message is a bare tuple of arguments)."""
+    if failure.check(defer.TimeoutError, defer.CancelledError):
+        return f"no answer within {timeout:g}s"
+    return failure.getErrorMessage() or "timeout"
+
+
 def _boxes(values: list[str]) -> list[str]:
     """Location numbers grouped four by four ("w,s,e,n"): params are Redis sets, and
     a set of loose numbers would lose each box's order."""
@@ -373,8 +380,9 @@ class Store:
         def unavailable(f: Any) -> Any:
             if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.ConnectionError,
                        ConnectionError, OSError):
-                self._mark_down(f.getErrorMessage() or "timeout")
-                raise StoreUnavailable(f"Redis unreachable: {f.getErrorMessage() or 'timeout'}")
+                why = _why(f, self.timeout)
+                self._mark_down(why)
+                raise StoreUnavailable(f"Redis unreachable: {why}")
             return f
         return d.addErrback(unavailable)
 
@@ -425,7 +433,7 @@ class Store:
             return None
 
         def bad(f: Any) -> None:
-            self._mark_down(f.getErrorMessage() or "timeout")
+            self._mark_down(_why(f, min(self.timeout, max(self._health_interval, 0.5))))
         d.addCallbacks(ok, bad)
         d.addErrback(lambda f: log.failure("store health check", f))
 

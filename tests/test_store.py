@@ -150,6 +150,19 @@ class StoreTests(unittest.TestCase):
                        what="store reconnects and loads")
 
     @defer.inlineCallbacks
+    def test_redis_hung_is_said_in_words(self):
+        """A Redis that stops answering: the log line and errors say so (not '(1.0, 'Deferred')')."""
+        server = RedisServer().start()
+        self.addCleanup(server.cleanup)
+        store = yield self.make(server=server)
+        server.pause()
+        self.addCleanup(server.resume)
+        yield wait_for(lambda: not store.available, what="store notices the hang")
+        self.assertIn("no answer within", store.last_error)
+        e = yield self.assertFailure(store.save_subscription(Subscription.create("x")), StoreUnavailable)
+        self.assertNotIn("Deferred", str(e))
+
+    @defer.inlineCallbacks
     def test_redis_lost_keeps_last_state(self):
         server = RedisServer().start()
         self.addCleanup(server.cleanup)
