@@ -597,6 +597,17 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
+def _count(text: str) -> int:
+    """``-n``: a whole number of events, at least 1 (0 or less would print nothing, silently)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -648,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tail", "print a subscription's queued events one a line, consuming them (BLPOP)",
             cmd_tail)
     p.add_argument("name", help="the subscription")
-    p.add_argument("-n", type=int, metavar="N", help="stop after N events (--peek: show N, default 10)")
+    p.add_argument("-n", type=_count, metavar="N", help="stop after N events (--peek: show N, default 10)")
     p.add_argument("--peek", action="store_true", help="read without removing (LRANGE)")
     p.add_argument("--idle", type=float, metavar="SECONDS",
                    help="stop after this long without an event")

@@ -382,3 +382,11 @@ class DocumentedCommandLines(unittest.SynchronousTestCase):
             args = parser.parse_args(argv)
             self.assertEqual(args.values, values)
         self.assertTrue(parser.parse_args(["stream", "filter", "set", "track", "a", "--json"]).json)
+
+    def test_tail_count_must_be_positive(self) -> None:
+        parser = cli.build_parser()
+        self.assertEqual(parser.parse_args(["tail", "example", "-n", "3"]).n, 3)
+        for bad in ("0", "-1", "lots"):
+            with self.assertRaises(SystemExit) as cm:
+                parser.parse_args(["tail", "example", "-n", bad])
+            self.assertEqual(cm.exception.code, 2)
