@@ -197,6 +197,8 @@ def build_store(app: App) -> IService | None:
         return service
     if mod is not None and hasattr(mod, "Store"):
         app.store = mod.Store.from_config(app.config, reactor=app.reactor)
+        if hasattr(app.stats, "provide"):
+            app.stats.provide("store", app.store.status)  # re-seeds after an empty Redis
         return StoreService(app.store)
     app.store = MemoryStore()
     return None

@@ -13,17 +13,27 @@ Keys (namespace ``ns``, see DESIGN.md)::
     <ns>:meta:stats                 JSON of Stats.snapshot()
     <ns>:meta:process               hash: start_time, host, pid, running, version
     <ns>:changes                    pub/sub: "params:<stream>" / "subscriptions:<name>"
+    <ns>:store:epoch                a random id, written when the store first loads
 
 Redis unreachable (at start or later) never stops the daemon: the copy keeps
 its last known state, ``available`` turns False, writes fail fast with
 StoreUnavailable, txredisapi reconnects with backoff and the copy is reloaded
 when Redis answers again.
+
+Redis that comes back *empty* (restarted without persistence, FLUSHALL) has
+lost the epoch marker too. Every load reads the marker with the data; when it
+is missing while the daemon holds a last-known copy, the copy is written back
+(one Lua script: only keys that are still missing, then the marker, then a
+change notice) instead of being replaced by the empty one, so readers (the
+wader, the Redis sink choosing queues) never see the empty state. With the
+marker present, Redis is the truth: a deletion by any client stays deleted.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import time
 from typing import Any, Callable, Mapping
@@ -44,6 +54,30 @@ _PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 _STREAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 ChangeCallback = Callable[[str, str], None]
+
+# KEYS: marker, subscriptions set; ARGV: epoch, changes channel, JSON of
+# {"params": [[key, [values]]], "subs": [[name, hash key, [field, value, ...]]],
+#  "changes": [message]}. Atomic: two daemons cannot both restore, and a key
+# written in the moments before (through any client) is kept as written.
+_RESTORE = b"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local doc = cjson.decode(ARGV[3])
+for _, p in ipairs(doc.params) do
+  if redis.call('EXISTS', p[1]) == 0 then
+    local vals = p[2]
+    for i = 1, #vals, 500 do
+      redis.call('SADD', p[1], unpack(vals, i, math.min(i + 499, #vals)))
+    end
+  end
+end
+for _, s in ipairs(doc.subs) do
+  if redis.call('EXISTS', s[2]) == 0 then redis.call('HSET', s[2], unpack(s[3])) end
+  redis.call('SADD', KEYS[2], s[1])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+for _, c in ipairs(doc.changes) do redis.call('PUBLISH', ARGV[2], c) end
+return 1
+"""
 
 
 def _s(v: Any) -> str:
@@ -146,6 +180,9 @@ class Store:
         self._started: defer.Deferred[None] | None = None
         self._running = False
         self.started_at = time.time()
+        self.epoch: str | None = None  # the marker this store last saw or wrote
+        self.restores = 0  # times Redis came back empty and was re-seeded from memory
+        self.last_restore: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, config: Any, reactor: Any = None) -> "Store":
@@ -168,6 +205,10 @@ class Store:
     @property
     def _subs_key(self) -> str:
         return f"{self.namespace}:subscriptions"
+
+    @property
+    def _epoch_key(self) -> str:
+        return f"{self.namespace}:store:epoch"
 
     # --- lifecycle --------------------------------------------------------
 
@@ -231,6 +272,11 @@ class Store:
     def on_change(self, callback: ChangeCallback) -> None:
         """``callback(kind, name)``; kind is "params" or "subscriptions"."""
         self._callbacks.append(callback)
+
+    def status(self) -> dict[str, Any]:
+        """For stats/meta: reachability and the re-seeds after Redis came back empty."""
+        return {"available": self.available, "last_error": self.last_error if not self.available else None,
+                "restores": self.restores, "last_restore": self.last_restore}
 
     # --- writing -----------------------------------------------------------
 
@@ -461,7 +507,7 @@ class Store:
         return d
 
     def _run_load(self, waiters: list[defer.Deferred[None]]) -> None:
-        self._reloading = self._timed(self._load())
+        self._reloading = self._load_checked()
 
         def done(result: Any) -> None:
             self._reloading = None
@@ -482,6 +528,48 @@ class Store:
                     for w in queued:
                         w.callback(None)
         self._reloading.addBoth(done)
+
+    @defer.inlineCallbacks
+    def _load_checked(self) -> Any:
+        """Load; if Redis lost the marker while we hold a copy, restore it first.
+
+        The empty state is never applied when there is a copy to restore: the
+        sink reads ``subscriptions()`` for every batch, and an empty copy for a
+        moment would commit events to no queue at all.
+        """
+        params, subs, marker = yield self._timed(self._load())
+        if marker is None:
+            if self._loaded and (self._params or self._subs):
+                yield self._restore()
+                params, subs, marker = yield self._timed(self._load())
+            else:  # a first start (or nothing to restore): this Redis is now ours
+                epoch = secrets.token_hex(8)
+                ok = yield self._timed(self._conn.set(self._epoch_key, epoch, only_if_not_exists=True))
+                marker = epoch if ok else (yield self._timed(self._conn.get(self._epoch_key)))
+        self.epoch = _s(marker) if marker is not None else None
+        return params, subs
+
+    @defer.inlineCallbacks
+    def _restore(self) -> Any:
+        """Write the in-memory copy back to a Redis that lost it (see the module doc)."""
+        params = [[self._param_key(stream, p), values]
+                  for stream, ps in sorted(self._params.items()) for p, values in sorted(ps.items()) if values]
+        subs = []
+        for name, sub in sorted(self._subs.items()):
+            flat: list[str] = []
+            for k, v in sub.to_hash().items():
+                flat += [k, v]
+            subs.append([name, self._sub_key(name), flat])
+        changes = [f"params:{s}" for s in sorted(self._params)] + [f"subscriptions:{n}" for n in sorted(self._subs)]
+        doc = orjson.dumps({"params": params, "subs": subs, "changes": changes})
+        epoch = secrets.token_hex(8)
+        done = yield self._timed(self._conn.execute_command(
+            "EVAL", _RESTORE, 2, self._epoch_key, self._subs_key, epoch, self._channel, doc))
+        if done == 1:
+            self.restores += 1
+            self.last_restore = {"at": time.time(), "params": len(params), "subscriptions": len(subs)}
+            log.warn("Redis lost flamingo's keys (restarted without persistence?): restored {n} params "
+                     "and {m} subscriptions from memory", n=len(params), m=len(subs))
 
     @defer.inlineCallbacks
     def _load(self) -> Any:
@@ -513,7 +601,10 @@ class Store:
                 subs[name] = Subscription.from_hash(name, fields or {})
             except ValidationError as e:
                 log.error("subscription {name!r} in Redis is invalid ({e}); ignored", name=name, e=str(e))
-        return params, subs
+        # read last: a Redis emptied at any moment of this load has lost it, so a
+        # partial (or empty) read is never taken for the truth
+        marker = yield conn.get(self._epoch_key)
+        return params, subs, marker
 
     def _apply(self, params: dict[str, dict[str, list[str]]], subs: dict[str, Subscription]) -> None:
         """Swap in the new copy and tell callbacks what differs."""

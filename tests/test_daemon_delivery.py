@@ -9,9 +9,10 @@ the event's bytes, so the two compare line for line):
   in the queue exactly once, in event-log order;
 * Redis stopped for seconds and restarted (with persistence), and Redis
   frozen with SIGSTOP: the same, and the daemon's memory stays bounded;
-* Redis restarted *without* persistence comes back empty: delivery resumes
-  right after the sink's local checkpoint copy, neither replaying what the
-  lost Redis had nor skipping anything after it;
+* Redis restarted *without* persistence comes back empty: the daemon writes
+  its params and subscriptions back by itself, and delivery resumes right
+  after the sink's local checkpoint copy, neither replaying what the lost
+  Redis had nor skipping anything after it;
 * TERM mid-stream: exit status 0 and every event of the event log in Redis.
 
 Waits poll real state (log lines, Redis, files) with a bound; nothing here
@@ -176,7 +177,7 @@ class DaemonDeliveryTests(TestCase):
         self.assertGreater(self.max_rss, 0)
 
     @defer.inlineCallbacks
-    def test_redis_restarted_empty_resumes_after_local_checkpoint(self) -> Any:
+    def test_redis_restarted_empty_is_reseeded_and_resumes_after_local_checkpoint(self) -> Any:
         redis = RedisServer().start()  # no persistence: a restart loses everything
         self.addCleanup(redis.cleanup)
         self.configure(redis)
@@ -187,14 +188,23 @@ class DaemonDeliveryTests(TestCase):
         checkpoint_file = self.dir / "events" / f"sink-{self.ns}.checkpoint"
         # nothing is acknowledged while Redis is down: the local copy stands still
         local = int(checkpoint_file.read_text().split()[0])
-        redis.start()
-        self.seed_redis()  # the subscription and params were lost too
+        redis.start()  # empty: params, subscription, checkpoint and marker all gone
+        # nobody re-creates anything: the daemon writes back what it knew
+        yield until(lambda: redis.command("SISMEMBER", f"{self.ns}:subscriptions", "q") == 1)
+        self.assertEqual(sorted(redis.command("SMEMBERS", f"{self.ns}:streams:filter:track")),  # type: ignore[arg-type]
+                         [b"austin", b"python"])
+        self.assertEqual(redis.command("HGET", f"{self.ns}:subscription:q", "format"), b"raw")
         yield self.grown(proc, 300)
         yield self.stop(proc, child)
+        text = (self.dir / "flamingo.log").read_text()
+        self.assertIn("Redis lost flamingo's keys (restarted without persistence?): "
+                      "restored 1 params and 1 subscriptions from memory", text)
         log, queue = self.event_log(), self.queue()
         self.assertGreater(len(queue), 600)
         k = log.index(queue[0])
-        self.assertEqual(queue, log[k:])  # from one point on: all, once, in order
+        # every event after the local checkpoint, once, in order, up to the end of the log
+        # (events that arrived while Redis was coming back included)
+        self.assertEqual(queue, log[k:])
         # positions count events from 1: the event at position p is log[p - 1], so
         # delivery resumed right after the local copy, at log[local]
         self.assertEqual(k, local)

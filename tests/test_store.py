@@ -174,3 +174,83 @@ class StoreTests(unittest.TestCase):
         yield self.assertFailure(store.set_params("filter", {"track": ["x"]}), StoreUnavailable)
         server.start()  # same port, empty data (persistence is off)
         yield wait_for(lambda: store.available, timeout=20, what="store reconnects")
+
+    @defer.inlineCallbacks
+    def test_redis_restarted_empty_is_restored_from_memory(self):
+        """No persistence: the copy is written back, never replaced by the empty state."""
+        server = RedisServer().start()
+        self.addCleanup(server.cleanup)
+        store = yield self.make(server=server)
+        key = f"{store.namespace}:store:epoch"
+        self.assertIsNotNone(server.command("GET", key))  # written at first start
+        yield store.set_params("filter", {"track": ["a", "b"], "follow": ["12"]})
+        yield store.save_subscription(Subscription.create("keep", format="envelope", max_length=5))
+        seen = []  # every state a reader could observe from now on
+        store.on_change(lambda kind, name: seen.append((store.params("filter"), store.subscriptions())))
+        server.stop()
+        yield wait_for(lambda: not store.available, what="store notices the outage")
+        server.start()  # same port, empty data (persistence is off)
+        yield wait_for(lambda: store.restores == 1 and store.available, timeout=20, what="re-seeded")
+        yield wait_for(lambda: server.command("GET", key) is not None, what="marker back")
+        self.assertEqual(sorted(server.command("SMEMBERS", f"{store.namespace}:streams:filter:track")),
+                         [b"a", b"b"])
+        self.assertEqual(server.command("SMEMBERS", f"{store.namespace}:subscriptions"), [b"keep"])
+        self.assertEqual(server.command("HGET", f"{store.namespace}:subscription:keep", "max_length"), b"5")
+        self.assertEqual(store.params("filter"), {"follow": ["12"], "track": ["a", "b"]})
+        self.assertEqual(store.subscriptions()["keep"].format, "envelope")
+        self.assertEqual(seen, [])  # nothing changed for readers, not even for a moment
+        status = store.status()
+        self.assertEqual(status["restores"], 1)
+        self.assertEqual((status["last_restore"]["params"], status["last_restore"]["subscriptions"]), (2, 1))
+
+    @defer.inlineCallbacks
+    def test_restore_is_logged_and_announced(self):
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = yield self.make()
+        other = yield self.make(namespace=store.namespace)  # a second reader of the same keys
+        yield store.save_subscription(Subscription.create("s1"))
+        yield wait_for(lambda: "s1" in other.subscriptions(), what="other sees s1")
+        r = shared_redis()
+        for k in r.command("KEYS", f"{store.namespace}:*"):
+            r.command("DEL", k)  # an operator's FLUSHALL, for this namespace only
+        r.command("PUBLISH", f"{store.namespace}:changes", "anything")
+        yield wait_for(lambda: store.restores + other.restores == 1, what="one re-seed")
+        yield wait_for(lambda: r.command("SISMEMBER", f"{store.namespace}:subscriptions", "s1") == 1,
+                       what="s1 back")
+        self.assertIn("s1", store.subscriptions())
+        self.assertIn("s1", other.subscriptions())
+        lines = [e for e in events if "Redis lost flamingo's keys" in str(e.get("log_format", ""))]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["log_level"].name, "warn")
+        self.assertEqual((lines[0]["n"], lines[0]["m"]), (0, 1))
+
+    @defer.inlineCallbacks
+    def test_marker_present_means_redis_is_the_truth(self):
+        """A deletion by another client stays deleted (the marker is still there)."""
+        store = yield self.make()
+        yield store.save_subscription(Subscription.create("gone"))
+        yield store.set_params("filter", {"track": ["x"]})
+        r = shared_redis()
+        r.command("DEL", f"{store.namespace}:streams:filter:track")
+        r.command("SREM", f"{store.namespace}:subscriptions", "gone")
+        r.command("PUBLISH", f"{store.namespace}:changes", "subscriptions:gone")
+        yield wait_for(lambda: "gone" not in store.subscriptions() and not store.params("filter"),
+                       what="deletion seen")
+        self.assertEqual(store.restores, 0)
+        self.assertEqual(r.command("SMEMBERS", f"{store.namespace}:subscriptions"), [])
+
+    @defer.inlineCallbacks
+    def test_first_start_on_empty_redis_restores_nothing(self):
+        store = yield self.make()
+        self.assertEqual(store.restores, 0)
+        self.assertIsNotNone(store.epoch)
+        r = shared_redis()
+        self.assertEqual(r.command("GET", f"{store.namespace}:store:epoch").decode(), store.epoch)
+        # emptied while the copy is empty: nothing to restore, a new marker is written
+        r.command("DEL", f"{store.namespace}:store:epoch")
+        r.command("PUBLISH", f"{store.namespace}:changes", "x")
+        yield wait_for(lambda: r.command("GET", f"{store.namespace}:store:epoch") is not None, what="marker")
+        self.assertEqual(store.restores, 0)
