@@ -6,24 +6,14 @@ and web go first, then the wader stops reading, then delivery flushes what
 was received to the event log and Redis, then the store closes; twistd waits
 for every ``stopService`` Deferred before the reactor stops (exit 0).
 
-Each part is made by one ``build_*`` function below. A part whose module has
-not landed yet (or is disabled) gets a small stand-in, so the daemon runs
-end to end from the first commit:
-
-* ``build_store`` -> an in-memory store with no params (filter streams wait);
-* ``build_delivery`` -> ``EventLogSink``, appending frames to the event log;
-* ``build_web`` / ``build_console`` -> nothing.
-
-Replacing a stand-in is one edit in the matching function.
+Each part is made by one ``build_*`` function below; web and console are
+left out when disabled in the config.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
-import time
-from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import IService, MultiService, Service
@@ -32,140 +22,18 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from flamingo import __version__
 from flamingo.app import App
 from flamingo.config import Config
+from flamingo.console import console_service
+from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.logs import FlamingoLogs, logger
+from flamingo.stats import Stats
+from flamingo.store import Store
+from flamingo.stream.wader import Wader
+from flamingo.web.server import web_service
 
-__all__ = ["FlamingoService", "EventLogSink", "MemoryStore", "NullStats", "StoreService", "build_store",
-           "build_stats", "build_delivery", "build_wader", "build_web", "build_console"]
+__all__ = ["FlamingoService", "StoreService", "build_store", "build_stats", "build_delivery",
+           "build_wader", "build_web", "build_console"]
 
 log = logger("flamingo.service")
-
-
-def _optional(module: str) -> Any | None:
-    """Import ``module`` if it exists yet; real import errors inside it still raise."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None
-        raise
-
-
-# --- stand-ins until the other parts land -----------------------------------
-
-
-class MemoryStore:
-    """A store with params in memory (contract 3, reading side + on_change)."""
-
-    available = True
-    namespace = "flamingo"
-
-    def __init__(self, params: dict[str, dict[str, list[str]]] | None = None) -> None:
-        self._params = {k: dict(v) for k, v in (params or {}).items()}
-        self._callbacks: list[Callable[[str, str], None]] = []
-
-    def stream_names(self) -> list[str]:
-        return sorted(self._params)
-
-    def params(self, stream: str) -> dict[str, list[str]]:
-        return {k: sorted(v) for k, v in self._params.get(stream, {}).items() if v}
-
-    def subscriptions(self) -> dict[str, Any]:
-        return {}
-
-    def set_params(self, stream: str, params: dict[str, list[str]]) -> Deferred:
-        self._params.setdefault(stream, {}).update({k: list(v) for k, v in params.items()})
-        for cb in list(self._callbacks):
-            cb("params", stream)
-        return succeed(self.params(stream))
-
-    def on_change(self, callback: Callable[[str, str], None]) -> None:
-        self._callbacks.append(callback)
-
-
-class NullStats:
-    """Accepts the wader's stats calls (contract 5) and keeps simple counters."""
-
-    def __init__(self) -> None:
-        self.counters: dict[str, int] = {}
-
-    def _bump(self, key: str, n: int = 1) -> None:
-        self.counters[key] = self.counters.get(key, 0) + n
-
-    def connection_attempt(self, cause: str) -> None:
-        self._bump(f"reconnects.{cause}")
-
-    def duplicates(self, n: int) -> None:
-        self._bump("duplicates", n)
-
-    def parse_error(self, kind: str, sample: bytes | str) -> None:
-        self._bump(f"parse_errors.{kind}")
-
-    def keepalive(self) -> None:
-        self._bump("keepalives")
-
-    def disconnect_message(self, code: int, reason: str) -> None:
-        self._bump(f"disconnects.{code}")
-
-    def snapshot(self) -> dict[str, Any]:
-        return dict(self.counters)
-
-
-class EventLogSink(Service):
-    """Minimal MessageSink: appends each frame as one line to the event log.
-
-    Files are ``<dir>/flamingo_events-<start>-<n>.json``, a new one every
-    ``size`` events (the original's rule). Stands in for flamingo.dispatch.
-    """
-
-    name = "delivery"
-
-    def __init__(self, directory: Path | None, size: int = 100_000) -> None:
-        self.directory = Path(directory).expanduser() if directory else None
-        self.size = size
-        self.received = 0
-        self.request_line: str | None = None
-        self._stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        self._file: Any = None
-        self._in_file = 0
-        self._n = 0
-
-    def _open(self) -> None:
-        assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._n += 1
-        self._file = open(self.directory / f"flamingo_events-{self._stamp}-{self._n}.json", "ab")
-        self._in_file = 0
-
-    def connection_started(self, request_line: str) -> None:
-        self.request_line = request_line
-
-    def messages_received(self, frames: list[bytes]) -> None:
-        self.received += len(frames)
-        if self.directory is None:
-            return
-        i = 0
-        while i < len(frames):
-            if self._file is None or self._in_file >= self.size:
-                if self._file is not None:
-                    self._file.close()
-                self._open()
-            take = frames[i:i + self.size - self._in_file]
-            self._file.write(b"\n".join(take) + b"\n")
-            self._in_file += len(take)
-            i += len(take)
-
-    def status(self) -> dict[str, Any]:
-        return {"kind": "event_log", "received": self.received, "journal_backlog": 0,
-                "redis_reachable": None, "journal_errors": 0}
-
-    def stopService(self) -> Deferred:
-        super().stopService()
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-        return succeed(None)
 
 
 # --- builders: one per part, in start order -----------------------------------
@@ -188,70 +56,40 @@ class StoreService(Service):
         return maybeDeferred(self.store.stop)
 
 
-def build_store(app: App) -> IService | None:
+def build_store(app: App) -> IService:
     """Sets ``app.store`` (flamingo.store.Store on Redis); returns its service."""
-    mod = _optional("flamingo.store")
-    if mod is not None and hasattr(mod, "make_store"):  # a part may take over its wiring
-        store, service = mod.make_store(app)
-        app.store = store
-        return service
-    if mod is not None and hasattr(mod, "Store"):
-        app.store = mod.Store.from_config(app.config, reactor=app.reactor)
-        if hasattr(app.stats, "provide"):
-            app.stats.provide("store", app.store.status)  # re-seeds after an empty Redis
-        return StoreService(app.store)
-    app.store = MemoryStore()
-    return None
+    app.store = Store.from_config(app.config, reactor=app.reactor)
+    app.stats.provide("store", app.store.status)  # re-seeds after an empty Redis
+    return StoreService(app.store)
 
 
 def build_stats(app: App) -> None:
-    mod = _optional("flamingo.stats")
-    app.stats = mod.Stats(clock=app.reactor) if mod is not None else NullStats()
+    app.stats = Stats(clock=app.reactor)
 
 
-def build_delivery(app: App) -> tuple[IService | None, Any]:
-    """Sets ``app.delivery``; returns (service, MessageSink).
-
-    flamingo.dispatch (helper C): journal/event log first, then Redis.
-    The stand-in (``EventLogSink``) only appends frames to the event log.
-    """
-    mod = _optional("flamingo.dispatch.dispatcher")
-    if mod is not None and hasattr(mod, "build_delivery"):
-        delivery = mod.build_delivery(app.config, app.store, app.stats, reactor=app.reactor)
-        app.delivery = delivery
-        return delivery, delivery
-    cfg = app.config.logging.event
-    sink = EventLogSink(cfg.dir or app.config.data_dir / "events", cfg.size)
-    app.delivery = sink
-    return sink, sink
+def build_delivery(app: App) -> tuple[IService, Any]:
+    """Sets ``app.delivery``; returns (service, MessageSink): the event log first, then Redis."""
+    delivery = _build_delivery(app.config, app.store, app.stats, reactor=app.reactor)
+    app.delivery = delivery
+    return delivery, delivery
 
 
 def build_wader(app: App, sink: Any) -> IService:
-    from flamingo.stream.wader import Wader
-
     wader = Wader(app.config, app.reactor, app.store, sink, app.stats)
     app.wader = wader
     return wader
 
 
 def build_web(app: App) -> IService | None:
-    """flamingo.web (helper D): the REST API on web.host:web.port."""
+    """The REST API on web.host:web.port, unless ``web.enabled`` is false."""
     if not app.config.web.enabled:
         return None
-    mod = _optional("flamingo.web.server")
-    if mod is not None and hasattr(mod, "web_service"):
-        return mod.web_service(app)
-    return None
+    return web_service(app)
 
 
 def build_console(app: App) -> IService | None:
-    """flamingo.console (helper E): the SSH manhole; ``make_service(app)`` or None."""
-    if not app.config.console.enabled:
-        return None
-    mod = _optional("flamingo.console")
-    if mod is not None and hasattr(mod, "make_service"):
-        return mod.make_service(app)
-    return None
+    """The SSH console, unless ``console.enabled`` is false."""
+    return console_service(app)
 
 
 # --- the service ----------------------------------------------------------------

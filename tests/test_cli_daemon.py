@@ -20,37 +20,12 @@ from tests.test_console import clean, keygen, run_ssh
 from tests.test_console_wader import until
 
 
-def _make_store(app: Any) -> Any:
-    from twisted.application.service import Service
-
-    from flamingo.store import Store
-
-    store = Store.from_config(app.config, reactor=app.reactor)
-
-    class StoreService(Service):
-        def startService(self) -> Any:
-            super().startService()
-            return store.start()
-
-        def stopService(self) -> Any:
-            super().stopService()
-            return store.stop()
-
-    return store, StoreService()
-
-
 class RealDaemon(unittest.TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
     def test_cli_and_console_on_the_daemon(self) -> Any:
-        import flamingo.store
         from flamingo.service import FlamingoService
-
-        if not hasattr(flamingo.store, "make_store"):
-            # Until flamingo.store provides the hook service.py looks for.
-            flamingo.store.make_store = _make_store  # type: ignore[attr-defined]
-            self.addCleanup(delattr, flamingo.store, "make_store")
         from tests.support.emulator import start_emulator
 
         d = Path(tempfile.mkdtemp(prefix="flamingo-daemon-"))
@@ -91,10 +66,6 @@ class RealDaemon(unittest.TestCase):
         self.assertIn("['#etsy', 'austin']", clean(out.encode()) if isinstance(out, bytes) else out)
 
         # The original's quick start, last steps: events reach `flamingo tail example`.
-        import flamingo.dispatch
-
-        if not hasattr(flamingo.dispatch, "make_delivery"):
-            return  # the daemon's stand-in delivery writes the event log only
         code, out, err = yield run(["-c", str(cfg_file), "subscribe", "example"], env)
         self.assertEqual(code, 0, err)
         code, out, err = yield run(["-c", str(cfg_file), "tail", "example", "-n", "2",

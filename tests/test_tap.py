@@ -1,4 +1,4 @@
-"""tap Options/makeService, the service's wiring and signals, logs, the event-log stand-in."""
+"""tap Options/makeService, the service's wiring and signals, logs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo import logs
 from flamingo.config import LoggingConfig, from_mapping
-from flamingo.service import EventLogSink, FlamingoService, MemoryStore
+from flamingo.dispatch.dispatcher import DeliveryService
+from flamingo.service import FlamingoService
+from flamingo.stats import Stats
+from flamingo.store import Store
 from flamingo.tap import Options, makeService
 
 
@@ -63,9 +66,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsInstance(s, FlamingoService)
         self.assertEqual([c.name for c in s], ["store", "delivery", "wader"])
         self.assertIs(s.app.wader, s.getServiceNamed("wader"))
-        self.assertIsNotNone(s.app.store)
-        self.assertIsNotNone(s.app.stats)
-        self.assertIsNotNone(s.app.delivery)
+        self.assertIsInstance(s.app.store, Store)
+        self.assertIsInstance(s.app.stats, Stats)
+        self.assertIsInstance(s.app.delivery, DeliveryService)
+        self.assertIn("store", s.app.stats.snapshot())  # the store's restores are in stats/meta
+
+    def test_no_stand_ins_in_the_shipped_daemon(self) -> None:
+        """Every part is built directly: no fallbacks, no hooks a module may provide."""
+        from flamingo import service
+
+        for name in ("MemoryStore", "NullStats", "EventLogSink", "_optional"):
+            self.assertFalse(hasattr(service, name), name)
+        self.assertNotIn("make_store", service.build_store.__code__.co_names)
 
 
 class ServiceSignalTests(SynchronousTestCase):
@@ -155,29 +167,3 @@ class LogsTests(SynchronousTestCase):
         self.assertIsNone(fl.file)
         self.assertEqual(logs.current_level(), "DEBUG")
         fl.stop()
-
-
-class EventLogSinkTests(SynchronousTestCase):
-    def test_rotates_and_flushes(self) -> None:
-        d = Path(tempfile.mkdtemp(prefix="flamingo-ev-"))
-        sink = EventLogSink(d, size=3)
-        sink.startService()
-        sink.connection_started("/1.1/statuses/sample.json")
-        sink.messages_received([b'{"id":%d}' % i for i in range(5)])
-        sink.messages_received([b'{"id":5}', b'{"id":6}'])
-        self.successResultOf(sink.stopService())
-        files = sorted(d.glob("flamingo_events-*.json"))
-        self.assertEqual([f.read_bytes().count(b"\n") for f in files], [3, 3, 1])
-        self.assertEqual(b"".join(f.read_bytes() for f in files),
-                         b"".join(b'{"id":%d}\n' % i for i in range(7)))
-        self.assertEqual(sink.status()["received"], 7)
-
-
-class MemoryStoreTests(SynchronousTestCase):
-    def test_params_and_changes(self) -> None:
-        s = MemoryStore()
-        changes: list[tuple[str, str]] = []
-        s.on_change(lambda k, n: changes.append((k, n)))
-        s.set_params("filter", {"track": ["b", "a"], "follow": []})
-        self.assertEqual(s.params("filter"), {"track": ["a", "b"]})
-        self.assertEqual(changes, [("params", "filter")])

@@ -20,8 +20,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
 from flamingo.config import from_mapping
-from flamingo.service import MemoryStore, NullStats
 from flamingo.stream.wader import Wader
+from tests.support.fakes import MemoryStore, NullStats
 
 # --- a scripted Streaming API stand-in ----------------------------------------------
 

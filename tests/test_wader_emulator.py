@@ -13,9 +13,9 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from flamingo.config import from_mapping
-from flamingo.service import MemoryStore
 from flamingo.stream.wader import Wader
 from tests.support.emulator import start_emulator
+from tests.support.fakes import MemoryStore
 from tests.test_wader import RecordingSink, RecordingStats, until
 
 TRACK = {"track": ["#etsy", "austin", "cheaptweet"]}
