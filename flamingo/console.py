@@ -42,7 +42,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import flamingo
-from flamingo.errors import FlamingoError
+from flamingo.config import STREAMS
+from flamingo.errors import FlamingoError, NotFound
 
 __all__ = [
     "console_service",
@@ -219,6 +220,10 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
 
         @classmethod
         def get(cls, name: str) -> "Stream":
+            """The stream ``name``; NotFound for a name no stream has (REST answers 404)."""
+            name = str(name)
+            if name not in STREAMS and (app.store is None or name not in app.store.stream_names()):
+                raise NotFound("stream", name)
             return cls(name)
 
         @classmethod
@@ -345,10 +350,11 @@ def meta_document(app: Any) -> dict[str, Any]:
     snapshot = app.stats.snapshot() if app.stats is not None else {}
     started = app.started_at or None
     now = app.reactor.seconds() if hasattr(app.reactor, "seconds") else time.time()
+    running = bool(started) and (app.wader is None or app.wader.state.name != "stopped")
     return {
         **snapshot,
         "process": {"pid": os.getpid(), "version": flamingo.__version__,
-                    "host": socket.gethostname(), "started_at": started,
+                    "host": socket.gethostname(), "running": running, "started_at": started,
                     "uptime": (now - started) if started else None},
         "stream": app.config.stream,
         "wader": app.wader.state.to_dict() if app.wader is not None else None,

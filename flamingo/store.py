@@ -179,6 +179,7 @@ class Store:
         self._loaded = False
         self._started: defer.Deferred[None] | None = None
         self._running = False
+        self._down_at_start_logged = False
         self.started_at = time.time()
         self.epoch: str | None = None  # the marker this store last saw or wrote
         self.restores = 0  # times Redis came back empty and was re-seeded from memory
@@ -463,6 +464,10 @@ class Store:
             self.available = False
             log.error("Redis {addr} unreachable ({why}); running on last known params and "
                       "subscriptions, reconnecting", addr=f"{self.host}:{self.port}", why=why)
+        elif not self._loaded and not self._down_at_start_logged:
+            self._down_at_start_logged = True
+            log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
+                     "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
 
     def _check(self) -> None:
         if self._conn is None:
@@ -473,7 +478,7 @@ class Store:
         def ok(_: Any) -> Any:
             if not self.available:
                 self.available = True
-                if self._loaded:
+                if self._loaded or self._down_at_start_logged:
                     log.info("Redis {addr} reachable again", addr=f"{self.host}:{self.port}")
                 return self._reload()
             return None

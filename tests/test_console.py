@@ -18,9 +18,9 @@ from twisted.trial import unittest
 
 from flamingo.app import App
 from flamingo.config import from_mapping
-from flamingo.console import (AuthorizedKeysFile, ConfigView, console_service, describe_error,
+from flamingo.console import (AuthorizedKeysFile, ConfigView, build_namespace, console_service, describe_error,
                               load_or_create_host_key, make_service, parse_authorized_keys)
-from flamingo.errors import ValidationError
+from flamingo.errors import NotFound, ValidationError
 from flamingo.web.openapi import SCHEMAS
 from tests.support.redis import shared_redis
 
@@ -232,6 +232,7 @@ class ConsoleOverSSH(unittest.TestCase):
             "Subscription('bad name!').save()\n"
             "Stream.get('filter').params['track'] = ['x' * 61]\n"
             "Subscription('ghost').delete()\n"
+            "Stream.get('nope')\n"
             "undefined_name\n"
             "6*7\n")
         self.assertEqual(code, 0, err)
@@ -239,6 +240,9 @@ class ConsoleOverSSH(unittest.TestCase):
         self.assertIn("ValidationError: name: must match", out)
         self.assertIn("ValidationError: track", out)
         self.assertIn("NotFound: unknown subscription 'ghost'", out)
+        # as REST's 404, in one line (no traceback)
+        self.assertTrue(out.split("Stream.get('nope')\n", 1)[1].startswith(
+            "NotFound: unknown stream 'nope'\n>>> "), out)
         self.assertIn("NameError", out)
         self.assertIn("42", out.split("6*7", 1)[1])
         # ... and the daemon still serves.
@@ -285,6 +289,19 @@ class Pieces(unittest.SynchronousTestCase):
         self.assertEqual(view.password, "***")
         self.assertEqual(view["web"]["token"], "***")
         self.assertNotIn("tok'", repr(view))
+
+    def test_unknown_stream_is_not_found(self) -> None:
+        class Streams:
+            def stream_names(self) -> list[str]:
+                return ["filter", "extra"]
+
+        config = from_mapping({"username": "u", "password": "p"})
+        ns = build_namespace(App(config, Clock(), store=Streams()), lambda d, label: None)
+        self.assertEqual(ns["Stream"].get("sample").name, "sample")
+        self.assertEqual(ns["Stream"].get("extra").name, "extra")  # known to the store
+        with self.assertRaises(NotFound) as cm:
+            ns["Stream"].get("nope")
+        self.assertEqual(describe_error(cm.exception), "NotFound: unknown stream 'nope'")
 
     def test_describe_error(self) -> None:
         self.assertEqual(describe_error(ValidationError("track", "too long")),

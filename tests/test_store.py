@@ -138,9 +138,18 @@ class StoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_redis_down_at_start_then_up(self):
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def lines(level):
+            return [e for e in events if e.get("log_namespace") == "flamingo.store"
+                    and e["log_level"].name == level]
         server = RedisServer()  # not started yet: nothing listens on its port
         self.addCleanup(server.cleanup)
         store = yield self.make(server=server)
+        yield wait_for(lambda: lines("warn"), what="the start-up warning")
         self.assertFalse(store.available)
         self.assertEqual(store.subscriptions(), {})
         yield self.assertFailure(store.save_subscription(Subscription.create("x")), StoreUnavailable)
@@ -148,6 +157,13 @@ class StoreTests(unittest.TestCase):
         server.command("SADD", f"{store.namespace}:subscriptions", "x")
         yield wait_for(lambda: store.available and "x" in store.subscriptions(), timeout=20,
                        what="store reconnects and loads")
+        from twisted.logger import formatEvent
+        warns = [formatEvent(e) for e in lines("warn")]
+        self.assertEqual(len(warns), 1, warns)  # one line, however long it stays down
+        self.assertIn(server.address, warns[0])
+        self.assertIn("retrying", warns[0])
+        infos = [formatEvent(e) for e in lines("info")]
+        self.assertEqual(infos, [f"Redis {server.address} reachable again"])
 
     @defer.inlineCallbacks
     def test_redis_hung_is_said_in_words(self):

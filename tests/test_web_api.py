@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import socket
 
+import attrs
 from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from flamingo.web.openapi import SCHEMAS
 from tests.test_web_helpers import (
     SECRET_PASSWORD,
     SECRET_TOKEN,
@@ -76,6 +78,11 @@ class OriginalRoutesTests(ApiTestCase):
         self.assertIsInstance(meta["process"]["pid"], int)
         self.assertEqual(meta["process"]["host"], socket.gethostname())  # as the original's Meta
         self.assertGreaterEqual(meta["process"]["uptime"], 5)
+        self.assertIs(meta["process"]["running"], True)
+        self.assertEqual(SCHEMAS["Process"]["properties"]["running"], {"type": "boolean"})
+        self.app.wader.state = attrs.evolve(self.app.wader.state, name="stopped")
+        _, _, meta = yield self.call("GET", "/meta.json")
+        self.assertIs(meta["process"]["running"], False)
 
     @defer.inlineCallbacks
     def test_stream_put_get_and_change_notification(self):

@@ -235,7 +235,10 @@ class FlamingoApi:
     def _process(self) -> dict[str, Any]:
         started = self.flamingo.started_at or None
         now = self.clock.seconds()
+        wader = self.flamingo.wader
+        running = bool(started) and (wader is None or wader.state.name != "stopped")
         return {"pid": os.getpid(), "version": __version__, "host": socket.gethostname(),
+                "running": running,  # as <ns>:meta:process (the original's meta[:running])
                 "started_at": started, "uptime": (now - started) if started else None}
 
     @app.route("/streams/<name>.json", methods=["GET"])

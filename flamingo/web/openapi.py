@@ -83,7 +83,7 @@ SCHEMAS: dict[str, Any] = {
     "Process": {
         "type": "object",
         "properties": {"pid": {"type": "integer"}, "version": {"type": "string"},
-                       "host": {"type": "string"},
+                       "host": {"type": "string"}, "running": {"type": "boolean"},
                        "started_at": _NULLABLE_NUM, "uptime": _NULLABLE_NUM},
     },
     "Meta": {
