@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--out", type=Path, default=Path("bench/results/profile.txt"))
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--delay", type=float, default=1.0, help="seconds of streaming before sampling starts")
     a = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -100,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             counter.poll()
         if counter.delivered() == 0:
             raise BenchError(f"no events reached Redis\n{daemon.tail()}")
-        time.sleep(1.0)
+        end_delay = time.monotonic() + a.delay
+        while time.monotonic() < end_delay:  # keep draining the queues while waiting
+            time.sleep(0.2)
+            counter.poll()
         counter.poll()
         start_n, t0 = counter.delivered(), time.monotonic()
         raw = Path(a.out).with_suffix(".collapsed")
