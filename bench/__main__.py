@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import time
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     (a.out.parent / f"{stamp}{'-quick' if a.quick else ''}.json").write_text(text + "\n")
     print(report.render(results))
     print(f"\nwrote {a.out} ({results['seconds']:.0f} s)")
-    return 1 if results.get("errors") else 0
+    if results.get("errors"):
+        print(f"child process logs: {children.logdir}", file=sys.stderr)
+        return 1
+    shutil.rmtree(children.logdir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
