@@ -42,7 +42,7 @@ run: install
 	$(PY) -m flamingo.demo
 
 test: install
-	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider tests bench/tests
 
 bench: install
 	$(PY) -m bench $(if $(QUICK),--quick,)
