@@ -250,6 +250,11 @@ class Store:
                 yield self._timed(self._write_process(running=False))
             except Exception:
                 pass
+        if self._reloading is not None:  # let a load (or restore) finish: bounded by its timeouts
+            try:
+                yield self._reloading
+            except Exception:
+                pass
         ds = []
         if self._conn is not None:
             ds.append(self._conn.disconnect())
