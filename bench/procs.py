@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import IO, Sequence
 
+from flamingo._redis_server import RedisServer, RedisServerError
+
 __all__ = ["Children", "children", "free_port", "wait_port", "RedisProc", "EmulatorProc",
            "venv_python", "BenchError"]
 
@@ -148,18 +150,6 @@ def _killpg(pid: int, sig: int) -> None:
 children = Children()
 
 
-def redis_server_binary() -> str:
-    path = shutil.which("redis-server")
-    if path:
-        return path
-    try:  # the PyPI package `redis-server` ships the binary
-        import redis_server  # type: ignore[import-not-found]
-
-        return redis_server.REDIS_SERVER_PATH
-    except ImportError:
-        raise BenchError("redis-server not found: run `make install`") from None
-
-
 class RedisProc:
     """A private redis-server (no persistence) on a free loopback port."""
 
@@ -170,10 +160,13 @@ class RedisProc:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RedisProc":
-        self.proc = children.spawn(
-            [redis_server_binary(), "--port", str(self.port), "--bind", self.host,
-             "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--loglevel", "warning", "--protected-mode", "no"], name=f"redis-{self.port}")
+        # the package's command line, spawned here so it dies with the bench
+        server = RedisServer(self.port, ("--protected-mode", "no"), directory=self.dir, host=self.host)
+        try:
+            argv = server.argv()
+        except RedisServerError as e:
+            raise BenchError(str(e)) from None
+        self.proc = children.spawn(argv, name=f"redis-{self.port}")
         wait_port(self.port, 10, self.proc, "redis-server")
         return self
 

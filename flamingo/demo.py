@@ -13,8 +13,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,74 +20,20 @@ from typing import Any
 
 import orjson
 
+from flamingo._redis_server import RedisServer, RedisServerError, free_port, redis_server_binary
+
 __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "main"]
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "demo.yml"
 
 
-def redis_server_binary() -> str:
-    """``redis-server`` from PATH, else from the PyPI package that ships it."""
-    path = shutil.which("redis-server")
-    if path:
-        return path
+def start_redis(directory: Path) -> RedisServer:
+    """The demo's private redis-server (data in ``directory``); a plain exit if it cannot start."""
     try:
-        import redis_server  # type: ignore[import-not-found]
-
-        return str(redis_server.REDIS_SERVER_PATH)
-    except ImportError:
-        raise SystemExit("redis-server not found: run `make install` "
-                         "(Debian package redis-server or PyPI package redis-server)") from None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A private redis-server on a free loopback port, persistence off."""
-
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.dir = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> "RedisServer":
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir), "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.command("PING") == b"PONG":
-                return self
-            if self.process.poll() is not None:
-                raise SystemExit(f"redis-server exited with status {self.process.returncode}")
-            time.sleep(0.02)  # start-up poll
-        raise SystemExit("redis-server did not answer PING")
-
-    def command(self, *args: str) -> Any:
-        """One blocking command; the reply's first line (enough for set-up)."""
-        payload = b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                s.sendall(payload)
-                return s.recv(65536).split(b"\r\n", 1)[0][1:]
-        except OSError:
-            return None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process = None
+        return RedisServer(directory=directory).start()
+    except RedisServerError as e:
+        raise SystemExit(str(e)) from None
 
 
 def describe(raw: bytes) -> str:
@@ -174,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if not DEMO_CONFIG.is_file():
         raise SystemExit(f"{DEMO_CONFIG} not found (run from a source checkout)")
 
-    redis = RedisServer(base / "redis").start()
+    redis = start_redis(base / "redis")
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
     redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
 
