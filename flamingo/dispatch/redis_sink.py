@@ -38,17 +38,12 @@ from twisted.logger import Logger
 from flamingo.dispatch.payloads import BUILDERS
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command, encode
 from flamingo.stream.messages import message_type
+from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
 from flamingo.subscription import Subscription
 
 __all__ = ["RedisSink"]
 
 log = Logger(namespace="flamingo.sink")
-
-try:
-    from flamingo.stream.predicates import TermMatcher
-except ImportError:  # pragma: no cover - helper A's module landed early
-    TermMatcher = None  # type: ignore[assignment,misc]
-
 
 @attrs.define
 class _Item:
@@ -301,7 +296,7 @@ class RedisSink:
     def _matcher(self, terms: tuple[str, ...]) -> Any:
         m = self._matchers.get(terms)
         if m is None:
-            m = TermMatcher(terms) if TermMatcher is not None else _SimpleMatcher(terms)
+            m = TermMatcher(terms)
             if len(self._matchers) > 256:
                 self._matchers.clear()
             self._matchers[terms] = m
@@ -310,7 +305,8 @@ class RedisSink:
     def _encode(self, frames: list[bytes], types: list[str], new_cp: int) -> tuple[list[bytes], int, list[Any]]:
         parts: list[bytes] = [b"*1\r\n$5\r\nMULTI\r\n"]
         plan: list[Any] = []  # one entry per queued command: (kind, subscription, count)
-        parsed: dict[int, Any] = {}
+        views: dict[int, bytes | None] = {}  # per frame, shared by every filtered subscription
+        hays: dict[int, Any] = {}
         for sub in self._subscriptions().values():
             build = BUILDERS[sub.format]
             if sub.types is None and not sub.filter:
@@ -328,13 +324,20 @@ class RedisSink:
                     if matcher is not None:
                         if t != "tweet":
                             continue
-                        obj = parsed.get(i)
-                        if obj is None:
-                            try:
-                                obj = parsed[i] = orjson.loads(f)
-                            except orjson.JSONDecodeError:
+                        if matcher.wants_prefilter():
+                            # most tweets are ruled out on their bytes, unparsed
+                            view = views.get(i, b"")
+                            if view == b"":
+                                view = views[i] = prefilter_view(f)
+                            if not matcher.may_match(view):
                                 continue
-                        if not matcher.matches(obj):
+                        hay = hays.get(i)
+                        if hay is None:
+                            try:
+                                hay = hays[i] = haystack(orjson.loads(f)) or False
+                            except orjson.JSONDecodeError:
+                                hay = hays[i] = False
+                        if hay is False or not matcher.matches_haystack(hay):
                             continue
                     values.append(build(f, t))
             if not values:
@@ -543,12 +546,3 @@ class RedisSink:
                 "lost_events": self.lost_events, "gap_events": self.gap_events,
                 "queue_errors": dict(self.queue_errors),
                 "error": self.error, "error_since": self.error_since}
-
-
-class _SimpleMatcher:  # pragma: no cover - used only without flamingo.stream.predicates
-    def __init__(self, terms: tuple[str, ...]) -> None:
-        self.terms = [t.lower() for t in terms]
-
-    def matches(self, tweet: Any) -> bool:
-        text = str(tweet.get("text", "")).lower()
-        return any(all(w in text for w in t.split()) for t in self.terms)
