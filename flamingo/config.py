@@ -111,6 +111,7 @@ class RedisConfig:
     db: int = 0
     timeout: float = 5.0  # seconds per command before Redis counts as unreachable
     batch_max: int = 5000  # events per MULTI/EXEC
+    memory_max: int = 16 << 20  # bytes of events the sink holds in memory; beyond, read back from disk
 
 
 @attrs.frozen
@@ -406,7 +407,7 @@ def _build(data: dict[str, Any]) -> Config:
     redis = _fields("redis", top.get("redis"), {
         "host": lambda k, v: _host_port(k, v, 6379), "namespace": _namespace,
         "password": _opt_str, "db": _int, "timeout": lambda k, v: _num(k, v, 0.01),
-        "batch_max": lambda k, v: _int(k, v, 1)})
+        "batch_max": lambda k, v: _int(k, v, 1), "memory_max": lambda k, v: _int(k, v, 1 << 20)})
     if "host" in redis:
         redis["host"], redis["port"] = redis["host"]
     kw["redis"] = RedisConfig(**redis)

@@ -478,8 +478,13 @@ class Journal:
 
     def _reader_at(self, seg: Segment, seq: int) -> "_Reader":
         r = self._reader
-        if r is not None and r.seq == seq and (r.path == seg.path or
+        if r is not None and r.seq <= seq and (r.path == seg.path or
                                                r.path.with_name(r.path.name + ".gz") == seg.path):
+            # forward in the same segment (the sink took some events from memory
+            # meanwhile): skip ahead instead of re-reading the segment from its start
+            if r.seq < seq:
+                r.skip(seq - r.seq)
+                r.seq = seq
             return r
         if r is not None:
             r.close()
@@ -556,11 +561,27 @@ class _Reader:
         return out
 
     def skip(self, n: int) -> None:
+        """Pass over ``n`` lines, counting newlines: no line objects but the last chunk's."""
+        left = len(self.pending) - self.i
+        if left >= n:
+            self.i += n
+            return
+        n -= left
+        self.pending, self.i = [], 0
         while n > 0:
-            got = self.lines(min(n, 100_000), 1 << 62)
-            if not got:
+            chunk = self.f.read(1 << 20)
+            if not chunk:
                 return
-            n -= len(got)
+            data = self.tail + chunk if self.tail else chunk
+            count = data.count(b"\n")
+            if count <= n:
+                n -= count
+                self.tail = data[data.rfind(b"\n") + 1:] if count else data
+                continue
+            parts = data.split(b"\n")
+            self.tail = parts.pop()
+            self.pending, self.i = parts, n
+            return
 
     def close(self) -> None:
         self.f.close()

@@ -65,7 +65,7 @@ class RedisSink:
     def __init__(self, journal: Any, subscriptions: Callable[[], dict[str, Subscription]], *,
                  namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
-                 batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 64 << 20,
+                 batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 16 << 20,
                  reactor: Any = None,
                  stats: Any = None, reconnect_max: float = 2.0) -> None:
         if reactor is None:
@@ -114,7 +114,7 @@ class RedisSink:
         r = config.redis
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
                    password=r.password, db=r.db, timeout=r.timeout, batch_max=r.batch_max,
-                   reactor=reactor, stats=stats)
+                   max_memory=r.memory_max, reactor=reactor, stats=stats)
 
     # --- lifecycle ------------------------------------------------------------
 
