@@ -192,16 +192,21 @@ class RedisSink:
             self._shed()
 
     def _shed(self) -> None:
-        """Over the memory cap: drop journaled batches (the disk has them), then the oldest others."""
+        """Over the memory cap: drop the oldest journaled batches (the disk has them) down to
+        3/4 of the cap, then, if still over, the oldest others.
+
+        Only the oldest go, so after a short lag the sink reads a little from disk and the
+        rest from memory (the newest are kept; the margin spares a shed per batch)."""
+        target = self.max_memory * 3 // 4
         keep: deque[_Item] = deque()
-        mem = 0
+        mem = self._mem
         for it in self._items:
-            if it.first is None:
-                keep.append(it)
-                mem += it.nbytes
-            else:
+            if mem > target and it.first is not None:
+                mem -= it.nbytes
                 self.memory_dropped += len(it.frames)
-        while mem > self.max_memory and keep:
+            else:
+                keep.append(it)
+        while mem > self.max_memory and keep:  # only batches not on disk are left
             it = keep.popleft()
             mem -= it.nbytes
             self.lost_events += len(it.frames)
