@@ -16,20 +16,12 @@ from flamingo.config import from_mapping
 from flamingo.console import console_service
 from tests.support.redis import shared_redis
 from tests.test_console import FakeStats, keygen, run_ssh
+from tests.support.waiting import until as _until
 
 
-def until(cond: Callable[[], bool], timeout: float = 10.0) -> defer.Deferred[None]:
-    """Wait for network I/O to reach a state (not a timing assertion)."""
-    deadline = reactor.seconds() + timeout
 
-    def check() -> Any:
-        if cond():
-            return None
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not reached in time")
-        return task.deferLater(reactor, 0.005, check)
-
-    return defer.maybeDeferred(check)
+def until(cond: Callable[[], object], timeout: float = 10.0) -> defer.Deferred[None]:
+    return _until(cond, timeout, 0.005)
 
 
 class Sink:

@@ -21,6 +21,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.redis import shared_redis
+from tests.support.waiting import until as _until
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 LISTENING = "Listening on stream: /1.1/statuses/filter.json?track=%23etsy,austin,cheaptweet"
@@ -64,17 +65,9 @@ class _Child(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode if reason.value.signal is None else -reason.value.signal)
 
 
-def until(cond: Callable[[], bool], timeout: float = 20.0) -> defer.Deferred[None]:
-    deadline = reactor.seconds() + timeout
 
-    def check() -> Any:
-        if cond():
-            return None
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not reached in time")
-        return task.deferLater(reactor, 0.05, check)
-
-    return defer.maybeDeferred(check)
+def until(cond: Callable[[], object], timeout: float = 20.0) -> defer.Deferred[None]:
+    return _until(cond, timeout, 0.05)
 
 
 class RunningDaemonTests(TestCase):

@@ -22,6 +22,7 @@ from twisted.web import resource, server
 from flamingo.config import from_mapping
 from flamingo.stream.wader import Wader
 from tests.support.fakes import MemoryStore, NullStats
+from tests.support.waiting import until as _until
 
 # --- a scripted Streaming API stand-in ----------------------------------------------
 
@@ -167,18 +168,9 @@ def frame(m: bytes, delimited: bool = True) -> bytes:
     return (b"%d\r\n" % (len(m) + 2) if delimited else b"") + m + b"\r\n"
 
 
-def until(cond: Callable[[], bool], timeout: float = 5.0) -> defer.Deferred[None]:
-    """Wait for real network I/O to reach a state (not a timing assertion)."""
-    deadline = reactor.seconds() + timeout
 
-    def check() -> Any:
-        if cond():
-            return None
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not reached in time")
-        return task.deferLater(reactor, 0.002, check)
-
-    return defer.maybeDeferred(check)
+def until(cond: Callable[[], object], timeout: float = 5.0) -> defer.Deferred[None]:
+    return _until(cond, timeout, 0.002)
 
 
 class WaderTestBase(TestCase):

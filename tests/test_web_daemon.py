@@ -18,22 +18,14 @@ from twisted.trial import unittest
 from flamingo.config import from_mapping
 from tests.support.redis import free_port, shared_redis
 from tests.test_web_helpers import SECRET_PASSWORD, SECRET_TOKEN
+from tests.support.waiting import until as _until
 
 TOKEN_HEADER = {"Authorization": f"Bearer {SECRET_TOKEN}"}
 
 
-def until(cond: Callable[[], bool], timeout: float = 15.0) -> defer.Deferred[None]:
-    """Wait for network I/O to reach a state (not a timing assertion)."""
-    deadline = reactor.seconds() + timeout
 
-    def check() -> Any:
-        if cond():
-            return None
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not reached in time")
-        return task.deferLater(reactor, 0.01, check)
-
-    return defer.maybeDeferred(check)
+def until(cond: Callable[[], object], timeout: float = 15.0) -> defer.Deferred[None]:
+    return _until(cond, timeout, 0.01)
 
 
 class DaemonApiTests(unittest.TestCase):
