@@ -153,12 +153,7 @@ class Journal:
         if self._syncing is not None:
             yield self._syncing
         self.sync()
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        self._close_fd()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -427,6 +422,10 @@ class Journal:
                          "but NOT kept on disk until this is fixed (retrying)", msg=msg)
         self.error = msg
         self._retry_at = time.monotonic() + self.retry_interval
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        """Close the current segment's descriptor, if any (errors are moot here)."""
         if self._fd is not None:
             try:
                 os.close(self._fd)
