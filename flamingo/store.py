@@ -275,6 +275,13 @@ class Store:
     def subscriptions(self) -> dict[str, Subscription]:
         return dict(self._subs)
 
+    def known_subscriptions(self) -> dict[str, Subscription] | None:
+        """The subscriptions, or None while this process does not know them yet.
+
+        The sink routes nothing until it knows where events go: delivering to an
+        empty set would move the checkpoint past events no queue received."""
+        return dict(self._subs) if self._loaded else None
+
     def on_change(self, callback: ChangeCallback) -> None:
         """``callback(kind, name)``; kind is "params" or "subscriptions"."""
         self._callbacks.append(callback)
