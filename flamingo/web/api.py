@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from klein import Klein

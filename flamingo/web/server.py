@@ -26,7 +26,7 @@ SAMPLE_INTERVAL = 1.0
 
 
 class FlamingoSite(Site):
-    """A Site without Twisted's access log: FlamingoApi logs at INFO instead."""
+    """A Site without Twisted's access log: the Guard logs each request at INFO instead."""
 
     displayTracebacks = False
     api: FlamingoApi
