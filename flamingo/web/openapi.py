@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 from flamingo import __version__
+from flamingo.web.health import REASONS
 from flamingo.web.routes import ROUTES
 
 __all__ = ["document"]
@@ -137,9 +138,8 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["ready", "not ready"]},
             "reasons": {"type": "array", "items": {
                 "type": "object", "required": ["reason", "detail"],
-                "properties": {"reason": {"type": "string", "enum": [
-                    "journal", "store", "sink_error", "sink_stuck", "wader_fatal"]},
-                    "detail": {"type": "string"}}}},
+                "properties": {"reason": {"type": "string", "enum": list(REASONS)},
+                               "detail": {"type": "string"}}}},
             "error": {"type": "string"},
             "detail": {"type": "string"},
         },
