@@ -24,7 +24,7 @@ import hmac
 import json
 import re
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
@@ -150,7 +150,8 @@ def _one(request: IRequest, name: bytes) -> tuple[bool, str | None]:
     return len(values) > 1, text
 
 
-def body_size(request: IRequest) -> int:
+def _body_size(request: IRequest) -> int:
+    """What BoundedRequest counted (it stops buffering past the limit), else the buffer's size."""
     counted = getattr(request, "body_bytes", None)  # server.BoundedRequest
     if isinstance(counted, int) and counted:
         return counted
@@ -174,16 +175,14 @@ class Guard(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, web: WebConfig,
-                 credentials: Sequence[Credential] = ()) -> None:
+    def __init__(self, inner: IResource, web: WebConfig) -> None:
         super().__init__()
         self.inner = inner
         self.hosts = HostRule.from_config(web)
         self.max_body = web.max_body
         self.token_required = bool(web.token)
-        self._credentials: list[Credential] = list(credentials)
-        if web.token:
-            self._credentials.insert(0, bearer_credential(web.token))
+        self._credentials: list[Credential] = (
+            [bearer_credential(web.token)] if web.token else [])
 
     def add_credential(self, check: Credential) -> None:
         """Accept requests ``check`` vouches for too (only matters with web.token set)."""
@@ -206,7 +205,7 @@ class Guard(Resource):
         if not self.authenticated(request):
             return Refusal(401, "unauthorized", "send Authorization: Bearer <web.token>",
                            ((b"www-authenticate", b'Bearer realm="flamingo"'),))
-        size = body_size(request)
+        size = _body_size(request)
         if size > self.max_body:
             return Refusal(413, "body too large",
                            {"limit": f"web.max_body: at most {self.max_body} bytes",
