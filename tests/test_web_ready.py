@@ -42,14 +42,14 @@ class SinkDelivery(FakeDelivery):
 class ReadyTestCase(unittest.TestCase):
     timeout = 30
     stuck_after: float | None = None
-    redis_port: int | None = None
+    redis_down = False
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        if self.redis_port is not None:
+        if self.redis_down:
             # Store.stop leaves its in-flight health-check ping's timeout behind
             self.addCleanup(task.deferLater, reactor, 0.4, lambda: None)
-            self.store = yield make_store(self, redis_port=self.redis_port, timeout=0.3)
+            self.store = yield make_store(self, redis_port=free_port(), timeout=0.3)
         else:
             self.store = yield make_store(self)
         self.clock = task.Clock()
@@ -182,7 +182,7 @@ class OtherReasonTests(ReadyTestCase):
 
 
 class RedisDownReadyTests(ReadyTestCase):
-    redis_port = free_port()
+    redis_down = True
 
     @defer.inlineCallbacks
     def test_an_unmoving_backlog_while_redis_is_down_is_not_stuck(self) -> Any:
