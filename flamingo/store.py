@@ -12,8 +12,20 @@ Keys (namespace ``ns``, see DESIGN.md)::
     <ns>:subscription:<name>        hash (Subscription.to_hash)
     <ns>:meta:stats                 JSON of Stats.snapshot()
     <ns>:meta:process               hash: start_time, host, pid, running, version
-    <ns>:changes                    pub/sub: "params:<stream>" / "subscriptions:<name>"
+    <ns>:queues                     set of queue keys Flamingo created (or adopted)
+    <ns>:changes                    pub/sub: "params:<stream>:<param>" / "subscriptions:<name>"
     <ns>:store:epoch                a random id, written when the store first loads
+
+A change notice names what changed, and only that is read again; any other
+message (an older daemon's "params:<stream>", a hand-written "reload") and
+every reconnect read everything. A key of the wrong type, or a subscription
+hash that does not decode, is skipped with one WARN per key: one stray key
+must not stop every load.
+
+The copy is also kept on disk (``<data_dir>/store-<ns>.json``, see
+store_copy.py), rewritten on every change. A daemon started while Redis does
+not answer takes its subscriptions and params from there, so the sink knows
+where events go and the wader what to ask for.
 
 Redis unreachable (at start or later) never stops the daemon: the copy keeps
 its last known state, ``available`` turns False, writes fail fast with
@@ -25,8 +37,17 @@ lost the epoch marker too. Every load reads the marker with the data; when it
 is missing while the daemon holds a last-known copy, the copy is written back
 (one Lua script: only keys that are still missing, then the marker, then a
 change notice) instead of being replaced by the empty one, so readers (the
-wader, the Redis sink choosing queues) never see the empty state. With the
-marker present, Redis is the truth: a deletion by any client stays deleted.
+wader, the Redis sink choosing queues) never see the empty state. After a
+restart of the daemon the copy on disk plays the same part. With the marker
+present, Redis is the truth: a deletion by any client stays deleted.
+
+Queues: a subscription never takes over a key Flamingo did not create (its
+``max_length`` would trim another application's list). Saving one whose queue
+key exists and is not in ``<ns>:queues`` is refused (ValidationError), with one
+exception: a ``resque`` subscription without ``max_length`` may append to an
+existing Resque queue (a list), since feeding an existing worker queue is what
+the format is for. Queues of subscriptions already in Redis are adopted into
+``<ns>:queues`` at load, so an upgraded install keeps working.
 """
 
 from __future__ import annotations
@@ -36,19 +57,21 @@ import re
 import secrets
 import socket
 import time
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 import txredisapi
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
+from flamingo.logs import logger
+from flamingo.store_copy import LocalCopy, copy_path, encode, read_copy, write_copy
 from flamingo.subscription import Subscription
 
 __all__ = ["Store"]
 
-log = Logger(namespace="flamingo.store")
+log = logger("flamingo.store")
 
 _PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 _STREAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -79,6 +102,32 @@ for _, c in ipairs(doc.changes) do redis.call('PUBLISH', ARGV[2], c) end
 return 1
 """
 
+# KEYS: subscription hash, subscriptions set, queues set, queue key; ARGV: name,
+# mode, channel, change message, field, value, ... Refuses (returns the key's
+# type) when the queue exists and is not Flamingo's; modes: "strict" (any
+# existing key refuses), "append" (an existing list is allowed, not adopted).
+_SAVE_SUBSCRIPTION = b"""
+local q = KEYS[4]
+local mode = ARGV[2]
+if redis.call('SISMEMBER', KEYS[3], q) == 0 then
+  local t = redis.call('TYPE', q)['ok']
+  if t == 'none' then
+    redis.call('SADD', KEYS[3], q)
+  elseif mode ~= 'append' or t ~= 'list' then
+    return t
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 'ok'
+"""
+
+#: What a change notice asks to read again: ("params", stream, param or None)
+#: or ("subscription", name, None).
+Target = tuple[str, str, "str | None"]
+
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
@@ -89,6 +138,21 @@ def _why(failure: Any, timeout: float) -> str:
     if failure.check(defer.TimeoutError, defer.CancelledError):
         return f"no answer within {timeout:g}s"
     return failure.getErrorMessage() or "timeout"
+
+
+def _appends_only(sub: Subscription) -> bool:
+    """A Resque subscription without max_length may feed an existing worker queue."""
+    return sub.format == "resque" and sub.max_length is None
+
+
+def _foreign_queue(sub: Subscription, queue: str, kind: str) -> ValidationError:
+    """The refusal of a queue key Flamingo did not create (REST: 422)."""
+    if sub.format == "resque" and kind == "list":
+        return ValidationError("max_length", f"{queue} is an existing Resque queue that Flamingo did not "
+                               "create: max_length would trim other producers' jobs (drop max_length, "
+                               "or choose another name)")
+    return ValidationError("name", f"{queue} already exists ({kind}) and was not created by Flamingo: "
+                           "choose another subscription name")
 
 
 def _boxes(values: list[str]) -> list[str]:
@@ -154,7 +218,7 @@ class Store:
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  reactor: Any = None, streams: tuple[str, ...] = ("filter",),
-                 health_interval: float = 1.0) -> None:
+                 health_interval: float = 1.0, data_dir: Path | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
             reactor = _r
@@ -176,7 +240,16 @@ class Store:
         self._meta_loop: task.LoopingCall | None = None
         self._reloading: defer.Deferred[None] | None = None
         self._queued_waiters: list[defer.Deferred[None]] = []
-        self._loaded = False
+        self._queued_full = False
+        self._queued_targets: set[Target] = set()
+        self._loaded = False  # the copy came from Redis
+        self._adopted = False  # the copy came from the local file (Redis did not answer)
+        self.copy_path = copy_path(data_dir, namespace) if data_dir is not None else None
+        self._local: LocalCopy | None = None
+        self._written: bytes | None = None
+        self._copy_error: str | None = None
+        self._warned: set[tuple[str, str]] = set()
+        self._own_queues: set[str] = set()
         self._started: defer.Deferred[None] | None = None
         self._running = False
         self._down_at_start_logged = False
@@ -189,7 +262,8 @@ class Store:
     def from_config(cls, config: Any, reactor: Any = None) -> "Store":
         r = config.redis
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
-                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,))
+                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,),
+                   data_dir=config.data_dir)
 
     # --- keys -------------------------------------------------------------
 
@@ -211,11 +285,16 @@ class Store:
     def _epoch_key(self) -> str:
         return f"{self.namespace}:store:epoch"
 
+    @property
+    def _queues_key(self) -> str:
+        return f"{self.namespace}:queues"
+
     # --- lifecycle --------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
         """Connect and load; fires after the first load, or after ``timeout`` if Redis is down."""
         self._running = True
+        self._read_local()
         self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
                                                password=self.password, connectTimeout=self.timeout)
         f = txredisapi.SubscriberFactory(isLazy=True)
@@ -228,9 +307,13 @@ class Store:
         self._health.start(self._health_interval, now=True)
         self._started = defer.Deferred()
         d = self._started
-        timer = self.reactor.callLater(self.timeout, self._fire_started)
+        timer = self.reactor.callLater(self.timeout, self._start_timed_out)
         d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         return d
+
+    def _start_timed_out(self) -> None:
+        self._adopt_local()
+        self._fire_started()
 
     def _fire_started(self) -> None:
         if self._started is not None:
@@ -280,7 +363,7 @@ class Store:
 
         The sink routes nothing until it knows where events go: delivering to an
         empty set would move the checkpoint past events no queue received."""
-        return dict(self._subs) if self._loaded else None
+        return dict(self._subs) if self._loaded or self._adopted else None
 
     def on_change(self, callback: ChangeCallback) -> None:
         """``callback(kind, name)``; kind is "params" or "subscriptions"."""
@@ -289,7 +372,8 @@ class Store:
     def status(self) -> dict[str, Any]:
         """For stats/meta: reachability and the re-seeds after Redis came back empty."""
         return {"available": self.available, "last_error": self.last_error if not self.available else None,
-                "restores": self.restores, "last_restore": self.last_restore}
+                "restores": self.restores, "last_restore": self.last_restore,
+                "source": "redis" if self._loaded else "local copy" if self._adopted else None}
 
     # --- writing -----------------------------------------------------------
 
@@ -307,7 +391,7 @@ class Store:
             cmds.append(("DEL", key))
             if values:
                 cmds.append(("SADD", key, *values))
-        return self._write_params(stream, cmds)
+        return self._write_params(stream, list(given), cmds)
 
     def set_param(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         return self.set_params(stream, {param: values})
@@ -321,8 +405,8 @@ class Store:
         except ValidationError as e:
             return defer.fail(e)
         if not vals:
-            return self._write_params(stream, [])
-        return self._write_params(stream, [("SADD", self._param_key(stream, param), *vals)])
+            return self._write_params(stream, [param], [])
+        return self._write_params(stream, [param], [("SADD", self._param_key(stream, param), *vals)])
 
     def remove_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         try:
@@ -333,25 +417,34 @@ class Store:
         if param not in self.params(stream):
             return defer.fail(NotFound("param", f"{stream}:{param}"))
         if not vals:
-            return self._write_params(stream, [])
-        return self._write_params(stream, [("SREM", self._param_key(stream, param), *vals)])
+            return self._write_params(stream, [param], [])
+        return self._write_params(stream, [param], [("SREM", self._param_key(stream, param), *vals)])
 
     def delete_param(self, stream: str, param: str) -> defer.Deferred[dict[str, list[str]]]:
         if param not in self.params(stream):
             return defer.fail(NotFound("param", f"{stream}:{param}"))
-        return self._write_params(stream, [("DEL", self._param_key(stream, param))])
+        return self._write_params(stream, [param], [("DEL", self._param_key(stream, param))])
 
     def save_subscription(self, sub: Subscription) -> defer.Deferred[Subscription]:
         if not isinstance(sub, Subscription):
             return defer.fail(ValidationError("subscription", f"expected a Subscription, got {sub!r}"))
+        if not self.available or self._conn is None:
+            return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
         flat: list[str] = []
         for k, v in sub.to_hash().items():
             flat += [k, v]
-        cmds = [("DEL", self._sub_key(sub.name)), ("HSET", self._sub_key(sub.name), *flat),
-                ("SADD", self._subs_key, sub.name),
-                ("PUBLISH", self._channel, f"subscriptions:{sub.name}")]
-        d = self._transaction(cmds)
-        d.addCallback(lambda _: self._reload())  # a load that starts after the write: never stale
+        queue = sub.queue_key(self.namespace)
+        mode = "append" if _appends_only(sub) else "strict"
+        d = self._timed(self._conn.execute_command(
+            "EVAL", _SAVE_SUBSCRIPTION, 4, self._sub_key(sub.name), self._subs_key, self._queues_key,
+            queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", *flat))
+
+        def saved(reply: Any) -> Any:
+            if _s(reply) != "ok":
+                raise _foreign_queue(sub, queue, _s(reply))
+            # a load that starts after the write: never stale
+            return self._reload([("subscription", sub.name, None)])
+        d.addCallback(saved)
         return d.addCallback(lambda _: sub)
 
     def delete_subscription(self, name: str, drop_queue: bool = False) -> defer.Deferred[None]:
@@ -362,10 +455,12 @@ class Store:
             return defer.fail(NotFound("subscription", name))
         cmds: list[tuple[Any, ...]] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
         if drop_queue:
-            cmds.append(("DEL", sub.queue_key(self.namespace)))
+            queue = sub.queue_key(self.namespace)
+            cmds += [("DEL", queue), ("SREM", self._queues_key, queue)]
+            self._own_queues.discard(queue)
         cmds.append(("PUBLISH", self._channel, f"subscriptions:{name}"))
         d = self._transaction(cmds)
-        d.addCallback(lambda _: self._reload())
+        d.addCallback(lambda _: self._reload([("subscription", name, None)]))
         return d.addCallback(lambda _: None)
 
     # --- meta ----------------------------------------------------------------
@@ -464,10 +559,11 @@ class Store:
             return replies[-1]
         return self._timed(run())
 
-    def _write_params(self, stream: str, cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
-        cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}")]
+    def _write_params(self, stream: str, names: list[str],
+                      cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
+        cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}:{p}") for p in names]
         d = self._transaction(cmds)
-        d.addCallback(lambda _: self._reload())
+        d.addCallback(lambda _: self._reload([("params", stream, p) for p in names]))
         return d.addCallback(lambda _: self.params(stream))
 
     def _mark_down(self, why: str) -> None:
@@ -478,8 +574,64 @@ class Store:
                       "subscriptions, reconnecting", addr=f"{self.host}:{self.port}", why=why)
         elif not self._loaded and not self._down_at_start_logged:
             self._down_at_start_logged = True
-            log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
-                     "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
+            if self._local is not None:
+                log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers, on the "
+                         "params and subscriptions of the local copy {path} until then",
+                         addr=f"{self.host}:{self.port}", why=why, path=str(self.copy_path))
+            else:
+                log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
+                         "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
+        if not self._loaded:
+            self._adopt_local()
+
+    # --- the local copy ----------------------------------------------------------
+
+    def _read_local(self) -> None:
+        if self.copy_path is None or self._local is not None:
+            return
+        try:
+            self._local = read_copy(self.copy_path)
+        except (OSError, ValueError) as e:
+            log.warn("store copy {path} unreadable ({e}); ignored (Redis will be the only source)",
+                     path=str(self.copy_path), e=getattr(e, "strerror", None) or str(e))
+            return
+        if self._local is not None:
+            self._written = encode(self._local)
+
+    def _adopt_local(self) -> None:
+        """Redis does not answer at start: take what the local copy says (once)."""
+        if self._loaded or self._adopted or self._local is None:
+            return
+        self._adopted = True
+        self.epoch = self._local.epoch
+        self._apply(self._local.params, self._local.subscriptions)
+
+    def _save_copy(self) -> None:
+        """Rewrite the local copy when the copy from Redis differs from it."""
+        if self.copy_path is None or not self._loaded:
+            return
+        copy = LocalCopy(params=self._params, subscriptions=self._subs, epoch=self.epoch)
+        data = encode(copy)
+        if data == self._written:
+            return
+        try:
+            write_copy(self.copy_path, copy)
+        except OSError as e:
+            why = e.strerror or str(e)
+            if why != self._copy_error:
+                log.warn("cannot write the store copy {path}: {why} (a restart while Redis is down "
+                         "would not know the subscriptions)", path=str(self.copy_path), why=why)
+            self._copy_error = why
+            return
+        self._written, self._copy_error = data, None
+        self._local = copy
+
+    def _warn_once(self, key: str, why: str) -> None:
+        if (key, why) not in self._warned:
+            self._warned.add((key, why))
+            log.warn("Redis key {key} skipped: {why}", key=key, why=why)
+
+    # --- loading ---------------------------------------------------------------------
 
     def _check(self) -> None:
         if self._conn is None:
@@ -509,22 +661,39 @@ class Store:
         pass
 
     def _change_message(self, message: str) -> None:
-        self._reload()
+        self._reload(self._targets(message))
 
-    def _reload(self) -> defer.Deferred[None]:
-        """Reload the whole copy; calls made while a load runs share the next one."""
+    @staticmethod
+    def _targets(message: str) -> list[Target] | None:
+        """What a change notice names; None (everything) for any other message."""
+        kind, _, rest = message.partition(":")
+        if kind == "subscriptions" and rest:
+            return [("subscription", rest, None)]
+        if kind == "params":
+            stream, _, param = rest.partition(":")
+            if _STREAM_RE.fullmatch(stream) and (not param or _PARAM_RE.fullmatch(param)):
+                return [("params", stream, param or None)]
+        return None
+
+    def _reload(self, targets: Iterable[Target] | None = None) -> defer.Deferred[None]:
+        """Reload the copy (all of it, or the targets); calls made while a load runs share the next one."""
         d: defer.Deferred[None] = defer.Deferred()
         if not self._running:
             d.callback(None)
             return d
+        full = targets is None or not self._loaded
         if self._reloading is not None:
             self._queued_waiters.append(d)
+            if full:
+                self._queued_full = True
+            else:
+                self._queued_targets.update(targets or ())
             return d
-        self._run_load([d])
+        self._run_load([d], None if full else set(targets or ()))
         return d
 
-    def _run_load(self, waiters: list[defer.Deferred[None]]) -> None:
-        self._reloading = self._load_checked()
+    def _run_load(self, waiters: list[defer.Deferred[None]], targets: set[Target] | None) -> None:
+        self._reloading = self._load_checked() if targets is None else self._load_targets(targets)
 
         def done(result: Any) -> None:
             self._reloading = None
@@ -532,15 +701,18 @@ class Store:
                 params, subs = result
                 self._loaded = True
                 self._apply(params, subs)
+                self._save_copy()
                 self._fire_started()
             else:
                 log.warn("store reload failed: {e}", e=result.getErrorMessage())
             for w in waiters:
                 w.callback(None)
             queued, self._queued_waiters = self._queued_waiters, []
+            full, self._queued_full = self._queued_full or not self._loaded, False
+            more, self._queued_targets = self._queued_targets, set()
             if queued:
                 if self._running:
-                    self._run_load(queued)
+                    self._run_load(queued, None if full else more)
                 else:
                     for w in queued:
                         w.callback(None)
@@ -552,32 +724,84 @@ class Store:
 
         The empty state is never applied when there is a copy to restore: the
         sink reads ``subscriptions()`` for every batch, and an empty copy for a
-        moment would commit events to no queue at all.
+        moment would commit events to no queue at all. The copy is the one in
+        memory, or after a restart of the daemon the local file.
         """
         params, subs, marker = yield self._timed(self._load())
         if marker is None:
-            if self._loaded and (self._params or self._subs):
-                yield self._restore()
+            if self._loaded or self._adopted:
+                base = (self._params, self._subs)
+            elif self._local is not None:
+                base = (self._local.params, self._local.subscriptions)
+            else:
+                base = ({}, {})
+            if base[0] or base[1]:
+                yield self._restore(*base)
                 params, subs, marker = yield self._timed(self._load())
             else:  # a first start (or nothing to restore): this Redis is now ours
                 epoch = secrets.token_hex(8)
                 ok = yield self._timed(self._conn.set(self._epoch_key, epoch, only_if_not_exists=True))
                 marker = epoch if ok else (yield self._timed(self._conn.get(self._epoch_key)))
         self.epoch = _s(marker) if marker is not None else None
+        yield self._adopt_queues(subs)
         return params, subs
 
     @defer.inlineCallbacks
-    def _restore(self) -> Any:
-        """Write the in-memory copy back to a Redis that lost it (see the module doc)."""
+    def _adopt_queues(self, subs: dict[str, Subscription]) -> Any:
+        """The queues of subscriptions already in Redis are Flamingo's (installs from before ``<ns>:queues``)."""
+        queues = sorted({s.queue_key(self.namespace) for s in subs.values() if not _appends_only(s)}
+                        - self._own_queues)
+        if queues:
+            try:
+                yield self._timed(self._conn.sadd(self._queues_key, queues))
+            except txredisapi.ResponseError as e:
+                self._warn_once(self._queues_key, str(e))
+                return
+            self._own_queues.update(queues)
+
+    @defer.inlineCallbacks
+    def _load_targets(self, targets: set[Target]) -> Any:
+        """Read only what the change notices named, on top of the current copy."""
+        conn = self._conn
+        params = {s: dict(ps) for s, ps in self._params.items()}
+        subs = dict(self._subs)
+        for kind, name, param in sorted(targets, key=lambda t: (t[0], t[1], t[2] or "")):
+            if kind == "params" and param is not None:
+                key = self._param_key(name, param)
+                values = yield self._timed(self._members(key))
+                stream = params.setdefault(name, {})
+                if values:
+                    stream[param] = values
+                else:
+                    stream.pop(param, None)
+            elif kind == "params":
+                params[name] = (yield self._timed(self._load_params(f"{self.namespace}:streams:{name}:"))).get(name, {})
+            else:
+                member = yield self._timed(conn.sismember(self._subs_key, name))
+                sub = (yield self._timed(self._load_subscription(name))) if member else None
+                if sub is None:
+                    subs.pop(name, None)
+                else:
+                    subs[name] = sub
+        params = {s: ps for s, ps in params.items() if ps}
+        marker = yield self._timed(conn.get(self._epoch_key))
+        if marker is None or _s(marker) != self.epoch:  # emptied, or re-seeded by another daemon
+            return (yield self._load_checked())
+        yield self._adopt_queues(subs)
+        return params, subs
+
+    @defer.inlineCallbacks
+    def _restore(self, params_copy: dict[str, dict[str, list[str]]], subs_copy: dict[str, Subscription]) -> Any:
+        """Write a copy back to a Redis that lost it (see the module doc)."""
         params = [[self._param_key(stream, p), values]
-                  for stream, ps in sorted(self._params.items()) for p, values in sorted(ps.items()) if values]
+                  for stream, ps in sorted(params_copy.items()) for p, values in sorted(ps.items()) if values]
         subs = []
-        for name, sub in sorted(self._subs.items()):
+        for name, sub in sorted(subs_copy.items()):
             flat: list[str] = []
             for k, v in sub.to_hash().items():
                 flat += [k, v]
             subs.append([name, self._sub_key(name), flat])
-        changes = [f"params:{s}" for s in sorted(self._params)] + [f"subscriptions:{n}" for n in sorted(self._subs)]
+        changes = [f"params:{s}" for s in sorted(params_copy)] + [f"subscriptions:{n}" for n in sorted(subs_copy)]
         doc = orjson.dumps({"params": params, "subs": subs, "changes": changes})
         epoch = secrets.token_hex(8)
         done = yield self._timed(self._conn.execute_command(
@@ -585,42 +809,71 @@ class Store:
         if done == 1:
             self.restores += 1
             self.last_restore = {"at": time.time(), "params": len(params), "subscriptions": len(subs)}
+            source = "memory" if self._loaded or self._adopted else f"the local copy {self.copy_path}"
             log.warn("Redis lost flamingo's keys (restarted without persistence?): restored {n} params "
-                     "and {m} subscriptions from memory", n=len(params), m=len(subs))
+                     "and {m} subscriptions from {source}", n=len(params), m=len(subs), source=source)
 
     @defer.inlineCallbacks
-    def _load(self) -> Any:
-        ns = self.namespace
-        conn = self._conn
-        prefix = f"{ns}:streams:"
+    def _members(self, key: str) -> Any:
+        """The sorted members of a param set; a key of another type is skipped (one WARN)."""
+        try:
+            members = yield self._conn.smembers(key)
+        except txredisapi.ResponseError as e:
+            self._warn_once(key, str(e))
+            return []
+        return sorted(_s(m) for m in members or ())
+
+    @defer.inlineCallbacks
+    def _load_params(self, prefix: str) -> Any:
         keys: set[str] = set()
         cursor = 0
         while True:
-            cursor, batch = yield conn.scan(cursor, pattern=prefix + "*", count=1000)
+            cursor, batch = yield self._conn.scan(cursor, pattern=prefix + "*", count=1000)
             keys.update(_s(k) for k in batch)
             if int(cursor) == 0:
                 break
+        base = f"{self.namespace}:streams:"
         params: dict[str, dict[str, list[str]]] = {}
         for key in sorted(keys):
-            rest = key[len(prefix):]
-            stream, sep, param = rest.rpartition(":")
+            stream, sep, param = key[len(base):].rpartition(":")
             if not sep or not stream:
                 continue
-            members = yield conn.smembers(key)
-            values = sorted(_s(m) for m in members or ())
+            values = yield self._members(key)
             if values:
                 params.setdefault(stream, {})[param] = values
+        return params
+
+    @defer.inlineCallbacks
+    def _load_subscription(self, name: str) -> Any:
+        """One subscription, or None (skipped with one WARN) when its hash is not one."""
+        key = self._sub_key(name)
+        try:
+            fields = yield self._conn.hgetall(key)
+        except txredisapi.ResponseError as e:
+            self._warn_once(key, str(e))
+            return None
+        try:
+            return Subscription.from_hash(name, fields or {})
+        except ValidationError as e:
+            self._warn_once(key, f"subscription {name!r} is invalid ({e})")
+            return None
+
+    @defer.inlineCallbacks
+    def _load(self) -> Any:
+        params = yield self._load_params(f"{self.namespace}:streams:")
         subs: dict[str, Subscription] = {}
-        names = yield conn.smembers(self._subs_key)
+        try:
+            names = yield self._conn.smembers(self._subs_key)
+        except txredisapi.ResponseError as e:
+            self._warn_once(self._subs_key, str(e))
+            names = []
         for name in sorted(_s(n) for n in names or ()):
-            fields = yield conn.hgetall(self._sub_key(name))
-            try:
-                subs[name] = Subscription.from_hash(name, fields or {})
-            except ValidationError as e:
-                log.error("subscription {name!r} in Redis is invalid ({e}); ignored", name=name, e=str(e))
+            sub = yield self._load_subscription(name)
+            if sub is not None:
+                subs[name] = sub
         # read last: a Redis emptied at any moment of this load has lost it, so a
         # partial (or empty) read is never taken for the truth
-        marker = yield conn.get(self._epoch_key)
+        marker = yield self._conn.get(self._epoch_key)
         return params, subs, marker
 
     def _apply(self, params: dict[str, dict[str, list[str]]], subs: dict[str, Subscription]) -> None:

@@ -1,0 +1,122 @@
+"""The store's local copy: params and subscriptions in ``<data_dir>/store-<ns>.json``.
+
+Why: a daemon restarted while Redis is down must still know where events go
+(the sink delivers nothing until it knows the subscription set) and what to
+ask the streaming API for. The copy is the last state this daemon saw in
+Redis; it is only read at start, and only used while Redis does not answer,
+or to re-seed a Redis that came back empty. Redis, when it answers with its
+marker, is the truth.
+
+Written atomically (temporary file, fsync, rename, fsync of the directory),
+mode 0600: subscription names and tracked terms are the operator's business.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from flamingo.errors import ValidationError
+from flamingo.subscription import Subscription
+
+__all__ = ["LocalCopy", "copy_path", "read_copy", "write_copy", "encode", "decode"]
+
+FORMAT = 1
+
+
+@attrs.frozen
+class LocalCopy:
+    """What the store knew: ``params[stream][param] = values``, subscriptions by name."""
+
+    params: dict[str, dict[str, list[str]]]
+    subscriptions: dict[str, Subscription]
+    epoch: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.params and not self.subscriptions
+
+
+def copy_path(data_dir: Path, namespace: str) -> Path:
+    return Path(data_dir) / f"store-{namespace}.json"
+
+
+def encode(copy: LocalCopy) -> bytes:
+    """Deterministic bytes (sorted), so an unchanged copy is never rewritten."""
+    doc = {"format": FORMAT, "epoch": copy.epoch,
+           "params": {s: {p: sorted(v) for p, v in sorted(ps.items()) if v}
+                      for s, ps in sorted(copy.params.items())},
+           "subscriptions": {n: s.to_hash() for n, s in sorted(copy.subscriptions.items())}}
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+
+
+def decode(data: bytes) -> LocalCopy:
+    """The copy in ``data``; ValueError naming what is wrong."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError("not a store copy of format 1")
+    params: dict[str, dict[str, list[str]]] = {}
+    for stream, ps in (doc.get("params") or {}).items():
+        if not isinstance(ps, dict):
+            raise ValueError(f"params of {stream!r} is not a mapping")
+        params[str(stream)] = {str(p): sorted(str(v) for v in vals) for p, vals in ps.items() if vals}
+    subs: dict[str, Subscription] = {}
+    for name, fields in (doc.get("subscriptions") or {}).items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"subscription {name!r} is not a mapping")
+        try:
+            subs[str(name)] = Subscription.from_hash(str(name), fields)
+        except ValidationError as e:
+            raise ValueError(f"subscription {name!r}: {e}") from None
+    epoch = doc.get("epoch")
+    return LocalCopy(params=params, subscriptions=subs, epoch=str(epoch) if epoch else None)
+
+
+def read_copy(path: Path) -> LocalCopy | None:
+    """The copy at ``path``, or None when there is none; ValueError/OSError when unreadable."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode(data)
+
+
+def write_copy(path: Path, copy: LocalCopy) -> None:
+    """Replace ``path`` atomically with ``copy`` (0600); OSError on failure."""
+    write_private(path, encode(copy))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomic write of a private file: temp file (0600), fsync, rename, fsync of the directory."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an old temp file left with other bits
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
