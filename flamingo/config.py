@@ -481,7 +481,8 @@ def _check_dirs(c: Config) -> None:
         dirs.append(("logging.dest", Path(c.logging.dest).expanduser().parent))
     for key, d in dirs:
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            # data_dir holds state only Flamingo reads (store copy, checkpoints, host key)
+            d.mkdir(mode=0o700 if key == "data_dir" else 0o777, parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(key, f"cannot create directory {d}: {e.strerror}") from None
         if not os.access(d, os.W_OK | os.X_OK):

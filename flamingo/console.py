@@ -37,7 +37,7 @@ from twisted.conch.ssh import keys
 from twisted.cred.portal import Portal
 from twisted.internet import defer, endpoints
 from twisted.internet.error import ProcessDone
-from twisted.logger import Logger
+from flamingo.logs import logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -56,7 +56,7 @@ __all__ = [
     "BANNER",
 ]
 
-log = Logger()
+log = logger("flamingo.console")
 
 #: Seconds the prompt waits for a write's result before giving the prompt
 #: back (the result is then printed when it arrives).

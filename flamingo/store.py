@@ -615,6 +615,7 @@ class Store:
         if data == self._written:
             return
         try:
+            self.copy_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_copy(self.copy_path, copy)
         except OSError as e:
             why = e.strerror or str(e)
