@@ -250,6 +250,8 @@ class Store:
         self._copy_error: str | None = None
         self._warned: set[tuple[str, str]] = set()
         self._own_queues: set[str] = set()
+        self._ping: defer.Deferred[Any] | None = None
+        self._known_waiters: list[defer.Deferred[dict[str, Subscription]]] = []
         self._started: defer.Deferred[None] | None = None
         self._running = False
         self._down_at_start_logged = False
@@ -327,6 +329,8 @@ class Store:
         self._fire_started()
         if self._health.running:
             self._health.stop()
+        if self._ping is not None:
+            self._ping.cancel()  # a ping to a Redis that is away: its timer would outlive us
         if self._meta_loop is not None and self._meta_loop.running:
             self._meta_loop.stop()
             try:
@@ -357,6 +361,22 @@ class Store:
 
     def subscriptions(self) -> dict[str, Subscription]:
         return dict(self._subs)
+
+    def when_known(self) -> defer.Deferred[dict[str, Subscription]]:
+        """Fires with the subscriptions once ``known_subscriptions()`` is no longer None."""
+        known = self.known_subscriptions()
+        if known is not None:
+            return defer.succeed(known)
+        d: defer.Deferred[dict[str, Subscription]] = defer.Deferred()
+        self._known_waiters.append(d)
+        return d
+
+    def _fire_known(self) -> None:
+        known = self.known_subscriptions()
+        if known is not None:
+            waiters, self._known_waiters = self._known_waiters, []
+            for d in waiters:
+                d.callback(dict(known))
 
     def known_subscriptions(self) -> dict[str, Subscription] | None:
         """The subscriptions, or None while this process does not know them yet.
@@ -605,6 +625,7 @@ class Store:
         self._adopted = True
         self.epoch = self._local.epoch
         self._apply(self._local.params, self._local.subscriptions)
+        self._fire_known()
 
     def _save_copy(self) -> None:
         """Rewrite the local copy when the copy from Redis differs from it."""
@@ -635,10 +656,11 @@ class Store:
     # --- loading ---------------------------------------------------------------------
 
     def _check(self) -> None:
-        if self._conn is None:
-            return
+        if self._conn is None or self._ping is not None:
+            return  # one health check at a time
         d = self._conn.ping()
         d.addTimeout(min(self.timeout, max(self._health_interval, 0.5)), self.reactor)
+        self._ping = d
 
         def ok(_: Any) -> Any:
             if not self.available:
@@ -649,7 +671,13 @@ class Store:
             return None
 
         def bad(f: Any) -> None:
+            if not self._running:
+                return  # cancelled by stop()
             self._mark_down(_why(f, min(self.timeout, max(self._health_interval, 0.5))))
+        def over(result: Any) -> Any:
+            self._ping = None
+            return result
+        d.addBoth(over)
         d.addCallbacks(ok, bad)
         d.addErrback(lambda f: log.failure("store health check", f))
 
@@ -703,6 +731,7 @@ class Store:
                 self._loaded = True
                 self._apply(params, subs)
                 self._save_copy()
+                self._fire_known()
                 self._fire_started()
             else:
                 log.warn("store reload failed: {e}", e=result.getErrorMessage())
@@ -744,6 +773,7 @@ class Store:
                 ok = yield self._timed(self._conn.set(self._epoch_key, epoch, only_if_not_exists=True))
                 marker = epoch if ok else (yield self._timed(self._conn.get(self._epoch_key)))
         self.epoch = _s(marker) if marker is not None else None
+        self._own_queues.clear()  # read everything: Redis may have lost <ns>:queues too
         yield self._adopt_queues(subs)
         return params, subs
 

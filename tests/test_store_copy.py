@@ -276,6 +276,36 @@ class QueueOwnershipTests(_Base):
         r.command("DEL", f"resque:queue:{name}", f"resque:queue:{fresh}")
 
     @defer.inlineCallbacks
+    def test_ownership_survives_redis_coming_back_empty(self):
+        server = self.private_redis()  # no persistence
+        space = ns()
+        store = yield self.started(server, space)
+        yield store.save_subscription(Subscription.create("keep"))
+        server.stop()
+        yield wait_for(lambda: not store.available, what="outage seen")
+        server.start()
+        yield wait_for(lambda: store.restores == 1, timeout=20, what="re-seeded")
+        server.command("RPUSH", f"{space}:queue:keep", "event")  # the sink delivers again
+        yield store.save_subscription(Subscription.create("keep", max_length=5))
+        self.assertEqual(store.subscriptions()["keep"].max_length, 5)
+
+    @defer.inlineCallbacks
+    def test_when_known_fires_from_redis_or_the_copy(self):
+        server = self.private_redis()
+        space = ns()
+        first = yield self.started(server, space, self.data_dir)
+        yield first.save_subscription(Subscription.create("jobs"))
+        known = yield first.when_known()
+        self.assertEqual(list(known), ["jobs"])
+        yield first.stop()
+        server.stop()
+        second = self.store(server, space, self.data_dir)
+        d = second.when_known()
+        self.assertNoResult(d)
+        yield second.start()
+        self.assertEqual(list(self.successResultOf(d)), ["jobs"])
+
+    @defer.inlineCallbacks
     def test_existing_subscriptions_queues_are_adopted_at_load(self):
         """An install from before <ns>:queues keeps working."""
         r = shared_redis()
