@@ -53,7 +53,6 @@ the format is for. Queues of subscriptions already in Redis are adopted into
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import time
@@ -66,68 +65,17 @@ from twisted.internet import defer, task
 
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
-from flamingo.store_copy import LocalCopy, copy_path, encode, read_copy, write_copy
+from flamingo.store_copy import CopyFile, LocalCopy, copy_path
+from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
+from flamingo.store_rules import (Target, appends_only, change_targets, foreign_queue, param_values,
+                                  validate_params)
 from flamingo.subscription import Subscription
 
 __all__ = ["Store"]
 
 log = logger("flamingo.store")
 
-_PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
-_STREAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
 ChangeCallback = Callable[[str, str], None]
-
-# KEYS: marker, subscriptions set; ARGV: epoch, changes channel, JSON of
-# {"params": [[key, [values]]], "subs": [[name, hash key, [field, value, ...]]],
-#  "changes": [message]}. Atomic: two daemons cannot both restore, and a key
-# written in the moments before (through any client) is kept as written.
-_RESTORE = b"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local doc = cjson.decode(ARGV[3])
-for _, p in ipairs(doc.params) do
-  if redis.call('EXISTS', p[1]) == 0 then
-    local vals = p[2]
-    for i = 1, #vals, 500 do
-      redis.call('SADD', p[1], unpack(vals, i, math.min(i + 499, #vals)))
-    end
-  end
-end
-for _, s in ipairs(doc.subs) do
-  if redis.call('EXISTS', s[2]) == 0 then redis.call('HSET', s[2], unpack(s[3])) end
-  redis.call('SADD', KEYS[2], s[1])
-end
-redis.call('SET', KEYS[1], ARGV[1])
-for _, c in ipairs(doc.changes) do redis.call('PUBLISH', ARGV[2], c) end
-return 1
-"""
-
-# KEYS: subscription hash, subscriptions set, queues set, queue key; ARGV: name,
-# mode, channel, change message, field, value, ... Refuses (returns the key's
-# type) when the queue exists and is not Flamingo's; modes: "strict" (any
-# existing key refuses), "append" (an existing list is allowed, not adopted).
-_SAVE_SUBSCRIPTION = b"""
-local q = KEYS[4]
-local mode = ARGV[2]
-if redis.call('SISMEMBER', KEYS[3], q) == 0 then
-  local t = redis.call('TYPE', q)['ok']
-  if t == 'none' then
-    redis.call('SADD', KEYS[3], q)
-  elseif mode ~= 'append' or t ~= 'list' then
-    return t
-  end
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 'ok'
-"""
-
-#: What a change notice asks to read again: ("params", stream, param or None)
-#: or ("subscription", name, None).
-Target = tuple[str, str, "str | None"]
-
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
@@ -138,59 +86,6 @@ def _why(failure: Any, timeout: float) -> str:
     if failure.check(defer.TimeoutError, defer.CancelledError):
         return f"no answer within {timeout:g}s"
     return failure.getErrorMessage() or "timeout"
-
-
-def _appends_only(sub: Subscription) -> bool:
-    """A Resque subscription without max_length may feed an existing worker queue."""
-    return sub.format == "resque" and sub.max_length is None
-
-
-def _foreign_queue(sub: Subscription, queue: str, kind: str) -> ValidationError:
-    """The refusal of a queue key Flamingo did not create (REST: 422)."""
-    if sub.format == "resque" and kind == "list":
-        return ValidationError("max_length", f"{queue} is an existing Resque queue that Flamingo did not "
-                               "create: max_length would trim other producers' jobs (drop max_length, "
-                               "or choose another name)")
-    return ValidationError("name", f"{queue} already exists ({kind}) and was not created by Flamingo: "
-                           "choose another subscription name")
-
-
-def _boxes(values: list[str]) -> list[str]:
-    """Location numbers grouped four by four ("w,s,e,n"): params are Redis sets, and
-    a set of loose numbers would lose each box's order."""
-    numbers = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    if len(numbers) % 4:
-        return values  # left as given: validation names the mistake
-    return [",".join(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]
-
-
-def _validate(stream: str, params: dict[str, list[str]]) -> None:
-    """Refuse what the Streaming API would refuse (predicates.py when present)."""
-    if not _STREAM_RE.fullmatch(stream):
-        raise ValidationError("stream", f"not a stream name: {stream!r}")
-    for param, values in params.items():
-        if not isinstance(param, str) or not _PARAM_RE.fullmatch(param):
-            raise ValidationError("param", f"not a parameter name: {param!r}")
-        for v in values:
-            if not isinstance(v, str) or not v.strip():
-                raise ValidationError(param, f"values must be non-empty strings, got {v!r}")
-    try:
-        from flamingo.stream import predicates  # helper A's module
-    except ImportError:  # pragma: no cover - only before it lands
-        return
-    validate = getattr(predicates, "validate_params", None)
-    if validate is None:  # pragma: no cover
-        return
-    problems = validate(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
-    # A filter stream without predicates is a valid state to store: the wader
-    # waits for params (it is how a fresh daemon starts).
-    problems = [p for p in problems if getattr(p, "limit", None) != "at least one predicate"]
-    if problems:
-        p = problems[0]
-        if isinstance(p, ValidationError):
-            raise p
-        raise ValidationError(getattr(p, "field", "params"), getattr(p, "message", str(p)),
-                              getattr(p, "limit", None))
 
 
 class _ChangeListener(txredisapi.SubscriberProtocol):
@@ -244,10 +139,8 @@ class Store:
         self._queued_targets: set[Target] = set()
         self._loaded = False  # the copy came from Redis
         self._adopted = False  # the copy came from the local file (Redis did not answer)
-        self.copy_path = copy_path(data_dir, namespace) if data_dir is not None else None
-        self._local: LocalCopy | None = None
-        self._written: bytes | None = None
-        self._copy_error: str | None = None
+        self._copy = CopyFile(copy_path(data_dir, namespace)) if data_dir is not None else None
+        self._local: LocalCopy | None = None  # the copy on disk when this process started
         self._warned: set[tuple[str, str]] = set()
         self._own_queues: set[str] = set()
         self._ping: defer.Deferred[Any] | None = None
@@ -400,9 +293,9 @@ class Store:
     def set_params(self, stream: str, params: Mapping[str, Any]) -> defer.Deferred[dict[str, list[str]]]:
         """Replace each given param (an empty list deletes it)."""
         try:
-            given = {p: self._values(p, v) for p, v in params.items()}
+            given = {p: param_values(p, v) for p, v in params.items()}
             merged = {**self.params(stream), **given}
-            _validate(stream, {k: v for k, v in merged.items() if v})
+            validate_params(stream, {k: v for k, v in merged.items() if v})
         except ValidationError as e:
             return defer.fail(e)
         cmds: list[tuple[Any, ...]] = []
@@ -418,10 +311,10 @@ class Store:
 
     def add_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         try:
-            vals = self._values(param, values)
+            vals = param_values(param, values)
             current = self.params(stream)
             current[param] = sorted(set(current.get(param, [])) | set(vals))
-            _validate(stream, current)
+            validate_params(stream, current)
         except ValidationError as e:
             return defer.fail(e)
         if not vals:
@@ -430,8 +323,8 @@ class Store:
 
     def remove_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         try:
-            vals = self._values(param, values)
-            _validate(stream, {param: vals} if vals else {})
+            vals = param_values(param, values)
+            validate_params(stream, {param: vals} if vals else {})
         except ValidationError as e:
             return defer.fail(e)
         if param not in self.params(stream):
@@ -454,14 +347,14 @@ class Store:
         for k, v in sub.to_hash().items():
             flat += [k, v]
         queue = sub.queue_key(self.namespace)
-        mode = "append" if _appends_only(sub) else "strict"
+        mode = "append" if appends_only(sub) else "strict"
         d = self._timed(self._conn.execute_command(
-            "EVAL", _SAVE_SUBSCRIPTION, 4, self._sub_key(sub.name), self._subs_key, self._queues_key,
+            "EVAL", SAVE_SUBSCRIPTION, 4, self._sub_key(sub.name), self._subs_key, self._queues_key,
             queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", *flat))
 
         def saved(reply: Any) -> Any:
             if _s(reply) != "ok":
-                raise _foreign_queue(sub, queue, _s(reply))
+                raise foreign_queue(sub, queue, _s(reply))
             # a load that starts after the write: never stale
             return self._reload([("subscription", sub.name, None)])
         d.addCallback(saved)
@@ -533,21 +426,6 @@ class Store:
 
     # --- internals -------------------------------------------------------------
 
-    @staticmethod
-    def _values(param: str, values: Any) -> list[str]:
-        if isinstance(values, str):
-            values = [v.strip() for v in values.split(",") if v.strip()]
-        if not isinstance(values, (list, tuple, set, frozenset)):
-            raise ValidationError(param, f"expected a list of values, got {type(values).__name__}")
-        out = []
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (str, int)):
-                raise ValidationError(param, f"values must be strings, got {v!r}")
-            out.append(str(v).strip())
-        if param == "locations":
-            out = _boxes(out)
-        return sorted(set(out))
-
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         d.addTimeout(self.timeout, self.reactor)
 
@@ -606,17 +484,14 @@ class Store:
 
     # --- the local copy ----------------------------------------------------------
 
+    @property
+    def copy_path(self) -> Path | None:
+        """Where the local copy lives (None: no ``data_dir``, no copy)."""
+        return self._copy.path if self._copy is not None else None
+
     def _read_local(self) -> None:
-        if self.copy_path is None or self._local is not None:
-            return
-        try:
-            self._local = read_copy(self.copy_path)
-        except (OSError, ValueError) as e:
-            log.warn("store copy {path} unreadable ({e}); ignored (Redis will be the only source)",
-                     path=str(self.copy_path), e=getattr(e, "strerror", None) or str(e))
-            return
-        if self._local is not None:
-            self._written = encode(self._local)
+        if self._copy is not None and self._local is None:
+            self._local = self._copy.read()
 
     def _adopt_local(self) -> None:
         """Redis does not answer at start: take what the local copy says (once)."""
@@ -628,25 +503,9 @@ class Store:
         self._fire_known()
 
     def _save_copy(self) -> None:
-        """Rewrite the local copy when the copy from Redis differs from it."""
-        if self.copy_path is None or not self._loaded:
-            return
-        copy = LocalCopy(params=self._params, subscriptions=self._subs, epoch=self.epoch)
-        data = encode(copy)
-        if data == self._written:
-            return
-        try:
-            self.copy_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_copy(self.copy_path, copy)
-        except OSError as e:
-            why = e.strerror or str(e)
-            if why != self._copy_error:
-                log.warn("cannot write the store copy {path}: {why} (a restart while Redis is down "
-                         "would not know the subscriptions)", path=str(self.copy_path), why=why)
-            self._copy_error = why
-            return
-        self._written, self._copy_error = data, None
-        self._local = copy
+        """Keep the local copy in step with what was read from Redis."""
+        if self._copy is not None and self._loaded:
+            self._copy.save(LocalCopy(params=self._params, subscriptions=self._subs, epoch=self.epoch))
 
     def _warn_once(self, key: str, why: str) -> None:
         if (key, why) not in self._warned:
@@ -690,19 +549,7 @@ class Store:
         pass
 
     def _change_message(self, message: str) -> None:
-        self._reload(self._targets(message))
-
-    @staticmethod
-    def _targets(message: str) -> list[Target] | None:
-        """What a change notice names; None (everything) for any other message."""
-        kind, _, rest = message.partition(":")
-        if kind == "subscriptions" and rest:
-            return [("subscription", rest, None)]
-        if kind == "params":
-            stream, _, param = rest.partition(":")
-            if _STREAM_RE.fullmatch(stream) and (not param or _PARAM_RE.fullmatch(param)):
-                return [("params", stream, param or None)]
-        return None
+        self._reload(change_targets(message))
 
     def _reload(self, targets: Iterable[Target] | None = None) -> defer.Deferred[None]:
         """Reload the copy (all of it, or the targets); calls made while a load runs share the next one."""
@@ -780,7 +627,7 @@ class Store:
     @defer.inlineCallbacks
     def _adopt_queues(self, subs: dict[str, Subscription]) -> Any:
         """The queues of subscriptions already in Redis are Flamingo's (installs from before ``<ns>:queues``)."""
-        queues = sorted({s.queue_key(self.namespace) for s in subs.values() if not _appends_only(s)}
+        queues = sorted({s.queue_key(self.namespace) for s in subs.values() if not appends_only(s)}
                         - self._own_queues)
         if queues:
             try:
@@ -793,29 +640,28 @@ class Store:
     @defer.inlineCallbacks
     def _load_targets(self, targets: set[Target]) -> Any:
         """Read only what the change notices named, on top of the current copy."""
-        conn = self._conn
+        read = self._reader()
         params = {s: dict(ps) for s, ps in self._params.items()}
         subs = dict(self._subs)
         for kind, name, param in sorted(targets, key=lambda t: (t[0], t[1], t[2] or "")):
             if kind == "params" and param is not None:
-                key = self._param_key(name, param)
-                values = yield self._timed(self._members(key))
+                values = yield self._timed(read.members(self._param_key(name, param)))
                 stream = params.setdefault(name, {})
                 if values:
                     stream[param] = values
                 else:
                     stream.pop(param, None)
             elif kind == "params":
-                params[name] = (yield self._timed(self._load_params(f"{self.namespace}:streams:{name}:"))).get(name, {})
+                params[name] = (yield self._timed(read.params(name))).get(name, {})
             else:
-                member = yield self._timed(conn.sismember(self._subs_key, name))
-                sub = (yield self._timed(self._load_subscription(name))) if member else None
+                subscribed = yield self._timed(read.is_subscribed(name))
+                sub = (yield self._timed(read.subscription(name))) if subscribed else None
                 if sub is None:
                     subs.pop(name, None)
                 else:
                     subs[name] = sub
         params = {s: ps for s, ps in params.items() if ps}
-        marker = yield self._timed(conn.get(self._epoch_key))
+        marker = yield self._timed(self._conn.get(self._epoch_key))
         if marker is None or _s(marker) != self.epoch:  # emptied, or re-seeded by another daemon
             return (yield self._load_checked())
         yield self._adopt_queues(subs)
@@ -833,10 +679,11 @@ class Store:
                 flat += [k, v]
             subs.append([name, self._sub_key(name), flat])
         changes = [f"params:{s}" for s in sorted(params_copy)] + [f"subscriptions:{n}" for n in sorted(subs_copy)]
-        doc = orjson.dumps({"params": params, "subs": subs, "changes": changes})
+        queues = sorted({s.queue_key(self.namespace) for s in subs_copy.values() if not appends_only(s)})
+        doc = orjson.dumps({"params": params, "subs": subs, "queues": queues, "changes": changes})
         epoch = secrets.token_hex(8)
         done = yield self._timed(self._conn.execute_command(
-            "EVAL", _RESTORE, 2, self._epoch_key, self._subs_key, epoch, self._channel, doc))
+            "EVAL", RESTORE, 3, self._epoch_key, self._subs_key, self._queues_key, epoch, self._channel, doc))
         if done == 1:
             self.restores += 1
             self.last_restore = {"at": time.time(), "params": len(params), "subscriptions": len(subs)}
@@ -844,68 +691,11 @@ class Store:
             log.warn("Redis lost flamingo's keys (restarted without persistence?): restored {n} params "
                      "and {m} subscriptions from {source}", n=len(params), m=len(subs), source=source)
 
-    @defer.inlineCallbacks
-    def _members(self, key: str) -> Any:
-        """The sorted members of a param set; a key of another type is skipped (one WARN)."""
-        try:
-            members = yield self._conn.smembers(key)
-        except txredisapi.ResponseError as e:
-            self._warn_once(key, str(e))
-            return []
-        return sorted(_s(m) for m in members or ())
+    def _reader(self) -> KeyReader:
+        return KeyReader(self._conn, self.namespace, self._warn_once)
 
-    @defer.inlineCallbacks
-    def _load_params(self, prefix: str) -> Any:
-        keys: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, batch = yield self._conn.scan(cursor, pattern=prefix + "*", count=1000)
-            keys.update(_s(k) for k in batch)
-            if int(cursor) == 0:
-                break
-        base = f"{self.namespace}:streams:"
-        params: dict[str, dict[str, list[str]]] = {}
-        for key in sorted(keys):
-            stream, sep, param = key[len(base):].rpartition(":")
-            if not sep or not stream:
-                continue
-            values = yield self._members(key)
-            if values:
-                params.setdefault(stream, {})[param] = values
-        return params
-
-    @defer.inlineCallbacks
-    def _load_subscription(self, name: str) -> Any:
-        """One subscription, or None (skipped with one WARN) when its hash is not one."""
-        key = self._sub_key(name)
-        try:
-            fields = yield self._conn.hgetall(key)
-        except txredisapi.ResponseError as e:
-            self._warn_once(key, str(e))
-            return None
-        try:
-            return Subscription.from_hash(name, fields or {})
-        except ValidationError as e:
-            self._warn_once(key, f"subscription {name!r} is invalid ({e})")
-            return None
-
-    @defer.inlineCallbacks
-    def _load(self) -> Any:
-        params = yield self._load_params(f"{self.namespace}:streams:")
-        subs: dict[str, Subscription] = {}
-        try:
-            names = yield self._conn.smembers(self._subs_key)
-        except txredisapi.ResponseError as e:
-            self._warn_once(self._subs_key, str(e))
-            names = []
-        for name in sorted(_s(n) for n in names or ()):
-            sub = yield self._load_subscription(name)
-            if sub is not None:
-                subs[name] = sub
-        # read last: a Redis emptied at any moment of this load has lost it, so a
-        # partial (or empty) read is never taken for the truth
-        marker = yield self._conn.get(self._epoch_key)
-        return params, subs, marker
+    def _load(self) -> defer.Deferred[Any]:
+        return self._reader().everything()
 
     def _apply(self, params: dict[str, dict[str, list[str]]], subs: dict[str, Subscription]) -> None:
         """Swap in the new copy and tell callbacks what differs."""

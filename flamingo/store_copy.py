@@ -21,11 +21,14 @@ import attrs
 import orjson
 
 from flamingo.errors import ValidationError
+from flamingo.logs import logger
 from flamingo.subscription import Subscription
 
-__all__ = ["LocalCopy", "copy_path", "read_copy", "write_copy", "encode", "decode"]
+__all__ = ["LocalCopy", "CopyFile", "copy_path", "read_copy", "write_copy", "encode", "decode"]
 
 FORMAT = 1
+
+log = logger("flamingo.store")
 
 
 @attrs.frozen
@@ -120,3 +123,43 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+@attrs.define
+class CopyFile:
+    """The copy on disk for one store: read once at start, rewritten when it differs.
+
+    A failure to read or write is one WARN (per distinct reason), never an
+    error for the store: Redis stays the source it was before.
+    """
+
+    path: Path
+    last: LocalCopy | None = None  # what the file holds (as read, or as last written)
+    _written: bytes | None = None
+    _error: str | None = None
+
+    def read(self) -> LocalCopy | None:
+        try:
+            self.last = read_copy(self.path)
+        except (OSError, ValueError) as e:
+            log.warn("store copy {path} unreadable ({e}); ignored (Redis will be the only source)",
+                     path=str(self.path), e=getattr(e, "strerror", None) or str(e))
+            return None
+        self._written = encode(self.last) if self.last is not None else None
+        return self.last
+
+    def save(self, copy: LocalCopy) -> None:
+        data = encode(copy)
+        if data == self._written:
+            return
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(self.path, data)
+        except OSError as e:
+            why = e.strerror or str(e)
+            if why != self._error:
+                log.warn("cannot write the store copy {path}: {why} (a restart while Redis is down "
+                         "would not know the subscriptions)", path=str(self.path), why=why)
+            self._error = why
+            return
+        self._written, self._error, self.last = data, None, copy

@@ -317,3 +317,30 @@ class QueueOwnershipTests(_Base):
         self.assertEqual(r.command("SISMEMBER", f"{space}:queues", f"{space}:queue:old"), 1)
         yield store.save_subscription(Subscription.create("old", max_length=100))
         self.assertEqual(store.subscriptions()["old"].max_length, 100)
+
+
+class ChangeTargetTests(unittest.SynchronousTestCase):
+    """The notice format, without Redis."""
+
+    def test_notices(self):
+        from flamingo.store_rules import change_targets
+        self.assertEqual(change_targets("params:filter:track"), [("params", "filter", "track")])
+        self.assertEqual(change_targets("params:filter"), [("params", "filter", None)])
+        self.assertEqual(change_targets("subscriptions:a:b"), [("subscription", "a:b", None)])
+        for other in ("anything", "params:", "params:bad stream", "params:filter:Bad", "subscriptions:", ""):
+            self.assertIsNone(change_targets(other), other)
+
+    def test_any_message_is_a_target_list_or_everything(self):
+        from hypothesis import given, strategies as st
+
+        from flamingo.store_rules import STREAM_RE, change_targets
+
+        @given(st.text())
+        def check(message):
+            targets = change_targets(message)
+            if targets is not None:
+                [(kind, name, _)] = targets
+                self.assertIn(kind, ("params", "subscription"))
+                if kind == "params":
+                    self.assertTrue(STREAM_RE.fullmatch(name))
+        check()
