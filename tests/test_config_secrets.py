@@ -135,3 +135,28 @@ class ConsoleSecretTests(SynchronousTestCase):
         self.assertEqual(ns["config"].secret("password"), "pw-secret")
         self.assertEqual(ns["app"].config.secret("redis.password"), "redis-secret")
         self.assertRaises(KeyError, ns["config"].secret, "username")
+
+
+class ServiceWarningTests(SynchronousTestCase):
+    def test_start_warnings_are_logged_once(self) -> None:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from flamingo.service import FlamingoService
+
+        d = Path(self.mktemp())
+        d.mkdir()
+        config = from_mapping({"username": "u", "password": "pw-secret", "data_dir": str(d),
+                               "api": {"url": "http://stream.example"}, "console": False,
+                               "web": {"enabled": False}}, environ={})
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = FlamingoService(config, reactor=Clock())
+        service._announce()
+        self.addCleanup(service.logs.stop)
+        service._announce()  # privilegedStartService then startService: still one line
+        warned = [formatEvent(e) for e in events if e.get("log_namespace") == "flamingo.service"
+                  and e["log_level"].name == "warn"]
+        self.assertEqual(len(warned), 1, warned)
+        self.assertIn("clear text", warned[0])
+        self.assertNotIn("pw-secret", warned[0])

@@ -344,3 +344,25 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
                 if kind == "params":
                     self.assertTrue(STREAM_RE.fullmatch(name))
         check()
+
+
+class ForeignQueueOverRestTests(unittest.TestCase):
+    """The CSRF example of issue 10: POST /subscriptions.json must not take over another app's list."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_rest_answers_422(self):
+        from tests.test_web_helpers import Server, make_app, make_config, make_store
+        store = yield make_store(self)
+        server = Server(self, make_app(make_config(), store))
+        r = shared_redis()
+        name = f"{store.namespace}-jobs"
+        r.command("RPUSH", f"resque:queue:{name}", '{"class": "Other"}')
+        self.addCleanup(r.command, "DEL", f"resque:queue:{name}")
+        response, body, parsed = yield server.request(
+            "POST", f"/subscriptions.json?name={name}&format=resque&max_length=1")
+        self.assertEqual(response.code, 422, body)
+        self.assertIn("max_length", body.decode())
+        self.assertEqual(r.command("LLEN", f"resque:queue:{name}"), 1)
+        self.assertNotIn(name, store.subscriptions())
