@@ -113,8 +113,9 @@ class Stats:
         self.last_parse_error = {"kind": kind, "sample": (sample or "")[:200],
                                  "at": self.clock.seconds()}
 
-    def keepalive(self) -> None:
-        self.keepalives += 1
+    def keepalive(self, n: int = 1) -> None:
+        """``n`` keep-alives (counted in bulk: a flood of them is one call)."""
+        self.keepalives += n
         self.last_keepalive_at = self.clock.seconds()
 
     def disconnect_message(self, code: Any, reason: str | None = None) -> None:

@@ -38,7 +38,7 @@ __all__ = ["FrameParser", "GzipDecoder", "StreamDecoder", "ParseError", "SAMPLE_
 
 SAMPLE_BYTES = 200
 #: body bytes (after gzip) decoded and framed per ``StreamDecoder.step``
-SLICE_BYTES = 64 * 1024
+SLICE_BYTES = 256 * 1024
 _CRLF = b"\r\n"
 _CRLF_RUN = re.compile(rb"(?:\r\n)+")
 _MAX_LENGTH_DIGITS = 9  # a prefix longer than this is garbage whatever the limit

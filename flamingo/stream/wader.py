@@ -38,6 +38,7 @@ from flamingo.stream.auth import BasicAuth, BearerAuth, OAuth1
 from flamingo.stream.backoff import Backoffs, cause_for_status
 from flamingo.stream.endpoints import Endpoint, StreamRequest, endpoint_for
 from flamingo.stream.framing import StreamDecoder
+from flamingo.stream.pump import BodyPump
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
 
@@ -136,6 +137,10 @@ class _BodyProtocol(Protocol):
     def __init__(self, conn: "_Connection") -> None:
         self.conn = conn
 
+    def connectionMade(self) -> None:
+        if self.conn.pump is not None:
+            self.conn.pump.producer = self.transport
+
     def dataReceived(self, data: bytes) -> None:
         self.conn.data_received(data)
 
@@ -153,6 +158,7 @@ class _Connection:
         self.protocol: _BodyProtocol | None = None
         self.request_d: defer.Deferred[Any] | None = None
         self.decoder: StreamDecoder | None = None
+        self.pump: BodyPump | None = None
         self.stall_call: Any = None
         self.closing = False  # we ended it on purpose: no retry
         self.stalled = False
@@ -164,6 +170,7 @@ class _Connection:
         self.finished = False
         self.messages = 0
         self.errors_seen = 0
+        self.keepalives_seen = 0
         self.error_counts: dict[str, int] = {}
 
     def connect_timed_out(self) -> None:
@@ -185,6 +192,7 @@ class _Connection:
         encoding = response.headers.getRawHeaders(b"content-encoding", [b""])[0].lower()
         self.decoder = StreamDecoder(self.wader.config.wader.max_message_bytes,
                                      gzip=encoding in (b"gzip", b"x-gzip"))
+        self.pump = BodyPump(self.decoder, self.decoded, self.wader.reactor.callLater)
         self.protocol = _BodyProtocol(self)
         self.arm_stall()
         response.deliverBody(self.protocol)
@@ -204,17 +212,24 @@ class _Connection:
         self.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.pump is None:
             return
         self.arm_stall()
+        self.pump.data_received(data)
+
+    def decoded(self, frames: list[bytes]) -> bool:
+        """One decoder step done (the pump's callback): count, log, pass frames on."""
+        if self.closing:
+            return False
         decoder = self.decoder
         assert decoder is not None
-        keepalives = decoder.parser.keepalives
-        frames = decoder.feed(data)
         w = self.wader
-        if decoder.parser.keepalives != keepalives:
-            for _ in range(decoder.parser.keepalives - keepalives):
-                w.stats.keepalive()
+        if self.pump is not None and self.pump.behind and not self.pump.ending:
+            self.arm_stall()  # busy decoding what we have: not a stall
+        keepalives = decoder.parser.keepalives - self.keepalives_seen
+        if keepalives:
+            self.keepalives_seen = decoder.parser.keepalives
+            w.stats.keepalive(keepalives)
         if decoder.parser.errors_total != self.errors_seen:
             self.errors_seen = decoder.parser.errors_total
             for err in decoder.take_errors():
@@ -228,6 +243,8 @@ class _Connection:
             w.frames_received(self, frames)
         if decoder.broken:
             self.abort()
+            return False
+        return not self.closing
 
     def check_disconnect(self, frame: bytes) -> None:
         try:
@@ -250,6 +267,8 @@ class _Connection:
     def close(self) -> defer.Deferred[None]:
         """End on purpose (restart, replacement, stop); fires when the body is gone."""
         self.closing = True
+        if self.pump is not None:
+            self.pump.stop()  # a body that already ended is reported now
         if not self.finished:
             self.abort()
         d: defer.Deferred[None] = defer.Deferred()
@@ -260,10 +279,18 @@ class _Connection:
         return d
 
     def body_lost(self, reason: Failure) -> None:
+        if self.pump is not None and not self.closing:
+            self.pump.end(lambda: self.body_ended(reason))  # after what is still queued
+        else:
+            self.body_ended(reason)
+
+    def body_ended(self, reason: Failure) -> None:
         self.finish()
         self.wader.body_lost(self, reason)
 
     def finish(self) -> None:
+        if self.pump is not None:
+            self.pump.stop()
         if self.timeout_call is not None and self.timeout_call.active():
             self.timeout_call.cancel()
         self.timeout_call = None

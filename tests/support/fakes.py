@@ -62,8 +62,8 @@ class NullStats:
     def parse_error(self, kind: str, sample: bytes | str) -> None:
         self._bump(f"parse_errors.{kind}")
 
-    def keepalive(self) -> None:
-        self._bump("keepalives")
+    def keepalive(self, n: int = 1) -> None:
+        self._bump("keepalives", n)
 
     def disconnect_message(self, code: int, reason: str) -> None:
         self._bump(f"disconnects.{code}")

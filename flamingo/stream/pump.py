@@ -1,0 +1,109 @@
+"""Feeding a response body through its decoder a bounded amount per reactor turn.
+
+A few KB of gzip can expand to many MB (4 M keep-alives from 8 KB); decoding
+all of it inside one ``dataReceived`` blocks the reactor for seconds, and
+with it the journal, Redis and the REST API. The pump gives each reactor
+turn at most ``turn_bytes`` of decoded body. While work is left it pauses
+the transport (back-pressure: the server is not read faster than we can
+decode) and continues on the next turn. Bytes that still arrive while paused
+(already parsed out of the socket by the HTTP client) queue behind the
+pending ones, so order is kept. The end of the body is reported only once
+everything before it has been decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flamingo.stream.framing import SLICE_BYTES, StreamDecoder
+
+__all__ = ["BodyPump", "TURN_BYTES"]
+
+#: decoded body bytes per reactor turn (a few ms of framing and dispatch)
+TURN_BYTES = 4 * SLICE_BYTES
+
+
+class BodyPump:
+    """Runs ``decoder`` steps, ``on_step(frames) -> keep going?`` after each one.
+
+    ``call_later`` is an ``IReactorTime.callLater`` (the next turn is
+    ``call_later(0, ...)``); ``producer`` is the body's transport
+    (``IPushProducer``), paused while the pump is behind.
+    """
+
+    def __init__(self, decoder: StreamDecoder, on_step: Callable[[list[bytes]], bool],
+                 call_later: Callable[..., Any], turn_bytes: int = TURN_BYTES) -> None:
+        self.decoder = decoder
+        self.on_step = on_step
+        self.call_later = call_later
+        self.turn_bytes = turn_bytes
+        self.producer: Any = None
+        self.turns = 0  # reactor turns that did work (figures, tests)
+        self.paused = False
+        self._next: Any = None  # the scheduled continuation
+        self._stopped = False
+        self._on_end: Callable[[], None] | None = None
+
+    @property
+    def behind(self) -> bool:
+        """Received bytes are waiting for a later turn."""
+        return self._next is not None
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self.decoder.push(data)
+        if self._next is None:  # else a turn is due: the bytes wait behind the others
+            self._turn()
+
+    def end(self, callback: Callable[[], None]) -> None:
+        """The body ended: ``callback()`` once what came before it is decoded."""
+        if self._next is None or self._stopped:
+            callback()
+        else:
+            self._on_end = callback
+
+    @property
+    def ending(self) -> bool:
+        """The body has ended; its queued tail is still being decoded."""
+        return self._on_end is not None
+
+    def stop(self) -> None:
+        """No more work (closing, broken): what is queued is dropped, a pending end reported now."""
+        self._stopped = True
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        if self._on_end is not None:
+            callback, self._on_end = self._on_end, None
+            callback()
+
+    def _turn(self) -> None:
+        self._next = None
+        self.turns += 1
+        decoder = self.decoder
+        budget = self.turn_bytes
+        while decoder.pending and budget > 0:
+            frames = decoder.step()
+            budget -= max(decoder.last_step_bytes, 1)
+            if not self.on_step(frames) or self._stopped:
+                self.stop()
+                return
+        if decoder.pending:
+            self._pause()
+            self._next = self.call_later(0, self._turn)
+            return
+        self._resume()
+        if self._on_end is not None:
+            callback, self._on_end = self._on_end, None
+            callback()
+
+    def _pause(self) -> None:
+        if not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def _resume(self) -> None:
+        if self.paused and self._on_end is None and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()

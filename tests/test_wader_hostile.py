@@ -1,0 +1,92 @@
+"""The wader against hostile bodies over real loopback HTTP: gzip bombs, a second member.
+
+Bounds are asserted on sizes and counts (bytes per hand-over to the sink,
+reactor turns, stats calls), never on time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from twisted.internet import defer
+
+from flamingo.stream.framing import SLICE_BYTES
+from tests.test_wader import RecordingSink, Script, WaderTestBase, frame, tweet, until
+
+
+class BatchSink(RecordingSink):
+    """Keeps the size of every hand-over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def messages_received(self, frames: list[bytes]) -> None:
+        self.batches.append(sum(len(f) + 2 for f in frames))
+        super().messages_received(frames)
+
+
+def member(data: bytes) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return z.compress(data) + z.flush()
+
+
+class GzipBombTests(WaderTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.sink = BatchSink()
+        self.wader = self.make_wader(gzip=True, delimited=False)
+        self.keepalive_calls = 0
+        count = self.stats.keepalive
+
+        def keepalive(n: int = 1) -> None:
+            self.keepalive_calls += 1
+            count(n)
+
+        self.stats.keepalive = keepalive  # type: ignore[method-assign]
+
+    @defer.inlineCallbacks
+    def test_a_bomb_of_messages_reaches_the_sink_in_bounded_batches(self) -> Any:
+        n = 40_000
+        body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))
+        self.assertGreater(len(body), 8 * SLICE_BYTES)
+        seen = yield self.start(Script(hold=True))
+        seen.request.setHeader(b"content-encoding", b"gzip")
+        seen.request.write(member(body)[:-8])  # one write; the member stays open
+        yield self.sink.wait_for(n)
+        self.assertEqual(self.sink.frames, [tweet(i % 50) for i in range(n)])
+        # a slice, plus the message the previous slice ended in the middle of
+        self.assertLessEqual(max(self.sink.batches), SLICE_BYTES + len(frame(tweet(49), False)))
+        self.assertGreater(self.wader.active.pump.turns, len(body) // (4 * SLICE_BYTES) - 1)
+        self.assertEqual(self.state(), "connected")
+
+    @defer.inlineCallbacks
+    def test_a_bomb_of_keepalives_is_counted_in_bulk(self) -> Any:
+        n = 2_000_000
+        seen = yield self.start(Script(hold=True))
+        seen.request.setHeader(b"content-encoding", b"gzip")
+        seen.request.write(member(b"\r\n" * n + frame(tweet(1), delimited=False))[:-8])
+        yield self.sink.wait_for(1)
+        self.assertEqual(self.stats.counters["keepalives"], n)
+        self.assertLessEqual(self.keepalive_calls, 4 * n // SLICE_BYTES + 2)
+
+    @defer.inlineCallbacks
+    def test_the_end_of_a_bomb_comes_after_all_of_it(self) -> Any:
+        n = 30_000
+        body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))
+        yield self.start(Script(chunks=[body], gzip=True, close=True))
+        yield until(lambda: self.state() == "retrying")
+        self.assertEqual(len(self.sink.frames), n)
+        self.assertEqual(self.wader.state.cause, "dropped")
+
+    @defer.inlineCallbacks
+    def test_a_second_gzip_member_recycles_the_connection(self) -> Any:
+        seen = yield self.start(Script(hold=True))
+        seen.request.setHeader(b"content-encoding", b"gzip")
+        seen.request.write(member(frame(tweet(1), delimited=False)))
+        seen.request.write(member(frame(tweet(2), delimited=False)))
+        yield until(lambda: self.state() == "retrying")
+        self.assertEqual(self.sink.frames, [tweet(1)])
+        self.assertEqual(self.wader.state.cause, "network")
+        self.assertEqual([kind for kind, _ in self.stats.errors], ["gzip"])
