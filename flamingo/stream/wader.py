@@ -17,7 +17,6 @@ the network through ``reactor`` (real loopback in tests).
 from __future__ import annotations
 
 import time as _time
-from collections import OrderedDict
 from typing import Any, Callable, Protocol as TypingProtocol
 
 import attrs
@@ -38,6 +37,7 @@ from flamingo.stream.auth import BasicAuth, BearerAuth, OAuth1
 from flamingo.stream.backoff import Backoffs, cause_for_status
 from flamingo.stream.endpoints import Endpoint, StreamRequest, endpoint_for
 from flamingo.stream.framing import StreamDecoder
+from flamingo.stream.overlap import RecentIds, message_id
 from flamingo.stream.pump import BodyPump
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
@@ -81,54 +81,6 @@ def auth_for(config: Config) -> Any:
     if config.auth == "bearer":
         return BearerAuth(config.bearer_token or "")
     return BasicAuth(config.username or "", config.password or "")
-
-
-class _RecentIds:
-    """A bounded, insertion-ordered set of message ids."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._ids: OrderedDict[Any, None] = OrderedDict()
-
-    def add(self, key: Any) -> None:
-        self._ids[key] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-
-#: messages about one connection (not events): never repeats of one another
-_PER_CONNECTION = frozenset(("limit", "warning", "disconnect"))
-
-
-def _message_id(frame: bytes) -> Any:
-    """The key overlap dedupe uses: a status's id (or v2 ``data``'s), a deleted
-    status's id, the bytes of other events; None for per-connection notices."""
-    try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    if "id" in obj:
-        return obj.get("id_str") or obj["id"]
-    data = obj.get("data")
-    if isinstance(data, dict):  # X API v2
-        return data.get("id")
-    delete = obj.get("delete")
-    if isinstance(delete, dict) and isinstance(delete.get("status"), dict):
-        status = delete["status"]
-        return ("delete", status.get("id_str") or status.get("id"))
-    if len(obj) == 1 and not _PER_CONNECTION.intersection(obj):
-        # scrub_geo, status_withheld, user_withheld...: no id of their own, but
-        # the same event on both connections is the same bytes
-        return ("raw", frame)
-    return None
 
 
 class _BodyProtocol(Protocol):
@@ -334,8 +286,8 @@ class Wader(Service):
         self._overlap_call: Any = None
         self._last_attempt: float | None = None
         self._next_cause = "initial"
-        self._dedupe: _RecentIds | None = None  # ids seen on the old connection
-        self._collect: _RecentIds | None = None  # collecting while a candidate connects
+        self._dedupe: RecentIds | None = None  # ids seen on the old connection
+        self._collect: RecentIds | None = None  # collecting while a candidate connects
         self._subscribed = False
         self._state_callbacks: list[Callable[[WaderState], None]] = []
 
@@ -510,7 +462,7 @@ class Wader(Service):
             self._set("waiting_for_params", message=f"no predicates for the {self.stream} stream")
             return
         log.info("Connecting replacement stream: {line}", line=request.request_line)
-        self._collect = _RecentIds(self.config.wader.dedupe_window)
+        self._collect = RecentIds(self.config.wader.dedupe_window)
         self.candidate = self._open(request, "candidate", "restart")
         self._cancel(self._overlap_call)
         self._overlap_call = self.clock.callLater(self.config.wader.overlap_timeout,
@@ -672,14 +624,14 @@ class Wader(Service):
     def frames_received(self, conn: _Connection, frames: list[bytes]) -> None:
         if self._collect is not None and conn is self.active:
             for f in frames:  # ids the replacement may repeat
-                mid = _message_id(f)
+                mid = message_id(f)
                 if mid is not None:
                     self._collect.add(mid)
         elif self._dedupe is not None and conn is self.active:
             seen = self._dedupe
             kept = []
             for f in frames:
-                mid = _message_id(f)
+                mid = message_id(f)
                 if mid is not None and mid in seen:
                     continue
                 kept.append(f)
