@@ -11,7 +11,6 @@ from twisted.trial import unittest
 
 from flamingo.stats import Stats
 from flamingo.stream.framing import FrameParser
-
 from flamingo.stream.messages import message_type, parse_limit
 
 TWEET = orjson.dumps({"created_at": "Wed Aug 27 13:08:45 +0000 2008", "id": 1, "id_str": "1",
