@@ -72,6 +72,28 @@ class GzipBombTests(WaderTestBase):
         self.assertLessEqual(self.keepalive_calls, 4 * n // SLICE_BYTES + 2)
 
     @defer.inlineCallbacks
+    def test_decoding_a_long_backlog_is_not_a_stall(self) -> Any:
+        n = 40_000
+        body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))
+        seen = yield self.start(Script(hold=True))
+        seen.request.setHeader(b"content-encoding", b"gzip")
+        received = self.sink.messages_received
+
+        def slow_sink(frames: list[bytes]) -> None:
+            received(frames)
+            self.clock.advance(30)  # each batch "takes" a third of the stall timeout
+
+        self.sink.messages_received = slow_sink  # type: ignore[method-assign]
+        seen.request.write(member(body)[:-8])
+        conn = self.wader.active
+        yield self.sink.wait_for(n)
+        self.assertGreater(len(self.sink.batches), 10)  # > 300 s on the clock, no byte read
+        self.assertFalse(conn.stalled)
+        self.assertIs(self.wader.active, conn)
+        self.assertEqual(self.state(), "connected")
+        self.assertEqual(self.stats.attempts, ["initial"])
+
+    @defer.inlineCallbacks
     def test_the_end_of_a_bomb_comes_after_all_of_it(self) -> Any:
         n = 30_000
         body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))

@@ -176,8 +176,8 @@ class _Connection:
         decoder = self.decoder
         assert decoder is not None
         w = self.wader
-        if self.pump is not None and self.pump.behind and not self.pump.ending:
-            self.arm_stall()  # busy decoding what we have: not a stall
+        if self.pump is not None and not self.pump.ending:
+            self.arm_stall()  # decoding what was received (the transport may be paused): not a stall
         keepalives = decoder.parser.keepalives - self.keepalives_seen
         if keepalives:
             self.keepalives_seen = decoder.parser.keepalives
