@@ -137,8 +137,9 @@ class Stats:
     def duplicates(self, n: int) -> None:
         self.duplicates_dropped += n
 
-    def parse_error(self, kind: str, sample: bytes | str | None = None) -> None:
-        self.parse_errors[kind] += 1
+    def parse_error(self, kind: str, sample: bytes | str | None = None, n: int = 1) -> None:
+        """``n`` errors of ``kind`` (counted in bulk), ``sample`` one of them."""
+        self.parse_errors[kind] += n
         if isinstance(sample, bytes):
             sample = sample[:200].decode("utf-8", "replace")
         self.last_parse_error = {"kind": kind, "sample": (sample or "")[:200],

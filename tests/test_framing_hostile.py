@@ -13,7 +13,8 @@ import zlib
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.stream.framing import SLICE_BYTES, FrameParser, StreamDecoder
+from flamingo.stream.framing import (LINE_COST, MAX_ERROR_SAMPLES, SLICE_BYTES, FrameParser,
+                                     StreamDecoder)
 
 
 def gz(data: bytes) -> bytes:
@@ -78,6 +79,28 @@ class GzipBombTests(SynchronousTestCase):
         self.assertEqual(max(steps), 10_000)
         self.assertEqual(sum(steps), len(body))
         self.assertEqual(d.parser.keepalives, 100_000)
+
+
+class GarbageTests(SynchronousTestCase):
+    def test_a_flood_of_garbage_lines_keeps_few_samples_and_every_count(self):
+        d = StreamDecoder(gzip=True)
+        out = d.feed(gz(b"garbage\r\n" * 100_000 + b"12\r\n13\r\n" * 1000 + b'{"id":1}\r\n'))
+        self.assertEqual(out, [b'{"id":1}'])
+        self.assertEqual(d.take_error_counts(), {"non_json": 100_000, "length_mismatch": 2000})
+        samples = d.take_errors()
+        self.assertLessEqual(len(samples), MAX_ERROR_SAMPLES)
+        self.assertEqual(samples[0].sample, b"garbage")
+        self.assertEqual((d.take_error_counts(), d.take_errors()), ({}, []))  # taken
+
+    def test_step_cost_counts_lines_handled_one_by_one(self):
+        d = StreamDecoder(slice_bytes=3000)
+        d.push(b"x\r\n" * 1000)
+        d.step()
+        self.assertEqual(d.last_step_cost, 3000 + 1000 * LINE_COST)
+        d = StreamDecoder(slice_bytes=3000)
+        d.push(b"\r\n" * 1500)  # keep-alives are counted in bulk: bytes only
+        d.step()
+        self.assertEqual(d.last_step_cost, 3000)
 
 
 class BulkKeepaliveTests(SynchronousTestCase):

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet import defer
 
 from flamingo.stream.framing import SLICE_BYTES
+from flamingo.stream.pump import TURN_BYTES
 from tests.test_wader import RecordingSink, Script, WaderTestBase, frame, tweet, until
 
 
@@ -56,9 +57,10 @@ class GzipBombTests(WaderTestBase):
         seen.request.write(member(body)[:-8])  # one write; the member stays open
         yield self.sink.wait_for(n)
         self.assertEqual(self.sink.frames, [tweet(i % 50) for i in range(n)])
-        # a slice, plus the message the previous slice ended in the middle of
-        self.assertLessEqual(max(self.sink.batches), SLICE_BYTES + len(frame(tweet(49), False)))
-        self.assertGreater(self.wader.active.pump.turns, len(body) // (4 * SLICE_BYTES) - 1)
+        # a turn's budget, the slice that overran it, and the message a turn ended in
+        self.assertLessEqual(max(self.sink.batches),
+                             TURN_BYTES + SLICE_BYTES + len(frame(tweet(49), False)))
+        self.assertGreater(self.wader.active.pump.turns, len(body) // TURN_BYTES - 1)
         self.assertEqual(self.state(), "connected")
 
     @defer.inlineCallbacks
@@ -69,12 +71,13 @@ class GzipBombTests(WaderTestBase):
         seen.request.write(member(b"\r\n" * n + frame(tweet(1), delimited=False))[:-8])
         yield self.sink.wait_for(1)
         self.assertEqual(self.stats.counters["keepalives"], n)
-        self.assertLessEqual(self.keepalive_calls, 4 * n // SLICE_BYTES + 2)
+        self.assertLessEqual(self.keepalive_calls, 4 * n // TURN_BYTES + 10)  # one per turn
 
     @defer.inlineCallbacks
     def test_decoding_a_long_backlog_is_not_a_stall(self) -> Any:
-        n = 40_000
+        n = 60_000
         body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))
+        self.assertGreater(len(body), 4 * TURN_BYTES)
         seen = yield self.start(Script(hold=True))
         seen.request.setHeader(b"content-encoding", b"gzip")
         received = self.sink.messages_received
@@ -87,11 +90,25 @@ class GzipBombTests(WaderTestBase):
         seen.request.write(member(body)[:-8])
         conn = self.wader.active
         yield self.sink.wait_for(n)
-        self.assertGreater(len(self.sink.batches), 10)  # > 300 s on the clock, no byte read
+        self.assertGreater(len(self.sink.batches), 3)  # > 90 s on the clock, no byte read
         self.assertFalse(conn.stalled)
         self.assertIs(self.wader.active, conn)
         self.assertEqual(self.state(), "connected")
         self.assertEqual(self.stats.attempts, ["initial"])
+
+    @defer.inlineCallbacks
+    def test_a_bomb_of_garbage_lines_is_counted_in_bulk(self) -> Any:
+        n = 100_000
+        seen = yield self.start(Script(hold=True))
+        seen.request.setHeader(b"content-encoding", b"gzip")
+        seen.request.write(member(b"x\r\n" * n + frame(tweet(1), delimited=False))[:-8])
+        yield self.sink.wait_for(1)
+        self.assertEqual(self.stats.counters["parse_errors.non_json"], n)
+        turns = self.wader.active.pump.turns
+        self.assertLessEqual(len(self.stats.errors), turns)  # one call per kind and turn
+        self.assertLess(turns, n // 100)
+        self.assertEqual(self.stats.errors[0], ("non_json", b"x"))
+        self.assertEqual(self.state(), "connected")
 
     @defer.inlineCallbacks
     def test_the_end_of_a_bomb_comes_after_all_of_it(self) -> Any:

@@ -34,11 +34,16 @@ from collections import deque
 from typing import NamedTuple
 
 __all__ = ["FrameParser", "GzipDecoder", "StreamDecoder", "ParseError", "SAMPLE_BYTES",
-           "SLICE_BYTES"]
+           "SLICE_BYTES", "MAX_ERROR_SAMPLES", "LINE_COST"]
 
 SAMPLE_BYTES = 200
+#: error samples kept between two ``take_errors()`` calls
+MAX_ERROR_SAMPLES = 16
 #: body bytes (after gzip) decoded and framed per ``StreamDecoder.step``
-SLICE_BYTES = 256 * 1024
+SLICE_BYTES = 16 * 1024
+#: what one line handled in Python costs, in bytes of body: so a step's cost
+#: (``last_step_cost``) follows the work of a slice of tiny garbage lines too
+LINE_COST = 128
 _CRLF = b"\r\n"
 _CRLF_RUN = re.compile(rb"(?:\r\n)+")
 _MAX_LENGTH_DIGITS = 9  # a prefix longer than this is garbage whatever the limit
@@ -56,15 +61,20 @@ class FrameParser:
     """``feed(bytes) -> list[bytes]``: complete messages, without their CRLF.
 
     Counters: ``messages``, ``keepalives``, ``errors_total``; ``take_errors()``
-    returns (and forgets) the errors seen since the last call.
+    returns (and forgets) the errors seen since the last call, at most
+    ``MAX_ERROR_SAMPLES`` of them (a line of garbage repeated a million times
+    is a million errors, not a million samples); ``take_error_counts()`` has
+    the count of every kind.
     """
 
     def __init__(self, max_message_bytes: int = 1024 * 1024) -> None:
         self.max_message_bytes = max_message_bytes
         self.messages = 0
         self.keepalives = 0
+        self.bulk_keepalives = 0  # the part of ``keepalives`` counted a run at a time
         self.errors_total = 0
         self._errors: list[ParseError] = []
+        self._error_counts: dict[str, int] = {}
         self._pending: list[bytes] = []  # chunks of an incomplete message, no CRLF among them
         self._pending_len = 0
         self._discarding = False  # skipping an oversized message up to the next CRLF
@@ -76,11 +86,20 @@ class FrameParser:
 
     def _error(self, kind: str, sample: bytes) -> None:
         self.errors_total += 1
-        self._errors.append(ParseError(kind, bytes(sample[:SAMPLE_BYTES])))
+        counts = self._error_counts
+        counts[kind] = counts.get(kind, 0) + 1
+        if len(self._errors) < MAX_ERROR_SAMPLES:
+            self._errors.append(ParseError(kind, bytes(sample[:SAMPLE_BYTES])))
 
     def take_errors(self) -> list[ParseError]:
+        """Samples of the errors since the last call (at most ``MAX_ERROR_SAMPLES``)."""
         errors, self._errors = self._errors, []
         return errors
+
+    def take_error_counts(self) -> dict[str, int]:
+        """Errors by kind since the last call."""
+        counts, self._error_counts = self._error_counts, {}
+        return counts
 
     @property
     def buffered(self) -> int:
@@ -131,6 +150,7 @@ class FrameParser:
             empty = lines.count(b"")
             if empty:  # keep-alives, counted at once (a bomb of them is millions)
                 self.keepalives += empty
+                self.bulk_keepalives += empty
                 lines = list(filter(None, lines))
             for line in lines:
                 if expect is None and line[:1] == b"{" and len(line) <= limit:
@@ -172,6 +192,7 @@ class FrameParser:
             if i == pos:  # a run of keep-alives, counted at once
                 end = _CRLF_RUN.match(data, pos).end()  # type: ignore[union-attr]
                 self.keepalives += (end - pos) // 2
+                self.bulk_keepalives += (end - pos) // 2
                 pos = end
                 continue
             line = data[pos:i]
@@ -298,7 +319,8 @@ class StreamDecoder:
     ``push(data)`` queues received bytes (no work); each ``step()`` decodes
     and frames at most ``slice_bytes`` of the body and returns the complete
     messages; ``pending`` says whether more steps are due. The caller decides
-    how many steps a reactor turn gets. ``feed(data)`` is push-and-drain, for
+    how many steps a reactor turn gets, from ``last_step_cost`` (a slice of
+    three-byte garbage lines is more work than a slice of tweets). ``feed(data)`` is push-and-drain, for
     callers that do not need the bound.
 
     ``broken`` turns true when the body cannot be decoded any further (a
@@ -315,6 +337,7 @@ class StreamDecoder:
         self._offset = 0  # bytes of _input[0] already taken
         self.queued = 0  # bytes pushed and not taken yet
         self.last_step_bytes = 0  # decoded bytes the last step handed to the parser
+        self.last_step_cost = 0  # its work: bytes, plus LINE_COST per line not bulk-counted
         self.broken = False
 
     def push(self, data: bytes) -> None:
@@ -343,7 +366,10 @@ class StreamDecoder:
                 self._break(str(e))
                 return []
         self.last_step_bytes = len(data)
+        bulk = self.parser.bulk_keepalives
         out = self.parser.feed(data)
+        lines = data.count(b"\r\n") - (self.parser.bulk_keepalives - bulk)
+        self.last_step_cost = len(data) + LINE_COST * max(lines, 0)
         if gz is not None and gz.error is not None:
             self._break(gz.error)
         return out
@@ -380,3 +406,6 @@ class StreamDecoder:
 
     def take_errors(self) -> list[ParseError]:
         return self.parser.take_errors()
+
+    def take_error_counts(self) -> dict[str, int]:
+        return self.parser.take_error_counts()

@@ -170,7 +170,7 @@ class _Connection:
         self.pump.data_received(data)
 
     def decoded(self, frames: list[bytes]) -> bool:
-        """One decoder step done (the pump's callback): count, log, pass frames on."""
+        """One reactor turn of decoding done (the pump's callback): count, log, pass frames on."""
         if self.closing:
             return False
         decoder = self.decoder
@@ -184,12 +184,7 @@ class _Connection:
             w.stats.keepalive(keepalives)
         if decoder.parser.errors_total != self.errors_seen:
             self.errors_seen = decoder.parser.errors_total
-            for err in decoder.take_errors():
-                w.stats.parse_error(err.kind, err.sample)
-                n = self.error_counts[err.kind] = self.error_counts.get(err.kind, 0) + 1
-                if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th... of a kind: never a log flood
-                    log.warn("Stream parse error ({kind}, #{n} on this connection): {sample!r}",
-                             kind=err.kind, n=n, sample=err.sample[:120])
+            self.count_errors(decoder)
         if frames:
             self.messages += len(frames)
             w.frames_received(self, frames)
@@ -197,6 +192,21 @@ class _Connection:
             self.abort()
             return False
         return not self.closing
+
+    def count_errors(self, decoder: StreamDecoder) -> None:
+        """Parse errors of one step, in bulk per kind; logged at the 1st, 2nd, 4th, 8th...
+        of a kind on this connection: never a log flood, whatever the garbage."""
+        samples: dict[str, bytes] = {}
+        for err in decoder.take_errors():
+            samples.setdefault(err.kind, err.sample)
+        for kind, n in decoder.take_error_counts().items():
+            sample = samples.get(kind, b"")
+            self.wader.stats.parse_error(kind, sample, n)
+            before = self.error_counts.get(kind, 0)
+            total = self.error_counts[kind] = before + n
+            if total.bit_length() > before.bit_length():  # a power of two in (before, total]
+                log.warn("Stream parse error ({kind}, #{n} on this connection): {sample!r}",
+                         kind=kind, n=total, sample=sample[:120])
 
     def check_disconnect(self, frame: bytes) -> None:
         try:

@@ -59,8 +59,8 @@ class NullStats:
     def duplicates(self, n: int) -> None:
         self._bump("duplicates", n)
 
-    def parse_error(self, kind: str, sample: bytes | str) -> None:
-        self._bump(f"parse_errors.{kind}")
+    def parse_error(self, kind: str, sample: bytes | str, n: int = 1) -> None:
+        self._bump(f"parse_errors.{kind}", n)
 
     def keepalive(self, n: int = 1) -> None:
         self._bump("keepalives", n)
