@@ -109,3 +109,18 @@ class TypeNameCapTests(unittest.SynchronousTestCase):
         by_type = s.by_type
         self.assertEqual((by_type["scrub_geo"], by_type["x0"]), (5, 2))
         self.assertLessEqual(len(by_type), MAX_TYPE_NAMES)
+
+
+class BulkCountTests(unittest.SynchronousTestCase):
+    """The wader reports floods in bulk: one call per turn, whatever the count."""
+
+    def test_keepalives_and_parse_errors_in_bulk(self):
+        s = Stats(Clock())
+        s.keepalive(4_200_000)
+        s.keepalive()
+        s.parse_error("non_json", b"x", 100_000)
+        s.parse_error("non_json", b"y")
+        snap = s.snapshot()
+        self.assertEqual(snap["connection"]["keepalives"], 4_200_001)
+        self.assertEqual(snap["parse_errors"]["by_kind"], {"non_json": 100_001})
+        self.assertEqual(snap["parse_errors"]["last"]["sample"], "y")
