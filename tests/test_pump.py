@@ -135,3 +135,16 @@ class PumpTests(SynchronousTestCase):
         # a turn: its budget in lines, plus the one slice that may overrun it
         self.assertLessEqual(max(h.turn_errors), 30_000 // LINE_COST + 3000 // 3)
         self.assertGreaterEqual(len(h.turns), n // (30_000 // LINE_COST + 1000))
+
+    def test_drain_hands_over_everything_queued_in_turn_sized_batches(self):
+        h = Harness(gz=False, slice_bytes=100, turn_bytes=1000)
+        h.pump.data_received(lines(0, 500))
+        ended: list[int] = []
+        h.pump.end(lambda: ended.append(len(h.frames)))
+        h.pump.drain()  # closing on purpose: nothing received is dropped
+        self.assertEqual(h.frames, [msg(i) for i in range(500)])
+        self.assertGreater(len(h.turns), 5)
+        self.assertEqual(ended, [])  # the end waits for stop(), the closer decides
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.pump.stop()
+        self.assertEqual(ended, [500])

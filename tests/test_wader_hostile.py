@@ -111,6 +111,24 @@ class GzipBombTests(WaderTestBase):
         self.assertEqual(self.state(), "connected")
 
     @defer.inlineCallbacks
+    def test_what_was_received_is_handed_on_when_closing_while_behind(self) -> Any:
+        n = 60_000
+        body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))
+        seen = yield self.start(Script(hold=True))
+        seen.request.setHeader(b"content-encoding", b"gzip")
+        seen.request.write(member(body)[:-8])
+        yield until(lambda: self.wader.active is not None and self.wader.active.pump is not None
+                    and self.wader.active.pump.behind)
+        conn = self.wader.active
+        received = conn.decoder.queued  # not decoded yet ...
+        self.assertGreater(received, 0)
+        yield self.wader.stopService()
+        self.assertEqual(conn.decoder.queued, 0)  # ... and decoded, not dropped
+        self.assertFalse(conn.decoder.pending)
+        self.assertEqual(self.state(), "stopped")
+        self.assertEqual(self.sink.frames, [tweet(i % 50) for i in range(len(self.sink.frames))])
+
+    @defer.inlineCallbacks
     def test_the_end_of_a_bomb_comes_after_all_of_it(self) -> Any:
         n = 30_000
         body = b"".join(frame(tweet(i % 50), delimited=False) for i in range(n))

@@ -83,8 +83,32 @@ class BodyPump:
             callback, self._on_end = self._on_end, None
             callback()
 
+    def drain(self) -> None:
+        """Decode everything queued now, in turn-sized batches: the connection is being
+        closed on purpose, and what was received is still handed on, as it would have
+        been had it been decoded as it came. A pending end stays pending (``stop()``)."""
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        while not self._stopped and self.decoder.pending:
+            if not self._work():
+                return
+
     def _turn(self) -> None:
         self._next = None
+        if not self._work():
+            return
+        if self.decoder.pending:
+            self._pause()
+            self._next = self.call_later(0, self._turn)
+            return
+        self._resume()
+        if self._on_end is not None:
+            callback, self._on_end = self._on_end, None
+            callback()
+
+    def _work(self) -> bool:
+        """One turn's budget of steps, handed over; False once the pump is stopped."""
         self.turns += 1
         decoder = self.decoder
         budget = self.turn_bytes
@@ -94,15 +118,8 @@ class BodyPump:
             budget -= max(decoder.last_step_cost, 1)
         if not self.on_turn(frames) or self._stopped:
             self.stop()
-            return
-        if decoder.pending:
-            self._pause()
-            self._next = self.call_later(0, self._turn)
-            return
-        self._resume()
-        if self._on_end is not None:
-            callback, self._on_end = self._on_end, None
-            callback()
+            return False
+        return True
 
     def _pause(self) -> None:
         if not self.paused and self.producer is not None:

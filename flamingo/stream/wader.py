@@ -228,9 +228,11 @@ class _Connection:
 
     def close(self) -> defer.Deferred[None]:
         """End on purpose (restart, replacement, stop); fires when the body is gone."""
+        if self.pump is not None and not self.closing:
+            self.pump.drain()  # what was received is handed on (the pump may be behind)
         self.closing = True
         if self.pump is not None:
-            self.pump.stop()  # a body that already ended is reported now
+            self.pump.stop()  # a body that already ended is reported now (closing: no retry)
         if not self.finished:
             self.abort()
         d: defer.Deferred[None] = defer.Deferred()
