@@ -37,18 +37,20 @@ def lrange(server, key):
 class Harness:
     """Journal + sink + dispatcher wired like the daemon, against one Redis."""
 
-    def __init__(self, test, server, namespace=None, subs=(), journal_dir=None, kind="event", **sink_kw):
+    def __init__(self, test, server, namespace=None, subs=(), journal_dir=None, kind="event", journal=None,
+                 **sink_kw):
         self.server = server
         self.namespace = namespace or "t" + uuid.uuid4().hex[:8]
-        self.dir = journal_dir or Path(tempfile.mkdtemp(prefix="flamingo-sink-"))
-        if journal_dir is None:
+        self.dir = journal_dir or (journal.dir if journal else Path(tempfile.mkdtemp(prefix="flamingo-sink-")))
+        if journal_dir is None and journal is None:
             test.addCleanup(shutil.rmtree, self.dir, True)
         self.subs = {s.name: s for s in subs}
+        self.known = True  # False: the store has not loaded the subscriptions yet
         self.stats = Stats()
-        self.journal = Journal(self.dir, kind=kind, rotate_events=50, reactor=reactor,
-                               retry_interval=0).open()
+        self.journal = journal or Journal(self.dir, kind=kind, rotate_events=50, reactor=reactor,
+                                          retry_interval=0).open()
         sink_kw.setdefault("timeout", 2.0)
-        self.sink = RedisSink(self.journal, lambda: self.subs, namespace=self.namespace,
+        self.sink = RedisSink(self.journal, lambda: self.subs if self.known else None, namespace=self.namespace,
                               host=server.host, port=server.port, reactor=reactor, stats=self.stats,
                               reconnect_max=0.2, **sink_kw)
         self.dispatcher = Dispatcher(self.journal, self.sink, self.stats)

@@ -160,6 +160,7 @@ class RedisSink:
                 else:
                     old.unlink()
             self._mirror_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.fchmod(self._mirror_fd, 0o600)  # a copy moved from the event dir may be 0644
             if self._read_mirror() is None:
                 # a first start: remember where this sink's history begins, so a crash
                 # before Redis was ever reached still replays from here

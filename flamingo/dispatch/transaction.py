@@ -65,7 +65,7 @@ return out
 SCRIPT_SHA = hashlib.sha1(SCRIPT).hexdigest().encode()
 
 RESQUE_QUEUES = b"resque:queues"
-_CHECKPOINT = re.compile(rb"\s*(\d{1,19})(?::([0-9a-f]{1,64}))?\s*")
+_CHECKPOINT = re.compile(rb"\s*(\d{1,20})(?::([0-9a-f]{1,64}))?\s*")
 
 
 @attrs.frozen
