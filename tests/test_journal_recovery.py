@@ -173,6 +173,15 @@ class GzipTests(Base):
         self.assertEqual(len(gz), 2)
         for p in gz:
             self.assertEqual(stat.S_IMODE(p.stat().st_mode), 0o600)
+        # a crash mid-compression: the plain file stays, and is compressed at the next start
+        first = gz[0].with_name(gz[0].name[:-3])
+        first.write_bytes(ev(1) + b"\n" + ev(2) + b"\n")
+        gz[0].rename(first.with_name(first.name + ".gz.tmp"))
+        j2 = Journal(self.events, kind="event", rotate_events=2, gzip=True, reactor=reactor,
+                     state_dir=self.state).open()
+        yield j2.close()
+        self.assertEqual(self.files()[0], first.name + ".gz")
+        self.assertFalse(first.exists())
 
 
 class StateDirTests(Base):

@@ -172,6 +172,10 @@ class Journal:
             self._scan()
             self.opened_last_seq = self.last_seq
             self._open_current()
+            if self.gzip:  # closed files a crash left uncompressed (their .gz.tmp was removed)
+                for seg in self.segments[:-1]:
+                    if not seg.gz:
+                        self._gzip_later(seg)
         except OSError as e:
             self._failed("open", e)
         if not self.epoch:  # the directory could not even be scanned: still an identity
