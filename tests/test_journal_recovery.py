@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from flamingo.dispatch import journal as journal_mod
+from flamingo.dispatch import segments as segments_mod
 from flamingo.dispatch.journal import Journal, JournalGap
 
 
@@ -148,8 +149,8 @@ class GzipTests(Base):
         j.close()
         first = j.segments[0].path
         shutil.copy(first, first.with_name(first.name + ".gz.tmp"))  # a crash mid-compression
-        journal_mod._gzip_file(j.segments[1].path)
-        journal_mod._gzip_file(first)
+        segments_mod.gzip_file(j.segments[1].path)
+        segments_mod.gzip_file(first)
         first.write_bytes(ev(1) + b"\n" + ev(2) + b"\n")  # ... and one between rename and unlink
         j2 = self.journal(rotate_events=2)
         self.assertEqual(j2.read(1, 10), [ev(i) for i in range(1, 6)])
@@ -159,7 +160,7 @@ class GzipTests(Base):
     def test_read_finds_a_segment_replaced_by_its_gz(self):
         j = self.journal(rotate_events=2)
         j.append([ev(i) for i in range(1, 6)])
-        journal_mod._gzip_file(j.segments[1].path)  # done in a thread; the journal not told yet
+        segments_mod.gzip_file(j.segments[1].path)  # done in a thread; the journal not told yet
         self.assertEqual(j.read(3, 10), [ev(3), ev(4), ev(5)])
 
     @defer.inlineCallbacks

@@ -38,33 +38,30 @@ position; the dispatcher still hands them to Redis from memory.
 
 from __future__ import annotations
 
-import gzip as _gzip
 import os
-import re
-import secrets
 import shutil
 import time
-import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import attrs
 import orjson
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+
+from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMENT_NAME, Reader, Segment,
+                                        count_lines, gzip_file, new_epoch, one_per_position, open_segment,
+                                        sync_and_close, unlink_quietly)
 
 __all__ = ["Journal", "JournalGap", "one_line"]
 
 log = Logger(namespace="flamingo.journal")
 
-_NAME = re.compile(r"^(event|spool)-(\d{8}-\d{6})-(\d{12,})\.log(\.gz)?$")
+_Reader = Reader  # the name tests patch
+
 STATE_FILE = "journal.state"
 _NL = b"\n"
 _IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
 SYMLINK = "event.log"
-FILE_MODE = 0o600  # events and state are the operator's, not every local user's
-DIR_MODE = 0o700
-_READ_ERRORS = (OSError, EOFError, zlib.error)  # a missing file, a truncated or corrupt .gz
 
 
 class JournalGap(Exception):
@@ -88,17 +85,6 @@ def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
             out[i] = f.replace(b"\n", b" ").replace(b"\r", b" ")
             fixed += 1
     return out, fixed
-
-
-@attrs.define
-class Segment:
-    path: Path
-    first: int
-    bytes: int = 0
-
-    @property
-    def gz(self) -> bool:
-        return self.path.name.endswith(".gz")
 
 
 class Journal:
@@ -179,7 +165,7 @@ class Journal:
         except OSError as e:
             self._failed("open", e)
         if not self.epoch:  # the directory could not even be scanned: still an identity
-            self.epoch = _new_epoch()
+            self.epoch = new_epoch()
         if self.fsync == "everysec":
             self._sync_loop = task.LoopingCall(self._sync_in_background)
             self._sync_loop.clock = self.reactor
@@ -217,12 +203,12 @@ class Journal:
     def _scan(self) -> None:
         by_first: dict[int, list[Segment]] = {}
         for p in self.dir.iterdir():
-            m = _NAME.match(p.name)
+            m = SEGMENT_NAME.match(p.name)
             if m and m.group(1) == self.kind:
                 by_first.setdefault(int(m.group(3)), []).append(Segment(p, int(m.group(3)), p.stat().st_size))
             elif p.name.endswith(".gz.tmp") and p.name.startswith(self.kind + "-"):
-                _unlink_quietly(p)  # a compression a crash interrupted
-        self.segments = [self._one_segment(same) for _, same in sorted(by_first.items())]
+                unlink_quietly(p)  # a compression a crash interrupted
+        self.segments = [one_per_position(same) for _, same in sorted(by_first.items())]
         state: dict[str, Any] = {}
         try:
             loaded = orjson.loads((self.state_dir / STATE_FILE).read_bytes())
@@ -238,7 +224,7 @@ class Journal:
         if isinstance(epoch, str) and epoch:
             self.epoch, self.epoch_recorded = epoch, True
         else:
-            self.epoch = _new_epoch()
+            self.epoch = new_epoch()
             # no segment and no state: a new journal; segments without state: positions
             # are known, the identity is not (an upgrade, or journal.state lost)
             self.epoch_recorded = not self.segments and not state
@@ -246,63 +232,11 @@ class Journal:
         self._last_end = None
         if self.segments:
             last = self.segments[-1]
-            self._last_end = last.first + self._count_lines(last)
+            self._last_end = last.first + count_lines(last)
             next_seq = max(next_seq, self._last_end)
         self.next_seq = max(1, next_seq)
         if state.get("epoch") != self.epoch or state_next != self.next_seq:
             self._write_state(durable=True)
-
-    def _one_segment(self, same: list[Segment]) -> Segment:
-        """One segment per position, whatever a crash or a full disk left behind.
-
-        A plain file and its .gz: the compression finished (the .gz is written under a
-        temporary name, synced, then renamed), only the unlink was lost: keep the .gz.
-        Several plain files (retries on a full disk): the non-empty one wins, empty
-        ones are removed; the choice never depends on directory order."""
-        plain = [s for s in same if not s.gz]
-        gz = [s for s in same if s.gz]
-        if gz and plain:
-            for s in plain:
-                log.info("removing {p}: its .gz is complete (compression interrupted)", p=str(s.path))
-                _unlink_quietly(s.path)
-            plain = []
-        cands = sorted(plain or gz, key=lambda s: (s.bytes, s.path.name), reverse=True)
-        for s in cands[1:]:
-            if s.bytes == 0:
-                _unlink_quietly(s.path)
-            else:
-                log.warn("journal {dir}: two files start at position {n}; using {a}, ignoring {b}",
-                         dir=str(self.dir), n=s.first, a=cands[0].path.name, b=s.path.name)
-        return cands[0]
-
-    def _count_lines(self, seg: Segment) -> int:
-        """Lines in a segment; a torn last line (crash mid-write) is cut off."""
-        if seg.gz:
-            n = 0
-            try:
-                with _gzip.open(seg.path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        n += chunk.count(b"\n")
-            except (EOFError, zlib.error, _gzip.BadGzipFile) as e:
-                log.warn("journal {path}: damaged, {n} lines readable ({e})", path=str(seg.path), n=n, e=e)
-            return n
-        n = 0
-        last_nl = -1
-        pos = 0
-        with open(seg.path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                c = chunk.count(b"\n")
-                if c:
-                    n += c
-                    last_nl = pos + chunk.rindex(b"\n")
-                pos += len(chunk)
-        if last_nl + 1 != pos:
-            log.warn("journal {path}: cutting a torn last line ({n} bytes)", path=str(seg.path),
-                     n=pos - last_nl - 1)
-            with open(seg.path, "r+b") as f:
-                f.truncate(last_nl + 1)
-            seg.bytes = last_nl + 1
-        return n
 
     def _open_current(self) -> None:
         last = self.segments[-1] if self.segments else None
@@ -468,7 +402,7 @@ class Journal:
             self._gzip_later(old)
 
     def _gzip_later(self, seg: Segment) -> None:
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _gzip_file, seg.path)
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), gzip_file, seg.path)
         self._pending.add(d)
 
         def done(result: Any) -> None:
@@ -497,7 +431,7 @@ class Journal:
             self._failed("fsync", e)
             return
         self._dirty = False
-        d = threads.deferToThreadPool(self.reactor, pool(), _sync_and_close, fd)
+        d = threads.deferToThreadPool(self.reactor, pool(), sync_and_close, fd)
         self._syncing = d
 
         def done(result: Any) -> None:
@@ -581,7 +515,7 @@ class Journal:
                 reason = "" if not short else (
                     f"{seg.path.name} ends after {seq - seg.first} events, {end - seg.first} were written "
                     "(cut short by a machine crash?)")
-            except _READ_ERRORS as e:
+            except READ_ERRORS as e:
                 self._drop_reader()
                 short, reason = True, f"{seg.path.name}: {getattr(e, 'strerror', None) or e}"
             if short:
@@ -609,7 +543,7 @@ class Journal:
                 hi = mid - 1
         return lo
 
-    def _reader_at(self, seg: Segment, seq: int) -> "_Reader":
+    def _reader_at(self, seg: Segment, seq: int) -> Reader:
         r = self._reader
         if r is not None and r.seq <= seq and (r.path == seg.path or
                                                r.path.with_name(r.path.name + ".gz") == seg.path):
@@ -622,23 +556,11 @@ class Journal:
         if r is not None:
             r.close()
             self._reader = None
-        f = self._open_segment(seg)
+        f = open_segment(seg)
         r = _Reader(seg.path, f, seg.first)
         r.skip(seq - seg.first)
         self._reader = r
         return r
-
-    def _open_segment(self, seg: Segment) -> BinaryIO:
-        """Open for reading; a plain file replaced by its .gz meanwhile is found under its new name."""
-        if not seg.gz:
-            try:
-                return open(seg.path, "rb", buffering=0)
-            except FileNotFoundError:
-                gz = seg.path.with_name(seg.path.name + ".gz")
-                if not gz.exists():
-                    raise
-                seg.path = gz
-        return _gzip.open(seg.path, "rb")  # type: ignore[return-value]
 
     # --- the spool's cleanup --------------------------------------------------------
 
@@ -671,111 +593,3 @@ class Journal:
                 "newlines_replaced": self.newlines_replaced}
 
 
-class _Reader:
-    """Sequential line reader over one segment, in big chunks (readline is slow)."""
-
-    def __init__(self, path: Path, f: BinaryIO, seq: int) -> None:
-        self.path = path
-        self.f = f
-        self.seq = seq
-        self.pending: list[bytes] = []
-        self.i = 0
-        self.tail = b""
-
-    def lines(self, n: int, max_bytes: int) -> list[bytes]:
-        out: list[bytes] = []
-        size = 0
-        while len(out) < n and size < max_bytes:
-            if self.i >= len(self.pending):
-                chunk = self.f.read(1 << 20)
-                if not chunk:
-                    break
-                parts = (self.tail + chunk).split(b"\n") if self.tail else chunk.split(b"\n")
-                self.tail = parts.pop()
-                self.pending, self.i = parts, 0
-                continue
-            take = self.pending[self.i:self.i + (n - len(out))]
-            if max_bytes < (1 << 62):
-                for k, line in enumerate(take):
-                    size += len(line) + 1
-                    if size >= max_bytes:
-                        take = take[:k + 1]
-                        break
-            out.extend(take)
-            self.i += len(take)
-        return out
-
-    def skip(self, n: int) -> None:
-        """Pass over ``n`` lines, counting newlines: no line objects but the last chunk's."""
-        left = len(self.pending) - self.i
-        if left >= n:
-            self.i += n
-            return
-        n -= left
-        self.pending, self.i = [], 0
-        while n > 0:
-            chunk = self.f.read(1 << 20)
-            if not chunk:
-                return
-            data = self.tail + chunk if self.tail else chunk
-            count = data.count(b"\n")
-            if count <= n:
-                n -= count
-                self.tail = data[data.rfind(b"\n") + 1:] if count else data
-                continue
-            parts = data.split(b"\n")
-            self.tail = parts.pop()
-            self.pending, self.i = parts, n
-            return
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _sync_and_close(fd: int) -> None:
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _gzip_file(path: Path) -> Path:
-    """Compress a closed segment next to itself, then remove the plain file (in a thread).
-
-    Crash-safe: the .gz is written under a temporary name (which a scan removes),
-    synced, renamed, the rename synced, and only then is the plain file removed; a
-    crash in between leaves both, and the scan keeps the complete .gz."""
-    gz = path.with_name(path.name + ".gz")
-    tmp = path.with_name(path.name + ".gz.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with open(path, "rb") as src, open(fd, "wb") as raw, _gzip.GzipFile(
-            filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, gz)
-    _sync_dir(path.parent)
-    path.unlink()
-    return gz
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warn("cannot remove {p}: {e}", p=str(path), e=e)
-
-
-def _new_epoch() -> str:
-    return secrets.token_hex(8)
