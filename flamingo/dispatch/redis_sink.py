@@ -47,7 +47,7 @@ from flamingo.dispatch.journal import JournalGap
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
 from flamingo.dispatch.transaction import (MOVED, SCRIPT, SCRIPT_SHA, QueueWrite, checkpoint_value,
-                                           encode_batch, parse_checkpoint)
+                                           encode_batch, parse_checkpoint, resume_point)
 from flamingo.stream.messages import message_type
 from flamingo.stream.predicates import TermMatcher
 from flamingo.subscription import Subscription
@@ -584,26 +584,24 @@ class RedisSink:
                 return min(j.last_seq, self._origin())
             source = "the local copy"
             log.warn("Redis has no checkpoint; resuming from the local copy ({cp})", cp=parsed[0])
-        pos, epoch = parsed
-        if epoch is not None and epoch != j.epoch:
-            if j.epoch_recorded:
-                start = j.first_seq - 1
-                log.error("JOURNAL CHANGED: the checkpoint in {src} ({cp}) belongs to another journal "
-                          "(epoch {theirs}, this one is {ours}): it was re-created or wiped; delivering "
-                          "everything it holds, from position {start}", src=source, cp=pos, theirs=epoch,
-                          ours=j.epoch, start=start + 1)
-                self._gap_upto = min(self._gap_upto, start)
-                return start
+        pos, verdict = resume_point(parsed, epoch=j.epoch, epoch_recorded=j.epoch_recorded,
+                                    first_seq=j.first_seq, last_seq=j.last_seq,
+                                    opened_last_seq=j.opened_last_seq, written_upto=self._written_upto)
+        if verdict == "other_journal":
+            log.error("JOURNAL CHANGED: the checkpoint in {src} ({cp}) belongs to another journal "
+                      "(epoch {theirs}, this one is {ours}): it was re-created or wiped; delivering "
+                      "everything it holds, from position {start}", src=source, cp=parsed[0],
+                      theirs=parsed[1], ours=j.epoch, start=pos + 1)
+            self._gap_upto = min(self._gap_upto, pos)
+        elif verdict == "adopted":
             log.warn("journal.state was missing (upgrade or lost): adopting the checkpoint's position "
-                     "{cp} from {src}", cp=pos, src=source)
-        trusted = max(j.opened_last_seq, self._written_upto)
-        if pos > trusted:
+                     "{cp} from {src}", cp=parsed[0], src=source)
+        elif verdict == "rolled_back":
             log.error("JOURNAL ROLLED BACK: the checkpoint in {src} ({cp}) is beyond what the journal held "
                       "at start ({last}): the local disk lost events Redis had got (machine crash?); "
                       "positions {a}..{cp} are reused by new events, delivering from {a}",
-                      src=source, cp=pos, last=j.opened_last_seq, a=trusted + 1)
-            pos = trusted
-        return min(pos, j.last_seq)
+                      src=source, cp=parsed[0], last=j.opened_last_seq, a=pos + 1)
+        return pos
 
     def _origin(self) -> int:
         """The position before the first event this process received (for a first run)."""

@@ -22,7 +22,7 @@ import re
 import attrs
 
 __all__ = ["SCRIPT", "SCRIPT_SHA", "QueueWrite", "encode_batch", "checkpoint_value", "parse_checkpoint",
-           "MOVED", "REFUSED"]
+           "resume_point", "MOVED", "REFUSED"]
 
 MOVED = "FLAMINGO-MOVED"  # error prefix: the checkpoint is not the one this sink read
 REFUSED = "WRONGTYPE"  # error prefix: a key this batch writes holds another type
@@ -90,6 +90,29 @@ def parse_checkpoint(raw: bytes | None) -> tuple[int, str | None] | None:
     if m is None:
         raise ValueError(f"not a checkpoint: {raw[:40]!r}")
     return int(m.group(1)), m.group(2).decode() if m.group(2) else None
+
+
+def resume_point(stored: tuple[int, str | None], *, epoch: str, epoch_recorded: bool, first_seq: int,
+                 last_seq: int, opened_last_seq: int, written_upto: int) -> tuple[int, str]:
+    """Where to resume after a stored checkpoint ``(position, epoch)``, and what was found.
+
+    ``"ok"``; ``"other_journal"``: the epoch differs from the journal's own (it was
+    wiped or re-created): resume before the oldest event it holds; ``"adopted"``: the
+    journal has no recorded epoch (an upgrade, journal.state lost): the position is
+    trusted like an old plain integer; ``"rolled_back"``: the position is beyond what
+    the journal held at start and beyond what this process wrote (the local disk lost
+    events Redis had got): resume after the journal's last position at start, so new
+    events reusing those positions are not skipped."""
+    pos, theirs = stored
+    verdict = "ok"
+    if theirs is not None and theirs != epoch:
+        if epoch_recorded:
+            return first_seq - 1, "other_journal"
+        verdict = "adopted"
+    trusted = max(opened_last_seq, written_upto)
+    if pos > trusted:
+        pos, verdict = trusted, "rolled_back"
+    return min(pos, last_seq), verdict
 
 
 def _bulk(parts: list[bytes], value: bytes) -> None:
