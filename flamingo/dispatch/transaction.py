@@ -107,7 +107,7 @@ def resume_point(stored: tuple[int, str | None], *, epoch: str, epoch_recorded: 
     verdict = "ok"
     if theirs is not None and theirs != epoch:
         if epoch_recorded:
-            return first_seq - 1, "other_journal"
+            return min(first_seq - 1, last_seq), "other_journal"
         verdict = "adopted"
     trusted = max(opened_last_seq, written_upto)
     if pos > trusted:
