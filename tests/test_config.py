@@ -35,7 +35,7 @@ class ValidationTests(SynchronousTestCase):
                           "logging": {"dest": "/tmp/flamingo.log", "level": "DEBUG",
                                       "event": {"dir": "/tmp/flamingo_events", "size": 100000}},
                           "redis": {"host": "0.0.0.0:6379", "namespace": "flamingo"},
-                          "web": {"host": "0.0.0.0:4711"}}, environ={})
+                          "web": {"host": "0.0.0.0:4711", "token": "t"}}, environ={})
         self.assertEqual((c.web.host, c.web.port), ("0.0.0.0", 4711))
         self.assertEqual(c.logging.level, "DEBUG")
 
@@ -207,7 +207,7 @@ class ExampleFileTests(SynchronousTestCase):
 
         def walk(cls: Any, prefix: str) -> None:
             for a in attrs.fields(cls):
-                if a.name == "source":
+                if a.name in ("source", "source_secrets"):  # where it came from, not keys
                     continue
                 key = f"{prefix}{a.name}"
                 if attrs.has(a.type if isinstance(a.type, type) else type(a.default)) \

@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 from twisted.internet import defer, task, threads
-from twisted.logger import Logger
+from flamingo.logs import logger
 
 from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMENT_NAME, Reader, Segment,
                                         count_lines, gzip_file, new_epoch, one_per_position, open_segment,
@@ -54,7 +54,7 @@ from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMEN
 
 __all__ = ["Journal", "JournalGap", "one_line"]
 
-log = Logger(namespace="flamingo.journal")
+log = logger("flamingo.journal")
 
 _Reader = Reader  # the name tests patch
 

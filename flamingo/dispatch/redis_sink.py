@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import attrs
 from twisted.internet import defer, endpoints
-from twisted.logger import Logger
+from flamingo.logs import logger
 
 from flamingo.dispatch.journal import JournalGap
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
@@ -54,7 +54,7 @@ from flamingo.subscription import Subscription
 
 __all__ = ["RedisSink"]
 
-log = Logger(namespace="flamingo.sink")
+log = logger("flamingo.sink")
 
 CHECKPOINT_FILE = "sink-{namespace}.checkpoint"
 WAIT_FOR_SUBSCRIPTIONS = 0.2  # seconds between looks while the store has not loaded yet

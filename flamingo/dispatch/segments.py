@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import attrs
-from twisted.logger import Logger
+from flamingo.logs import logger
 
 __all__ = ["Segment", "SEGMENT_NAME", "FILE_MODE", "DIR_MODE", "READ_ERRORS", "Reader", "one_per_position",
            "count_lines", "open_segment", "gzip_file", "sync_and_close", "sync_dir", "unlink_quietly",
            "new_epoch"]
 
-log = Logger(namespace="flamingo.journal")
+log = logger("flamingo.journal")
 
 SEGMENT_NAME = re.compile(r"^(event|spool)-(\d{8}-\d{6})-(\d{12,})\.log(\.gz)?$")
 FILE_MODE = 0o600  # events and state are the operator's, not every local user's
