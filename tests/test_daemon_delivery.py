@@ -185,9 +185,9 @@ class DaemonDeliveryTests(TestCase):
         yield until(lambda: self.queue_length() >= 100)
         redis.stop()
         yield self.grown(proc, 600)
-        checkpoint_file = self.dir / "events" / f"sink-{self.ns}.checkpoint"
+        checkpoint_file = self.dir / "data" / f"sink-{self.ns}.checkpoint"
         # nothing is acknowledged while Redis is down: the local copy stands still
-        local = int(checkpoint_file.read_text().split()[0])
+        local = int(checkpoint_file.read_text().split(":")[0])
         redis.start()  # empty: params, subscription, checkpoint and marker all gone
         # nobody re-creates anything: the daemon writes back what it knew
         yield until(lambda: redis.command("SISMEMBER", f"{self.ns}:subscriptions", "q") == 1)

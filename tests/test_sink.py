@@ -37,18 +37,20 @@ def lrange(server, key):
 class Harness:
     """Journal + sink + dispatcher wired like the daemon, against one Redis."""
 
-    def __init__(self, test, server, namespace=None, subs=(), journal_dir=None, kind="event", **sink_kw):
+    def __init__(self, test, server, namespace=None, subs=(), journal_dir=None, kind="event", journal=None,
+                 **sink_kw):
         self.server = server
         self.namespace = namespace or "t" + uuid.uuid4().hex[:8]
-        self.dir = journal_dir or Path(tempfile.mkdtemp(prefix="flamingo-sink-"))
-        if journal_dir is None:
+        self.dir = journal_dir or (journal.dir if journal else Path(tempfile.mkdtemp(prefix="flamingo-sink-")))
+        if journal_dir is None and journal is None:
             test.addCleanup(shutil.rmtree, self.dir, True)
         self.subs = {s.name: s for s in subs}
+        self.known = True  # False: the store has not loaded the subscriptions yet
         self.stats = Stats()
-        self.journal = Journal(self.dir, kind=kind, rotate_events=50, reactor=reactor,
-                               retry_interval=0).open()
+        self.journal = journal or Journal(self.dir, kind=kind, rotate_events=50, reactor=reactor,
+                                          retry_interval=0).open()
         sink_kw.setdefault("timeout", 2.0)
-        self.sink = RedisSink(self.journal, lambda: self.subs, namespace=self.namespace,
+        self.sink = RedisSink(self.journal, lambda: self.subs if self.known else None, namespace=self.namespace,
                               host=server.host, port=server.port, reactor=reactor, stats=self.stats,
                               reconnect_max=0.2, **sink_kw)
         self.dispatcher = Dispatcher(self.journal, self.sink, self.stats)
@@ -75,30 +77,34 @@ class SinkTests(unittest.TestCase):
     def test_formats_byte_identical_in_order(self):
         r = shared_redis()
         h = Harness(self, r, subs=[Subscription.create("raw"), Subscription.create("env", format="envelope"),
-                                   Subscription.create("jobs" + uuid.uuid4().hex[:6], format="resque")])
+                                   Subscription.create("jobs" + uuid.uuid4().hex[:6], format="resque"),
+                                   Subscription.create("bad", format="envelope", types=["delete", "invalid"])])
         jobs = [n for n in h.subs if n.startswith("jobs")][0]
         events = [tweet(i) for i in range(500)] + [DELETE, b"Exceeded connection limit for user"]
         for i in range(0, len(events), 37):  # batches as TCP reads would cut them
             h.dispatcher.messages_received(events[i:i + 37])
         yield h.drained()
-        self.assertEqual(lrange(r, h.key("raw")), events)
+        # not JSON: kept in the event log, in no queue unless its types name "invalid"
+        self.assertEqual(lrange(r, h.key("raw")), events[:-1])
         self.assertEqual(h.journal.read(1, 10_000), events)
         env = [orjson.loads(v) for v in lrange(r, h.key("env"))]
-        self.assertEqual([e["type"] for e in env], ["tweet"] * 500 + ["delete", "invalid"])
+        self.assertEqual([e["type"] for e in env], ["tweet"] * 500 + ["delete"])
         self.assertEqual(env[3]["event"], orjson.loads(events[3]))
-        self.assertEqual(env[-1]["event"], "Exceeded connection limit for user")
+        bad = [orjson.loads(v) for v in lrange(r, h.key("bad"))]
+        self.assertEqual([e["type"] for e in bad], ["delete", "invalid"])
+        self.assertEqual(bad[-1]["event"], "Exceeded connection limit for user")
         # a Resque worker: {"class": ..., "args": [type, event]} from resque:queue:<name>
         jobs_raw = lrange(r, f"resque:queue:{jobs}")
         self.addCleanup(r.command, "DEL", f"resque:queue:{jobs}")
         self.addCleanup(r.command, "SREM", "resque:queues", jobs)
-        self.assertEqual(len(jobs_raw), 502)
+        self.assertEqual(len(jobs_raw), 501)
         job = orjson.loads(jobs_raw[10])
         self.assertEqual(job["class"], "HandleFlamingoEvent")
         self.assertEqual(job["args"], ["tweet", orjson.loads(events[10])])
         self.assertEqual(orjson.loads(jobs_raw[500])["args"][0], "delete")
         self.assertIn(jobs.encode(), r.command("SMEMBERS", "resque:queues"))
-        self.assertEqual(int(r.command("GET", f"{h.namespace}:sink:checkpoint")), 502)
-        self.assertEqual(h.stats.queues["raw"]["pushed"], 502)
+        self.assertEqual(r.command("GET", f"{h.namespace}:sink:checkpoint"), b"502:" + h.journal.epoch.encode())
+        self.assertEqual(h.stats.queues["raw"]["pushed"], 501)
         self.assertEqual(h.sink.status()["backlog"], 0)
 
     @defer.inlineCallbacks
@@ -234,5 +240,5 @@ class SinkTests(unittest.TestCase):
         yield b.drained()
         self.assertEqual(lrange(r, a.key("same")), [tweet(1), tweet(2)])
         self.assertEqual(lrange(r, b.key("same")), [tweet(3)])
-        self.assertEqual(int(r.command("GET", f"{a.namespace}:sink:checkpoint")), 2)
-        self.assertEqual(int(r.command("GET", f"{b.namespace}:sink:checkpoint")), 1)
+        self.assertEqual(r.command("GET", f"{a.namespace}:sink:checkpoint").split(b":")[0], b"2")
+        self.assertEqual(r.command("GET", f"{b.namespace}:sink:checkpoint").split(b":")[0], b"1")

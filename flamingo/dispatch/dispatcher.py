@@ -104,7 +104,8 @@ class DeliveryService(service.Service):
         st = self.sink.status() if self.sink is not None else {}
         return {"backlog": st.get("backlog", 0), "redis_connected": st.get("connected"),
                 "checkpoint": st.get("checkpoint"), "error": st.get("error"),
-                "lost_events": st.get("lost_events", 0)}
+                "lost_events": st.get("lost_events", 0), "gap_events": st.get("gap_events", 0),
+                "waiting": st.get("waiting")}
 
     def startService(self) -> None:
         super().startService()
@@ -142,7 +143,8 @@ class DeliveryService(service.Service):
 
 def build_delivery(config: Any, store: Any, stats: Any, reactor: Any = None) -> DeliveryService:
     """The delivery part of the daemon from its config (journal or event log, Redis sink)."""
-    journal = Journal.from_config(config, reactor=reactor)
-    sink = RedisSink.from_config(config, journal, store.subscriptions, reactor=reactor, stats=stats)
+    journal = Journal.from_config(config, reactor=reactor)  # state files in config.data_dir
+    # known_subscriptions is None until the store has loaded: the sink waits for it
+    sink = RedisSink.from_config(config, journal, store.known_subscriptions, reactor=reactor, stats=stats)
     return DeliveryService(journal, sink, stats, flush_timeout=config.redis.timeout, reactor=reactor,
                            store=store)

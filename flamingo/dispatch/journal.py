@@ -19,7 +19,15 @@ the JSON equal and the file one line per event. The same bytes go to Redis.
 Positions survive restarts: the first position of each segment is in its
 name, the next one is recovered by counting the last segment's lines (a torn
 last line is cut off) and is also kept in ``journal.state`` for when every
-segment has been deleted.
+segment has been deleted. ``journal.state`` lives in the state directory
+(``data_dir``), not among the events, and also holds the journal's **epoch**:
+a random id made when the journal is created, which the sink writes into its
+checkpoint so that a checkpoint of another (wiped, re-created) journal is
+recognised instead of trusted.
+
+A range that cannot be read back (a file deleted under the daemon, a closed
+segment cut short by a machine crash, a torn line inside it) raises
+``JournalGap``: the reader reports it and moves on instead of stalling.
 
 Write errors (disk full, permission denied, deleted directory) never raise:
 the batch is counted as not kept (``lost_events``/``lost_bytes``), the error is
@@ -30,28 +38,40 @@ position; the dispatcher still hands them to Redis from memory.
 
 from __future__ import annotations
 
-import gzip as _gzip
 import os
-import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import attrs
 import orjson
 from twisted.internet import defer, task, threads
 from flamingo.logs import logger
 
-__all__ = ["Journal", "one_line"]
+from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMENT_NAME, Reader, Segment,
+                                        count_lines, gzip_file, new_epoch, one_per_position, open_segment,
+                                        sync_and_close, unlink_quietly)
+
+__all__ = ["Journal", "JournalGap", "one_line"]
 
 log = logger("flamingo.journal")
 
-_NAME = re.compile(r"^(event|spool)-(\d{8}-\d{6})-(\d{12,})\.log(\.gz)?$")
+_Reader = Reader  # the name tests patch
+
 STATE_FILE = "journal.state"
 _NL = b"\n"
 _IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
 SYMLINK = "event.log"
+
+
+class JournalGap(Exception):
+    """Positions ``first..last`` cannot be read back (file deleted, cut short, corrupt)."""
+
+    def __init__(self, first: int, last: int, reason: str) -> None:
+        super().__init__(f"positions {first}..{last}: {reason}")
+        self.first = first
+        self.last = last
+        self.reason = reason
 
 
 def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
@@ -67,30 +87,21 @@ def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
     return out, fixed
 
 
-@attrs.define
-class Segment:
-    path: Path
-    first: int
-    bytes: int = 0
-
-    @property
-    def gz(self) -> bool:
-        return self.path.name.endswith(".gz")
-
-
 class Journal:
     """Append batches, read back by position, rotate, keep or delete."""
 
     def __init__(self, directory: Path | str, *, kind: str = "spool", fsync: str = "everysec",
                  rotate_events: int | None = None, rotate_bytes: int | None = None,
                  rotate_age: float | None = None, gzip: bool = False, reactor: Any = None,
-                 retry_interval: float = 1.0) -> None:
+                 retry_interval: float = 1.0, state_dir: Path | str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
             reactor = _r
         assert kind in ("spool", "event")
         assert fsync in ("always", "everysec", "no")
         self.dir = Path(directory)
+        # journal.state (and the sink's checkpoint copy) live here, not among the events
+        self.state_dir = Path(state_dir) if state_dir is not None else self.dir
         self.kind = kind
         self.keep = kind == "event"
         self.fsync = fsync
@@ -102,6 +113,12 @@ class Journal:
         self.retry_interval = retry_interval
         self.segments: list[Segment] = []
         self.next_seq = 1
+        # the journal's identity: made when it is created, kept in journal.state
+        self.epoch = ""
+        # False when journal.state was missing while segments exist (an upgrade, or
+        # the state lost): positions are still right, the epoch is new
+        self.epoch_recorded = False
+        self.opened_last_seq = 0  # last position on disk when opened (before this run's events)
         self._fd: int | None = None
         self._cur_count = 0
         self._cur_opened = 0.0
@@ -125,20 +142,30 @@ class Journal:
     @classmethod
     def from_config(cls, config: Any, reactor: Any = None) -> "Journal":
         ev = config.logging.event
+        state_dir = Path(config.data_dir)
         if ev.dir is not None:
             return cls(ev.dir, kind="event", fsync=config.journal.fsync, rotate_events=ev.size,
-                       rotate_bytes=ev.max_bytes, rotate_age=ev.max_age, gzip=ev.gzip, reactor=reactor)
-        return cls(Path(config.data_dir) / "spool", kind="spool", fsync=config.journal.fsync,
-                   rotate_bytes=config.journal.segment_bytes, reactor=reactor)
+                       rotate_bytes=ev.max_bytes, rotate_age=ev.max_age, gzip=ev.gzip, reactor=reactor,
+                       state_dir=state_dir)
+        return cls(state_dir / "spool", kind="spool", fsync=config.journal.fsync,
+                   rotate_bytes=config.journal.segment_bytes, reactor=reactor, state_dir=state_dir)
 
     def open(self) -> "Journal":
         """Recover positions from disk and open the segment to append to."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            self._prepare_state_dir()
             self._scan()
+            self.opened_last_seq = self.last_seq
             self._open_current()
+            if self.gzip:  # closed files a crash left uncompressed (their .gz.tmp was removed)
+                for seg in self.segments[:-1]:
+                    if not seg.gz:
+                        self._gzip_later(seg)
         except OSError as e:
             self._failed("open", e)
+        if not self.epoch:  # the directory could not even be scanned: still an identity
+            self.epoch = new_epoch()
         if self.fsync == "everysec":
             self._sync_loop = task.LoopingCall(self._sync_in_background)
             self._sync_loop.clock = self.reactor
@@ -161,61 +188,61 @@ class Journal:
         if self._pending:
             yield defer.DeferredList(list(self._pending), consumeErrors=True)
 
+    def _prepare_state_dir(self) -> None:
+        """Make the state directory (0700) and move journal.state out of the event dir."""
+        if self.state_dir == self.dir:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        old, new = self.dir / STATE_FILE, self.state_dir / STATE_FILE
+        if old.exists() and not new.exists():
+            shutil.move(str(old), str(new))
+            log.info("moved {old} to {new} (state files live in data_dir)", old=str(old), new=str(new))
+        elif old.exists():
+            old.unlink()  # a stale copy: the one in data_dir is newer
+
     def _scan(self) -> None:
-        segs = []
+        by_first: dict[int, list[Segment]] = {}
         for p in self.dir.iterdir():
-            m = _NAME.match(p.name)
+            m = SEGMENT_NAME.match(p.name)
             if m and m.group(1) == self.kind:
-                segs.append(Segment(p, int(m.group(3)), p.stat().st_size))
-        segs.sort(key=lambda s: s.first)
-        # a plain file and its .gz (gzip interrupted by a crash): keep the plain one
-        dedup: dict[int, Segment] = {}
-        for s in segs:
-            if s.first in dedup and s.gz:
-                continue
-            dedup[s.first] = s
-        self.segments = sorted(dedup.values(), key=lambda s: s.first)
-        state_next = 1
+                by_first.setdefault(int(m.group(3)), []).append(Segment(p, int(m.group(3)), p.stat().st_size))
+            elif p.name.endswith(".gz.tmp") and p.name.startswith(self.kind + "-"):
+                unlink_quietly(p)  # a compression a crash interrupted
+        self.segments = [one_per_position(same) for _, same in sorted(by_first.items())]
+        state: dict[str, Any] = {}
         try:
-            state_next = int(orjson.loads((self.dir / STATE_FILE).read_bytes())["next_seq"])
-        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            loaded = orjson.loads((self.state_dir / STATE_FILE).read_bytes())
+            if isinstance(loaded, dict):
+                state = loaded
+        except (OSError, orjson.JSONDecodeError):
             pass
+        try:
+            state_next = int(state.get("next_seq", 1))
+        except (TypeError, ValueError):
+            state_next = 1
+        epoch = state.get("epoch")
+        if isinstance(epoch, str) and epoch:
+            self.epoch, self.epoch_recorded = epoch, True
+        else:
+            self.epoch = new_epoch()
+            # no segment and no state: a new journal; segments without state: positions
+            # are known, the identity is not (an upgrade, or journal.state lost)
+            self.epoch_recorded = not self.segments and not state
         next_seq = state_next
         self._last_end = None
         if self.segments:
             last = self.segments[-1]
-            self._last_end = last.first + self._count_lines(last)
+            self._last_end = last.first + count_lines(last)
             next_seq = max(next_seq, self._last_end)
         self.next_seq = max(1, next_seq)
-
-    def _count_lines(self, seg: Segment) -> int:
-        """Lines in a segment; a torn last line (crash mid-write) is cut off."""
-        if seg.gz:
-            with _gzip.open(seg.path, "rb") as f:
-                return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        n = 0
-        last_nl = -1
-        pos = 0
-        with open(seg.path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                c = chunk.count(b"\n")
-                if c:
-                    n += c
-                    last_nl = pos + chunk.rindex(b"\n")
-                pos += len(chunk)
-        if last_nl + 1 != pos:
-            log.warn("journal {path}: cutting a torn last line ({n} bytes)", path=str(seg.path),
-                     n=pos - last_nl - 1)
-            with open(seg.path, "r+b") as f:
-                f.truncate(last_nl + 1)
-            seg.bytes = last_nl + 1
-        return n
+        if state.get("epoch") != self.epoch or state_next != self.next_seq:
+            self._write_state(durable=True)
 
     def _open_current(self) -> None:
         last = self.segments[-1] if self.segments else None
         if (last is not None and not last.gz and self._last_end == self.next_seq
                 and not self._full(self.next_seq - last.first, last.bytes, None)):
-            self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             self._cur_count = self.next_seq - last.first
             self._cur_opened = time.time()
             self._link(last.path)
@@ -223,11 +250,17 @@ class Journal:
         self._new_segment()
 
     def _new_segment(self) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        path = self.dir / f"{self.kind}-{stamp}-{self.next_seq:012d}.log"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if self.segments and self.segments[-1].first == self.next_seq:
-            self.segments.pop()  # an empty segment replaced (retry after an error)
+        last = self.segments[-1] if self.segments else None
+        if last is not None and last.first == self.next_seq and not last.gz:
+            # a retry after an error: the segment holds no event yet, so reuse its name
+            # (one file per position); truncating drops a torn write left behind
+            path = last.path
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            self.segments.pop()
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            path = self.dir / f"{self.kind}-{stamp}-{self.next_seq:012d}.log"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         self.segments.append(Segment(path, self.next_seq, os.fstat(fd).st_size))
         self._fd = fd
         self._cur_count = 0
@@ -247,13 +280,20 @@ class Journal:
         except OSError as e:
             log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=e)
 
-    def _write_state(self) -> None:
-        tmp = self.dir / (STATE_FILE + ".tmp")
+    def _write_state(self, durable: bool = False) -> None:
+        """next_seq and the epoch; ``durable`` syncs it (a new epoch must outlive a crash)."""
+        tmp = self.state_dir / (STATE_FILE + ".tmp")
         try:
-            tmp.write_bytes(orjson.dumps({"next_seq": self.next_seq}))
-            os.replace(tmp, self.dir / STATE_FILE)
-        except OSError:
-            pass  # positions are also recoverable from the segments
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            try:
+                os.write(fd, orjson.dumps({"next_seq": self.next_seq, "epoch": self.epoch}))
+                if durable and self.fsync != "no":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.state_dir / STATE_FILE)
+        except OSError as e:
+            log.warn("cannot write {p}: {e}", p=str(self.state_dir / STATE_FILE), e=e)
 
     # --- writing ----------------------------------------------------------------
 
@@ -349,8 +389,12 @@ class Journal:
 
     def _rotate(self) -> None:
         old = self.segments[-1]
-        self.sync()
         assert self._fd is not None
+        if self.fsync != "no":
+            # a closed segment must be whole after a power cut: a short one in the
+            # middle of the journal would be a gap (everysec syncs only the current one)
+            os.fdatasync(self._fd)
+            self._dirty = False
         os.close(self._fd)
         self._fd = None
         self._new_segment()
@@ -358,14 +402,17 @@ class Journal:
             self._gzip_later(old)
 
     def _gzip_later(self, seg: Segment) -> None:
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _gzip_file, seg.path)
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), gzip_file, seg.path)
         self._pending.add(d)
 
         def done(result: Any) -> None:
             self._pending.discard(d)
             if isinstance(result, Path):
                 seg.path = result
-                seg.bytes = result.stat().st_size
+                try:
+                    seg.bytes = result.stat().st_size
+                except OSError:
+                    pass
             else:
                 log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
         d.addBoth(done)
@@ -384,7 +431,7 @@ class Journal:
             self._failed("fsync", e)
             return
         self._dirty = False
-        d = threads.deferToThreadPool(self.reactor, pool(), _sync_and_close, fd)
+        d = threads.deferToThreadPool(self.reactor, pool(), sync_and_close, fd)
         self._syncing = d
 
         def done(result: Any) -> None:
@@ -406,7 +453,7 @@ class Journal:
 
     def _reopen(self) -> bool:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             self._new_segment()
             return True
         except OSError as e:
@@ -440,7 +487,10 @@ class Journal:
     # --- reading ---------------------------------------------------------------
 
     def read(self, from_seq: int, max_events: int = 5000, max_bytes: int = 16 << 20) -> list[bytes]:
-        """Events from position ``from_seq`` on (without their newline), up to the limits."""
+        """Events from position ``from_seq`` on (without their newline), up to the limits.
+
+        Raises ``JournalGap`` when the events at ``from_seq`` cannot be read (the events
+        before an unreadable range are returned first; the next read raises)."""
         out: list[bytes] = []
         if from_seq < self.first_seq or from_seq > self.last_seq:
             return out
@@ -450,20 +500,38 @@ class Journal:
         while idx < len(self.segments) and len(out) < max_events and size < max_bytes and seq <= self.last_seq:
             seg = self.segments[idx]
             end = self.segments[idx + 1].first if idx + 1 < len(self.segments) else self.next_seq
-            reader = self._reader_at(seg, seq)
-            while seq < end and len(out) < max_events and size < max_bytes:
-                want = min(end - seq, max_events - len(out))
-                lines = reader.lines(want, max_bytes - size)
-                if not lines:
-                    break  # nothing more on disk (should not happen below last_seq)
-                out.extend(lines)
-                size += sum(map(len, lines)) + len(lines)
-                seq += len(lines)
-            reader.seq = seq
+            try:
+                reader = self._reader_at(seg, seq)
+                while seq < end and len(out) < max_events and size < max_bytes:
+                    want = min(end - seq, max_events - len(out))
+                    lines = reader.lines(want, max_bytes - size)
+                    if not lines:
+                        break
+                    out.extend(lines)
+                    size += sum(map(len, lines)) + len(lines)
+                    seq += len(lines)
+                reader.seq = seq
+                short = seq < end and len(out) < max_events and size < max_bytes
+                reason = "" if not short else (
+                    f"{seg.path.name} ends after {seq - seg.first} events, {end - seg.first} were written "
+                    "(cut short by a machine crash?)")
+            except READ_ERRORS as e:
+                self._drop_reader()
+                short, reason = True, f"{seg.path.name}: {getattr(e, 'strerror', None) or e}"
+            if short:
+                if out:
+                    return out  # what could be read first; the next read reports the gap
+                self._drop_reader()
+                raise JournalGap(seq, end - 1, reason)
             if seq < end:
                 break
             idx += 1
         return out
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _segment_index(self, seq: int) -> int:
         lo, hi = 0, len(self.segments) - 1
@@ -475,7 +543,7 @@ class Journal:
                 hi = mid - 1
         return lo
 
-    def _reader_at(self, seg: Segment, seq: int) -> "_Reader":
+    def _reader_at(self, seg: Segment, seq: int) -> Reader:
         r = self._reader
         if r is not None and r.seq <= seq and (r.path == seg.path or
                                                r.path.with_name(r.path.name + ".gz") == seg.path):
@@ -488,7 +556,7 @@ class Journal:
         if r is not None:
             r.close()
             self._reader = None
-        f: BinaryIO = _gzip.open(seg.path, "rb") if seg.gz else open(seg.path, "rb", buffering=0)  # type: ignore[assignment]
+        f = open_segment(seg)
         r = _Reader(seg.path, f, seg.first)
         r.skip(seq - seg.first)
         self._reader = r
@@ -525,82 +593,3 @@ class Journal:
                 "newlines_replaced": self.newlines_replaced}
 
 
-class _Reader:
-    """Sequential line reader over one segment, in big chunks (readline is slow)."""
-
-    def __init__(self, path: Path, f: BinaryIO, seq: int) -> None:
-        self.path = path
-        self.f = f
-        self.seq = seq
-        self.pending: list[bytes] = []
-        self.i = 0
-        self.tail = b""
-
-    def lines(self, n: int, max_bytes: int) -> list[bytes]:
-        out: list[bytes] = []
-        size = 0
-        while len(out) < n and size < max_bytes:
-            if self.i >= len(self.pending):
-                chunk = self.f.read(1 << 20)
-                if not chunk:
-                    break
-                parts = (self.tail + chunk).split(b"\n") if self.tail else chunk.split(b"\n")
-                self.tail = parts.pop()
-                self.pending, self.i = parts, 0
-                continue
-            take = self.pending[self.i:self.i + (n - len(out))]
-            if max_bytes < (1 << 62):
-                for k, line in enumerate(take):
-                    size += len(line) + 1
-                    if size >= max_bytes:
-                        take = take[:k + 1]
-                        break
-            out.extend(take)
-            self.i += len(take)
-        return out
-
-    def skip(self, n: int) -> None:
-        """Pass over ``n`` lines, counting newlines: no line objects but the last chunk's."""
-        left = len(self.pending) - self.i
-        if left >= n:
-            self.i += n
-            return
-        n -= left
-        self.pending, self.i = [], 0
-        while n > 0:
-            chunk = self.f.read(1 << 20)
-            if not chunk:
-                return
-            data = self.tail + chunk if self.tail else chunk
-            count = data.count(b"\n")
-            if count <= n:
-                n -= count
-                self.tail = data[data.rfind(b"\n") + 1:] if count else data
-                continue
-            parts = data.split(b"\n")
-            self.tail = parts.pop()
-            self.pending, self.i = parts, n
-            return
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _sync_and_close(fd: int) -> None:
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _gzip_file(path: Path) -> Path:
-    """Compress a closed segment next to itself, then remove the plain file (in a thread)."""
-    gz = path.with_name(path.name + ".gz")
-    tmp = path.with_name(path.name + ".gz.tmp")
-    with open(path, "rb") as src, _gzip.open(tmp, "wb", compresslevel=6) as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, gz)
-    path.unlink()
-    return gz

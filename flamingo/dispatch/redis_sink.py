@@ -1,20 +1,30 @@
 """The Redis sink: subscription queues fed in batches, exactly once.
 
-Every batch is one pre-encoded write: ``MULTI``, one ``RPUSH key v1 … vn`` per
-queue (plus ``LTRIM`` for a max length, ``SADD resque:queues`` for Resque),
-``SET <ns>:sink:checkpoint <position>`` and ``EXEC``. The checkpoint is the last
-journal position the transaction covers, so Redis holds either both the
-pushes and the new position or neither. One transaction is in flight at a
-time; whatever arrives meanwhile goes into the next one (batching grows with
-load, up to ``batch_max`` events).
+Every batch is one pre-encoded ``EVALSHA`` of an atomic script
+(``transaction.py``): one ``RPUSH key v1 … vn`` per queue (plus ``LTRIM`` for a
+max length, ``SADD resque:queues`` for Resque) and ``SET <ns>:sink:checkpoint
+<position>:<epoch>``, applied only if every key has the right type and the
+checkpoint is still the one this sink read; otherwise nothing is written and
+the batch is retried after a backoff. One batch is in flight at a time;
+whatever arrives meanwhile goes into the next one (batching grows with load,
+up to ``batch_max`` events).
+
+Nothing is sent until this process knows the subscriptions (the callable
+returns None until the store has loaded them): a batch routed to no queue
+would move the checkpoint past events no queue received.
 
 Events come from memory while the sink keeps up; when Redis is slow or down,
 memory is capped (``max_memory`` bytes) and the backlog is read back from the
-journal. On (re)connect the sink first kills its previous Redis client (so a
-transaction that was still buffered can no longer be applied behind its back),
-then reads the checkpoint and resumes after it: no event lost, none pushed
-twice. If Redis lost the checkpoint (restarted without persistence), the copy
-kept in ``<journal dir>/sink-<ns>.checkpoint`` is used.
+journal. On (re)connect the sink kills its previous Redis client if Redis is
+the same server (same ``run_id``; a transaction still buffered can no longer be
+applied behind its back — the script's compare-and-set would refuse it
+anyway), then reads the checkpoint and resumes after it: no event lost, none
+pushed twice. If Redis lost the checkpoint (restarted without persistence), the
+copy kept in ``<data_dir>/sink-<ns>.checkpoint`` is used. A checkpoint of
+another journal (its epoch differs) or beyond what the journal held at start
+(the journal lost its tail in a machine crash) is not trusted: delivery
+restarts from what the journal holds. A range the journal cannot read is a
+counted gap (``gap_events``), logged once, and delivery moves on.
 
 Events the journal could not keep (disk errors) are delivered from memory in
 order with the rest; they have no position, so for them the guarantee is only
@@ -25,25 +35,33 @@ order with the rest; they have no position, so for them the guarantee is only
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 import attrs
-import orjson
 from twisted.internet import defer, endpoints
 from flamingo.logs import logger
 
-from flamingo.dispatch.payloads import BUILDERS
-from flamingo.dispatch.resp import ResponseError, RespProtocol, command, encode
+from flamingo.dispatch.journal import JournalGap
+from flamingo.dispatch.resp import ResponseError, RespProtocol, command
+from flamingo.dispatch.routing import Routes
+from flamingo.dispatch.transaction import (MOVED, SCRIPT, SCRIPT_SHA, QueueWrite, checkpoint_value,
+                                           encode_batch, parse_checkpoint, resume_point)
 from flamingo.stream.messages import message_type
-from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
+from flamingo.stream.predicates import TermMatcher
 from flamingo.subscription import Subscription
 
 __all__ = ["RedisSink"]
 
 log = logger("flamingo.sink")
+
+CHECKPOINT_FILE = "sink-{namespace}.checkpoint"
+WAIT_FOR_SUBSCRIPTIONS = 0.2  # seconds between looks while the store has not loaded yet
+
+
+class BadCheckpoint(Exception):
+    """The checkpoint key holds something that is not a checkpoint."""
 
 @attrs.define
 class _Item:
@@ -62,7 +80,7 @@ class _Item:
 class RedisSink:
     """Delivers journaled events to subscription queues; see the module doc."""
 
-    def __init__(self, journal: Any, subscriptions: Callable[[], dict[str, Subscription]], *,
+    def __init__(self, journal: Any, subscriptions: Callable[[], dict[str, Subscription] | None], *,
                  namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 16 << 20,
@@ -84,6 +102,16 @@ class RedisSink:
         self.reconnect_max = reconnect_max
         self._ckey = f"{namespace}:sink:checkpoint".encode()
         self.checkpoint: int | None = None
+        self._cp_raw = b""  # the checkpoint value in Redis as last read or written ("" = none)
+        # the highest checkpoint this process sent (committed or maybe: a timed-out batch
+        # can still land) or resumed at; a checkpoint beyond it and beyond the journal at
+        # start was not written by this journal's events
+        self._written_upto = 0
+        self._run_id: bytes | None = None  # Redis' run_id when _client_id was given
+        self.fencing = True  # off when the Redis user may not use CLIENT (NOPERM)
+        self.waiting: str | None = None  # why nothing is sent although connected
+        self.progress_at: float | None = None  # reactor seconds: last commit, or last time caught up
+        self._gap_upto = 0  # gaps are counted and logged once, however often a batch is retried
         self._items: deque[_Item] = deque()
         self._mem = 0
         self._proto: RespProtocol | None = None
@@ -105,11 +133,11 @@ class RedisSink:
         self.transactions = 0
         self.memory_dropped = 0  # journaled events dropped from memory (re-read from disk)
         self.lost_events = 0  # not journaled and dropped from memory: gone
-        self.gap_events = 0  # positions missing from disk when needed (deleted files)
+        self.gap_events = 0  # positions the journal could not give back (deleted, cut short)
         self.queue_errors: dict[str, str] = {}
 
     @classmethod
-    def from_config(cls, config: Any, journal: Any, subscriptions: Callable[[], dict[str, Subscription]],
+    def from_config(cls, config: Any, journal: Any, subscriptions: Callable[[], dict[str, Subscription] | None],
                     reactor: Any = None, stats: Any = None) -> "RedisSink":
         r = config.redis
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
@@ -120,9 +148,19 @@ class RedisSink:
 
     def start(self) -> None:
         self._running = True
-        path = Path(self.journal.dir) / f"sink-{self.namespace}.checkpoint"
+        self.progress_at = self.reactor.seconds()
+        name = CHECKPOINT_FILE.format(namespace=self.namespace)
+        path = Path(self.journal.state_dir) / name
         try:
-            self._mirror_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            old = Path(self.journal.dir) / name  # where earlier versions kept it
+            if old != path and old.exists():
+                if not path.exists():
+                    os.replace(old, path)
+                    log.info("moved {old} to {new} (state files live in data_dir)", old=str(old), new=str(path))
+                else:
+                    old.unlink()
+            self._mirror_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.fchmod(self._mirror_fd, 0o600)  # a copy moved from the event dir may be 0644
             if self._read_mirror() is None:
                 # a first start: remember where this sink's history begins, so a crash
                 # before Redis was ever reached still replays from here
@@ -223,6 +261,16 @@ class RedisSink:
         self._scheduled = None
         if self._proto is None or self._inflight is not None or self.checkpoint is None:
             return
+        subs = self._subscriptions()
+        if subs is None:
+            # routing to an unknown set would move the checkpoint past events
+            # that no queue received: wait (a look every WAIT_FOR_SUBSCRIPTIONS s)
+            if self.waiting is None:
+                log.info("Redis sink waiting for the subscriptions to be loaded")
+            self.waiting = "subscriptions unknown"
+            self._scheduled = self.reactor.callLater(WAIT_FOR_SUBSCRIPTIONS, self._pump)
+            return
+        self.waiting = None
         frames, types, new_cp, consumed = self._next_batch()
         if not frames:
             if new_cp != self.checkpoint:  # a gap skipped: record it
@@ -230,17 +278,20 @@ class RedisSink:
             else:
                 self._idle()
                 return
-        payload, nreplies, plan = self._encode(frames, types, new_cp)
-        d = self._proto.send(payload, nreplies)
+        payload, plan, cp_value = self._encode(subs, frames, types, new_cp)
+        self._written_upto = max(self._written_upto, new_cp)
+        d = self._proto.send(payload, 1)
         d.addTimeout(self.timeout, self.reactor)
         self._inflight = d
         d.addCallbacks(self._committed, self._transaction_failed,
-                       callbackArgs=(new_cp, consumed, plan, len(frames)))
+                       callbackArgs=(new_cp, cp_value, consumed, plan, len(frames)))
         d.addErrback(lambda f: log.failure("sink bookkeeping failed", f))
 
     def _idle(self) -> None:
         if self._caught_up():
             self.journal.release(self.checkpoint)
+            self._attempt = 0
+            self.progress_at = self.reactor.seconds()
             self._fire_drained()
 
     def _next_batch(self) -> tuple[list[bytes], list[str], int, list[_Item]]:
@@ -257,7 +308,7 @@ class RedisSink:
             if it.first is not None and it.end <= pos:
                 continue  # delivered already (memory copy of a replayed batch)
             if pos < it.after:
-                pos, room = self._from_disk(frames, types, pos, min(room, it.after - pos))
+                pos, room = self._from_disk(frames, types, pos, min(room, it.after - pos), it.after)
                 if pos < it.after:
                     break  # the disk could not give more now
                 if room <= 0:
@@ -283,20 +334,37 @@ class RedisSink:
             room -= take
         else:
             if room > 0 and pos < self.journal.last_seq:
-                pos, room = self._from_disk(frames, types, pos, min(room, self.journal.last_seq - pos))
+                pos, room = self._from_disk(frames, types, pos, min(room, self.journal.last_seq - pos),
+                                            self.journal.last_seq)
         return frames, types, pos, consumed
 
-    def _from_disk(self, frames: list[bytes], types: list[str], pos: int, n: int) -> tuple[int, int]:
+    def _from_disk(self, frames: list[bytes], types: list[str], pos: int, n: int,
+                   upto: int) -> tuple[int, int]:
+        """Read up to ``n`` events after ``pos`` (never past ``upto``, where memory takes over);
+        an unreadable range is passed over as a gap: the new position, the room left."""
         if pos + 1 < self.journal.first_seq:
-            missing = self.journal.first_seq - 1 - pos
-            self.gap_events += missing
-            log.error("positions {a}..{b} are no longer on disk; {n} events cannot be delivered",
-                      a=pos + 1, b=self.journal.first_seq - 1, n=missing)
-            pos = self.journal.first_seq - 1
-        got = self.journal.read(pos + 1, max_events=n, max_bytes=self.batch_bytes)
+            last = min(self.journal.first_seq - 1, upto)
+            self._gap(pos + 1, last, "no longer on disk (deleted or released)")
+            return last, self.batch_max - len(frames)
+        try:
+            got = self.journal.read(pos + 1, max_events=n, max_bytes=self.batch_bytes)
+        except JournalGap as gap:
+            last = min(gap.last, upto)
+            self._gap(gap.first, last, gap.reason)
+            return last, self.batch_max - len(frames)
         frames.extend(got)
         types.extend(message_type(f) for f in got)
         return pos + len(got), self.batch_max - len(frames)
+
+    def _gap(self, first: int, last: int, reason: str) -> None:
+        """Count and log a range that cannot be delivered, once however often it is met."""
+        first = max(first, self._gap_upto + 1)
+        if last < first:
+            return
+        self._gap_upto = last
+        self.gap_events += last - first + 1
+        log.error("GAP: journal positions {a}..{b} cannot be read ({reason}); {n} events are not "
+                  "delivered, delivery goes on after them", a=first, b=last, reason=reason, n=last - first + 1)
 
     def _matcher(self, terms: tuple[str, ...]) -> Any:
         m = self._matchers.get(terms)
@@ -307,76 +375,38 @@ class RedisSink:
             self._matchers[terms] = m
         return m
 
-    def _encode(self, frames: list[bytes], types: list[str], new_cp: int) -> tuple[list[bytes], int, list[Any]]:
-        parts: list[bytes] = [b"*1\r\n$5\r\nMULTI\r\n"]
-        plan: list[Any] = []  # one entry per queued command: (kind, subscription, count)
-        views: dict[int, bytes | None] = {}  # per frame, shared by every filtered subscription
-        hays: dict[int, Any] = {}
-        for sub in self._subscriptions().values():
-            build = BUILDERS[sub.format]
-            if sub.types is None and not sub.filter:
-                if sub.format == "raw":
-                    values = frames
-                else:
-                    values = [build(f, t) for f, t in zip(frames, types)]
-            else:
-                wanted = sub.types
-                matcher = self._matcher(sub.filter) if sub.filter else None
-                values = []
-                for i, (f, t) in enumerate(zip(frames, types)):
-                    if wanted is not None and t not in wanted:
-                        continue
-                    if matcher is not None:
-                        if t != "tweet":
-                            continue
-                        if matcher.wants_prefilter():
-                            # most tweets are ruled out on their bytes, unparsed
-                            view = views.get(i, b"")
-                            if view == b"":
-                                view = views[i] = prefilter_view(f)
-                            if not matcher.may_match(view):
-                                continue
-                        hay = hays.get(i)
-                        if hay is None:
-                            try:
-                                hay = hays[i] = haystack(orjson.loads(f)) or False
-                            except orjson.JSONDecodeError:
-                                hay = hays[i] = False
-                        if hay is False or not matcher.matches_haystack(hay):
-                            continue
-                    values.append(build(f, t))
+    def _encode(self, subs: dict[str, Subscription], frames: list[bytes], types: list[str],
+                new_cp: int) -> tuple[list[bytes], list[tuple[Subscription, int]], bytes | None]:
+        """The batch's script call, which queue gets how many values, the new checkpoint value."""
+        writes: list[QueueWrite] = []
+        plan: list[tuple[Subscription, int]] = []
+        routes = Routes(frames, types, self._matcher)
+        for sub in subs.values():
+            values = routes.values_for(sub)
             if not values:
                 continue
-            key = sub.queue_key(self.namespace).encode()
-            encode(parts, b"RPUSH", key, values)
-            plan.append(("push", sub, len(values)))
-            if sub.max_length is not None:
-                parts.append(command("LTRIM", key, -sub.max_length, -1))
-                plan.append(("trim", sub, 0))
-            if sub.format == "resque":
-                parts.append(command("SADD", "resque:queues", sub.name))
-                plan.append(("sadd", sub, 0))
-        if new_cp != self.checkpoint:
-            parts.append(command(b"SET", self._ckey, new_cp))
-            plan.append(("checkpoint", None, 0))
-        parts.append(b"*1\r\n$4\r\nEXEC\r\n")
-        return parts, len(plan) + 2, plan
+            writes.append(QueueWrite(sub.queue_key(self.namespace).encode(), values, sub.max_length,
+                                     sub.name.encode() if sub.format == "resque" else None))
+            plan.append((sub, len(values)))
+        cp_value = checkpoint_value(new_cp, self.journal.epoch) if new_cp != self.checkpoint else None
+        return encode_batch(self._ckey, self._cp_raw, cp_value, writes), plan, cp_value
 
-    def _committed(self, replies: list[Any], new_cp: int, consumed: list[_Item], plan: list[Any],
-                   n: int) -> None:
+    def _committed(self, replies: list[Any], new_cp: int, cp_value: bytes | None, consumed: list[_Item],
+                   plan: list[tuple[Subscription, int]], n: int) -> None:
         self._inflight = None
-        results = replies[-1]
-        if not isinstance(results, list):
-            # EXECABORT (a command was rejected while queueing): nothing applied
-            err = next((r for r in replies if isinstance(r, ResponseError)), results)
-            self._set_error(f"transaction refused: {err}")
-            self._scheduled = self.reactor.callLater(min(1.0, self.reconnect_max), self._pump)
+        result = replies[0]
+        if isinstance(result, ResponseError):
+            self._refused(str(result), plan)
             return
         self.checkpoint = new_cp
+        if cp_value is not None:
+            self._cp_raw = cp_value
         self._mirror(new_cp)
         self.journal.release(new_cp)  # the spool drops segments every event of which is in Redis
         self.transactions += 1
         self.delivered += n
+        self._attempt = 0
+        self.progress_at = self.reactor.seconds()
         ids = {id(it) for it in consumed}
         while self._items:
             it = self._items[0]
@@ -385,21 +415,36 @@ class RedisSink:
                 self._mem -= it.nbytes
             else:
                 break
-        for (kind, sub, count), res in zip(plan, results):
-            if isinstance(res, ResponseError):
-                self.queue_errors[sub.name if sub else "checkpoint"] = str(res)
-                log.error("Redis refused {kind} for {q}: {e}", kind=kind, q=sub.name if sub else "-", e=res)
-                continue
-            if kind == "push":
-                self.pushed += count
-                if self.stats is not None:
-                    length = res
-                    trimmed = max(0, length - sub.max_length) if sub.max_length else 0
-                    self.stats.queue(sub.name, length=length - trimmed, trimmed=trimmed, pushed=count)
+        for (sub, count), length in zip(plan, result):
+            self.pushed += count
+            self.queue_errors.pop(sub.name, None)
+            if self.stats is not None:
+                trimmed = max(0, length - sub.max_length) if sub.max_length else 0
+                self.stats.queue(sub.name, length=length - trimmed, trimmed=trimmed, pushed=count)
         if self.error is not None:
             log.info("Redis deliveries flowing again")
             self.error = self.error_since = None
         self._pump_again()
+
+    def _refused(self, err: str, plan: list[tuple[Subscription, int]]) -> None:
+        """Redis wrote nothing of the batch: say why, and retry it after a backoff (nothing skipped)."""
+        if err.startswith(MOVED) or err.startswith("NOSCRIPT"):
+            # another writer moved the checkpoint (a late batch of an earlier connection),
+            # or the script is gone (SCRIPT FLUSH): reconnect, which re-reads both
+            self._set_error(f"batch refused: {err}")
+            proto = self._proto
+            if proto is not None and proto.transport is not None:
+                proto.transport.abortConnection()
+            return
+        for sub, _ in plan:
+            if sub.queue_key(self.namespace) in err or ("resque:queues" in err and sub.format == "resque"):
+                self.queue_errors[sub.name] = err
+        self._set_error(f"batch refused, nothing delivered until this is fixed: {err}")
+        self._scheduled = self.reactor.callLater(self._backoff(), self._pump)
+
+    def _backoff(self) -> float:
+        self._attempt += 1
+        return min(self.reconnect_max, 0.05 * (2 ** min(self._attempt, 10)))
 
     def _pump_again(self) -> None:
         if self._proto is not None and self._running:
@@ -414,23 +459,24 @@ class RedisSink:
 
     def _set_error(self, msg: str) -> None:
         if self.error is None:
-            self.error_since = time.time()
+            self.error_since = self.reactor.seconds()
             log.error("Redis sink: {msg}; the backlog stays on disk", msg=msg)
         self.error = msg
 
     def _mirror(self, cp: int) -> None:
+        """The local copy of the checkpoint (fixed width: rewritten in place)."""
         if self._mirror_fd is not None:
             try:
-                os.pwrite(self._mirror_fd, b"%020d\n" % cp, 0)
+                os.pwrite(self._mirror_fd, b"%020d:%s\n" % (cp, self.journal.epoch.encode().ljust(16)[:16]), 0)
             except OSError:
                 pass
 
-    def _read_mirror(self) -> int | None:
+    def _read_mirror(self) -> tuple[int, str | None] | None:
         if self._mirror_fd is None:
             return None
         try:
-            data = os.pread(self._mirror_fd, 21, 0)
-            return int(data) if data.strip() else None
+            data = os.pread(self._mirror_fd, 64, 0)
+            return parse_checkpoint(data.split(b"\n")[0].strip()) if data.strip() else None
         except (OSError, ValueError):
             return None
 
@@ -446,41 +492,64 @@ class RedisSink:
         d.addCallback(self._handshake)
         d.addErrback(self._connect_failed)
 
+    def _ask(self, proto: RespProtocol, commands: list[bytes]) -> defer.Deferred[list[Any]]:
+        d = proto.send(b"".join(commands), len(commands))
+        d.addTimeout(self.timeout, self.reactor)
+        return d
+
     @defer.inlineCallbacks
     def _handshake(self, proto: RespProtocol) -> Any:
         try:
             setup: list[bytes] = []
-            n = 0
             if self.password:
                 setup.append(command("AUTH", self.password))
-                n += 1
             if self.db:
                 setup.append(command("SELECT", self.db))
-                n += 1
-            if self._client_id is not None:
-                # fence: a transaction of the previous connection still buffered in
-                # Redis must not be applied after we read the checkpoint
-                setup.append(command("CLIENT", "KILL", "ID", self._client_id))
-                n += 1
-            setup.append(command("CLIENT", "ID"))
-            setup.append(command(b"GET", self._ckey))
-            d = proto.send(b"".join(setup), n + 2)
-            d.addTimeout(self.timeout, self.reactor)
-            replies = yield d
+            n = len(setup)
+            setup += [command("INFO", "server"), command("CLIENT", "ID"), command("SCRIPT", "LOAD", SCRIPT)]
+            replies = yield self._ask(proto, setup)
             for r in replies[:n]:
-                if isinstance(r, ResponseError) and "No such client" not in str(r):
+                if isinstance(r, ResponseError):
                     raise r
-            client_id, cp = replies[-2], replies[-1]
+            info, client_id, sha = replies[n:]
+            if isinstance(sha, ResponseError):
+                raise ResponseError(f"cannot load the delivery script: {sha}")
+            if sha != SCRIPT_SHA:
+                raise ResponseError(f"SCRIPT LOAD returned {sha!r}, expected {SCRIPT_SHA!r}")
+            run_id = _run_id(info)
+            if isinstance(client_id, ResponseError):
+                self._fencing_off(client_id)
+                client_id = None
+            second: list[bytes] = []
+            if self.fencing and self._fence_needed(run_id):
+                # fence: a batch of the previous connection still buffered in Redis must
+                # not be applied after we read the checkpoint. Only on the same server:
+                # after a restart the old id may belong to another client
+                second.append(command("CLIENT", "KILL", "ID", self._client_id))  # type: ignore[arg-type]
+            second.append(command(b"GET", self._ckey))
+            replies = yield self._ask(proto, second)
+            if len(second) == 2 and isinstance(replies[0], ResponseError):
+                if "NOPERM" in str(replies[0]):
+                    self._fencing_off(replies[0])
+                elif "No such client" not in str(replies[0]):
+                    raise replies[0]
+            raw = replies[-1]
+            if isinstance(raw, ResponseError):
+                raise raw
+            cp = self._resume_point(raw)
         except BaseException:
+            self._connecting = False
             proto.transport.abortConnection()
             raise
         self._connecting = False
         if not self._running:
             proto.transport.loseConnection()
             return
-        self._client_id = client_id
-        self._attempt = 0
-        self._set_checkpoint(cp)
+        self._client_id = client_id if self.fencing else None
+        self._run_id = run_id
+        self.checkpoint = cp
+        self._cp_raw = raw if raw is not None else b""
+        self._written_upto = max(self._written_upto, cp)
         self._proto = proto
         self.connected = True
         proto.lost_d.addCallback(self._lost, proto)
@@ -488,24 +557,51 @@ class RedisSink:
                  addr=f"{self.host}:{self.port}", cp=self.checkpoint)
         self._schedule()
 
-    def _set_checkpoint(self, raw: Any) -> None:
-        last = self.journal.last_seq
-        if raw is None:
-            cp = self._read_mirror()
-            if cp is None:
-                cp = last  # first run: start with what comes next
-                # (events already in the journal from an earlier run without any
-                # sink history are not replayed)
-                cp = min(cp, self._origin())
-            else:
-                log.warn("Redis has no checkpoint; resuming from the local copy ({cp})", cp=cp)
-        else:
-            cp = int(raw)
-        if cp > last:
-            log.warn("checkpoint {cp} is beyond the journal ({last}): journal reset? resuming at {last}",
-                     cp=cp, last=last)
-            cp = last
-        self.checkpoint = cp
+    def _fence_needed(self, run_id: bytes | None) -> bool:
+        return self._client_id is not None and run_id is not None and run_id == self._run_id
+
+    def _fencing_off(self, err: Any) -> None:
+        if self.fencing:
+            log.warn("the Redis user may not use CLIENT ({e}): fencing of earlier connections is off; "
+                     "the delivery script's checkpoint check still refuses a late batch", e=err)
+        self.fencing = False
+        self._client_id = None
+
+    def _resume_point(self, raw: Any) -> int:
+        """Where to resume, from the checkpoint in Redis (or the local copy); see the module doc."""
+        j = self.journal
+        try:
+            parsed = parse_checkpoint(raw)
+        except ValueError:
+            raise BadCheckpoint(f"{self._ckey.decode()} holds {raw[:40]!r}, not a checkpoint: "
+                                "delete it, or set it to the last position delivered") from None
+        source = "Redis"
+        if parsed is None:
+            parsed = self._read_mirror()
+            if parsed is None:
+                # first run: start with what comes next (events already in the journal
+                # from an earlier run without any sink history are not replayed)
+                return min(j.last_seq, self._origin())
+            source = "the local copy"
+            log.warn("Redis has no checkpoint; resuming from the local copy ({cp})", cp=parsed[0])
+        pos, verdict = resume_point(parsed, epoch=j.epoch, epoch_recorded=j.epoch_recorded,
+                                    first_seq=j.first_seq, last_seq=j.last_seq,
+                                    opened_last_seq=j.opened_last_seq, written_upto=self._written_upto)
+        if verdict == "other_journal":
+            log.error("JOURNAL CHANGED: the checkpoint in {src} ({cp}) belongs to another journal "
+                      "(epoch {theirs}, this one is {ours}): it was re-created or wiped; delivering "
+                      "everything it holds, from position {start}", src=source, cp=parsed[0],
+                      theirs=parsed[1], ours=j.epoch, start=pos + 1)
+            self._gap_upto = min(self._gap_upto, pos)
+        elif verdict == "adopted":
+            log.warn("journal.state was missing (upgrade or lost): adopting the checkpoint's position "
+                     "{cp} from {src}", cp=parsed[0], src=source)
+        elif verdict == "rolled_back":
+            log.error("JOURNAL ROLLED BACK: the checkpoint in {src} ({cp}) is beyond what the journal held "
+                      "at start ({last}): the local disk lost events Redis had got (machine crash?); "
+                      "positions {a}..{cp} are reused by new events, delivering from {a}",
+                      src=source, cp=parsed[0], last=j.opened_last_seq, a=pos + 1)
+        return pos
 
     def _origin(self) -> int:
         """The position before the first event this process received (for a first run)."""
@@ -516,8 +612,11 @@ class RedisSink:
 
     def _connect_failed(self, failure: Any) -> None:
         self._connecting = False
-        self._set_error(f"cannot connect to {self.host}:{self.port}: "
-                        f"{failure.getErrorMessage() or failure.type.__name__}")
+        if failure.check(BadCheckpoint):
+            self._set_error(failure.getErrorMessage())
+        else:
+            self._set_error(f"cannot connect to {self.host}:{self.port}: "
+                            f"{failure.getErrorMessage() or failure.type.__name__}")
         self._retry()
 
     def _lost(self, _: Any, proto: RespProtocol) -> None:
@@ -531,9 +630,7 @@ class RedisSink:
     def _retry(self) -> None:
         if not self._running or self._reconnect_call is not None and self._reconnect_call.active():
             return
-        self._attempt += 1
-        delay = min(self.reconnect_max, 0.05 * (2 ** min(self._attempt, 10)))
-        self._reconnect_call = self.reactor.callLater(delay, self._connect)
+        self._reconnect_call = self.reactor.callLater(self._backoff(), self._connect)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -544,10 +641,24 @@ class RedisSink:
                                                          if it.first is None)
 
     def status(self) -> dict[str, Any]:
+        backlog = self.backlog()
+        if backlog == 0 and self._running:
+            self.progress_at = self.reactor.seconds()
         return {"redis": f"{self.host}:{self.port}", "connected": self.connected,
-                "checkpoint": self.checkpoint, "backlog": self.backlog(),
+                "checkpoint": self.checkpoint, "backlog": backlog,
                 "memory_bytes": self._mem, "delivered": self.delivered, "pushed": self.pushed,
                 "transactions": self.transactions, "memory_dropped": self.memory_dropped,
                 "lost_events": self.lost_events, "gap_events": self.gap_events,
-                "queue_errors": dict(self.queue_errors),
+                "queue_errors": dict(self.queue_errors), "waiting": self.waiting,
+                "fencing": self.fencing, "progress_at": self.progress_at,
                 "error": self.error, "error_since": self.error_since}
+
+
+def _run_id(info: Any) -> bytes | None:
+    """``run_id`` from ``INFO server`` (None if the user may not run INFO)."""
+    if not isinstance(info, bytes):
+        return None
+    for line in info.split(b"\r\n"):
+        if line.startswith(b"run_id:"):
+            return line[7:].strip()
+    return None

@@ -1,0 +1,76 @@
+"""Which values each subscription gets from one batch (pure; shared work per frame).
+
+A subscription gets an event when its ``types`` allow it and its term filter
+(tweets only) matches. Lines that are not JSON (type ``invalid``: a stray
+``Exceeded connection limit`` or a torn ``{"not json``) are kept in the event
+log and counted, but go only to a subscription whose ``types`` names
+``invalid`` explicitly: every consumer of a raw queue would fail on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import orjson
+
+from flamingo.dispatch.payloads import BUILDERS
+from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
+from flamingo.subscription import Subscription
+
+__all__ = ["Routes", "INVALID"]
+
+INVALID = "invalid"
+
+
+class Routes:
+    """One batch's frames and types; ``values_for(sub)`` builds that queue's payloads."""
+
+    def __init__(self, frames: list[bytes], types: list[str],
+                 matcher: Callable[[tuple[str, ...]], TermMatcher]) -> None:
+        self.frames = frames
+        self.types = types
+        self._matcher = matcher
+        self._has_invalid = INVALID in types
+        self._views: dict[int, bytes | None] = {}  # per frame, shared by every filtered subscription
+        self._hays: dict[int, Any] = {}
+
+    def values_for(self, sub: Subscription) -> list[bytes]:
+        build = BUILDERS[sub.format]
+        frames, types = self.frames, self.types
+        if sub.types is None and not sub.filter:
+            if self._has_invalid:
+                return [build(f, t) for f, t in zip(frames, types) if t != INVALID]
+            if sub.format == "raw":
+                return frames
+            return [build(f, t) for f, t in zip(frames, types)]
+        wanted = sub.types
+        matcher = self._matcher(sub.filter) if sub.filter else None
+        values = []
+        for i, (f, t) in enumerate(zip(frames, types)):
+            if wanted is None:
+                if t == INVALID:
+                    continue
+            elif t not in wanted:
+                continue
+            if matcher is not None and not self._matches(matcher, i, f, t):
+                continue
+            values.append(build(f, t))
+        return values
+
+    def _matches(self, matcher: TermMatcher, i: int, frame: bytes, etype: str) -> bool:
+        if etype != "tweet":
+            return False
+        if matcher.wants_prefilter():
+            # most tweets are ruled out on their bytes, unparsed
+            view = self._views.get(i, b"")
+            if view == b"":
+                view = self._views[i] = prefilter_view(frame)
+            if not matcher.may_match(view):
+                return False
+        hay = self._hays.get(i)
+        if hay is None:
+            try:
+                hay = self._hays[i] = haystack(orjson.loads(frame)) or False
+            except orjson.JSONDecodeError:
+                hay = self._hays[i] = False
+        return hay is not False and bool(matcher.matches_haystack(hay))

@@ -1,0 +1,93 @@
+"""The batch script and the checkpoint value: pure parts with properties, the script on a real Redis."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+from hypothesis import given, strategies as st
+from twisted.trial import unittest
+
+from flamingo.dispatch.resp import _Incomplete, _parse, command
+from flamingo.dispatch.transaction import (SCRIPT, QueueWrite, checkpoint_value, encode_batch, parse_checkpoint,
+                                           resume_point)
+from tests.support.redis import shared_redis
+
+
+class CheckpointValueTests(unittest.SynchronousTestCase):
+    def test_formats(self):
+        self.assertEqual(parse_checkpoint(checkpoint_value(12, "ab12")), (12, "ab12"))
+        self.assertEqual(parse_checkpoint(b"40"), (40, None))  # written by earlier versions
+        self.assertEqual(parse_checkpoint(b"%020d:%s \n" % (7, b"ff")), (7, "ff"))  # the local copy
+        self.assertIsNone(parse_checkpoint(None))
+        for bad in (b"garbage", b"", b"-1", b"1:XYZ", b"1.5"):
+            self.assertRaises(ValueError, parse_checkpoint, bad)
+
+
+@st.composite
+def facts(draw):
+    """What a journal and a sink can know together: first_seq <= last_seq + 1, and
+    neither the journal at start nor the sink's writes beyond the journal now."""
+    last = draw(st.integers(0, 200))
+    return {"epoch_recorded": draw(st.booleans()), "first_seq": draw(st.integers(1, last + 1)),
+            "last_seq": last, "opened_last_seq": draw(st.integers(0, last)),
+            "written_upto": draw(st.integers(0, last))}
+
+
+class ResumePointTests(unittest.SynchronousTestCase):
+    def test_cases(self):
+        kw = dict(epoch="e1", epoch_recorded=True, first_seq=1, last_seq=110, opened_last_seq=60, written_upto=0)
+        self.assertEqual(resume_point((50, "e1"), **kw), (50, "ok"))
+        self.assertEqual(resume_point((50, None), **kw), (50, "ok"))
+        self.assertEqual(resume_point((100, "e1"), **kw), (60, "rolled_back"))
+        self.assertEqual(resume_point((100, "e1"), **{**kw, "written_upto": 100}), (100, "ok"))
+        self.assertEqual(resume_point((100, "zz"), **kw), (0, "other_journal"))
+        self.assertEqual(resume_point((50, "zz"), **{**kw, "epoch_recorded": False}), (50, "adopted"))
+
+    @given(st.integers(0, 300), st.sampled_from(["e1", "e2", None]), facts())
+    def test_never_beyond_what_the_journal_can_vouch_for(self, pos, theirs, f):
+        got, verdict = resume_point((pos, theirs), epoch="e1", **f)
+        self.assertLessEqual(got, f["last_seq"])
+        self.assertLessEqual(got, max(f["opened_last_seq"], f["written_upto"], f["first_seq"] - 1))
+        if verdict == "ok":
+            self.assertEqual(got, min(pos, f["last_seq"]))
+
+
+def call(server, payload):
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        s.sendall(command("SCRIPT", "LOAD", SCRIPT) + payload)
+        buf = b""
+        replies, pos = [], 0
+        while len(replies) < 2:
+            buf += s.recv(65536)
+            try:
+                while len(replies) < 2:
+                    r, pos = _parse(buf, pos)
+                    replies.append(r)
+            except _Incomplete:
+                continue  # read more
+        return replies[1]
+
+
+class ScriptTests(unittest.SynchronousTestCase):
+    def test_all_or_nothing(self):
+        r = shared_redis()
+        ns = "x" + uuid.uuid4().hex[:8]
+        ck, q1, q2 = f"{ns}:cp".encode(), f"{ns}:q1".encode(), f"{ns}:q2".encode()
+        writes = [QueueWrite(q1, [b"a", b"b", b"c"], max_length=2), QueueWrite(q2, [b"a"], resque_name=b"n" + ns.encode())]
+        self.addCleanup(r.command, "SREM", "resque:queues", "n" + ns)
+        self.assertEqual(call(r, b"".join(encode_batch(ck, b"", b"3:e", writes))), [3, 1])
+        self.assertEqual(r.command("LRANGE", q1, "0", "-1"), [b"b", b"c"])
+        self.assertEqual(r.command("GET", ck), b"3:e")
+        self.assertEqual(r.command("SISMEMBER", "resque:queues", "n" + ns), 1)
+        moved = call(r, b"".join(encode_batch(ck, b"", b"6:e", writes)))  # a stale expectation
+        self.assertIn("FLAMINGO-MOVED", str(moved))
+        r.command("SET", q2, "x")
+        wrong = call(r, b"".join(encode_batch(ck, b"3:e", b"6:e", writes)))
+        self.assertIn(f"WRONGTYPE {ns}:q2", str(wrong))
+        self.assertEqual(r.command("LRANGE", q1, "0", "-1"), [b"b", b"c"])  # nothing written
+        self.assertEqual(r.command("GET", ck), b"3:e")
+        big = [QueueWrite(q1, [b"v%d" % i for i in range(2500)])]  # more than one unpack chunk
+        self.assertEqual(call(r, b"".join(encode_batch(ck, b"3:e", None, big))), [2502])
+        self.assertEqual(r.command("GET", ck), b"3:e")
+        r.command("DEL", q1, q2, ck)
