@@ -28,6 +28,7 @@ from flamingo import __version__
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.web import _params
+from flamingo.web import dashboard  # issue 14: the live page (its own module)
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.metrics import Metrics
 from flamingo.web.routes import ROUTES, listing
@@ -108,7 +109,8 @@ class FlamingoApi:
             given = request.getHeader(b"authorization") or b""
             if isinstance(given, str):
                 given = given.encode("latin-1", "replace")
-            if not hmac.compare_digest(given, self._token):
+            if not hmac.compare_digest(given, self._token) and not (  # or the dashboard's cookie
+                    dashboard.authenticates(request, self.config.web.token)):
                 raise ApiError(401, "unauthorized", "send Authorization: Bearer <web.token>",
                                {b"www-authenticate": b'Bearer realm="flamingo"'})
         size = _body_size(request)
@@ -120,7 +122,8 @@ class FlamingoApi:
     def _log_request(self, result: Any, request: Any) -> None:
         started = getattr(request, _STARTED, None) or time.monotonic()
         path = urlsplit(request.uri.decode("latin-1")).path
-        log.info("{method} {path} {status} {ms:.1f}ms", method=request.method.decode("latin-1"),
+        emit = log.debug if dashboard.quiet(request) else log.info  # the page's 1 s poll
+        emit("{method} {path} {status} {ms:.1f}ms", method=request.method.decode("latin-1"),
                  path=path, status=request.code, ms=(time.monotonic() - started) * 1000.0)
 
     def _params(self, request: Any) -> RequestParams:
@@ -447,6 +450,26 @@ class FlamingoApi:
         from flamingo.web.openapi import document
 
         return _json(request, document())
+
+    # --- the dashboard (issue 14): everything else is in flamingo/web/dashboard.py ---
+
+    @app.route(dashboard.PAGE_PATH, methods=["GET"])
+    @_handler
+    def dashboard_page(self, request: Any) -> bytes:
+        return dashboard.page(request, self.config.web.token)
+
+    @app.route(dashboard.DATA_PATH, methods=["GET"])
+    @_handler
+    def dashboard_data(self, request: Any) -> bytes:
+        return _json(request, dashboard.snapshot(self.flamingo, request))
+
+    @app.route(dashboard.STATIC_PREFIX + "<path:name>", methods=["GET"])
+    @_handler
+    def dashboard_static(self, request: Any, name: str) -> bytes:
+        body = dashboard.static(request, name)
+        if body is None:
+            raise ApiError(404, "no such file", {"name": name})
+        return body
 
 
 def _body_size(request: Any) -> int:
