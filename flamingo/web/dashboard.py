@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import mimetypes
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ PARAM_KEYS = {"filter": ("track", "follow", "locations"), "sample": (), "firehos
 
 #: Files the page may load: relative path under static/ -> Content-Type.
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                ".html": "text/html; charset=utf-8", "": "text/plain; charset=utf-8"}
+                ".svg": "image/svg+xml", "": "text/plain; charset=utf-8"}
 
 _QUIET = "_flamingo_quiet"
 
@@ -124,8 +123,7 @@ def static(request: Any, name: str) -> bytes | None:
     path = static_file(name)
     if path is None:
         return None
-    ctype = STATIC_TYPES.get(path.suffix) or (mimetypes.guess_type(path.name)[0]
-                                              or "application/octet-stream")
+    ctype = STATIC_TYPES.get(path.suffix, "application/octet-stream")
     _secure_headers(request, ctype)
     request.setHeader(b"cache-control", b"no-cache")
     return path.read_bytes()
