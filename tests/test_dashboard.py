@@ -165,3 +165,12 @@ class PerSecondTests(unittest.SynchronousTestCase):
         self.assertEqual(len(history), 300)
         self.assertEqual(sum(n for _, n in history), 0)
         self.assertEqual(history[-1][0], 1401)
+
+
+class DemoLinkTests(unittest.SynchronousTestCase):
+    def test_dashboard_url(self):
+        from flamingo.demo import dashboard_url
+
+        self.assertEqual(dashboard_url(4711, None), "http://127.0.0.1:4711/dashboard")
+        self.assertEqual(dashboard_url(4711, "a+b/c"),
+                         "http://127.0.0.1:4711/dashboard?token=a%2Bb%2Fc")

@@ -21,6 +21,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from flamingo.subscription import Subscription
 from tests.dashboard_support import browser_missing, chrome, start_live
 from tests.support.redis import shared_redis
 
@@ -235,7 +236,28 @@ class OpenDaemonTests(BrowserTestCase):
     token = None
 
     @defer.inlineCallbacks
-    def test_opens_without_token(self) -> Any:
+    def test_opens_without_token_and_fits_a_phone(self) -> Any:
+        yield self.live.app.store.save_subscription(
+            Subscription.create(
+                "a-rather-long-subscription-name", format="envelope", types=["tweet", "delete"]))
         yield self.browse(self.open, self.live.base, None)
         cookies = yield self.browse(lambda d: d.get_cookies())
         self.assertEqual(cookies, [])
+
+        def on_a_phone(driver: Any) -> list[int]:
+            driver.set_window_size(390, 844)
+            self.wait(driver, lambda d: d.find_elements(
+                "css selector", 'tr[data-subscription="a-rather-long-subscription-name"]'),
+                "the subscription row never showed")
+            self.wait(driver, lambda d: d.execute_script("return innerWidth") <= 390,
+                      "the window never got narrow")
+            widths = ("const e = document.documentElement; return [e.scrollWidth, e.clientWidth];")
+            try:  # the chart follows the window a moment later (a ResizeObserver)
+                self.wait(driver, lambda d: (lambda w: w[0] <= w[1])(d.execute_script(widths)),
+                          "the page stays wider than the phone")
+            except Exception:
+                pass
+            return driver.execute_script(widths)
+
+        scroll_width, client_width = yield self.browse(on_a_phone)
+        self.assertLessEqual(scroll_width, client_width)  # no sideways scrolling of the page

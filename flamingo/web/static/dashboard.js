@@ -217,14 +217,16 @@
     const box = $("#chart");
     const fg = cssVar("--muted"), line = cssVar("--line"), accent = cssVar("--accent");
     const axis = { stroke: fg, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
+    const clock = (u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString());
     plot = new uPlot({
       width: Math.max(240, box.clientWidth),
       height: 220,
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
       series: [{}, { label: "events/s", stroke: accent, width: 2, fill: accent + "33",
                      points: { show: false } }],
-      axes: [axis, Object.assign({ label: "events/s" }, axis)],
-      legend: { show: true },
+      axes: [Object.assign({ values: clock, space: 90 }, axis),
+             Object.assign({ label: "events/s" }, axis)],
+      legend: { show: false },
     }, data, box);
     const canvas = plot.ctx.canvas;
     canvas.dataset.testid = "rate-chart";
