@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.web.resource import Resource
 
 from flamingo.config import from_mapping
 from tests.support.redis import free_port
 from tests.support.waiting import until
 
-__all__ = ["CHROMIUM", "CHROMEDRIVER", "FLAGS", "browser_missing", "chrome", "Live", "start_live"]
+__all__ = ["CHROMIUM", "CHROMEDRIVER", "FLAGS", "browser_missing", "chrome", "Live", "start_live",
+           "OriginRule"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -57,11 +59,36 @@ def chrome(profile: Path, width: int = 1280, height: int = 1600, dark: bool = Fa
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+class OriginRule(Resource):
+    """In front of the API: records each request's method, path, Origin and Host,
+    and refuses (403) an Origin that is not ``http://`` + Host — the rule the API
+    enforces against cross-site pages, applied here so the page is tested under it."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: list[tuple[str, str, str | None, str | None]] = []
+
+    def render(self, request: Any) -> Any:
+        origin = request.getHeader(b"origin")
+        host = request.getHeader(b"host")
+        self.seen.append((request.method.decode(), request.path.decode(),
+                          origin.decode() if origin else None, host.decode() if host else None))
+        if origin is not None and origin != b"http://" + (host or b""):
+            request.setResponseCode(403)
+            return b'{"error": "cross-origin request refused"}'
+        return self.inner.render(request)
+
+
 class Live:
     """A running daemon: ``base`` URL, ``token``, ``daemon`` (FlamingoService), ``emulator``."""
 
-    def __init__(self, daemon: Any, base: str, token: str | None, emulator: Any, ns: str) -> None:
+    def __init__(self, daemon: Any, base: str, token: str | None, emulator: Any, ns: str,
+                 origin_rule: OriginRule) -> None:
         self.daemon = daemon
+        self.origin_rule = origin_rule
         self.base = base
         self.token = token
         self.emulator = emulator
@@ -104,4 +131,7 @@ def start_live(owner: Any, redis: Any, *, token: str | None, rate: float = 20.0,
     service = daemon.getServiceNamed("web")
     yield until(lambda: getattr(service, "_waitingForPort", None) is not None
                 and service._waitingForPort.called, 30)
-    return Live(daemon, f"http://127.0.0.1:{port}", token, emu, ns)
+    site = service.factory
+    rule = OriginRule(site.resource)
+    site.resource = rule
+    return Live(daemon, f"http://127.0.0.1:{port}", token, emu, ns, rule)

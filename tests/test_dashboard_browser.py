@@ -24,6 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from flamingo.subscription import Subscription
 from tests.dashboard_support import browser_missing, chrome, start_live
 from tests.support.redis import shared_redis
+from tests.support.waiting import until
 
 TOKEN = "dash-T0KEN-5521"
 WAIT = 30  # seconds; a bound for a loaded CI machine, not an expectation
@@ -219,13 +220,19 @@ class FormTests(BrowserTestCase):
             return self.severe_console_entries(driver)
 
         severe = yield self.browse(restart)
+        yield until(lambda: any(m == "POST" and p == "/wader/restart.json"
+                                for m, p, _, _ in self.live.origin_rule.seen), 30)
+        # Every change the page made carried the API's own origin, so an
+        # "Origin must be the API's own" rule lets it through (and refuses others).
+        writes = [(m, p, o) for m, p, o, _ in self.live.origin_rule.seen
+                  if m in ("POST", "PUT", "DELETE", "PATCH")]
+        self.assertGreaterEqual(len(writes), 6, writes)
+        self.assertEqual({o for _, _, o in writes}, {self.live.base})
         # The two refused requests show in the console as failed loads; nothing else may.
         unexpected = [e for e in severe if not (e.get("source") == "network"
                                                 and "status of 422" in e["message"])]
         self.assertEqual(unexpected, [])
         self.assertEqual(len(severe), 2, severe)
-        from tests.support.waiting import until
-
         yield until(lambda: self.live.app.stats.connections > connections, 30)
 
 

@@ -21,13 +21,13 @@ import hashlib
 import hmac
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from flamingo.app import App
 
 __all__ = ["COOKIE", "CSP", "PAGE_PATH", "DATA_PATH", "STATIC_PREFIX", "PARAM_KEYS",
-           "cookie_value", "authenticates", "page", "static", "snapshot", "quiet"]
+           "cookie_value", "authenticates", "credential", "page", "static", "snapshot", "quiet"]
 
 PAGE_PATH = "/dashboard"
 DATA_PATH = "/dashboard/data.json"
@@ -78,6 +78,12 @@ def authenticates(request: Any, token: str) -> bool:
         given = _query_token(request)
         return given is not None and hmac.compare_digest(given, token.encode())
     return False
+
+
+def credential(token: str) -> Callable[[Any], bool]:
+    """:func:`authenticates` as a one-argument check, for an API guard's list of
+    credential sources (next to the Bearer header)."""
+    return lambda request: authenticates(request, token)
 
 
 def quiet(request: Any) -> bool:
