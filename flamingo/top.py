@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 __all__ = ["BLOCKS", "sparkline", "view", "run_top", "watch"]
 
 BLOCKS = "▁▂▃▄▅▆▇█"
-STATE_STYLE = {"connected": "bold green", "connecting": "yellow", "waiting": "yellow",
-               "reconnecting": "yellow", "fatal": "bold red", "stopped": "red"}
+STATE_STYLE = {"connected": "bold green", "connecting": "yellow", "retrying": "yellow",
+               "waiting_for_params": "yellow", "fatal": "bold red", "stopped": "red"}
 
 
 def sparkline(values: Sequence[float], width: int) -> str:

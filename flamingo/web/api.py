@@ -461,7 +461,7 @@ class FlamingoApi:
     @app.route(dashboard.DATA_PATH, methods=["GET"])
     @_handler
     def dashboard_data(self, request: Any) -> bytes:
-        return _json(request, dashboard.snapshot(self.flamingo, request))
+        return _json(request, dashboard.snapshot(self.flamingo))
 
     @app.route(dashboard.STATIC_PREFIX + "<path:name>", methods=["GET"])
     @_handler

@@ -46,9 +46,6 @@ PARAM_KEYS = {"filter": ("track", "follow", "locations"), "sample": (), "firehos
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".svg": "image/svg+xml", "": "text/plain; charset=utf-8"}
 
-_QUIET = "_flamingo_quiet"
-
-
 # --- auth ---------------------------------------------------------------------
 
 def cookie_value(token: str) -> bytes:
@@ -88,7 +85,7 @@ def credential(token: str) -> Callable[[Any], bool]:
 
 def quiet(request: Any) -> bool:
     """The page's once-a-second poll is logged at DEBUG, not INFO."""
-    return bool(getattr(request, _QUIET, False))
+    return request.method == b"GET" and _path(request) == DATA_PATH
 
 
 # --- the page and its files ---------------------------------------------------------
@@ -137,10 +134,8 @@ def static(request: Any, name: str) -> bytes | None:
 
 # --- the snapshot the page polls ------------------------------------------------------
 
-def snapshot(app: App, request: Any = None) -> dict[str, Any]:
+def snapshot(app: App) -> dict[str, Any]:
     """Everything the page and ``flamingo top`` show, read at one instant."""
-    if request is not None:
-        setattr(request, _QUIET, True)
     config = app.config
     store = app.store
     stats = app.stats.snapshot() if app.stats is not None else {}

@@ -62,9 +62,12 @@
     try {
       doc = await api("GET", "/dashboard/data.json");
       render(doc);
-      live.textContent = `Live · updated ${new Date().toLocaleTimeString()}`;
+      // Only a change of connectivity is announced (a live region); the time is not.
+      text(live, "Live");
+      text($("#updated"), `· updated ${new Date().toLocaleTimeString()}`);
       live.classList.remove("stale");
     } catch (e) {
+      text($("#updated"), "");
       live.textContent = e.status === 401
         ? "Not authorised: open /dashboard?token=<web.token> (see flamingo.yml)"
         : `Daemon not answering (${e.message}); retrying…`;
