@@ -121,6 +121,15 @@ class WebConfig:
     port: int = 4711
     token: str | None = attrs.field(default=None, repr=False)
     max_body: int = 1024 * 1024
+    #: Host header names accepted besides loopback, localhost and web.host ("*": any).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Listen beyond loopback without web.token (something else must guard the port).
+    allow_unauthenticated: bool = False
+
+
+@attrs.frozen
+class HealthConfig:
+    stuck_after: float = 60.0  # backlog unmoved this long with Redis up -> /ready 503
 
 
 @attrs.frozen
@@ -179,6 +188,7 @@ class Config:
     journal: JournalConfig = JournalConfig()
     redis: RedisConfig = RedisConfig()
     web: WebConfig = WebConfig()
+    health: HealthConfig = HealthConfig()
     console: ConsoleConfig = ConsoleConfig()
     wader: WaderConfig = WaderConfig()
     source: Path | None = None  # the file it was loaded from
@@ -414,10 +424,14 @@ def _build(data: dict[str, Any]) -> Config:
 
     web = _fields("web", top.get("web"), {
         "enabled": _bool, "host": lambda k, v: _host_port(k, v, 4711), "token": _opt_str,
-        "max_body": lambda k, v: _int(k, v, 1)})
+        "max_body": lambda k, v: _int(k, v, 1), "allowed_hosts": _host_names,
+        "allow_unauthenticated": _bool})
     if "host" in web:
         web["host"], web["port"] = web["host"]
     kw["web"] = WebConfig(**web)
+    _check_web_bind(kw["web"])
+    kw["health"] = HealthConfig(**_fields("health", top.get("health"), {
+        "stuck_after": lambda k, v: _num(k, v, 1.0)}))
 
     console = top.get("console")
     if console is False:
@@ -442,6 +456,58 @@ def _build(data: dict[str, Any]) -> Config:
         rate_limit=_backoff("wader.backoff.rate_limit", b.get("rate_limit"), d.rate_limit))
     kw["wader"] = WaderConfig(**wader)
     return Config(**kw)
+
+
+def _host_names(key: str, v: Any) -> tuple[str, ...]:
+    """``web.allowed_hosts``: host names or IPs without a port (``*`` = any), lowercased."""
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list):
+        raise ConfigError(key, f"expected a list of host names, got {_kind(v)}")
+    out = []
+    for item in items:
+        name = _str(key, item).strip().lower()
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        if name != "*" and not (re.fullmatch(r"[a-z0-9_.-]+", name) or _is_ipv6(name)):
+            raise ConfigError(key, f"expected a host name or IP without a port, got {item!r}")
+        out.append(name.rstrip(".") if name != "*" else name)
+    return tuple(out)
+
+
+def _is_ipv6(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (127.0.0.0/8, ::1, ::ffff:127.x)."""
+    import ipaddress
+
+    name = host.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped is not None and mapped.is_loopback)
+
+
+def _check_web_bind(web: WebConfig) -> None:
+    """Without a token, only loopback: any web page could drive a reachable API."""
+    if web.enabled and not web.token and not web.allow_unauthenticated \
+            and not is_loopback_host(web.host):
+        raise ConfigError("web.token", f"required when web.host listens beyond loopback "
+                          f"({web.host}); set web.token (or FLAMINGO_WEB_TOKEN), or "
+                          f"web.allow_unauthenticated: true if something else guards the port")
 
 
 def _url(key: str, v: Any) -> str:

@@ -19,7 +19,7 @@ from tests.support.redis import free_port
 from tests.support.waiting import until
 
 __all__ = ["CHROMIUM", "CHROMEDRIVER", "FLAGS", "browser_missing", "chrome", "Live", "start_live",
-           "OriginRule"]
+           "RequestLog"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -59,10 +59,9 @@ def chrome(profile: Path, width: int = 1280, height: int = 1600, dark: bool = Fa
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-class OriginRule(Resource):
-    """In front of the API: records each request's method, path, Origin and Host,
-    and refuses (403) an Origin that is not ``http://`` + Host — the rule the API
-    enforces against cross-site pages, applied here so the page is tested under it."""
+class RequestLog(Resource):
+    """In front of the API (and its guard): records each request's method, path,
+    Origin and Host, so a test can see what the page sent."""
 
     isLeaf = True
 
@@ -76,9 +75,6 @@ class OriginRule(Resource):
         host = request.getHeader(b"host")
         self.seen.append((request.method.decode(), request.path.decode(),
                           origin.decode() if origin else None, host.decode() if host else None))
-        if origin is not None and origin != b"http://" + (host or b""):
-            request.setResponseCode(403)
-            return b'{"error": "cross-origin request refused"}'
         return self.inner.render(request)
 
 
@@ -86,9 +82,9 @@ class Live:
     """A running daemon: ``base`` URL, ``token``, ``daemon`` (FlamingoService), ``emulator``."""
 
     def __init__(self, daemon: Any, base: str, token: str | None, emulator: Any, ns: str,
-                 origin_rule: OriginRule) -> None:
+                 requests: RequestLog) -> None:
         self.daemon = daemon
-        self.origin_rule = origin_rule
+        self.requests = requests
         self.base = base
         self.token = token
         self.emulator = emulator
@@ -132,6 +128,6 @@ def start_live(owner: Any, redis: Any, *, token: str | None, rate: float = 20.0,
     yield until(lambda: getattr(service, "_waitingForPort", None) is not None
                 and service._waitingForPort.called, 30)
     site = service.factory
-    rule = OriginRule(site.resource)
-    site.resource = rule
-    return Live(daemon, f"http://127.0.0.1:{port}", token, emu, ns, rule)
+    requests = RequestLog(site.resource)
+    site.resource = requests
+    return Live(daemon, f"http://127.0.0.1:{port}", token, emu, ns, requests)

@@ -35,7 +35,7 @@ class ValidationTests(SynchronousTestCase):
                           "logging": {"dest": "/tmp/flamingo.log", "level": "DEBUG",
                                       "event": {"dir": "/tmp/flamingo_events", "size": 100000}},
                           "redis": {"host": "0.0.0.0:6379", "namespace": "flamingo"},
-                          "web": {"host": "0.0.0.0:4711"}}, environ={})
+                          "web": {"host": "0.0.0.0:4711", "token": "t"}}, environ={})
         self.assertEqual((c.web.host, c.web.port), ("0.0.0.0", 4711))
         self.assertEqual(c.logging.level, "DEBUG")
 

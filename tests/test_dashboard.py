@@ -147,6 +147,22 @@ class TokenTests(ApiTestCase):
         yield self.call("GET", "/dashboard/data.json")
 
 
+    @defer.inlineCallbacks
+    def test_the_cookie_passes_only_with_the_apis_own_origin(self):
+        response, _, _ = yield self.call("GET", f"/dashboard?token={SECRET_TOKEN}", token=None)
+        value = cookie_header(response)[dashboard.COOKIE.decode()].value
+        jar = {"Cookie": f"{dashboard.COOKIE.decode()}={value}"}
+        own = {**jar, "Origin": self.server.url}  # what the page's fetch sends with a POST
+        foreign = {**jar, "Origin": "http://evil.example"}
+        yield self.call("POST", "/subscriptions.json?name=mine", token=None, headers=own)
+        yield self.call("POST", "/subscriptions.json?name=theirs", 403, token=None, headers=foreign)
+        yield self.call("GET", "/dashboard/data.json", 403, token=None, headers=foreign)
+        yield self.call("GET", f"/dashboard?token={SECRET_TOKEN}", 403, token=None,
+                        headers={"Origin": "http://evil.example"})
+        _, _, subs = yield self.call("GET", "/subscriptions.json")
+        self.assertEqual([s["name"] for s in subs], ["mine"])
+
+
 class PerSecondTests(unittest.SynchronousTestCase):
     def test_history_of_whole_seconds(self):
         clock = task.Clock()

@@ -221,10 +221,10 @@ class FormTests(BrowserTestCase):
 
         severe = yield self.browse(restart)
         yield until(lambda: any(m == "POST" and p == "/wader/restart.json"
-                                for m, p, _, _ in self.live.origin_rule.seen), 30)
-        # Every change the page made carried the API's own origin, so an
-        # "Origin must be the API's own" rule lets it through (and refuses others).
-        writes = [(m, p, o) for m, p, o, _ in self.live.origin_rule.seen
+                                for m, p, _, _ in self.live.requests.seen), 30)
+        # Every change the page made carried the API's own origin, which the
+        # API's guard requires (a foreign Origin gets 403).
+        writes = [(m, p, o) for m, p, o, _ in self.live.requests.seen
                   if m in ("POST", "PUT", "DELETE", "PATCH")]
         self.assertGreaterEqual(len(writes), 6, writes)
         self.assertEqual({o for _, _, o in writes}, {self.live.base})

@@ -101,6 +101,9 @@ class DaemonApiTests(unittest.TestCase):
         yield until(lambda: (daemon.app.stats.snapshot()["events"]["total"] or 0) > 0)
         health = yield call("GET", "/health")
         self.assertEqual(health["status"], "ok", health)
+        ready = yield call("GET", "/ready")  # the real sink's status: moving, no error
+        self.assertEqual(ready, {"status": "ready", "reasons": []})
+        yield call("GET", "/ready", 403, headers={**TOKEN_HEADER, "Origin": "http://evil.example"})
         metrics = yield call("GET", "/metrics")
         self.assertIn(b'flamingo_wader_state{flamingo_wader_state="', metrics)
         self.assertIn(b"flamingo_events_total{type=", metrics)

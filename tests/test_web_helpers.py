@@ -116,7 +116,8 @@ class Server:
 
     def __init__(self, testcase: Any, app: App) -> None:
         self.app = app
-        self.port = reactor.listenTCP(0, make_site(app), interface="127.0.0.1")
+        self.site = make_site(app)
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         testcase.addCleanup(self.port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=False)
         testcase.addCleanup(pool.closeCachedConnections)

@@ -1,21 +1,19 @@
-"""The REST API: the original Flamingo's routes plus status, metrics, health
-and an OpenAPI document, as one class-based Klein app.
+"""The REST API: the original Flamingo's routes plus status, metrics, health,
+readiness and an OpenAPI document, as one class-based Klein app.
 
-``FlamingoApi(app).app.resource()`` is the whole API, token check, body
-limit and request log included (they run inside Klein, so routing errors such
-as 404/405 are answered in JSON and still need the token). Handlers never
-return dicts (Klein would send an empty 200): ``_json`` serialises.
+``FlamingoApi(app).resource()`` is the whole API: the Klein app behind a
+:class:`~flamingo.web.guard.Guard` that checks Host, Origin, token and body
+size and logs each request before any routing (so an unknown route without
+the token is still a 401). Handlers never return dicts (Klein would send an
+empty 200): ``_json`` serialises.
 """
 
 from __future__ import annotations
 
-import functools
-import hmac
 import json
 import os
 import socket
-import time
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from klein import Klein
@@ -30,6 +28,8 @@ from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.web import _params
 from flamingo.web import dashboard  # issue 14: the live page (its own module)
 from flamingo.web._params import BadRequest, RequestParams
+from flamingo.web.guard import Guard
+from flamingo.web.health import Readiness, liveness
 from flamingo.web.metrics import Metrics
 from flamingo.web.routes import ROUTES, listing
 
@@ -45,7 +45,6 @@ RESOURCES = {
 }
 
 _JSON = b"application/json"
-_STARTED = "_flamingo_started"
 
 
 class ApiError(Exception):
@@ -70,17 +69,6 @@ def _json(request: Any, value: Any, status: int = 200) -> bytes:
     return _dumps(value)
 
 
-def _handler(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Every route: start the request log, check the token and the body size."""
-
-    @functools.wraps(f)
-    def wrapper(self: "FlamingoApi", request: Any, *args: Any, **kwargs: Any) -> Any:
-        self._enter(request)
-        return f(self, request, *args, **kwargs)
-
-    return wrapper
-
-
 class FlamingoApi:
     """The REST API over one running daemon (an :class:`App`)."""
 
@@ -90,41 +78,19 @@ class FlamingoApi:
         self.flamingo = flamingo
         self.config = flamingo.config
         self.clock = clock if clock is not None else flamingo.reactor
-        token = self.config.web.token
-        self._token = f"Bearer {token}".encode() if token else None
-        self._metrics = Metrics(flamingo)
+        self.readiness = Readiness(flamingo, self.clock, self.config.health.stuck_after)
+        self._metrics = Metrics(flamingo, self.readiness)
+        self.guard = Guard(self.app.resource(), self.config.web)
+        # Issue 14: the dashboard's cookie is one more credential; its poll logs at DEBUG.
+        if self.config.web.token:
+            self.guard.add_credential(dashboard.credential(self.config.web.token))
+        self.guard.quiet_paths = frozenset({dashboard.DATA_PATH})
 
     # --- plumbing ---------------------------------------------------------
 
-    def resource(self) -> Any:
-        return self.app.resource()
-
-    def _enter(self, request: Any) -> None:
-        """Once per request: log on finish, then refuse if unauthorised or too big."""
-        if getattr(request, _STARTED, None) is not None:
-            return
-        setattr(request, _STARTED, time.monotonic())
-        request.notifyFinish().addBoth(self._log_request, request)
-        if self._token is not None:
-            given = request.getHeader(b"authorization") or b""
-            if isinstance(given, str):
-                given = given.encode("latin-1", "replace")
-            if not hmac.compare_digest(given, self._token) and not (  # or the dashboard's cookie
-                    dashboard.authenticates(request, self.config.web.token)):
-                raise ApiError(401, "unauthorized", "send Authorization: Bearer <web.token>",
-                               {b"www-authenticate": b'Bearer realm="flamingo"'})
-        size = _body_size(request)
-        if size > self.config.web.max_body:
-            raise ApiError(413, "body too large",
-                           {"limit": f"web.max_body: at most {self.config.web.max_body} bytes",
-                            "size": size})
-
-    def _log_request(self, result: Any, request: Any) -> None:
-        started = getattr(request, _STARTED, None) or time.monotonic()
-        path = urlsplit(request.uri.decode("latin-1")).path
-        emit = log.debug if dashboard.quiet(request) else log.info  # the page's 1 s poll
-        emit("{method} {path} {status} {ms:.1f}ms", method=request.method.decode("latin-1"),
-                 path=path, status=request.code, ms=(time.monotonic() - started) * 1000.0)
+    def resource(self) -> Guard:
+        """The API as served: the routes behind the guard."""
+        return self.guard
 
     def _params(self, request: Any) -> RequestParams:
         query = urlsplit(request.uri).query
@@ -136,10 +102,6 @@ class FlamingoApi:
     @app.handle_errors(Exception)
     def _error(self, request: Any, failure: Failure) -> bytes:
         exc = failure.value
-        try:
-            self._enter(request)
-        except ApiError as refused:  # a routing error without the token is still a 401
-            exc = refused
         if isinstance(exc, ApiError):
             for k, v in exc.headers.items():
                 request.setHeader(k, v)
@@ -213,7 +175,6 @@ class FlamingoApi:
     # --- the original's routes -------------------------------------------------
 
     @app.route("/", methods=["GET"])
-    @_handler
     def index(self, request: Any) -> bytes:
         accept = (request.getHeader(b"accept") or b"").decode("latin-1").lower()
         if "application/json" in accept:
@@ -224,7 +185,6 @@ class FlamingoApi:
         return ("\n".join(listing()) + "\n").encode()
 
     @app.route("/meta.json", methods=["GET"])
-    @_handler
     def meta(self, request: Any) -> bytes:
         stats = self.flamingo.stats
         snapshot = stats.snapshot() if stats is not None else {}
@@ -245,12 +205,10 @@ class FlamingoApi:
                 "started_at": started, "uptime": (now - started) if started else None}
 
     @app.route("/streams/<name>.json", methods=["GET"])
-    @_handler
     def get_stream(self, request: Any, name: str) -> bytes:
         return _json(request, self._stream_doc(self._stream(name)))
 
     @app.route("/streams/<name>.json", methods=["PUT"])
-    @_handler
     @inlineCallbacks
     def put_stream(self, request: Any, name: str) -> Any:
         name = self._stream(name)
@@ -264,7 +222,6 @@ class FlamingoApi:
         return _json(request, {**self._stream_doc(name), "wader": self._wader_state()})
 
     @app.route("/streams/<name>/<key>.json", methods=["GET"])
-    @_handler
     def get_param(self, request: Any, name: str, key: str) -> bytes:
         name = self._stream(name)
         return _json(request, self.store.params(name).get(key, []))
@@ -276,7 +233,6 @@ class FlamingoApi:
         return _json(request, self.store.params(name).get(key, []))
 
     @app.route("/streams/<name>/<key>.json", methods=["POST"])
-    @_handler
     @inlineCallbacks
     def post_param(self, request: Any, name: str, key: str) -> Any:
         name = self._stream(name)
@@ -296,7 +252,6 @@ class FlamingoApi:
         return self._param_result(request, name, key)
 
     @app.route("/streams/<name>/<key>.json", methods=["PUT"])
-    @_handler
     @inlineCallbacks
     def put_param(self, request: Any, name: str, key: str) -> Any:
         name = self._stream(name)
@@ -310,7 +265,6 @@ class FlamingoApi:
         return self._param_result(request, name, key)
 
     @app.route("/streams/<name>/<key>.json", methods=["DELETE"])
-    @_handler
     @inlineCallbacks
     def delete_param(self, request: Any, name: str, key: str) -> Any:
         name = self._stream(name)
@@ -327,13 +281,11 @@ class FlamingoApi:
         return self._param_result(request, name, key)
 
     @app.route("/subscriptions.json", methods=["GET"])
-    @_handler
     def list_subscriptions(self, request: Any) -> bytes:
         subs = self.store.subscriptions()
         return _json(request, [self._subscription_doc(subs[n]) for n in sorted(subs)])
 
     @app.route("/subscriptions.json", methods=["POST"])
-    @_handler
     @inlineCallbacks
     def post_subscription(self, request: Any) -> Any:
         from flamingo.subscription import Subscription
@@ -349,12 +301,10 @@ class FlamingoApi:
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["GET"])
-    @_handler
     def get_subscription(self, request: Any, name: str) -> bytes:
         return _json(request, self._subscription_doc(self._subscription(name)))
 
     @app.route("/subscriptions/<name>.json", methods=["PATCH"])
-    @_handler
     @inlineCallbacks
     def patch_subscription(self, request: Any, name: str) -> Any:
         from flamingo.subscription import Subscription
@@ -377,7 +327,6 @@ class FlamingoApi:
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["DELETE"])
-    @_handler
     @inlineCallbacks
     def delete_subscription(self, request: Any, name: str) -> Any:
         sub = self._subscription(name)
@@ -392,7 +341,6 @@ class FlamingoApi:
     # --- new routes ------------------------------------------------------------
 
     @app.route("/status.json", methods=["GET"])
-    @_handler
     def status(self, request: Any) -> bytes:
         state = self._wader_state() or {}
         delivery = self._delivery_status()
@@ -417,7 +365,6 @@ class FlamingoApi:
         return delivery.status()
 
     @app.route("/wader/restart.json", methods=["POST"])
-    @_handler
     def restart_wader(self, request: Any) -> bytes:
         wader = self.flamingo.wader
         if wader is None:
@@ -427,25 +374,30 @@ class FlamingoApi:
         return _json(request, {"restarting": True, "wader": self._wader_state()})
 
     @app.route("/metrics", methods=["GET"])
-    @_handler
     def metrics(self, request: Any) -> bytes:
         request.setHeader(b"content-type", self._metrics.content_type.encode())
         return self._metrics.render()
 
     @app.route("/health", methods=["GET"])
-    @_handler
     def health(self, request: Any) -> bytes:
-        from flamingo.web.health import check
-
-        ok, checks = check(self.flamingo)
+        ok, checks = liveness(self.flamingo)
         body = {"status": "ok" if ok else "unhealthy", "checks": checks}
         if not ok:
             reason = "; ".join(f"{k}: {v['reason']}" for k, v in checks.items() if not v["ok"])
             body.update(reason=reason, error="unhealthy", detail=reason)
         return _json(request, body, 200 if ok else 503)
 
+    @app.route("/ready", methods=["GET"])
+    def ready(self, request: Any) -> bytes:
+        reasons = self.readiness.check()
+        body: dict[str, Any] = {"status": "ready" if not reasons else "not ready",
+                                "reasons": [r.to_dict() for r in reasons]}
+        if reasons:
+            body.update(error="not ready",
+                        detail="; ".join(f"{r.reason}: {r.detail}" for r in reasons))
+        return _json(request, body, 503 if reasons else 200)
+
     @app.route("/openapi.json", methods=["GET"])
-    @_handler
     def openapi(self, request: Any) -> bytes:
         from flamingo.web.openapi import document
 
@@ -454,36 +406,19 @@ class FlamingoApi:
     # --- the dashboard (issue 14): everything else is in flamingo/web/dashboard.py ---
 
     @app.route(dashboard.PAGE_PATH, methods=["GET"])
-    @_handler
     def dashboard_page(self, request: Any) -> bytes:
         return dashboard.page(request, self.config.web.token)
 
     @app.route(dashboard.DATA_PATH, methods=["GET"])
-    @_handler
     def dashboard_data(self, request: Any) -> bytes:
         return _json(request, dashboard.snapshot(self.flamingo))
 
     @app.route(dashboard.STATIC_PREFIX + "<path:name>", methods=["GET"])
-    @_handler
     def dashboard_static(self, request: Any, name: str) -> bytes:
         body = dashboard.static(request, name)
         if body is None:
             raise ApiError(404, "no such file", {"name": name})
         return body
-
-
-def _body_size(request: Any) -> int:
-    counted = getattr(request, "body_bytes", None)  # server.BoundedRequest
-    if isinstance(counted, int) and counted:
-        return counted
-    content = getattr(request, "content", None)
-    if content is None:
-        return 0
-    pos = content.tell()
-    content.seek(0, 2)
-    size = content.tell()
-    content.seek(pos)
-    return size
 
 
 _SUB_OPTIONS = ("format", "types", "filter", "max_length")

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 from flamingo.app import App
 
 __all__ = ["COOKIE", "CSP", "PAGE_PATH", "DATA_PATH", "STATIC_PREFIX", "PARAM_KEYS",
-           "cookie_value", "authenticates", "credential", "page", "static", "snapshot", "quiet"]
+           "cookie_value", "authenticates", "credential", "page", "static", "snapshot"]
 
 PAGE_PATH = "/dashboard"
 DATA_PATH = "/dashboard/data.json"
@@ -81,11 +81,6 @@ def credential(token: str) -> Callable[[Any], bool]:
     """:func:`authenticates` as a one-argument check, for an API guard's list of
     credential sources (next to the Bearer header)."""
     return lambda request: authenticates(request, token)
-
-
-def quiet(request: Any) -> bool:
-    """The page's once-a-second poll is logged at DEBUG, not INFO."""
-    return request.method == b"GET" and _path(request) == DATA_PATH
 
 
 # --- the page and its files ---------------------------------------------------------

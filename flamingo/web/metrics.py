@@ -19,6 +19,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from flamingo.web.health import REASONS, Readiness
+
 __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]
 
 WADER_STATES = ("connecting", "connected", "retrying", "fatal", "waiting_for_params", "stopped")
@@ -61,8 +63,9 @@ def _labelled(family: Any, values: Any, *, skip: Iterable[str] = ()) -> Any:
 class FlamingoCollector(Collector):
     """Everything the dashboards need, read fresh at each scrape."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
         self.app = app
+        self.readiness = readiness  # the /ready gauges, when given
 
     def collect(self) -> Iterator[Any]:
         app = self.app
@@ -75,6 +78,8 @@ class FlamingoCollector(Collector):
         yield from self._events(snap)
         yield from self._connection(app, snap)
         yield from self._delivery(app, snap)
+        if self.readiness is not None:
+            yield from self._ready(self.readiness)
 
     def _events(self, snap: Mapping[str, Any]) -> Iterator[Any]:
         yield _labelled(CounterMetricFamily(
@@ -210,14 +215,31 @@ class FlamingoCollector(Collector):
         yield fam
 
 
+    def _ready(self, readiness: Readiness) -> Iterator[Any]:
+        """What /ready says, as gauges an alert can name."""
+        reasons = {r.reason for r in readiness.check()}
+        fam = GaugeMetricFamily("flamingo_ready", "1 when GET /ready answers 200")
+        fam.add_metric([], 0.0 if reasons else 1.0)
+        yield fam
+        fam = GaugeMetricFamily("flamingo_not_ready", "1 while this reason keeps /ready at 503",
+                                labels=["reason"])
+        for reason in REASONS:
+            fam.add_metric([reason], 1.0 if reason in reasons else 0.0)
+        yield fam
+        fam = GaugeMetricFamily("flamingo_sink_stalled_seconds",
+                                "Seconds the sink's backlog has not moved (0: moving or empty)")
+        fam.add_metric([], readiness.stalled())
+        yield fam
+
+
 class Metrics:
     """A private registry holding one FlamingoCollector."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FlamingoCollector(app))
+        self.registry.register(FlamingoCollector(app, readiness))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 from flamingo import __version__
+from flamingo.web.health import REASONS
 from flamingo.web.routes import ROUTES
 
 __all__ = ["document"]
@@ -130,6 +131,19 @@ SCHEMAS: dict[str, Any] = {
                                "reason": {"type": ["string", "null"]}}}},
         },
     },
+    "Ready": {
+        "type": "object",
+        "required": ["status", "reasons"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not ready"]},
+            "reasons": {"type": "array", "items": {
+                "type": "object", "required": ["reason", "detail"],
+                "properties": {"reason": {"type": "string", "enum": list(REASONS)},
+                               "detail": {"type": "string"}}}},
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+        },
+    },
     "Resources": {
         "type": "object", "required": ["resources"],
         "properties": {"resources": {"type": "array", "items": {
@@ -142,9 +156,11 @@ SCHEMAS: dict[str, Any] = {
 _ERRORS = {
     "400": "Malformed input",
     "401": "Missing or wrong `Authorization: Bearer <web.token>`",
+    "403": "An Origin header that is not this API's own origin (no CORS)",
     "404": "Unknown stream, subscription or route",
     "405": "Wrong method for this path",
     "413": "Body larger than web.max_body",
+    "421": "A Host header that is not loopback, localhost, web.host or in web.allowed_hosts",
     "422": "A value the Streaming API (or Flamingo) would refuse; detail.limit names the rule",
     "503": "Redis unavailable: the change was not made",
 }
@@ -202,7 +218,7 @@ def _operation(method: str, path: str) -> dict[str, Any]:
     ok: dict[str, Any]
     params: list[dict[str, Any]] = []
     body: dict[str, Any] | None = None
-    errors = ["401"]
+    errors = ["401", "403", "421"]  # the guard's, on every route
     key = (method, path)
     if key == ("GET", "/"):
         ok = {"description": "One `METHOD /path` per line; JSON when asked",
@@ -268,8 +284,9 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         ok = {"description": "Prometheus text format 0.0.4",
               "content": {"text/plain": {"schema": {"type": "string"}}}}
     elif key == ("GET", "/health"):
-        ok = _json(_ref("Health"), "Healthy")
-        errors += []
+        ok = _json(_ref("Health"), "Live")
+    elif key == ("GET", "/ready"):
+        ok = _json(_ref("Ready"), "Ready")
     elif key == ("GET", "/openapi.json"):
         ok = _json({"type": "object"}, "This document")
     else:  # pragma: no cover - a route without a description is a bug
@@ -277,6 +294,8 @@ def _operation(method: str, path: str) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok}
     if key == ("GET", "/health"):
         responses["503"] = _json(_ref("Health"), "Unhealthy; `reason` says why")
+    if key == ("GET", "/ready"):
+        responses["503"] = _json(_ref("Ready"), "Not ready; `reasons` say why")
     for code in sorted(set(errors)):
         responses.setdefault(code, _error(code))
     op: dict[str, Any] = {"responses": responses}

@@ -44,7 +44,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/status.json", "Wader state, request line, connected since, backlog, Redis"),
     Route("POST", "/wader/restart.json", "Graceful wader restart (what USR1 does)"),
     Route("GET", "/metrics", "Prometheus text format"),
-    Route("GET", "/health", "200 when reactor, journal and Redis are fine, else 503 with reasons"),
+    Route("GET", "/health", "Liveness: 200 while the reactor runs and the journal accepts writes"),
+    Route("GET", "/ready", "Readiness: 200, or 503 with the reasons (Redis, sink stuck or failing, wader fatal)"),
     Route("GET", "/openapi.json", "This API as an OpenAPI 3 document"),
 )
 

@@ -1,5 +1,6 @@
 """Serving the API: a quiet Site (the API logs each request itself, without
-query strings or bodies) bound from ``web.host``/``web.port``."""
+query strings or bodies) bound from ``web.host``/``web.port``, and the
+once-a-second sample that times a stalled sink for ``/ready``."""
 
 from __future__ import annotations
 
@@ -8,18 +9,27 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.server import Request, Site
 
 from flamingo.app import App
 from flamingo.web.api import FlamingoApi
 
-__all__ = ["FlamingoSite", "BoundedRequest", "make_site", "web_service", "endpoint_description"]
+__all__ = ["FlamingoSite", "BoundedRequest", "WebService", "make_site", "web_service",
+           "endpoint_description"]
+
+log = Logger(namespace="flamingo.web")
+
+#: Seconds between readiness samples (a sink without progress_at is timed by them).
+SAMPLE_INTERVAL = 1.0
 
 
 class FlamingoSite(Site):
-    """A Site without Twisted's access log: FlamingoApi logs at INFO instead."""
+    """A Site without Twisted's access log: the Guard logs each request at INFO instead."""
 
     displayTracebacks = False
+    api: FlamingoApi
 
     def log(self, request: Any) -> None:
         pass
@@ -39,7 +49,9 @@ class BoundedRequest(Request):
 
 
 def make_site(app: App) -> FlamingoSite:
-    site = FlamingoSite(FlamingoApi(app).resource())
+    api = FlamingoApi(app)
+    site = FlamingoSite(api.resource())
+    site.api = api
     site.requestFactory = type("BoundedRequest", (BoundedRequest,),
                                {"max_body": app.config.web.max_body})
     site.noisy = False
@@ -51,10 +63,31 @@ def endpoint_description(host: str, port: int) -> str:
     return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
 
 
+class WebService(StreamServerEndpointService):
+    """The listening port, plus the readiness sample while it runs: without
+    it, a sink that stalled before the first probe would be timed from that
+    probe instead of from when it stopped moving."""
+
+    def __init__(self, endpoint: Any, site: FlamingoSite, clock: Any) -> None:
+        super().__init__(endpoint, site)
+        self._sample = LoopingCall(site.api.readiness.stalled)
+        self._sample.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._sample.start(SAMPLE_INTERVAL, now=True).addErrback(
+            lambda f: log.failure("readiness sample", f))
+
+    def stopService(self) -> Any:
+        if self._sample.running:
+            self._sample.stop()
+        return super().stopService()
+
+
 def web_service(app: App) -> Service:
     """The REST API as a service listening on web.host:web.port (default 127.0.0.1:4711)."""
     web = app.config.web
     endpoint = serverFromString(app.reactor, endpoint_description(web.host, web.port))
-    service = StreamServerEndpointService(endpoint, make_site(app))
+    service = WebService(endpoint, make_site(app), app.reactor)
     service.setName("web")
     return service
