@@ -11,8 +11,15 @@ What the forms changed is then read back over HTTP from the reactor thread.
 from __future__ import annotations
 
 import json
-import tempfile
+import os
+import re
+import selectors
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -268,3 +275,46 @@ class OpenDaemonTests(BrowserTestCase):
 
         scroll_width, client_width = yield self.browse(on_a_phone)
         self.assertLessEqual(scroll_width, client_width)  # no sideways scrolling of the page
+
+
+class DemoTests(unittest.SynchronousTestCase):
+    """What `make run` prints: the dashboard's link with the run's token, and
+    that page shows the demo's events moving."""
+
+    def test_make_run_link_opens_a_live_dashboard(self) -> None:
+        reason = browser_missing()
+        if reason:
+            raise unittest.SkipTest(reason)
+        d = Path(tempfile.mkdtemp(prefix="flamingo-demo-dash-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "flamingo.demo", "--seconds", "120", "--rate", "20",
+             "--dir", str(d / "demo")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "CI": "true"}, cwd=Path(__file__).resolve().parent.parent)
+        self.addCleanup(lambda: demo.poll() is not None or demo.kill())
+        self.addCleanup(demo.stdout.close)
+        out = b""
+        selector = selectors.DefaultSelector()
+        selector.register(demo.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60  # a bound for a loaded machine
+        link = None
+        while link is None and time.monotonic() < deadline and demo.poll() is None:
+            if selector.select(timeout=1.0):
+                out += os.read(demo.stdout.fileno(), 65536)
+                found = re.search(rb"dashboard +(http://127\.0\.0\.1:\d+/dashboard\?token=\S+)", out)
+                link = found.group(1).decode() if found else None
+        self.assertIsNotNone(link, out.decode(errors="replace"))
+
+        profile = d / "chromium"
+        driver = chrome(profile)
+        self.addCleanup(driver.quit)
+        BrowserTestCase.open(driver, link.split("/dashboard")[0], link.split("token=")[1])
+
+        def total(drv: Any) -> int:
+            return int(BrowserTestCase.text(drv, "events-total") or 0)
+
+        BrowserTestCase.wait(driver, lambda drv: total(drv) > 0, "no events on the page")
+        first = total(driver)
+        BrowserTestCase.wait(driver, lambda drv: total(drv) > first, "the events stood still")
+        demo.send_signal(signal.SIGTERM)
+        self.assertEqual(demo.wait(timeout=60), 0)
