@@ -308,7 +308,16 @@ class DemoTests(unittest.SynchronousTestCase):
         profile = d / "chromium"
         driver = chrome(profile)
         self.addCleanup(driver.quit)
-        BrowserTestCase.open(driver, link.split("/dashboard")[0], link.split("token=")[1])
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        # The link is printed as flamingod starts: poll until it answers (bounded).
+        WebDriverWait(driver, 60, poll_frequency=0.25, ignored_exceptions=[WebDriverException]) \
+            .until(lambda drv: drv.get(link) or drv.find_elements("css selector",
+                                                                  hook("wader-state")),
+                   "the demo's dashboard never answered")
+        BrowserTestCase.wait(driver, lambda drv: BrowserTestCase.text(drv, "wader-state")
+                             == "connected", "the demo's wader never showed as connected")
 
         def total(drv: Any) -> int:
             return int(BrowserTestCase.text(drv, "events-total") or 0)
