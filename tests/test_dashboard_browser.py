@@ -182,9 +182,10 @@ class FormTests(BrowserTestCase):
         def subscribe(driver: Any, name: str) -> str:
             form = driver.find_element("css selector", hook("subscription-form"))
             field = form.find_element("name", "name")
+            from selenium.webdriver.common.keys import Keys
+
             field.clear()
-            field.send_keys(name)
-            form.find_element("css selector", "button[type=submit]").click()
+            field.send_keys(name, Keys.ENTER)  # the keyboard alone submits the form
             self.wait(driver, lambda d: self.text(d, "subscription-error") or d.find_elements(
                 "css selector", f'{hook("subscriptions")} tr[data-subscription="{name}"]'),
                 "the subscription form never finished")
