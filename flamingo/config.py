@@ -4,21 +4,30 @@ Every mistake becomes one ``ConfigError`` whose message names the key
 (``logging.event.size: expected an integer, got 'lots'``), so ``twistd``
 can exit non-zero with a single line instead of a traceback.
 
-Secrets may be written as ``${ENV_NAME}`` in any string value, or supplied
-through ``FLAMINGO_*`` environment variables (see ``ENV_OVERRIDES``).
+Secrets may be written as ``${ENV_NAME}`` in any string value (``$${`` is a
+literal ``${``), or supplied through ``FLAMINGO_*`` environment variables
+(see ``ENV_OVERRIDES``). Credentials in ``api.url`` (``https://user:pass@host``)
+are taken out of the URL into ``username``/``password``, so no URL Flamingo
+prints or requests carries them. ``start_warnings`` lists what deserves one
+WARN line at start (Basic credentials in clear text, a config file with
+secrets that others can read).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import yaml
 
-__all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS"]
+__all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS",
+           "redact_url", "start_warnings"]
 
 
 class ConfigError(Exception):
@@ -192,10 +201,20 @@ class Config:
     console: ConsoleConfig = ConsoleConfig()
     wader: WaderConfig = WaderConfig()
     source: Path | None = None  # the file it was loaded from
+    source_secrets: tuple[str, ...] = ()  # secret keys written in that file (not ${ENV} or FLAMINGO_*)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict of the whole config, secrets shown as '***'."""
         return _redact(_to_plain(self), "")
+
+    def secret(self, dotted: str) -> str | None:
+        """The value of one secret key (``"password"``, ``"redis.password"``): asked for by name."""
+        if dotted not in SECRET_KEYS:
+            raise KeyError(f"{dotted} is not a secret key (one of {', '.join(sorted(SECRET_KEYS))})")
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node  # type: ignore[no-any-return]
 
 
 # --- loading --------------------------------------------------------------
@@ -231,7 +250,23 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
     if data is None:
         data = {}
     config = from_mapping(data, environ=environ, check_dirs=check_dirs)
-    return attrs.evolve(config, source=path.resolve())
+    return attrs.evolve(config, source=path.resolve(), source_secrets=_written_secrets(data))
+
+
+def _written_secrets(data: Any) -> tuple[str, ...]:
+    """The secret keys whose value is written in the file itself (not only ``${ENV}`` references)."""
+    found = []
+    for dotted in sorted(SECRET_KEYS):
+        node = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (str, int)) and not isinstance(node, bool) and str(node):
+            if re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "", str(node).replace("$${", "")):
+                found.append(dotted)
+    url = data.get("api", {}).get("url") if isinstance(data.get("api"), dict) else None
+    if isinstance(url, str) and "@" in urlsplit(url).netloc:
+        found.append("api.url")
+    return tuple(found)
 
 
 def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
@@ -272,10 +307,12 @@ def _expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
     if isinstance(value, str) and "${" in value:
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
+            if name is None:  # "$${": a literal "${"
+                return "${"
             if name not in env:
                 raise ConfigError(key, f"environment variable {name} is not set")
             return env[name]
-        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
+        return re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
     return value
 
 
@@ -387,7 +424,7 @@ def _backoff(key: str, v: Any, default: Backoff) -> Backoff:
 
 
 def _build(data: dict[str, Any]) -> Config:
-    top = _section("", data, {a.name for a in attrs.fields(Config)} - {"source"})
+    top = _section("", data, {a.name for a in attrs.fields(Config)} - {"source", "source_secrets"})
     kw: dict[str, Any] = _fields("", {k: v for k, v in top.items() if k in {
         "username", "password", "stream", "auth", "bearer_token", "data_dir", "pidfile"}}, {
         "username": _opt_str, "password": _opt_str, "bearer_token": _opt_str,
@@ -397,6 +434,7 @@ def _build(data: dict[str, Any]) -> Config:
     })
 
     kw["api"] = ApiConfig(**_fields("api", top.get("api"), {"url": _url, "version": _str}))
+    _credentials_from_url(kw)
     kw["oauth"] = OAuthConfig(**_fields("oauth", top.get("oauth"), {
         "consumer_key": _opt_str, "consumer_secret": _opt_str, "token": _opt_str,
         "token_secret": _opt_str}))
@@ -509,12 +547,36 @@ def _check_web_bind(web: WebConfig) -> None:
                           f"({web.host}); set web.token (or FLAMINGO_WEB_TOKEN), or "
                           f"web.allow_unauthenticated: true if something else guards the port")
 
+def redact_url(url: str) -> str:
+    """``https://user:pass@host/x`` -> ``https://***@host/x`` (anything printed goes through here)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", url)
+
 
 def _url(key: str, v: Any) -> str:
     s = _str(key, v).rstrip("/")
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", s):
-        raise ConfigError(key, f"expected an http:// or https:// URL, got {s!r}")
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {redact_url(s)!r}")
     return s
+
+
+def _credentials_from_url(kw: dict[str, Any]) -> None:
+    """Move ``user:pass@`` out of api.url into username/password (Basic auth)."""
+    api: ApiConfig = kw["api"]
+    parts = urlsplit(api.url)
+    if "@" not in parts.netloc:
+        return
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
+    if kw.get("auth", "basic") != "basic":
+        raise ConfigError("api.url", f"credentials in {redact_url(api.url)!r} are for auth: basic only")
+    for k, v in (("username", user), ("password", password)):
+        if v and kw.get(k) not in (None, v):
+            raise ConfigError("api.url", f"holds a {k} and the {k} key sets another: keep one "
+                              f"(url {redact_url(api.url)!r})")
+        if v:
+            kw[k] = v
+    kw["api"] = attrs.evolve(api, url=parts._replace(netloc=hostport).geturl())
 
 
 def _namespace(key: str, v: Any) -> str:
@@ -547,11 +609,40 @@ def _check_dirs(c: Config) -> None:
         dirs.append(("logging.dest", Path(c.logging.dest).expanduser().parent))
     for key, d in dirs:
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            # data_dir holds state only Flamingo reads (store copy, checkpoints, host key)
+            d.mkdir(mode=0o700 if key == "data_dir" else 0o777, parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(key, f"cannot create directory {d}: {e.strerror}") from None
         if not os.access(d, os.W_OK | os.X_OK):
             raise ConfigError(key, f"directory {d} is not writable")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def start_warnings(c: Config) -> list[str]:
+    """What the daemon says once, as WARN, when it starts (secrets are named, never shown)."""
+    out = []
+    parts = urlsplit(c.api.url)
+    if c.auth == "basic" and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        out.append(f"api.url is http:// to {parts.hostname}: the Basic credentials (username, password) "
+                   "cross the network in clear text; use https://")
+    if c.source is not None and c.source_secrets:
+        try:
+            mode = c.source.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            out.append(f"config file {c.source} holds secrets ({', '.join(c.source_secrets)}) and is "
+                       f"readable by others (mode {stat.S_IMODE(mode):04o}): chmod 600 it, or move the "
+                       "secrets to ${ENV} references or FLAMINGO_* variables")
+    return out
 
 
 def _to_plain(value: Any) -> Any:
@@ -570,6 +661,8 @@ def _redact(d: dict[str, Any], prefix: str) -> dict[str, Any]:
             out[k] = _redact(v, dotted)
         elif dotted in SECRET_KEYS and v:
             out[k] = "***"
+        elif dotted == "api.url" and isinstance(v, str):
+            out[k] = redact_url(v)
         else:
             out[k] = v
     return out

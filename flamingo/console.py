@@ -37,12 +37,12 @@ from twisted.conch.ssh import keys
 from twisted.cred.portal import Portal
 from twisted.internet import defer, endpoints
 from twisted.internet.error import ProcessDone
-from twisted.logger import Logger
+from flamingo.logs import logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import flamingo
-from flamingo.config import STREAMS
+from flamingo.config import SECRET_KEYS, STREAMS, Config
 from flamingo.errors import FlamingoError, NotFound
 
 __all__ = [
@@ -52,11 +52,13 @@ __all__ = [
     "AuthorizedKeysFile",
     "load_or_create_host_key",
     "build_namespace",
+    "ConfigView",
+    "Redacted",
     "FlamingoManhole",
     "BANNER",
 ]
 
-log = Logger()
+log = logger("flamingo.console")
 
 #: Seconds the prompt waits for a write's result before giving the prompt
 #: back (the result is then printed when it arrives).
@@ -73,7 +75,8 @@ Flamingo console (Python, inside the running daemon). What is here:
   meta()                          what /meta.json shows
   status()                        what /status.json shows
   wader.state                     the stream connection; wader.restart()
-  config                          the configuration (secrets shown as '***')
+  config                          the configuration (secrets shown as '***';
+                                  config.secret('password') when you mean it)
   app                             everything (store, stats, wader, delivery)
   help()                          this text.  Ctrl-D leaves.
 """
@@ -90,7 +93,7 @@ def load_or_create_host_key(path: Path) -> keys.Key:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     key = keys.Key(ed25519.Ed25519PrivateKey.generate())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.toString("openssh"))
@@ -283,10 +286,10 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
         "Subscription": Subscription,
         "meta": meta,
         "status": status,
-        "wader": app.wader if app.wader is not None else NoWader(),
+        "wader": Redacted(app.wader) if app.wader is not None else NoWader(),
         "config": ConfigView(app.config),
-        "app": app,
-        "store": app.store,
+        "app": Redacted(app),
+        "store": Redacted(app.store) if app.store is not None else None,
         "stats": app.stats,
         "help": help,
         "__name__": "__console__",
@@ -330,6 +333,10 @@ class ConfigView:
     def __getitem__(self, key: str) -> Any:
         return self._data()[key]
 
+    def secret(self, dotted: str) -> str | None:
+        """One secret, asked for by its key: ``config.secret('redis.password')``."""
+        return self._config.secret(dotted)  # type: ignore[no-any-return]
+
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
             raise AttributeError(key)
@@ -340,6 +347,44 @@ class ConfigView:
 
     def __repr__(self) -> str:
         return pprint.pformat(self._data(), sort_dicts=False, width=100)
+
+
+#: Attribute names whose values the console shows as '***' on any daemon part.
+_SECRET_NAMES = frozenset(k.rpartition(".")[2] for k in SECRET_KEYS)
+
+
+class Redacted:
+    """A daemon part as the console hands it out: everything reads through, secrets as '***'.
+
+    ``app.config`` is a ConfigView, ``store.password`` and ``wader.auth.password``
+    are '***', and parts reached from a part are redacted the same way. It keeps
+    secrets off the screen, it is not a sandbox: the console runs Python inside
+    the daemon, so whoever may log in can reach anything the process holds.
+    """
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_target", target)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(object.__getattribute__(self, "_target"), name)
+        if name.lstrip("_") in _SECRET_NAMES and value:
+            return "***"
+        if isinstance(value, Config):
+            return ConfigView(value)
+        if type(value).__module__.startswith("flamingo.") and not callable(value):
+            return Redacted(value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(object.__getattribute__(self, "_target"), name, value)
+
+    def __dir__(self) -> list[str]:
+        return dir(object.__getattribute__(self, "_target"))
+
+    def __repr__(self) -> str:
+        return repr(object.__getattribute__(self, "_target"))
 
 
 def meta_document(app: Any) -> dict[str, Any]:

@@ -5,6 +5,10 @@ otherwise); a plugin cannot replace its observer. So Flamingo does two things:
 
 * its own loggers (``flamingo.logs.logger(namespace)``) drop events below the
   configured level at the source, so the level applies to every destination;
+* every observer already on the global publisher when the daemon starts
+  (twistd's own: stdout or ``twistd.log``) is put behind a gate that applies
+  the same level to everyone else's events, so the INFO lines of Twisted
+  ("Starting factory ...") and txredisapi follow ``logging.level`` too;
 * when ``logging.dest`` names a file, an extra observer writes there, in the
   original's format ``[2010-07-20 05:58:07, INFO] - message``, and can be
   reopened (SIGHUP) after logrotate moved the file.
@@ -18,10 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from twisted.logger import (
-    FilteringLogObserver,
     ILogObserver,
     LogLevel,
-    LogLevelFilterPredicate,
     LogPublisher,
     Logger,
     formatEvent,
@@ -32,7 +34,7 @@ from zope.interface import implementer
 from flamingo.config import LoggingConfig
 
 __all__ = ["LEVELS", "level_for", "logger", "set_level", "current_level", "FlamingoLogs",
-           "FileLogObserver"]
+           "FileLogObserver", "LevelGate", "gate_observers", "ungate_observers"]
 
 #: config name -> twisted LogLevel (DEBUG < INFO < WARN < ERROR < FATAL)
 LEVELS: dict[str, LogLevel] = {
@@ -79,6 +81,60 @@ class _LevelLogger(Logger):
 def logger(namespace: str, source: object = None) -> Logger:
     """The logger every Flamingo module uses: ``log = logger(__name__)``."""
     return _LevelLogger(namespace=namespace, source=source)
+
+
+@implementer(ILogObserver)
+class LevelGate:
+    """Passes on the events at or above Flamingo's current level.
+
+    Compares equal to the observer it wraps, so whoever added that observer
+    (twistd, a test runner) still removes it with ``removeObserver(observer)``.
+    """
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self.observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_level", LogLevel.info) >= _level:
+            self.observer(event)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LevelGate):
+            return bool(other.observer == self.observer)
+        return bool(other == self.observer)
+
+    def __hash__(self) -> int:
+        try:
+            return hash(self.observer)
+        except TypeError:  # an unhashable callable
+            return id(self.observer)
+
+
+def _observers(publisher: LogPublisher) -> list[ILogObserver]:
+    # Twisted has no public way to list a publisher's observers; its list is
+    # the one place where twistd's own observer can be reached.
+    return publisher._observers  # type: ignore[attr-defined,no-any-return]
+
+
+def gate_observers(publisher: LogPublisher) -> list[LevelGate]:
+    """Put every observer of ``publisher`` behind a LevelGate; returns the gates."""
+    gates = []
+    observers = _observers(publisher)
+    for i, observer in enumerate(list(observers)):
+        if not isinstance(observer, LevelGate):
+            gate = LevelGate(observer)
+            observers[i] = gate
+            gates.append(gate)
+    return gates
+
+
+def ungate_observers(publisher: LogPublisher, gates: list[LevelGate]) -> None:
+    """Undo ``gate_observers`` for the gates still there."""
+    observers = _observers(publisher)
+    for gate in gates:
+        for i, observer in enumerate(observers):
+            if observer is gate:
+                observers[i] = gate.observer
 
 
 def format_line(event: dict[str, Any]) -> str:
@@ -134,7 +190,8 @@ class FlamingoLogs:
         self.config = config
         self.publisher = publisher if publisher is not None else globalLogPublisher
         self.file: FileLogObserver | None = None
-        self._observer: FilteringLogObserver | None = None
+        self._observer: LevelGate | None = None
+        self._gates: list[LevelGate] = []
 
     @property
     def dest(self) -> str | None:
@@ -143,11 +200,12 @@ class FlamingoLogs:
 
     def start(self) -> None:
         set_level(self.config.level)
+        if not self._gates:
+            self._gates = gate_observers(self.publisher)
         if self.dest is None or self._observer is not None:
             return  # stdout: twistd's own observer writes it
         self.file = FileLogObserver(self.dest)
-        predicate = LogLevelFilterPredicate(defaultLogLevel=level_for(self.config.level))
-        self._observer = FilteringLogObserver(self.file, [predicate])
+        self._observer = LevelGate(self.file)
         self.publisher.addObserver(self._observer)
 
     def reopen(self) -> None:
@@ -155,6 +213,8 @@ class FlamingoLogs:
             self.file.reopen()
 
     def stop(self) -> None:
+        ungate_observers(self.publisher, self._gates)
+        self._gates = []
         if self._observer is not None:
             self.publisher.removeObserver(self._observer)
             self._observer = None

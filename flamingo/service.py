@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from flamingo import __version__
 from flamingo.app import App
-from flamingo.config import Config
+from flamingo.config import Config, start_warnings
 from flamingo.console import console_service
 from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.logs import FlamingoLogs, logger
@@ -139,6 +139,8 @@ class FlamingoService(MultiService):
             log.info("Loaded config file from {path}", path=str(self.config.source))
         log.info("Flamingod starting (version {version}, pid {pid}, stream {stream})",
                  version=__version__, pid=os.getpid(), stream=self.config.stream)
+        for warning in start_warnings(self.config):
+            log.warn("{warning}", warning=warning)
 
     def startService(self) -> None:
         self._announce()

@@ -12,8 +12,20 @@ Keys (namespace ``ns``, see DESIGN.md)::
     <ns>:subscription:<name>        hash (Subscription.to_hash)
     <ns>:meta:stats                 JSON of Stats.snapshot()
     <ns>:meta:process               hash: start_time, host, pid, running, version
-    <ns>:changes                    pub/sub: "params:<stream>" / "subscriptions:<name>"
+    <ns>:queues                     set of queue keys Flamingo created (or adopted)
+    <ns>:changes                    pub/sub: "params:<stream>:<param>" / "subscriptions:<name>"
     <ns>:store:epoch                a random id, written when the store first loads
+
+A change notice names what changed, and only that is read again; any other
+message (an older daemon's "params:<stream>", a hand-written "reload") and
+every reconnect read everything. A key of the wrong type, or a subscription
+hash that does not decode, is skipped with one WARN per key: one stray key
+must not stop every load.
+
+The copy is also kept on disk (``<data_dir>/store-<ns>.json``, see
+store_copy.py), rewritten on every change. A daemon started while Redis does
+not answer takes its subscriptions and params from there, so the sink knows
+where events go and the wader what to ask for.
 
 Redis unreachable (at start or later) never stops the daemon: the copy keeps
 its last known state, ``available`` turns False, writes fail fast with
@@ -25,60 +37,45 @@ lost the epoch marker too. Every load reads the marker with the data; when it
 is missing while the daemon holds a last-known copy, the copy is written back
 (one Lua script: only keys that are still missing, then the marker, then a
 change notice) instead of being replaced by the empty one, so readers (the
-wader, the Redis sink choosing queues) never see the empty state. With the
-marker present, Redis is the truth: a deletion by any client stays deleted.
+wader, the Redis sink choosing queues) never see the empty state. After a
+restart of the daemon the copy on disk plays the same part. With the marker
+present, Redis is the truth: a deletion by any client stays deleted.
+
+Queues: a subscription never takes over a key Flamingo did not create (its
+``max_length`` would trim another application's list). Saving one whose queue
+key exists and is not in ``<ns>:queues`` is refused (ValidationError), with one
+exception: a ``resque`` subscription without ``max_length`` may append to an
+existing Resque queue (a list), since feeding an existing worker queue is what
+the format is for. Queues of subscriptions already in Redis are adopted into
+``<ns>:queues`` at load, so an upgraded install keeps working.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import time
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 import txredisapi
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
+from flamingo.logs import logger
+from flamingo.store_copy import CopyFile, LocalCopy, copy_path
+from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
+from flamingo.store_rules import (Target, appends_only, change_targets, foreign_queue, param_values,
+                                  validate_params)
 from flamingo.subscription import Subscription
 
 __all__ = ["Store"]
 
-log = Logger(namespace="flamingo.store")
-
-_PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
-_STREAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+log = logger("flamingo.store")
 
 ChangeCallback = Callable[[str, str], None]
-
-# KEYS: marker, subscriptions set; ARGV: epoch, changes channel, JSON of
-# {"params": [[key, [values]]], "subs": [[name, hash key, [field, value, ...]]],
-#  "changes": [message]}. Atomic: two daemons cannot both restore, and a key
-# written in the moments before (through any client) is kept as written.
-_RESTORE = b"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local doc = cjson.decode(ARGV[3])
-for _, p in ipairs(doc.params) do
-  if redis.call('EXISTS', p[1]) == 0 then
-    local vals = p[2]
-    for i = 1, #vals, 500 do
-      redis.call('SADD', p[1], unpack(vals, i, math.min(i + 499, #vals)))
-    end
-  end
-end
-for _, s in ipairs(doc.subs) do
-  if redis.call('EXISTS', s[2]) == 0 then redis.call('HSET', s[2], unpack(s[3])) end
-  redis.call('SADD', KEYS[2], s[1])
-end
-redis.call('SET', KEYS[1], ARGV[1])
-for _, c in ipairs(doc.changes) do redis.call('PUBLISH', ARGV[2], c) end
-return 1
-"""
-
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
@@ -89,44 +86,6 @@ def _why(failure: Any, timeout: float) -> str:
     if failure.check(defer.TimeoutError, defer.CancelledError):
         return f"no answer within {timeout:g}s"
     return failure.getErrorMessage() or "timeout"
-
-
-def _boxes(values: list[str]) -> list[str]:
-    """Location numbers grouped four by four ("w,s,e,n"): params are Redis sets, and
-    a set of loose numbers would lose each box's order."""
-    numbers = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    if len(numbers) % 4:
-        return values  # left as given: validation names the mistake
-    return [",".join(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]
-
-
-def _validate(stream: str, params: dict[str, list[str]]) -> None:
-    """Refuse what the Streaming API would refuse (predicates.py when present)."""
-    if not _STREAM_RE.fullmatch(stream):
-        raise ValidationError("stream", f"not a stream name: {stream!r}")
-    for param, values in params.items():
-        if not isinstance(param, str) or not _PARAM_RE.fullmatch(param):
-            raise ValidationError("param", f"not a parameter name: {param!r}")
-        for v in values:
-            if not isinstance(v, str) or not v.strip():
-                raise ValidationError(param, f"values must be non-empty strings, got {v!r}")
-    try:
-        from flamingo.stream import predicates  # helper A's module
-    except ImportError:  # pragma: no cover - only before it lands
-        return
-    validate = getattr(predicates, "validate_params", None)
-    if validate is None:  # pragma: no cover
-        return
-    problems = validate(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
-    # A filter stream without predicates is a valid state to store: the wader
-    # waits for params (it is how a fresh daemon starts).
-    problems = [p for p in problems if getattr(p, "limit", None) != "at least one predicate"]
-    if problems:
-        p = problems[0]
-        if isinstance(p, ValidationError):
-            raise p
-        raise ValidationError(getattr(p, "field", "params"), getattr(p, "message", str(p)),
-                              getattr(p, "limit", None))
 
 
 class _ChangeListener(txredisapi.SubscriberProtocol):
@@ -154,7 +113,7 @@ class Store:
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  reactor: Any = None, streams: tuple[str, ...] = ("filter",),
-                 health_interval: float = 1.0) -> None:
+                 health_interval: float = 1.0, data_dir: Path | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
             reactor = _r
@@ -176,7 +135,16 @@ class Store:
         self._meta_loop: task.LoopingCall | None = None
         self._reloading: defer.Deferred[None] | None = None
         self._queued_waiters: list[defer.Deferred[None]] = []
-        self._loaded = False
+        self._queued_full = False
+        self._queued_targets: set[Target] = set()
+        self._loaded = False  # the copy came from Redis
+        self._adopted = False  # the copy came from the local file (Redis did not answer)
+        self._copy = CopyFile(copy_path(data_dir, namespace)) if data_dir is not None else None
+        self._local: LocalCopy | None = None  # the copy on disk when this process started
+        self._warned: set[tuple[str, str]] = set()
+        self._own_queues: set[str] = set()
+        self._ping: defer.Deferred[Any] | None = None
+        self._known_waiters: list[defer.Deferred[dict[str, Subscription]]] = []
         self._started: defer.Deferred[None] | None = None
         self._running = False
         self._down_at_start_logged = False
@@ -189,7 +157,8 @@ class Store:
     def from_config(cls, config: Any, reactor: Any = None) -> "Store":
         r = config.redis
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
-                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,))
+                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,),
+                   data_dir=config.data_dir)
 
     # --- keys -------------------------------------------------------------
 
@@ -211,11 +180,16 @@ class Store:
     def _epoch_key(self) -> str:
         return f"{self.namespace}:store:epoch"
 
+    @property
+    def _queues_key(self) -> str:
+        return f"{self.namespace}:queues"
+
     # --- lifecycle --------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
         """Connect and load; fires after the first load, or after ``timeout`` if Redis is down."""
         self._running = True
+        self._read_local()
         self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
                                                password=self.password, connectTimeout=self.timeout)
         f = txredisapi.SubscriberFactory(isLazy=True)
@@ -228,9 +202,13 @@ class Store:
         self._health.start(self._health_interval, now=True)
         self._started = defer.Deferred()
         d = self._started
-        timer = self.reactor.callLater(self.timeout, self._fire_started)
+        timer = self.reactor.callLater(self.timeout, self._start_timed_out)
         d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         return d
+
+    def _start_timed_out(self) -> None:
+        self._adopt_local()
+        self._fire_started()
 
     def _fire_started(self) -> None:
         if self._started is not None:
@@ -244,6 +222,8 @@ class Store:
         self._fire_started()
         if self._health.running:
             self._health.stop()
+        if self._ping is not None:
+            self._ping.cancel()  # a ping to a Redis that is away: its timer would outlive us
         if self._meta_loop is not None and self._meta_loop.running:
             self._meta_loop.stop()
             try:
@@ -275,12 +255,28 @@ class Store:
     def subscriptions(self) -> dict[str, Subscription]:
         return dict(self._subs)
 
+    def when_known(self) -> defer.Deferred[dict[str, Subscription]]:
+        """Fires with the subscriptions once ``known_subscriptions()`` is no longer None."""
+        known = self.known_subscriptions()
+        if known is not None:
+            return defer.succeed(known)
+        d: defer.Deferred[dict[str, Subscription]] = defer.Deferred()
+        self._known_waiters.append(d)
+        return d
+
+    def _fire_known(self) -> None:
+        known = self.known_subscriptions()
+        if known is not None:
+            waiters, self._known_waiters = self._known_waiters, []
+            for d in waiters:
+                d.callback(dict(known))
+
     def known_subscriptions(self) -> dict[str, Subscription] | None:
         """The subscriptions, or None while this process does not know them yet.
 
         The sink routes nothing until it knows where events go: delivering to an
         empty set would move the checkpoint past events no queue received."""
-        return dict(self._subs) if self._loaded else None
+        return dict(self._subs) if self._loaded or self._adopted else None
 
     def on_change(self, callback: ChangeCallback) -> None:
         """``callback(kind, name)``; kind is "params" or "subscriptions"."""
@@ -289,16 +285,17 @@ class Store:
     def status(self) -> dict[str, Any]:
         """For stats/meta: reachability and the re-seeds after Redis came back empty."""
         return {"available": self.available, "last_error": self.last_error if not self.available else None,
-                "restores": self.restores, "last_restore": self.last_restore}
+                "restores": self.restores, "last_restore": self.last_restore,
+                "source": "redis" if self._loaded else "local copy" if self._adopted else None}
 
     # --- writing -----------------------------------------------------------
 
     def set_params(self, stream: str, params: Mapping[str, Any]) -> defer.Deferred[dict[str, list[str]]]:
         """Replace each given param (an empty list deletes it)."""
         try:
-            given = {p: self._values(p, v) for p, v in params.items()}
+            given = {p: param_values(p, v) for p, v in params.items()}
             merged = {**self.params(stream), **given}
-            _validate(stream, {k: v for k, v in merged.items() if v})
+            validate_params(stream, {k: v for k, v in merged.items() if v})
         except ValidationError as e:
             return defer.fail(e)
         cmds: list[tuple[Any, ...]] = []
@@ -307,51 +304,60 @@ class Store:
             cmds.append(("DEL", key))
             if values:
                 cmds.append(("SADD", key, *values))
-        return self._write_params(stream, cmds)
+        return self._write_params(stream, list(given), cmds)
 
     def set_param(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         return self.set_params(stream, {param: values})
 
     def add_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         try:
-            vals = self._values(param, values)
+            vals = param_values(param, values)
             current = self.params(stream)
             current[param] = sorted(set(current.get(param, [])) | set(vals))
-            _validate(stream, current)
+            validate_params(stream, current)
         except ValidationError as e:
             return defer.fail(e)
         if not vals:
-            return self._write_params(stream, [])
-        return self._write_params(stream, [("SADD", self._param_key(stream, param), *vals)])
+            return self._write_params(stream, [param], [])
+        return self._write_params(stream, [param], [("SADD", self._param_key(stream, param), *vals)])
 
     def remove_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         try:
-            vals = self._values(param, values)
-            _validate(stream, {param: vals} if vals else {})
+            vals = param_values(param, values)
+            validate_params(stream, {param: vals} if vals else {})
         except ValidationError as e:
             return defer.fail(e)
         if param not in self.params(stream):
             return defer.fail(NotFound("param", f"{stream}:{param}"))
         if not vals:
-            return self._write_params(stream, [])
-        return self._write_params(stream, [("SREM", self._param_key(stream, param), *vals)])
+            return self._write_params(stream, [param], [])
+        return self._write_params(stream, [param], [("SREM", self._param_key(stream, param), *vals)])
 
     def delete_param(self, stream: str, param: str) -> defer.Deferred[dict[str, list[str]]]:
         if param not in self.params(stream):
             return defer.fail(NotFound("param", f"{stream}:{param}"))
-        return self._write_params(stream, [("DEL", self._param_key(stream, param))])
+        return self._write_params(stream, [param], [("DEL", self._param_key(stream, param))])
 
     def save_subscription(self, sub: Subscription) -> defer.Deferred[Subscription]:
         if not isinstance(sub, Subscription):
             return defer.fail(ValidationError("subscription", f"expected a Subscription, got {sub!r}"))
+        if not self.available or self._conn is None:
+            return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
         flat: list[str] = []
         for k, v in sub.to_hash().items():
             flat += [k, v]
-        cmds = [("DEL", self._sub_key(sub.name)), ("HSET", self._sub_key(sub.name), *flat),
-                ("SADD", self._subs_key, sub.name),
-                ("PUBLISH", self._channel, f"subscriptions:{sub.name}")]
-        d = self._transaction(cmds)
-        d.addCallback(lambda _: self._reload())  # a load that starts after the write: never stale
+        queue = sub.queue_key(self.namespace)
+        mode = "append" if appends_only(sub) else "strict"
+        d = self._timed(self._conn.execute_command(
+            "EVAL", SAVE_SUBSCRIPTION, 4, self._sub_key(sub.name), self._subs_key, self._queues_key,
+            queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", *flat))
+
+        def saved(reply: Any) -> Any:
+            if _s(reply) != "ok":
+                raise foreign_queue(sub, queue, _s(reply))
+            # a load that starts after the write: never stale
+            return self._reload([("subscription", sub.name, None)])
+        d.addCallback(saved)
         return d.addCallback(lambda _: sub)
 
     def delete_subscription(self, name: str, drop_queue: bool = False) -> defer.Deferred[None]:
@@ -362,10 +368,12 @@ class Store:
             return defer.fail(NotFound("subscription", name))
         cmds: list[tuple[Any, ...]] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
         if drop_queue:
-            cmds.append(("DEL", sub.queue_key(self.namespace)))
+            queue = sub.queue_key(self.namespace)
+            cmds += [("DEL", queue), ("SREM", self._queues_key, queue)]
+            self._own_queues.discard(queue)
         cmds.append(("PUBLISH", self._channel, f"subscriptions:{name}"))
         d = self._transaction(cmds)
-        d.addCallback(lambda _: self._reload())
+        d.addCallback(lambda _: self._reload([("subscription", name, None)]))
         return d.addCallback(lambda _: None)
 
     # --- meta ----------------------------------------------------------------
@@ -418,21 +426,6 @@ class Store:
 
     # --- internals -------------------------------------------------------------
 
-    @staticmethod
-    def _values(param: str, values: Any) -> list[str]:
-        if isinstance(values, str):
-            values = [v.strip() for v in values.split(",") if v.strip()]
-        if not isinstance(values, (list, tuple, set, frozenset)):
-            raise ValidationError(param, f"expected a list of values, got {type(values).__name__}")
-        out = []
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (str, int)):
-                raise ValidationError(param, f"values must be strings, got {v!r}")
-            out.append(str(v).strip())
-        if param == "locations":
-            out = _boxes(out)
-        return sorted(set(out))
-
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         d.addTimeout(self.timeout, self.reactor)
 
@@ -464,10 +457,11 @@ class Store:
             return replies[-1]
         return self._timed(run())
 
-    def _write_params(self, stream: str, cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
-        cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}")]
+    def _write_params(self, stream: str, names: list[str],
+                      cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
+        cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}:{p}") for p in names]
         d = self._transaction(cmds)
-        d.addCallback(lambda _: self._reload())
+        d.addCallback(lambda _: self._reload([("params", stream, p) for p in names]))
         return d.addCallback(lambda _: self.params(stream))
 
     def _mark_down(self, why: str) -> None:
@@ -478,14 +472,54 @@ class Store:
                       "subscriptions, reconnecting", addr=f"{self.host}:{self.port}", why=why)
         elif not self._loaded and not self._down_at_start_logged:
             self._down_at_start_logged = True
-            log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
-                     "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
+            if self._local is not None:
+                log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers, on the "
+                         "params and subscriptions of the local copy {path} until then",
+                         addr=f"{self.host}:{self.port}", why=why, path=str(self.copy_path))
+            else:
+                log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
+                         "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
+        if not self._loaded:
+            self._adopt_local()
+
+    # --- the local copy ----------------------------------------------------------
+
+    @property
+    def copy_path(self) -> Path | None:
+        """Where the local copy lives (None: no ``data_dir``, no copy)."""
+        return self._copy.path if self._copy is not None else None
+
+    def _read_local(self) -> None:
+        if self._copy is not None and self._local is None:
+            self._local = self._copy.read()
+
+    def _adopt_local(self) -> None:
+        """Redis does not answer at start: take what the local copy says (once)."""
+        if self._loaded or self._adopted or self._local is None:
+            return
+        self._adopted = True
+        self.epoch = self._local.epoch
+        self._apply(self._local.params, self._local.subscriptions)
+        self._fire_known()
+
+    def _save_copy(self) -> None:
+        """Keep the local copy in step with what was read from Redis."""
+        if self._copy is not None and self._loaded:
+            self._copy.save(LocalCopy(params=self._params, subscriptions=self._subs, epoch=self.epoch))
+
+    def _warn_once(self, key: str, why: str) -> None:
+        if (key, why) not in self._warned:
+            self._warned.add((key, why))
+            log.warn("Redis key {key} skipped: {why}", key=key, why=why)
+
+    # --- loading ---------------------------------------------------------------------
 
     def _check(self) -> None:
-        if self._conn is None:
-            return
+        if self._conn is None or self._ping is not None:
+            return  # one health check at a time
         d = self._conn.ping()
         d.addTimeout(min(self.timeout, max(self._health_interval, 0.5)), self.reactor)
+        self._ping = d
 
         def ok(_: Any) -> Any:
             if not self.available:
@@ -496,7 +530,13 @@ class Store:
             return None
 
         def bad(f: Any) -> None:
+            if not self._running:
+                return  # cancelled by stop()
             self._mark_down(_why(f, min(self.timeout, max(self._health_interval, 0.5))))
+        def over(result: Any) -> Any:
+            self._ping = None
+            return result
+        d.addBoth(over)
         d.addCallbacks(ok, bad)
         d.addErrback(lambda f: log.failure("store health check", f))
 
@@ -509,22 +549,27 @@ class Store:
         pass
 
     def _change_message(self, message: str) -> None:
-        self._reload()
+        self._reload(change_targets(message))
 
-    def _reload(self) -> defer.Deferred[None]:
-        """Reload the whole copy; calls made while a load runs share the next one."""
+    def _reload(self, targets: Iterable[Target] | None = None) -> defer.Deferred[None]:
+        """Reload the copy (all of it, or the targets); calls made while a load runs share the next one."""
         d: defer.Deferred[None] = defer.Deferred()
         if not self._running:
             d.callback(None)
             return d
+        full = targets is None or not self._loaded
         if self._reloading is not None:
             self._queued_waiters.append(d)
+            if full:
+                self._queued_full = True
+            else:
+                self._queued_targets.update(targets or ())
             return d
-        self._run_load([d])
+        self._run_load([d], None if full else set(targets or ()))
         return d
 
-    def _run_load(self, waiters: list[defer.Deferred[None]]) -> None:
-        self._reloading = self._load_checked()
+    def _run_load(self, waiters: list[defer.Deferred[None]], targets: set[Target] | None) -> None:
+        self._reloading = self._load_checked() if targets is None else self._load_targets(targets)
 
         def done(result: Any) -> None:
             self._reloading = None
@@ -532,15 +577,19 @@ class Store:
                 params, subs = result
                 self._loaded = True
                 self._apply(params, subs)
+                self._save_copy()
+                self._fire_known()
                 self._fire_started()
             else:
                 log.warn("store reload failed: {e}", e=result.getErrorMessage())
             for w in waiters:
                 w.callback(None)
             queued, self._queued_waiters = self._queued_waiters, []
+            full, self._queued_full = self._queued_full or not self._loaded, False
+            more, self._queued_targets = self._queued_targets, set()
             if queued:
                 if self._running:
-                    self._run_load(queued)
+                    self._run_load(queued, None if full else more)
                 else:
                     for w in queued:
                         w.callback(None)
@@ -552,76 +601,101 @@ class Store:
 
         The empty state is never applied when there is a copy to restore: the
         sink reads ``subscriptions()`` for every batch, and an empty copy for a
-        moment would commit events to no queue at all.
+        moment would commit events to no queue at all. The copy is the one in
+        memory, or after a restart of the daemon the local file.
         """
         params, subs, marker = yield self._timed(self._load())
         if marker is None:
-            if self._loaded and (self._params or self._subs):
-                yield self._restore()
+            if self._loaded or self._adopted:
+                base = (self._params, self._subs)
+            elif self._local is not None:
+                base = (self._local.params, self._local.subscriptions)
+            else:
+                base = ({}, {})
+            if base[0] or base[1]:
+                yield self._restore(*base)
                 params, subs, marker = yield self._timed(self._load())
             else:  # a first start (or nothing to restore): this Redis is now ours
                 epoch = secrets.token_hex(8)
                 ok = yield self._timed(self._conn.set(self._epoch_key, epoch, only_if_not_exists=True))
                 marker = epoch if ok else (yield self._timed(self._conn.get(self._epoch_key)))
         self.epoch = _s(marker) if marker is not None else None
+        self._own_queues.clear()  # read everything: Redis may have lost <ns>:queues too
+        yield self._adopt_queues(subs)
         return params, subs
 
     @defer.inlineCallbacks
-    def _restore(self) -> Any:
-        """Write the in-memory copy back to a Redis that lost it (see the module doc)."""
+    def _adopt_queues(self, subs: dict[str, Subscription]) -> Any:
+        """The queues of subscriptions already in Redis are Flamingo's (installs from before ``<ns>:queues``)."""
+        queues = sorted({s.queue_key(self.namespace) for s in subs.values() if not appends_only(s)}
+                        - self._own_queues)
+        if queues:
+            try:
+                yield self._timed(self._conn.sadd(self._queues_key, queues))
+            except txredisapi.ResponseError as e:
+                self._warn_once(self._queues_key, str(e))
+                return
+            self._own_queues.update(queues)
+
+    @defer.inlineCallbacks
+    def _load_targets(self, targets: set[Target]) -> Any:
+        """Read only what the change notices named, on top of the current copy."""
+        read = self._reader()
+        params = {s: dict(ps) for s, ps in self._params.items()}
+        subs = dict(self._subs)
+        for kind, name, param in sorted(targets, key=lambda t: (t[0], t[1], t[2] or "")):
+            if kind == "params" and param is not None:
+                values = yield self._timed(read.members(self._param_key(name, param)))
+                stream = params.setdefault(name, {})
+                if values:
+                    stream[param] = values
+                else:
+                    stream.pop(param, None)
+            elif kind == "params":
+                params[name] = (yield self._timed(read.params(name))).get(name, {})
+            else:
+                subscribed = yield self._timed(read.is_subscribed(name))
+                sub = (yield self._timed(read.subscription(name))) if subscribed else None
+                if sub is None:
+                    subs.pop(name, None)
+                else:
+                    subs[name] = sub
+        params = {s: ps for s, ps in params.items() if ps}
+        marker = yield self._timed(self._conn.get(self._epoch_key))
+        if marker is None or _s(marker) != self.epoch:  # emptied, or re-seeded by another daemon
+            return (yield self._load_checked())
+        yield self._adopt_queues(subs)
+        return params, subs
+
+    @defer.inlineCallbacks
+    def _restore(self, params_copy: dict[str, dict[str, list[str]]], subs_copy: dict[str, Subscription]) -> Any:
+        """Write a copy back to a Redis that lost it (see the module doc)."""
         params = [[self._param_key(stream, p), values]
-                  for stream, ps in sorted(self._params.items()) for p, values in sorted(ps.items()) if values]
+                  for stream, ps in sorted(params_copy.items()) for p, values in sorted(ps.items()) if values]
         subs = []
-        for name, sub in sorted(self._subs.items()):
+        for name, sub in sorted(subs_copy.items()):
             flat: list[str] = []
             for k, v in sub.to_hash().items():
                 flat += [k, v]
             subs.append([name, self._sub_key(name), flat])
-        changes = [f"params:{s}" for s in sorted(self._params)] + [f"subscriptions:{n}" for n in sorted(self._subs)]
-        doc = orjson.dumps({"params": params, "subs": subs, "changes": changes})
+        changes = [f"params:{s}" for s in sorted(params_copy)] + [f"subscriptions:{n}" for n in sorted(subs_copy)]
+        queues = sorted({s.queue_key(self.namespace) for s in subs_copy.values() if not appends_only(s)})
+        doc = orjson.dumps({"params": params, "subs": subs, "queues": queues, "changes": changes})
         epoch = secrets.token_hex(8)
         done = yield self._timed(self._conn.execute_command(
-            "EVAL", _RESTORE, 2, self._epoch_key, self._subs_key, epoch, self._channel, doc))
+            "EVAL", RESTORE, 3, self._epoch_key, self._subs_key, self._queues_key, epoch, self._channel, doc))
         if done == 1:
             self.restores += 1
             self.last_restore = {"at": time.time(), "params": len(params), "subscriptions": len(subs)}
+            source = "memory" if self._loaded or self._adopted else f"the local copy {self.copy_path}"
             log.warn("Redis lost flamingo's keys (restarted without persistence?): restored {n} params "
-                     "and {m} subscriptions from memory", n=len(params), m=len(subs))
+                     "and {m} subscriptions from {source}", n=len(params), m=len(subs), source=source)
 
-    @defer.inlineCallbacks
-    def _load(self) -> Any:
-        ns = self.namespace
-        conn = self._conn
-        prefix = f"{ns}:streams:"
-        keys: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, batch = yield conn.scan(cursor, pattern=prefix + "*", count=1000)
-            keys.update(_s(k) for k in batch)
-            if int(cursor) == 0:
-                break
-        params: dict[str, dict[str, list[str]]] = {}
-        for key in sorted(keys):
-            rest = key[len(prefix):]
-            stream, sep, param = rest.rpartition(":")
-            if not sep or not stream:
-                continue
-            members = yield conn.smembers(key)
-            values = sorted(_s(m) for m in members or ())
-            if values:
-                params.setdefault(stream, {})[param] = values
-        subs: dict[str, Subscription] = {}
-        names = yield conn.smembers(self._subs_key)
-        for name in sorted(_s(n) for n in names or ()):
-            fields = yield conn.hgetall(self._sub_key(name))
-            try:
-                subs[name] = Subscription.from_hash(name, fields or {})
-            except ValidationError as e:
-                log.error("subscription {name!r} in Redis is invalid ({e}); ignored", name=name, e=str(e))
-        # read last: a Redis emptied at any moment of this load has lost it, so a
-        # partial (or empty) read is never taken for the truth
-        marker = yield conn.get(self._epoch_key)
-        return params, subs, marker
+    def _reader(self) -> KeyReader:
+        return KeyReader(self._conn, self.namespace, self._warn_once)
+
+    def _load(self) -> defer.Deferred[Any]:
+        return self._reader().everything()
 
     def _apply(self, params: dict[str, dict[str, list[str]]], subs: dict[str, Subscription]) -> None:
         """Swap in the new copy and tell callbacks what differs."""

@@ -207,7 +207,7 @@ class ExampleFileTests(SynchronousTestCase):
 
         def walk(cls: Any, prefix: str) -> None:
             for a in attrs.fields(cls):
-                if a.name == "source":
+                if a.name in ("source", "source_secrets"):  # where it came from, not keys
                     continue
                 key = f"{prefix}{a.name}"
                 if attrs.has(a.type if isinstance(a.type, type) else type(a.default)) \

@@ -252,6 +252,7 @@ class StoreTests(unittest.TestCase):
         r = shared_redis()
         r.command("DEL", f"{store.namespace}:streams:filter:track")
         r.command("SREM", f"{store.namespace}:subscriptions", "gone")
+        r.command("PUBLISH", f"{store.namespace}:changes", "params:filter:track")
         r.command("PUBLISH", f"{store.namespace}:changes", "subscriptions:gone")
         yield wait_for(lambda: "gone" not in store.subscriptions() and not store.params("filter"),
                        what="deletion seen")

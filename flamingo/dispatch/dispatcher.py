@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from flamingo.logs import logger
 
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
@@ -25,7 +25,7 @@ from flamingo.stream.messages import message_type, parse_limit
 
 __all__ = ["Dispatcher", "DeliveryService", "build_delivery"]
 
-log = Logger(namespace="flamingo.dispatch")
+log = logger("flamingo.dispatch")
 
 
 class Dispatcher:

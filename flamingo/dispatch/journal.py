@@ -41,11 +41,11 @@ from typing import Any, BinaryIO
 import attrs
 import orjson
 from twisted.internet import defer, task, threads
-from twisted.logger import Logger
+from flamingo.logs import logger
 
 __all__ = ["Journal", "one_line"]
 
-log = Logger(namespace="flamingo.journal")
+log = logger("flamingo.journal")
 
 _NAME = re.compile(r"^(event|spool)-(\d{8}-\d{6})-(\d{12,})\.log(\.gz)?$")
 STATE_FILE = "journal.state"

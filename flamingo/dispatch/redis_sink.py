@@ -33,7 +33,7 @@ from typing import Any, Callable
 import attrs
 import orjson
 from twisted.internet import defer, endpoints
-from twisted.logger import Logger
+from flamingo.logs import logger
 
 from flamingo.dispatch.payloads import BUILDERS
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command, encode
@@ -43,7 +43,7 @@ from flamingo.subscription import Subscription
 
 __all__ = ["RedisSink"]
 
-log = Logger(namespace="flamingo.sink")
+log = logger("flamingo.sink")
 
 @attrs.define
 class _Item:

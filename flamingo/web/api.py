@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
+from flamingo.logs import logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -35,7 +35,7 @@ from flamingo.web.routes import ROUTES, listing
 
 __all__ = ["FlamingoApi", "ApiError", "RESOURCES"]
 
-log = Logger(namespace="flamingo.web")
+log = logger("flamingo.web")
 
 #: Stream name -> the original's "resource" (v1.1 path without version).
 RESOURCES = {
