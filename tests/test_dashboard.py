@@ -75,7 +75,7 @@ class PageTests(ApiTestCase):
 
     @defer.inlineCallbacks
     def test_snapshot(self):
-        yield self.store.save_subscription(Subscription.create("q1", format="resque"))
+        yield self.store.save_subscription(Subscription.create("q1", format="envelope"))
         yield self.store.save_subscription(Subscription.create("fresh"))
         yield self.call("PUT", "/streams/filter/track.json?values=cats,dogs")
         _, _, doc = yield self.call("GET", "/dashboard/data.json")
@@ -89,7 +89,8 @@ class PageTests(ApiTestCase):
         self.assertEqual(doc["backlog"], 5)
         self.assertEqual(doc["journal"]["segments"], 1)
         subs = {s["name"]: s for s in doc["subscriptions"]}
-        self.assertEqual(subs["q1"]["queue"], "resque:queue:q1")
+        self.assertEqual(subs["q1"]["queue"], f"{self.store.namespace}:queue:q1")
+        self.assertEqual(subs["q1"]["format"], "envelope")
         self.assertEqual((subs["q1"]["length"], subs["q1"]["trimmed"]), (12, 4))
         self.assertEqual((subs["fresh"]["length"], subs["fresh"]["trimmed"]), (None, 0))
 

@@ -93,7 +93,7 @@ class Live(unittest.TestCase):
         self.config_file.write_text(yaml.safe_dump(
             {"username": "u", "password": "p",
              "web": {"host": f"127.0.0.1:{port.getHost().port}", "token": SECRET_TOKEN}}))
-        yield self.store.save_subscription(Subscription.create("q1", format="resque"))
+        yield self.store.save_subscription(Subscription.create("q1", format="envelope"))
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin"), "HOME": str(d),
                     "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40", "LANG": "C.UTF-8"}
 
@@ -107,7 +107,8 @@ class Live(unittest.TestCase):
     @defer.inlineCallbacks
     def test_top_in_a_pty_refreshes_and_q_quits(self) -> Any:
         p, transport = self.spawn("top", pty=True)
-        yield until(lambda: "resque:queue:q1" in p.text() and "connected" in p.text(), 30)
+        queue = f"{self.store.namespace}:queue:q1"  # the namespace is unique to this test
+        yield until(lambda: queue in p.text() and "connected" in p.text(), 30)
         self.assertIn("43", p.text())  # events total from the daemon's Stats
         self.assertIn("12", p.text())  # q1's queue length
         # A change shows up by itself, with no key pressed: the view refreshes.
