@@ -8,6 +8,12 @@ only when ``snapshot()`` is asked for. Time comes from an injected clock
 Coverage is the original's Stats::Connection rule: since the connection began,
 received tweets / (received + skipped) * 100, where skipped is the last
 ``limit`` notice's cumulative count.
+
+``by_type`` names come from upstream (a one-key message is typed by its key),
+so a hostile or broken server could mint names without end: at most
+``MAX_TYPE_NAMES`` distinct names are kept (the known types always are), and
+events of any further name count under ``other``. The same bound keeps the
+Prometheus label set small.
 """
 
 from __future__ import annotations
@@ -16,10 +22,18 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-__all__ = ["Stats", "WINDOWS"]
+__all__ = ["Stats", "WINDOWS", "MAX_TYPE_NAMES", "OTHER_TYPE"]
 
 WINDOWS = {"10s": 10, "1m": 60, "5m": 300}
 _RING = 301
+#: distinct ``by_type`` names kept, ``other`` included
+MAX_TYPE_NAMES = 64
+#: where events of types past the cap are counted
+OTHER_TYPE = "other"
+#: what ``message_type`` gives for v1.1 traffic: always counted by name
+_KNOWN_TYPES = frozenset({"tweet", "delete", "scrub_geo", "limit", "status_withheld",
+                          "user_withheld", "disconnect", "warning", "unknown", "invalid",
+                          OTHER_TYPE})
 
 
 class _WallClock:
@@ -75,8 +89,25 @@ class Stats:
         self._by[i] += nbytes
         self.total_events += n
         self.total_bytes += nbytes
-        self.by_type.update(counts)
+        by_type = self.by_type
+        if by_type.keys() >= counts.keys():  # the usual case: no new name
+            by_type.update(counts)
+        else:
+            self._count_new_types(counts)
         self.last_event_at = now
+
+    def _count_new_types(self, counts: dict[str, int]) -> None:
+        by_type = self.by_type
+        for name, n in counts.items():
+            if name in by_type or name in _KNOWN_TYPES or self._room_for_new_type():
+                by_type[name] += n
+            else:
+                by_type[OTHER_TYPE] += n
+
+    def _room_for_new_type(self) -> bool:
+        # a slot stays free for "other" and for each known type not seen yet
+        unseen_known = len(_KNOWN_TYPES.difference(self.by_type))
+        return len(self.by_type) + unseen_known < MAX_TYPE_NAMES
 
     def _advance(self, sec: int) -> None:
         gap = sec - self._sec
@@ -106,15 +137,17 @@ class Stats:
     def duplicates(self, n: int) -> None:
         self.duplicates_dropped += n
 
-    def parse_error(self, kind: str, sample: bytes | str | None = None) -> None:
-        self.parse_errors[kind] += 1
+    def parse_error(self, kind: str, sample: bytes | str | None = None, n: int = 1) -> None:
+        """``n`` errors of ``kind`` (counted in bulk), ``sample`` one of them."""
+        self.parse_errors[kind] += n
         if isinstance(sample, bytes):
             sample = sample[:200].decode("utf-8", "replace")
         self.last_parse_error = {"kind": kind, "sample": (sample or "")[:200],
                                  "at": self.clock.seconds()}
 
-    def keepalive(self) -> None:
-        self.keepalives += 1
+    def keepalive(self, n: int = 1) -> None:
+        """``n`` keep-alives (counted in bulk: a flood of them is one call)."""
+        self.keepalives += n
         self.last_keepalive_at = self.clock.seconds()
 
     def disconnect_message(self, code: Any, reason: str | None = None) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import orjson
 from hypothesis import given, strategies as st
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from flamingo.stats import Stats
+from flamingo.stream.framing import FrameParser
 from flamingo.stream.messages import message_type, parse_limit
 
 TWEET = orjson.dumps({"created_at": "Wed Aug 27 13:08:45 +0000 2008", "id": 1, "id_str": "1",
@@ -30,6 +35,7 @@ SHAPES = {
     b"": "invalid",
     b"[1,2]": "invalid",
     b'{"created_at":"x"': "invalid",
+    b'{"not json': "invalid",
     b'"text"': "invalid",
     b"\xff\xfe": "invalid",
 }
@@ -60,3 +66,18 @@ class MessageTypeTests(unittest.SynchronousTestCase):
             self.assertIn(t, (key, "unknown"))
         elif not isinstance(value, dict):
             self.assertEqual(t, "invalid")
+
+
+class StrayLineTests(unittest.SynchronousTestCase):
+    """A stray non-JSON line from the server: framed as a message, typed invalid, counted."""
+
+    def test_stray_line_is_typed_invalid_and_counted(self):
+        frames = FrameParser().feed(TWEET + b'\r\n{"not json\r\n' + TWEET + b"\r\n")
+        self.assertEqual(frames, [TWEET, b'{"not json', TWEET])  # kept: it goes to the event log
+        types = [message_type(f) for f in frames]
+        self.assertEqual(types, ["tweet", "invalid", "tweet"])
+        stats = Stats(Clock())
+        for i in range(100):  # even with the type-name cap full, invalid keeps its name
+            stats.events({f"made_up_{i}": 1}, 1, 10)
+        stats.events(Counter(types), len(frames), sum(map(len, frames)))
+        self.assertEqual(stats.snapshot()["events"]["by_type"]["invalid"], 1)

@@ -6,7 +6,7 @@ import orjson
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from flamingo.stats import Stats
+from flamingo.stats import MAX_TYPE_NAMES, Stats
 
 
 class StatsTests(unittest.SynchronousTestCase):
@@ -83,3 +83,44 @@ class StatsTests(unittest.SynchronousTestCase):
         self.assertEqual(snap["queues"], {"q": {"length": 5, "trimmed": 2, "pushed": 7}})
         self.assertEqual(snap["journal"], {"backlog": 4})
         self.assertIn("error", snap["broken"])
+
+
+class TypeNameCapTests(unittest.SynchronousTestCase):
+    """Type names come from upstream: their number is bounded, the rest count as ``other``."""
+
+    def test_distinct_names_are_capped_and_the_rest_count_as_other(self):
+        s = Stats(Clock())
+        for i in range(1000):
+            s.events({f"made_up_{i}": 2}, 2, 20)
+        s.events({"tweet": 5, "delete": 1, "invalid": 1}, 7, 70)  # known types still get their name
+        by_type = s.snapshot()["events"]["by_type"]
+        self.assertLessEqual(len(by_type), MAX_TYPE_NAMES)
+        self.assertEqual(sum(by_type.values()), 2007)
+        self.assertEqual((by_type["tweet"], by_type["delete"], by_type["invalid"]), (5, 1, 1))
+        self.assertGreater(by_type["other"], 0)
+        self.assertEqual(by_type["made_up_0"], 2)  # the first names keep theirs
+
+    def test_names_seen_before_the_cap_keep_counting(self):
+        s = Stats(Clock())
+        s.events({"scrub_geo": 1}, 1, 10)
+        for i in range(200):
+            s.events({f"x{i}": 1}, 1, 10)
+        s.events({"scrub_geo": 4, "x0": 1}, 5, 50)
+        by_type = s.by_type
+        self.assertEqual((by_type["scrub_geo"], by_type["x0"]), (5, 2))
+        self.assertLessEqual(len(by_type), MAX_TYPE_NAMES)
+
+
+class BulkCountTests(unittest.SynchronousTestCase):
+    """The wader reports floods in bulk: one call per turn, whatever the count."""
+
+    def test_keepalives_and_parse_errors_in_bulk(self):
+        s = Stats(Clock())
+        s.keepalive(4_200_000)
+        s.keepalive()
+        s.parse_error("non_json", b"x", 100_000)
+        s.parse_error("non_json", b"y")
+        snap = s.snapshot()
+        self.assertEqual(snap["connection"]["keepalives"], 4_200_001)
+        self.assertEqual(snap["parse_errors"]["by_kind"], {"non_json": 100_001})
+        self.assertEqual(snap["parse_errors"]["last"]["sample"], "y")

@@ -35,12 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flamingo emulator",
         description="A faithful local Streaming API (v1.1): realistic seeded tweets, the real "
-        "framing, auth, limits and scripted faults. With no credentials it accepts any.",
+        "framing, auth, limits and scripted faults. With no credentials it accepts any request, "
+        "so it listens beyond loopback (--host) only with credentials configured.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    a("--host", default="127.0.0.1",
+      help="interface to listen on (default 127.0.0.1); beyond loopback only with credentials "
+           "(--user/--password, --bearer-token or --oauth-consumer-key/--oauth-consumer-secret)")
     a("--port", type=int, default=8080, help="port to listen on (default 8080; 0 = any free port)")
     a("--user", help="HTTP Basic user name accepted")
     a("--password", help="HTTP Basic password accepted")
@@ -71,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="messages queued for a slow client before disconnect code 4 (rate mode; default 1000)")
     a("--allow-duplicate-connections", action="store_true",
       help="do not disconnect the older connection of the same account")
+    a("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+      help="a connection that has not sent a complete request in SECONDS gets 408 and is "
+           "closed (default 10)")
+    a("--max-connections", type=int, default=100, metavar="N",
+      help="open connections at most, streams included; one more gets 503 and is closed "
+           "(default 100)")
     return p
 
 
@@ -104,6 +113,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         random_disconnects=args.random_disconnects,
         stall_queue=args.stall_queue,
         journal=args.journal,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
     )
 
 
@@ -127,12 +138,15 @@ def main(argv: list[str]) -> int:
 
     from twisted.internet import reactor
 
-    from flamingo.emulator.server import Emulator
+    from flamingo.emulator.server import Emulator, ExposureError
 
     emu = Emulator(options, reactor=reactor)
     emu.faults.add(*faults)
     try:
         emu.start(args.host, args.port)
+    except ExposureError as e:
+        print(f"flamingo emulator: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # CannotListenError and friends
         print(f"flamingo emulator: {e}", file=sys.stderr)
         return 1

@@ -5,11 +5,15 @@ prefix or stall without keep-alives, so it speaks HTTP itself instead of
 going through ``twisted.web``: parse one request (request line, headers,
 ``Content-Length`` body), hand it to a handler, then either answer with a
 complete response or switch to a never-ending chunked stream.
+
+A connection gets ``request_timeout`` seconds (on the factory's clock) to
+send its complete request; one that sends nothing or half a header is
+answered 408 and dropped, so idle sockets cannot pile up.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -28,6 +32,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     406: "Not Acceptable",
+    408: "Request Timeout",
     411: "Length Required",
     413: "Request Entity Too Large",
     416: "Range Unacceptable",
@@ -79,6 +84,9 @@ class HTTPServerProtocol(Protocol):
         self._need = 0
         self.done = False
         self.on_lost: Callable[[], None] | None = None
+        self.on_timeout: Callable[["HTTPServerProtocol"], None] | None = None
+        self._timeout_call: Any = None
+        self.bytes_received = 0
 
     def connectionMade(self) -> None:
         factory = getattr(self, "factory", None)
@@ -87,8 +95,25 @@ class HTTPServerProtocol(Protocol):
         if self.on_connect is not None and not self.on_connect(self):
             self.done = True
             self.transport.abortConnection()
+            return
+        if not self.done and factory is not None and factory.clock is not None:
+            self._timeout_call = factory.clock.callLater(factory.request_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timeout_call = None
+        if self.done:
+            return
+        if self.on_timeout is not None:
+            self.on_timeout(self)
+        self.respond(408, b"No complete request in time\n")
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout_call is not None and self._timeout_call.active():
+            self._timeout_call.cancel()
+        self._timeout_call = None
 
     def dataReceived(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self.done:
             return  # streaming: whatever the client sends now is ignored
         self._buffer += data
@@ -121,6 +146,7 @@ class HTTPServerProtocol(Protocol):
             request, self._request = self._request, None
             request.body, self._buffer = self._buffer[: self._need], b""
             self.done = True
+            self._cancel_timeout()
             self.handle(self, request)
 
     @staticmethod
@@ -146,6 +172,7 @@ class HTTPServerProtocol(Protocol):
     def respond(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         """A complete response, then close."""
         self.done = True
+        self._cancel_timeout()
         out = [status_line(code)]
         all_headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body)),
                        "Connection": "close"}
@@ -169,6 +196,7 @@ class HTTPServerProtocol(Protocol):
         self.transport.writeSequence(out)
 
     def connectionLost(self, reason: object = None) -> None:
+        self._cancel_timeout()
         factory = getattr(self, "factory", None)
         if factory is not None:
             factory.protocols.discard(self)
@@ -179,13 +207,20 @@ class HTTPServerProtocol(Protocol):
 
 
 class HTTPServerFactory(Factory):
-    def __init__(self, handle, on_connect=None):
+    """``clock`` (an ``IReactorTime``) runs the request timeouts; without one there are none."""
+
+    def __init__(self, handle, on_connect=None, clock=None, request_timeout: float = 10.0,
+                 on_timeout=None):
         self.handle = handle
         self.on_connect = on_connect
+        self.clock = clock
+        self.request_timeout = request_timeout
+        self.on_timeout = on_timeout
         self.protocols: set[HTTPServerProtocol] = set()
         self.waiters: dict[HTTPServerProtocol, list] = {}
 
     def buildProtocol(self, addr):
         proto = HTTPServerProtocol(self.handle, self.on_connect)
         proto.factory = self
+        proto.on_timeout = self.on_timeout
         return proto

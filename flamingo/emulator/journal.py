@@ -11,7 +11,8 @@ __all__ = ["ConnectionRecord"]
 
 @attrs.define
 class ConnectionRecord:
-    """One attempt. ``outcome`` is "streaming", "http NNN" or "refused";
+    """One attempt. ``outcome`` is "streaming", "http NNN", "refused" or "request
+    timeout" (no complete request within ``header_timeout``);
     ``messages_sent`` / ``bytes_sent`` grow while it streams; ``closed_at``
     and ``close_reason`` are set when a stream ends."""
 

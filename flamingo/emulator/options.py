@@ -19,6 +19,12 @@ class EmulatorOptions:
     the stream matches twice the cap). ``random_disconnects`` is the chance
     per message of a random disconnect message (off by default, so tests and
     benchmarks are deterministic).
+
+    Exposure: ``header_timeout`` is how long a connection may take to send a
+    complete request (a client that connects and sends nothing, or half a
+    header, is answered 408 and dropped); ``max_connections`` caps the open
+    connections, streams included (one more is answered 503 and closed).
+    Listening beyond loopback needs credentials (``has_secret``).
     """
 
     seed: int = 1
@@ -43,7 +49,15 @@ class EmulatorOptions:
     stall_warning_percent: int = 60
     journal: str | None = None
     pool_size: int | None = None
+    header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    max_connections: int = attrs.field(default=100, validator=attrs.validators.ge(1))
 
     @property
     def auth_required(self) -> bool:
         return bool(self.user or self.bearer_token or self.oauth_consumer_key)
+
+    @property
+    def has_secret(self) -> bool:
+        """Credentials a stranger cannot guess: a password, a bearer token or an OAuth secret."""
+        return bool((self.user and self.password) or self.bearer_token
+                    or (self.oauth_consumer_key and self.oauth_consumer_secret))

@@ -3,10 +3,17 @@
 Routing is a table of endpoint handlers keyed by path (``Emulator.endpoints``)
 so X API v2 endpoints can be added later as more rows, each a callable
 ``(emulator, protocol, request, record) -> None``.
+
+Exposure: ``start`` refuses an interface beyond loopback unless credentials
+with a secret are configured (anyone who can reach the port could otherwise
+stream from it); requests must be complete within ``header_timeout``; at most
+``max_connections`` are open at once (one more gets 503 and is closed). Both
+are counted in ``counters`` and recorded in the journal.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from typing import Callable
@@ -25,7 +32,21 @@ from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
 from flamingo.stream.predicates import Predicates, validate_params
 
-__all__ = ["Emulator", "Endpoint", "V1_ENDPOINTS"]
+__all__ = ["Emulator", "Endpoint", "V1_ENDPOINTS", "ExposureError", "is_loopback"]
+
+
+class ExposureError(ValueError):
+    """Listening beyond loopback without credentials."""
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is a loopback address or ``localhost`` (names are not resolved)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 Handler = Callable[["Emulator", HTTPServerProtocol, Request, ConnectionRecord], None]
 
@@ -88,7 +109,11 @@ class Emulator:
         self._cycle = 0
         #: rate mode: the one sequence every connection reads (see timeline.py)
         self.timeline: Timeline | None = None
-        self._factory = HTTPServerFactory(self._handle, self._on_connect)
+        #: connections dropped for a slow request / refused over ``max_connections``
+        self.counters = {"request_timeouts": 0, "over_capacity": 0}
+        self._factory = HTTPServerFactory(self._handle, self._on_connect, clock=self.clock,
+                                          request_timeout=self.options.header_timeout,
+                                          on_timeout=self._on_timeout)
         self._port = None
         self._journal_file = open(self.options.journal, "a", encoding="utf-8") if self.options.journal else None
         self.host = "127.0.0.1"
@@ -96,7 +121,16 @@ class Emulator:
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; returns the port (useful with port 0)."""
+        """Listen; returns the port (useful with port 0).
+
+        Raises ``ExposureError`` for an interface beyond loopback when no
+        credentials with a secret are configured.
+        """
+        if not is_loopback(host) and not self.options.has_secret:
+            raise ExposureError(
+                f"refusing to listen on {host} without credentials: anyone who reaches it could "
+                "stream; set --user/--password, --bearer-token or --oauth-consumer-key/"
+                "--oauth-consumer-secret, or listen on 127.0.0.1")
         self._port = self.reactor.listenTCP(port, self._factory, interface=host)
         if self.options.rate > 0 and not self.options.replay and self.timeline is None:
             self.timeline = Timeline(seed=self.options.seed, size=self.options.size,
@@ -105,6 +139,11 @@ class Emulator:
         self.host = host
         self.port = self._port.getHost().port
         return self.port
+
+    @property
+    def connections(self) -> list[HTTPServerProtocol]:
+        """The open connections, streams included."""
+        return list(self._factory.protocols)
 
     @property
     def url(self) -> str:
@@ -171,7 +210,17 @@ class Emulator:
             record = self._new_record(None, None, {}, "refused")
             self._log(record, "refused")
             return False
+        if len(self._factory.protocols) > self.options.max_connections:
+            self.counters["over_capacity"] += 1
+            record = self._new_record(None, None, {})
+            self._reject(proto, record, 503,
+                         f"Too many connections (at most {self.options.max_connections})")
         return True
+
+    def _on_timeout(self, proto: HTTPServerProtocol) -> None:
+        self.counters["request_timeouts"] += 1
+        record = self._new_record(None, None, {}, "request timeout")
+        self._log(record, "timeout")
 
     def _handle(self, proto: HTTPServerProtocol, request: Request) -> None:
         params: dict[str, list[str]] = {}

@@ -17,17 +17,35 @@ partial message is joined once with the chunk's first piece (chunks without
 message is sliced out by its announced length when that slice ends in CRLF and
 holds no CR (a one-byte scan): exactly what splitting on CRLF would give, found
 without the slower two-byte search.
+
+Hostile bodies: decoding is done in slices (``StreamDecoder.step`` decodes at
+most ``slice_bytes`` of body per call, gzip or not), so a small gzip bomb
+costs many small steps the caller can spread over reactor turns, never one
+long one. Runs of keep-alives are counted in bulk (a list count, a regex
+run), not one Python iteration each. A gzip body is one gzip member: a second
+member or trailing bytes after its end make the stream ``broken``.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
+from collections import deque
 from typing import NamedTuple
 
-__all__ = ["FrameParser", "GzipDecoder", "StreamDecoder", "ParseError", "SAMPLE_BYTES"]
+__all__ = ["FrameParser", "GzipDecoder", "StreamDecoder", "ParseError", "SAMPLE_BYTES",
+           "SLICE_BYTES", "MAX_ERROR_SAMPLES", "LINE_COST"]
 
 SAMPLE_BYTES = 200
+#: error samples kept between two ``take_errors()`` calls
+MAX_ERROR_SAMPLES = 16
+#: body bytes (after gzip) decoded and framed per ``StreamDecoder.step``
+SLICE_BYTES = 16 * 1024
+#: what one line handled in Python costs, in bytes of body: so a step's cost
+#: (``last_step_cost``) follows the work of a slice of tiny garbage lines too
+LINE_COST = 128
 _CRLF = b"\r\n"
+_CRLF_RUN = re.compile(rb"(?:\r\n)+")
 _MAX_LENGTH_DIGITS = 9  # a prefix longer than this is garbage whatever the limit
 _SLICE_MIN = 512  # announced lengths from which slicing by length beats splitting the chunk
 
@@ -43,15 +61,20 @@ class FrameParser:
     """``feed(bytes) -> list[bytes]``: complete messages, without their CRLF.
 
     Counters: ``messages``, ``keepalives``, ``errors_total``; ``take_errors()``
-    returns (and forgets) the errors seen since the last call.
+    returns (and forgets) the errors seen since the last call, at most
+    ``MAX_ERROR_SAMPLES`` of them (a line of garbage repeated a million times
+    is a million errors, not a million samples); ``take_error_counts()`` has
+    the count of every kind.
     """
 
     def __init__(self, max_message_bytes: int = 1024 * 1024) -> None:
         self.max_message_bytes = max_message_bytes
         self.messages = 0
         self.keepalives = 0
+        self.bulk_keepalives = 0  # the part of ``keepalives`` counted a run at a time
         self.errors_total = 0
         self._errors: list[ParseError] = []
+        self._error_counts: dict[str, int] = {}
         self._pending: list[bytes] = []  # chunks of an incomplete message, no CRLF among them
         self._pending_len = 0
         self._discarding = False  # skipping an oversized message up to the next CRLF
@@ -63,11 +86,20 @@ class FrameParser:
 
     def _error(self, kind: str, sample: bytes) -> None:
         self.errors_total += 1
-        self._errors.append(ParseError(kind, bytes(sample[:SAMPLE_BYTES])))
+        counts = self._error_counts
+        counts[kind] = counts.get(kind, 0) + 1
+        if len(self._errors) < MAX_ERROR_SAMPLES:
+            self._errors.append(ParseError(kind, bytes(sample[:SAMPLE_BYTES])))
 
     def take_errors(self) -> list[ParseError]:
+        """Samples of the errors since the last call (at most ``MAX_ERROR_SAMPLES``)."""
         errors, self._errors = self._errors, []
         return errors
+
+    def take_error_counts(self) -> dict[str, int]:
+        """Errors by kind since the last call."""
+        counts, self._error_counts = self._error_counts, {}
+        return counts
 
     @property
     def buffered(self) -> int:
@@ -115,6 +147,11 @@ class FrameParser:
                 lines = data.split(_CRLF)
                 del lines[0]  # the end of the pending message, done above
             tail = lines.pop()
+            empty = lines.count(b"")
+            if empty:  # keep-alives, counted at once (a bomb of them is millions)
+                self.keepalives += empty
+                self.bulk_keepalives += empty
+                lines = list(filter(None, lines))
             for line in lines:
                 if expect is None and line[:1] == b"{" and len(line) <= limit:
                     append(line)  # the fast path: a JSON object, no length announced
@@ -152,6 +189,12 @@ class FrameParser:
             i = find(_CRLF, pos)
             if i == -1:
                 break
+            if i == pos:  # a run of keep-alives, counted at once
+                end = _CRLF_RUN.match(data, pos).end()  # type: ignore[union-attr]
+                self.keepalives += (end - pos) // 2
+                self.bulk_keepalives += (end - pos) // 2
+                pos = end
+                continue
             line = data[pos:i]
             pos = i + 2
             if expect is None and line[:1] == b"{" and len(line) <= limit:
@@ -233,38 +276,136 @@ class FrameParser:
 
 
 class GzipDecoder:
-    """Incremental gzip (``Content-Encoding: gzip``) decoding."""
+    """Incremental decoding of one gzip member (``Content-Encoding: gzip``), in slices.
+
+    ``decode(data, max_out)`` returns at most ``max_out`` bytes; input it could
+    not decode yet is held (``pending``) and decoded by the next calls with
+    ``data=b""``. Bytes after the member's end (a second member, garbage) set
+    ``error``: the streaming API sends one member, so anything else is a body
+    we cannot trust (and zlib would otherwise drop it silently).
+    """
 
     def __init__(self) -> None:
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._full = False  # the last call filled its slice: zlib may hold more output
+        self.error: str | None = None
 
-    def decode(self, data: bytes) -> bytes:
-        return self._z.decompress(data)
+    @property
+    def pending(self) -> bool:
+        """Input taken but not decoded yet: call ``decode(b"", n)`` again."""
+        return self.error is None and (bool(self._z.unconsumed_tail) or self._full)
+
+    def decode(self, data: bytes, max_out: int) -> bytes:
+        """At most ``max_out`` decoded bytes; raises ``zlib.error`` on a corrupt stream."""
+        z = self._z
+        if self.error is not None:
+            return b""
+        if z.eof:
+            if data:
+                self.error = "data after the end of the gzip stream"
+            return b""
+        if z.unconsumed_tail:
+            data = z.unconsumed_tail + data if data else z.unconsumed_tail
+        out = z.decompress(data, max_out)
+        self._full = len(out) == max_out and not z.eof
+        if z.eof and z.unused_data:
+            self.error = "data after the end of the gzip stream (a second member or garbage)"
+        return out
 
 
 class StreamDecoder:
-    """Content decoding plus framing for one response body.
+    """Content decoding plus framing for one response body, in bounded steps.
+
+    ``push(data)`` queues received bytes (no work); each ``step()`` decodes
+    and frames at most ``slice_bytes`` of the body and returns the complete
+    messages; ``pending`` says whether more steps are due. The caller decides
+    how many steps a reactor turn gets, from ``last_step_cost`` (a slice of
+    three-byte garbage lines is more work than a slice of tweets). ``feed(data)`` is push-and-drain, for
+    callers that do not need the bound.
 
     ``broken`` turns true when the body cannot be decoded any further (a
-    corrupt gzip stream): the wader then recycles the connection.
+    corrupt gzip stream, bytes after its end): the wader then recycles the
+    connection. Messages decoded before the fault are still returned.
     """
 
-    def __init__(self, max_message_bytes: int = 1024 * 1024, gzip: bool = False) -> None:
+    def __init__(self, max_message_bytes: int = 1024 * 1024, gzip: bool = False,
+                 slice_bytes: int = SLICE_BYTES) -> None:
         self.parser = FrameParser(max_message_bytes)
         self._gzip = GzipDecoder() if gzip else None
+        self.slice_bytes = slice_bytes
+        self._input: deque[bytes] = deque()
+        self._offset = 0  # bytes of _input[0] already taken
+        self.queued = 0  # bytes pushed and not taken yet
+        self.last_step_bytes = 0  # decoded bytes the last step handed to the parser
+        self.last_step_cost = 0  # its work: bytes, plus LINE_COST per line not bulk-counted
         self.broken = False
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def push(self, data: bytes) -> None:
+        if data and not self.broken:
+            self._input.append(data)
+            self.queued += len(data)
+
+    @property
+    def pending(self) -> bool:
+        if self.broken:
+            return False
+        return bool(self._input) or (self._gzip is not None and self._gzip.pending)
+
+    def step(self) -> list[bytes]:
+        """Decode and frame at most ``slice_bytes`` of the body."""
         if self.broken:
             return []
-        if self._gzip is not None:
+        gz = self._gzip
+        if gz is None:
+            data = self._take(self.slice_bytes)
+        else:
             try:
-                data = self._gzip.decode(data)
+                data = gz.decode(b"" if gz.pending else self._take(self.slice_bytes),
+                                 self.slice_bytes)
             except zlib.error as e:
-                self.broken = True
-                self.parser._error("gzip", str(e).encode())
+                self._break(str(e))
                 return []
-        return self.parser.feed(data)
+        self.last_step_bytes = len(data)
+        bulk = self.parser.bulk_keepalives
+        out = self.parser.feed(data)
+        lines = data.count(b"\r\n") - (self.parser.bulk_keepalives - bulk)
+        self.last_step_cost = len(data) + LINE_COST * max(lines, 0)
+        if gz is not None and gz.error is not None:
+            self._break(gz.error)
+        return out
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Push ``data`` and decode everything queued (unbounded work: tests, tools)."""
+        self.push(data)
+        out: list[bytes] = []
+        while self.pending:
+            out.extend(self.step())
+        return out
+
+    def _take(self, n: int) -> bytes:
+        if not self._input:
+            return b""
+        head, off = self._input[0], self._offset
+        if off == 0 and len(head) <= n:
+            self._input.popleft()
+            data = head
+        else:
+            data = head[off:off + n]
+            self._offset = off + len(data)
+            if self._offset >= len(head):
+                self._input.popleft()
+                self._offset = 0
+        self.queued -= len(data)
+        return data
+
+    def _break(self, reason: str) -> None:
+        self.broken = True
+        self._input.clear()
+        self._offset = self.queued = 0
+        self.parser._error("gzip", reason.encode())
 
     def take_errors(self) -> list[ParseError]:
         return self.parser.take_errors()
+
+    def take_error_counts(self) -> dict[str, int]:
+        return self.parser.take_error_counts()

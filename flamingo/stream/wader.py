@@ -17,7 +17,6 @@ the network through ``reactor`` (real loopback in tests).
 from __future__ import annotations
 
 import time as _time
-from collections import OrderedDict
 from typing import Any, Callable, Protocol as TypingProtocol
 
 import attrs
@@ -38,6 +37,8 @@ from flamingo.stream.auth import BasicAuth, BearerAuth, OAuth1
 from flamingo.stream.backoff import Backoffs, cause_for_status
 from flamingo.stream.endpoints import Endpoint, StreamRequest, endpoint_for
 from flamingo.stream.framing import StreamDecoder
+from flamingo.stream.overlap import RecentIds, message_id
+from flamingo.stream.pump import BodyPump
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
 
@@ -82,59 +83,15 @@ def auth_for(config: Config) -> Any:
     return BasicAuth(config.username or "", config.password or "")
 
 
-class _RecentIds:
-    """A bounded, insertion-ordered set of message ids."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._ids: OrderedDict[Any, None] = OrderedDict()
-
-    def add(self, key: Any) -> None:
-        self._ids[key] = None
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, key: Any) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-
-#: messages about one connection (not events): never repeats of one another
-_PER_CONNECTION = frozenset(("limit", "warning", "disconnect"))
-
-
-def _message_id(frame: bytes) -> Any:
-    """The key overlap dedupe uses: a status's id (or v2 ``data``'s), a deleted
-    status's id, the bytes of other events; None for per-connection notices."""
-    try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    if "id" in obj:
-        return obj.get("id_str") or obj["id"]
-    data = obj.get("data")
-    if isinstance(data, dict):  # X API v2
-        return data.get("id")
-    delete = obj.get("delete")
-    if isinstance(delete, dict) and isinstance(delete.get("status"), dict):
-        status = delete["status"]
-        return ("delete", status.get("id_str") or status.get("id"))
-    if len(obj) == 1 and not _PER_CONNECTION.intersection(obj):
-        # scrub_geo, status_withheld, user_withheld...: no id of their own, but
-        # the same event on both connections is the same bytes
-        return ("raw", frame)
-    return None
-
-
 class _BodyProtocol(Protocol):
     """Receives one streaming response body and hands it to its connection."""
 
     def __init__(self, conn: "_Connection") -> None:
         self.conn = conn
+
+    def connectionMade(self) -> None:
+        if self.conn.pump is not None:
+            self.conn.pump.producer = self.transport
 
     def dataReceived(self, data: bytes) -> None:
         self.conn.data_received(data)
@@ -153,6 +110,7 @@ class _Connection:
         self.protocol: _BodyProtocol | None = None
         self.request_d: defer.Deferred[Any] | None = None
         self.decoder: StreamDecoder | None = None
+        self.pump: BodyPump | None = None
         self.stall_call: Any = None
         self.closing = False  # we ended it on purpose: no retry
         self.stalled = False
@@ -164,6 +122,7 @@ class _Connection:
         self.finished = False
         self.messages = 0
         self.errors_seen = 0
+        self.keepalives_seen = 0
         self.error_counts: dict[str, int] = {}
 
     def connect_timed_out(self) -> None:
@@ -185,6 +144,7 @@ class _Connection:
         encoding = response.headers.getRawHeaders(b"content-encoding", [b""])[0].lower()
         self.decoder = StreamDecoder(self.wader.config.wader.max_message_bytes,
                                      gzip=encoding in (b"gzip", b"x-gzip"))
+        self.pump = BodyPump(self.decoder, self.decoded, self.wader.reactor.callLater)
         self.protocol = _BodyProtocol(self)
         self.arm_stall()
         response.deliverBody(self.protocol)
@@ -204,30 +164,49 @@ class _Connection:
         self.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.pump is None:
             return
         self.arm_stall()
+        self.pump.data_received(data)
+
+    def decoded(self, frames: list[bytes]) -> bool:
+        """One reactor turn of decoding done (the pump's callback): count, log, pass frames on."""
+        if self.closing:
+            return False
         decoder = self.decoder
         assert decoder is not None
-        keepalives = decoder.parser.keepalives
-        frames = decoder.feed(data)
         w = self.wader
-        if decoder.parser.keepalives != keepalives:
-            for _ in range(decoder.parser.keepalives - keepalives):
-                w.stats.keepalive()
+        if self.pump is not None and not self.pump.ending:
+            self.arm_stall()  # decoding what was received (the transport may be paused): not a stall
+        keepalives = decoder.parser.keepalives - self.keepalives_seen
+        if keepalives:
+            self.keepalives_seen = decoder.parser.keepalives
+            w.stats.keepalive(keepalives)
         if decoder.parser.errors_total != self.errors_seen:
             self.errors_seen = decoder.parser.errors_total
-            for err in decoder.take_errors():
-                w.stats.parse_error(err.kind, err.sample)
-                n = self.error_counts[err.kind] = self.error_counts.get(err.kind, 0) + 1
-                if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th... of a kind: never a log flood
-                    log.warn("Stream parse error ({kind}, #{n} on this connection): {sample!r}",
-                             kind=err.kind, n=n, sample=err.sample[:120])
+            self.count_errors(decoder)
         if frames:
             self.messages += len(frames)
             w.frames_received(self, frames)
         if decoder.broken:
             self.abort()
+            return False
+        return not self.closing
+
+    def count_errors(self, decoder: StreamDecoder) -> None:
+        """Parse errors of one step, in bulk per kind; logged at the 1st, 2nd, 4th, 8th...
+        of a kind on this connection: never a log flood, whatever the garbage."""
+        samples: dict[str, bytes] = {}
+        for err in decoder.take_errors():
+            samples.setdefault(err.kind, err.sample)
+        for kind, n in decoder.take_error_counts().items():
+            sample = samples.get(kind, b"")
+            self.wader.stats.parse_error(kind, sample, n)
+            before = self.error_counts.get(kind, 0)
+            total = self.error_counts[kind] = before + n
+            if total.bit_length() > before.bit_length():  # a power of two in (before, total]
+                log.warn("Stream parse error ({kind}, #{n} on this connection): {sample!r}",
+                         kind=kind, n=total, sample=sample[:120])
 
     def check_disconnect(self, frame: bytes) -> None:
         try:
@@ -249,7 +228,11 @@ class _Connection:
 
     def close(self) -> defer.Deferred[None]:
         """End on purpose (restart, replacement, stop); fires when the body is gone."""
+        if self.pump is not None and not self.closing:
+            self.pump.drain()  # what was received is handed on (the pump may be behind)
         self.closing = True
+        if self.pump is not None:
+            self.pump.stop()  # a body that already ended is reported now (closing: no retry)
         if not self.finished:
             self.abort()
         d: defer.Deferred[None] = defer.Deferred()
@@ -260,10 +243,18 @@ class _Connection:
         return d
 
     def body_lost(self, reason: Failure) -> None:
+        if self.pump is not None and not self.closing:
+            self.pump.end(lambda: self.body_ended(reason))  # after what is still queued
+        else:
+            self.body_ended(reason)
+
+    def body_ended(self, reason: Failure) -> None:
         self.finish()
         self.wader.body_lost(self, reason)
 
     def finish(self) -> None:
+        if self.pump is not None:
+            self.pump.stop()
         if self.timeout_call is not None and self.timeout_call.active():
             self.timeout_call.cancel()
         self.timeout_call = None
@@ -307,8 +298,8 @@ class Wader(Service):
         self._overlap_call: Any = None
         self._last_attempt: float | None = None
         self._next_cause = "initial"
-        self._dedupe: _RecentIds | None = None  # ids seen on the old connection
-        self._collect: _RecentIds | None = None  # collecting while a candidate connects
+        self._dedupe: RecentIds | None = None  # ids seen on the old connection
+        self._collect: RecentIds | None = None  # collecting while a candidate connects
         self._subscribed = False
         self._state_callbacks: list[Callable[[WaderState], None]] = []
 
@@ -483,7 +474,7 @@ class Wader(Service):
             self._set("waiting_for_params", message=f"no predicates for the {self.stream} stream")
             return
         log.info("Connecting replacement stream: {line}", line=request.request_line)
-        self._collect = _RecentIds(self.config.wader.dedupe_window)
+        self._collect = RecentIds(self.config.wader.dedupe_window)
         self.candidate = self._open(request, "candidate", "restart")
         self._cancel(self._overlap_call)
         self._overlap_call = self.clock.callLater(self.config.wader.overlap_timeout,
@@ -645,14 +636,14 @@ class Wader(Service):
     def frames_received(self, conn: _Connection, frames: list[bytes]) -> None:
         if self._collect is not None and conn is self.active:
             for f in frames:  # ids the replacement may repeat
-                mid = _message_id(f)
+                mid = message_id(f)
                 if mid is not None:
                     self._collect.add(mid)
         elif self._dedupe is not None and conn is self.active:
             seen = self._dedupe
             kept = []
             for f in frames:
-                mid = _message_id(f)
+                mid = message_id(f)
                 if mid is not None and mid in seen:
                     continue
                 kept.append(f)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.logger import Logger
+from flamingo.logs import logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -36,7 +36,7 @@ from flamingo.config import WebConfig, is_loopback_host
 
 __all__ = ["Guard", "Refusal", "HostRule", "parse_host", "same_origin", "bearer_credential"]
 
-log = Logger(namespace="flamingo.web")
+log = logger("flamingo.web")
 
 #: ``name`` or ``[v6]``, then an optional ``:port`` — nothing else (no userinfo, no path).
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(\d{1,5}))?")

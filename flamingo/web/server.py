@@ -10,7 +10,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from flamingo.logs import logger
 from twisted.web.server import Request, Site
 
 from flamingo.app import App
@@ -19,7 +19,7 @@ from flamingo.web.api import FlamingoApi
 __all__ = ["FlamingoSite", "BoundedRequest", "WebService", "make_site", "web_service",
            "endpoint_description"]
 
-log = Logger(namespace="flamingo.web")
+log = logger("flamingo.web")
 
 #: Seconds between readiness samples (a sink without progress_at is timed by them).
 SAMPLE_INTERVAL = 1.0

@@ -59,11 +59,11 @@ class NullStats:
     def duplicates(self, n: int) -> None:
         self._bump("duplicates", n)
 
-    def parse_error(self, kind: str, sample: bytes | str) -> None:
-        self._bump(f"parse_errors.{kind}")
+    def parse_error(self, kind: str, sample: bytes | str, n: int = 1) -> None:
+        self._bump(f"parse_errors.{kind}", n)
 
-    def keepalive(self) -> None:
-        self._bump("keepalives")
+    def keepalive(self, n: int = 1) -> None:
+        self._bump("keepalives", n)
 
     def disconnect_message(self, code: int, reason: str) -> None:
         self._bump(f"disconnects.{code}")
