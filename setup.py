@@ -20,7 +20,9 @@ setup(
     # twisted.plugins is a namespace shared with Twisted itself: listed
     # explicitly, never with an __init__.py of ours.
     packages=find_packages(include=["flamingo", "flamingo.*"]) + ["twisted.plugins"],
-    package_data={"flamingo": ["web/*.json", "emulator/data/*"]},
+    # The dashboard's page, CSS, JS and vendored uPlot (with its LICENSE) ship in the package.
+    package_data={"flamingo": ["web/*.json", "emulator/data/*", "web/static/*",
+                               "web/static/vendor/uplot/*"]},
     include_package_data=True,
     install_requires=[
         # The design card's packages.
@@ -35,6 +37,9 @@ setup(
         "orjson>=3.9",
         # prometheus_client: the /metrics exposition format, rather than hand-written text.
         "prometheus_client>=0.20",
+        # rich: `flamingo top`, the live terminal view (tables, sparkline, key-free
+        # refresh); well kept, pure Python, no curses dependency.
+        "rich>=13.7",
     ],
     extras_require={
         "test": [
@@ -42,6 +47,7 @@ setup(
             "hypothesis>=6.100",  # property tests: any split of a byte stream parses the same
             "schemathesis>=3.30",  # keeps /openapi.json true against the live server
             "psutil>=5.9",  # memory/RSS checks of child processes in tests and bench
+            "selenium>=4.20",  # the dashboard's browser tests drive Debian's chromium/chromedriver
         ],
         "bench": [
             "requests>=2.31",  # the baseline consumer the benchmark compares against

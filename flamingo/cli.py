@@ -294,7 +294,28 @@ class Context:
 
 
 def cmd_status(ctx: Context) -> int:
+    if getattr(ctx.args, "watch", False):  # issue 14: a plain refresh
+        from flamingo.top import watch
+
+        client = ctx.client()
+        try:
+            return watch(lambda: client.get("/status.json"), show_status, ctx.out,
+                         ctx.args.interval)
+        except KeyboardInterrupt:
+            return OK
     return ctx.emit(ctx.client().get("/status.json"), show_status)
+
+
+def cmd_top(ctx: Context) -> int:
+    """Issue 14: the live terminal view (flamingo/top.py)."""
+    from flamingo.top import run_top
+
+    client = ctx.client()
+    client.get("/dashboard/data.json")  # a refusal (401) or no daemon at all: say so and exit
+    try:
+        return run_top(lambda: client.get("/dashboard/data.json"), ctx.args.interval)
+    except KeyboardInterrupt:
+        return OK
 
 
 def cmd_meta(ctx: Context) -> int:
@@ -622,7 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("status", "the wader's connection state, journal backlog, Redis reachability", cmd_status)
+    p = add("status", "the wader's connection state, journal backlog, Redis reachability",
+            cmd_status)
+    p.add_argument("--watch", action="store_true", help="show it again every second, until Ctrl-C")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="refresh interval for --watch (default 1)")
+    p = add("top", "a live view: state, rates with a sparkline, backlog, subscriptions (q quits)",
+            cmd_top)
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="refresh interval (default 1)")
     add("meta", "stats and process info (what /meta.json shows)", cmd_meta)
 
     p = add("stream", "show a stream's params, or set/add/remove/clear one",

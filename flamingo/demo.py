@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
 from flamingo._redis_server import RedisServer, RedisServerError, free_port, redis_server_binary
 
-__all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "main"]
+__all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashboard_url", "main"]
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "demo.yml"
@@ -92,6 +94,12 @@ def say(text: str = "") -> None:
         pass
 
 
+def dashboard_url(port: int, token: str | None) -> str:
+    """The live dashboard's address; with a token, the link that sets its cookie."""
+    url = f"http://127.0.0.1:{port}/dashboard"
+    return f"{url}?token={quote(token, safe='')}" if token else url
+
+
 def _twistd_command(config: Path) -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "flamingo", "-c", str(config)]
@@ -128,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     emu.start("127.0.0.1", 0)
     say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
     web_port = free_port()
+    # A fresh web.token for each run (FLAMINGO_WEB_TOKEN overrides the config):
+    # the dashboard link below carries it once, then its cookie does.
+    token = os.environ.get("FLAMINGO_WEB_TOKEN") or secrets.token_urlsafe(18)
     env = {**os.environ, "DEMO_API_URL": emu.url, "DEMO_DIR": str(base),
            "DEMO_REDIS_PORT": str(redis.port), "DEMO_WEB_PORT": str(web_port),
-           "PYTHONUNBUFFERED": "1"}
+           "FLAMINGO_WEB_TOKEN": token, "PYTHONUNBUFFERED": "1"}
 
     out = open(base / "twistd.out", "wb")
     ended: defer.Deferred[int] = defer.Deferred()
@@ -147,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = _twistd_command(DEMO_CONFIG)
     say(f"flamingod        twistd -n flamingo -c {DEMO_CONFIG}  (log: {base / 'flamingo.log'})")
-    say(f"REST API         http://127.0.0.1:{web_port}/   e.g. curl "
-          f"http://127.0.0.1:{web_port}/meta.json")
+    say(f"dashboard        {dashboard_url(web_port, token)}")
+    say(f"                 (terminal: FLAMINGO_URL=http://127.0.0.1:{web_port} "
+        f"FLAMINGO_WEB_TOKEN={token} flamingo top)")
+    say(f"REST API         http://127.0.0.1:{web_port}/   e.g. curl -H 'Authorization: Bearer "
+        f"{token}' http://127.0.0.1:{web_port}/meta.json")
     say("events           (one line each, from the event log; Ctrl-C stops)\n")
     proc = reactor.spawnProcess(Child(), sys.executable, cmd, env=env, path=os.getcwd())
     tail = EventTail(base / "events")

@@ -204,6 +204,15 @@ class Stats:
                           "bytes_per_sec": round(by / covered, 3)}
         return out
 
+    def per_second(self, seconds: int = 300) -> list[tuple[int, int]]:
+        """(second, events) for each of the last ``seconds`` whole seconds, oldest
+        first (the dashboard's plot); the current, partial second is left out."""
+        sec = int(self.clock.seconds())
+        if sec != self._sec:
+            self._advance(sec)
+        n = max(0, min(seconds, _RING - 1))
+        return [(s, self._ev[s % _RING]) for s in range(sec - n, sec)]
+
     def snapshot(self) -> dict[str, Any]:
         now = self.clock.seconds()
         snap: dict[str, Any] = {

@@ -26,6 +26,7 @@ from flamingo import __version__
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.web import _params
+from flamingo.web import dashboard  # issue 14: the live page (its own module)
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.guard import Guard
 from flamingo.web.health import Readiness, liveness
@@ -80,6 +81,10 @@ class FlamingoApi:
         self.readiness = Readiness(flamingo, self.clock, self.config.health.stuck_after)
         self._metrics = Metrics(flamingo, self.readiness)
         self.guard = Guard(self.app.resource(), self.config.web)
+        # Issue 14: the dashboard's cookie is one more credential; its poll logs at DEBUG.
+        if self.config.web.token:
+            self.guard.add_credential(dashboard.credential(self.config.web.token))
+        self.guard.quiet_paths = frozenset({dashboard.DATA_PATH})
 
     # --- plumbing ---------------------------------------------------------
 
@@ -397,6 +402,23 @@ class FlamingoApi:
         from flamingo.web.openapi import document
 
         return _json(request, document())
+
+    # --- the dashboard (issue 14): everything else is in flamingo/web/dashboard.py ---
+
+    @app.route(dashboard.PAGE_PATH, methods=["GET"])
+    def dashboard_page(self, request: Any) -> bytes:
+        return dashboard.page(request, self.config.web.token)
+
+    @app.route(dashboard.DATA_PATH, methods=["GET"])
+    def dashboard_data(self, request: Any) -> bytes:
+        return _json(request, dashboard.snapshot(self.flamingo))
+
+    @app.route(dashboard.STATIC_PREFIX + "<path:name>", methods=["GET"])
+    def dashboard_static(self, request: Any, name: str) -> bytes:
+        body = dashboard.static(request, name)
+        if body is None:
+            raise ApiError(404, "no such file", {"name": name})
+        return body
 
 
 _SUB_OPTIONS = ("format", "types", "filter", "max_length")

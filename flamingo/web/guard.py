@@ -184,6 +184,9 @@ class Guard(Resource):
         self._credentials: list[Credential] = (
             [bearer_credential(web.token)] if web.token else [])
 
+    #: Paths whose request log line is DEBUG, not INFO (the dashboard's 1 s poll).
+    quiet_paths: frozenset[str] = frozenset()
+
     def add_credential(self, check: Credential) -> None:
         """Accept requests ``check`` vouches for too (only matters with web.token set)."""
         self._credentials.append(check)
@@ -214,14 +217,16 @@ class Guard(Resource):
 
     def render(self, request: IRequest) -> Any:
         started = time.monotonic()
-        request.notifyFinish().addBoth(_log_request, request, started)
+        request.notifyFinish().addBoth(_log_request, request, started, self.quiet_paths)
         refused = self.refusal(request)
         if refused is not None:
             return refused.render(request)
         return self.inner.render(request)
 
 
-def _log_request(result: Any, request: Any, started: float) -> None:
+def _log_request(result: Any, request: Any, started: float,
+                 quiet_paths: frozenset[str] = frozenset()) -> None:
     path = urlsplit(request.uri.decode("latin-1")).path
-    log.info("{method} {path} {status} {ms:.1f}ms", method=request.method.decode("latin-1"),
-             path=path, status=request.code, ms=(time.monotonic() - started) * 1000.0)
+    emit = log.debug if path in quiet_paths else log.info
+    emit("{method} {path} {status} {ms:.1f}ms", method=request.method.decode("latin-1"),
+         path=path, status=request.code, ms=(time.monotonic() - started) * 1000.0)
