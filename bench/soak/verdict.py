@@ -1,0 +1,244 @@
+"""The soak's verdict: the queues against the event log, gaps against the faults.
+
+Pure (given what was read): every event the journal kept is in every queue
+that wants it exactly once, except
+
+* events of a file the soak deleted: delivered once, or inside a reported
+  gap (a missing one that no gap covers is a silent loss);
+* events around a Redis restarted *empty*: what Redis held between the
+  soak's last read and the wipe is lost with Redis, and the daemon may
+  replay the transaction it had not yet seen acknowledged; such events may
+  be missing or doubled (counted, reported, not a failure);
+* events received while the disk was full: not journaled, they may reach a
+  queue from memory, at most once;
+* non-JSON lines, which the unfiltered raw queue may or may not get.
+
+A reported gap must lie inside the positions of a deleted file; the
+daemon's final ``/ready`` must be 200, and its RSS must have stayed under
+the bound. The report names, per queue, the missing and doubled events by
+position and id, and the faults that came just before them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from itertools import groupby
+from typing import Iterable, Iterator
+
+import attrs
+
+from bench.soak.eventlog import EventLog, event_id
+
+__all__ = ["FaultRecord", "Verdict", "judge", "ranges"]
+
+RSS_LIMIT = 200 * 1024 * 1024
+
+
+@attrs.define
+class FaultRecord:
+    """One fault as it happened (times in seconds since the soak started)."""
+
+    number: int
+    kind: str
+    description: str
+    started: float
+    ended: float | None = None
+    head_before: int = 0  # journal head (last position) when it started
+    head_after: int = 0  # ... and when it ended
+    deleted: tuple[int, int] | None = None  # positions of the file it deleted
+    wipe_window: tuple[int, int] | None = None  # positions Redis may have lost with its data
+    notes: list[str] = attrs.field(factory=list)
+    problems: list[str] = attrs.field(factory=list)  # e.g. TERM did not exit 0
+
+    def line(self) -> str:
+        took = f"{self.ended - self.started:5.1f}s" if self.ended is not None else "  ...  "
+        extra = "; ".join(self.notes + [f"FAIL {p}" for p in self.problems])
+        return (f"#{self.number:<3} {self.started:7.1f}s +{took}  {self.description}"
+                f"  [positions {self.head_before}..{self.head_after}]" + (f"  {extra}" if extra else ""))
+
+
+@attrs.define
+class Verdict:
+    ok: bool
+    problems: list[str]
+    notes: list[str]
+    figures: dict[str, object]
+
+    def render(self) -> str:
+        out = ["VERDICT: " + ("PASS" if self.ok else f"FAIL ({len(self.problems)} problems)")]
+        out += [f"  FAIL {p}" for p in self.problems]
+        out += [f"  note {n}" for n in self.notes]
+        out.append("figures:")
+        out += [f"  {k}: {v}" for k, v in self.figures.items()]
+        return "\n".join(out)
+
+
+def ranges(positions: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted positions as inclusive runs: [1,2,3,7] -> [(1,3),(7,7)]."""
+    out: list[tuple[int, int]] = []
+    for p in sorted(set(positions)):
+        if out and p == out[-1][1] + 1:
+            out[-1] = (out[-1][0], p)
+        else:
+            out.append((p, p))
+    return out
+
+
+def _fmt_ranges(rs: list[tuple[int, int]], limit: int = 6) -> str:
+    parts = [f"{a}..{b}" if a != b else f"{a}" for a, b in rs[:limit]]
+    return ", ".join(parts) + (f", ... ({len(rs) - limit} more runs)" if len(rs) > limit else "")
+
+
+def _inside(p: int, rs: Iterable[tuple[int, int]]) -> bool:
+    return any(a <= p <= b for a, b in rs)
+
+
+def _count(sorted_keys: list[int], key: int) -> int:
+    return bisect_right(sorted_keys, key) - bisect_left(sorted_keys, key)
+
+
+def _counts(sorted_keys: list[int]) -> Iterator[tuple[int, int]]:
+    for k, g in groupby(sorted_keys):
+        yield k, sum(1 for _ in g)
+
+
+def _diff(expected: list[int], actual: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(key, expected count, actual count) for every key where the two sorted lists differ."""
+    e_it, a_it = _counts(expected), _counts(actual)
+    e, a = next(e_it, None), next(a_it, None)
+    while e is not None or a is not None:
+        if a is None or (e is not None and e[0] < a[0]):
+            yield e[0], e[1], 0  # type: ignore[index]
+            e = next(e_it, None)
+        elif e is None or a[0] < e[0]:
+            yield a[0], 0, a[1]
+            a = next(a_it, None)
+        else:
+            if e[1] != a[1]:
+                yield e[0], e[1], a[1]
+            e, a = next(e_it, None), next(a_it, None)
+
+
+def _preceding(position: int, faults: list[FaultRecord]) -> str:
+    """The faults during which the journal reached ``position``, or the last one before it."""
+    during = [f for f in faults if f.head_before <= position <= max(f.head_after, f.head_before)]
+    if not during:
+        before = [f for f in faults if f.head_before <= position]
+        during = before[-1:]
+    return ", ".join(f"#{f.number} {f.kind}" for f in during) or "no fault before it"
+
+
+def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # type: ignore[type-arg]
+          gaps: list[tuple[int, int]], faults: list[FaultRecord], *, disk_full: bool,
+          ready: tuple[bool, str], max_rss: int, figures: dict[str, object]) -> Verdict:
+    """Compare; ``queues`` holds each queue's event digests as the consumer read them."""
+    problems: list[str] = []
+    notes: list[str] = []
+    deleted = [f.deleted for f in faults if f.deleted]
+    wiped = [f.wipe_window for f in faults if f.wipe_window]
+    positions, keys = log.positions, log.keys
+    by_key: dict[int, list[int]] = {}
+
+    def where(key: int) -> list[int]:
+        if not by_key:
+            for i, k in enumerate(keys):
+                by_key.setdefault(k, []).append(i)
+        return by_key.get(key, [])
+
+    for f in faults:
+        problems += [f"#{f.number} {f.kind}: {p}" for p in f.problems]
+    for a, b in log.reused:
+        problems.append(f"event log: positions {a}..{b} are held by two files (positions reused)")
+    if log.holes:
+        notes.append(f"event log: no file holds positions {_fmt_ranges(log.holes)}")
+    for a, b in gaps:
+        if not any(da <= a and b <= db for da, db in deleted):
+            problems.append(f"reported gap {a}..{b} is not the range of a file the soak deleted "
+                            f"(deleted: {_fmt_ranges(deleted) or 'none'})")
+
+    for name, fmt in formats.items():
+        want_idx = log.wanted.get(name, array("q"))
+        required: list[int] = []
+        tolerated: dict[int, tuple[int, int, str]] = {}  # key -> (min, max, why)
+        for i in want_idx:
+            p = positions[i]
+            if _inside(p, deleted):
+                tolerated[keys[i]] = (0, 1, "deleted")
+            elif _inside(p, wiped):
+                tolerated[keys[i]] = (0, 2, "wipe")
+            else:
+                required.append(keys[i])
+        for i in log.optional.get(name, array("q")):
+            tolerated[keys[i]] = (0, 1, "invalid")
+        required.sort()
+        actual = sorted(queues.get(name, array("Q")))
+        missing: list[int] = []  # positions
+        doubled: list[int] = []
+        unknown_once = unknown_more = 0
+        wipe_missing = wipe_doubled = 0
+        silent: list[int] = []
+        gap_delivered: list[int] = []
+        for key, e, a in _diff(required, actual):
+            if key in tolerated:
+                hi = tolerated[key][1]
+                got = a - e
+                if got > hi:
+                    doubled.extend(positions[i] for i in where(key))
+                continue  # within bounds; deleted and wiped ones are checked below
+            if e == 0:
+                if a == 1 and disk_full:
+                    unknown_once += 1
+                else:
+                    unknown_more += 1
+                continue
+            idxs = where(key)
+            pos = [positions[i] for i in idxs] or [0]
+            if a < e:
+                missing.extend(pos[: e - a] if len(pos) >= e - a else pos)
+            else:
+                doubled.extend(pos[:1] * (a - e))
+        # a deleted file's events: delivered, or inside a reported gap; a wipe's: counted
+        for i in want_idx:
+            p = positions[i]
+            if _inside(p, deleted):
+                delivered = _count(actual, keys[i]) > 0
+                if not delivered and not _inside(p, gaps):
+                    silent.append(p)
+                elif delivered and _inside(p, gaps):
+                    gap_delivered.append(p)
+            elif wiped and _inside(p, wiped):
+                n = _count(actual, keys[i])
+                wipe_missing += n == 0
+                wipe_doubled += n == 2
+        label = f"queue {name!r} ({fmt})"
+        for what, ps in (("missing", missing), ("delivered twice or more", doubled),
+                         ("missing from a deleted file, not reported as a gap", silent)):
+            if ps:
+                rs = ranges(ps)
+                sample = ", ".join(event_id(log.line_at(p) or b"?") for p in sorted(ps)[:3])
+                problems.append(f"{label}: {len(ps)} events {what}: positions {_fmt_ranges(rs)} "
+                                f"(ids {sample}); after {_preceding(rs[0][0], faults)}")
+        if unknown_more:
+            problems.append(f"{label}: {unknown_more} values that are no event of the event log "
+                            + ("(or were pushed twice)" if disk_full else "(and no disk-full fault ran)"))
+        if unknown_once:
+            notes.append(f"{label}: {unknown_once} events not in the event log arrived once "
+                         "(received while the disk was full, delivered from memory)")
+        if wipe_missing or wipe_doubled:
+            notes.append(f"{label}: around a Redis wipe {wipe_missing} events were lost with Redis "
+                         f"and {wipe_doubled} replayed (tolerated)")
+        if gap_delivered:
+            notes.append(f"{label}: {len(gap_delivered)} events reported as a gap were delivered anyway "
+                         f"(positions {_fmt_ranges(ranges(gap_delivered))})")
+        figures[f"queue {name}"] = f"{len(actual)} values, {len(required)} required"
+
+    ok_ready, why = ready
+    if not ok_ready:
+        problems.append(f"the daemon is not ready at the end: {why}")
+    if max_rss >= RSS_LIMIT:
+        problems.append(f"daemon RSS reached {max_rss / 2**20:.0f} MB (limit {RSS_LIMIT / 2**20:.0f} MB)")
+    figures["max RSS"] = f"{max_rss / 2**20:.1f} MB"
+    figures["reported gaps"] = _fmt_ranges(gaps) or "none"
+    figures["deleted files"] = _fmt_ranges(deleted) or "none"
+    return Verdict(not problems, problems, notes, figures)
