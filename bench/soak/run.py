@@ -192,8 +192,8 @@ class Soak:
         }
         records = self.records + ([final] if final.problems else [])
         if not drained:
-            final.problems.append(f"the backlog was not delivered within {s.drain_timeout:g} s "
-                                  "after the faults stopped")
+            final.problems.append(f"the backlog was not delivered ({waited:.0f} s after the faults "
+                                  "stopped)")
             records = self.records + [final]
         verdict = judge(log, {r.name: r.format for r in rules}, self.consumer.got, gaps, records,
                         disk_full=any(r.kind == "disk-full" for r in self.records),
@@ -213,17 +213,26 @@ class Soak:
                      f"process logs: {children.logdir})")
         return verdict
 
-    def wait_drained(self, timeout: float) -> tuple[bool, float]:
-        """Until the daemon has no backlog, the journal stands still and the queues are read."""
+    def wait_drained(self, timeout: float, stuck_after: float = 45.0) -> tuple[bool, float]:
+        """Until the daemon has no backlog, the journal stands still and the queues are read;
+        gives up early when the sink's checkpoint has not moved for ``stuck_after`` seconds."""
         start = time.monotonic()
         stable_since = None
         last = None
+        checkpoint, moved_at = None, start
         while time.monotonic() - start < timeout:
             time.sleep(1.0)
             status = self.daemon.status() or {}
             head = journal_head(self.daemon.event_dir)
             idle = status.get("journal_backlog") == 0 and head == last
             last = head
+            cp = ((status.get("delivery") or {}).get("redis") or {}).get("checkpoint")
+            if cp != checkpoint:
+                checkpoint, moved_at = cp, time.monotonic()
+            elif time.monotonic() - moved_at > stuck_after:
+                self.say(f"soak: delivery stuck: the checkpoint stayed at {cp} for {stuck_after:g} s "
+                         f"(backlog {status.get('journal_backlog')})")
+                break
             if idle:
                 stable_since = stable_since or time.monotonic()
                 if time.monotonic() - stable_since >= 3.0:

@@ -85,6 +85,22 @@ def ranges(positions: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _runs_within(ps: list[int], order: list[int]) -> list[tuple[int, int, int]]:
+    """Positions as runs of consecutive events *of this queue* (``order``: its wanted positions):
+    (first, last, count)."""
+    runs: list[tuple[int, int, int]] = []
+    prev = None
+    for p in sorted(ps):
+        i = bisect_left(order, p)
+        if runs and prev is not None and i <= prev + 1:
+            a, _, n = runs[-1]
+            runs[-1] = (a, p, n + 1)
+        else:
+            runs.append((p, p, 1))
+        prev = i
+    return runs
+
+
 def _fmt_ranges(rs: list[tuple[int, int]], limit: int = 6) -> str:
     parts = [f"{a}..{b}" if a != b else f"{a}" for a, b in rs[:limit]]
     return ", ".join(parts) + (f", ... ({len(rs) - limit} more runs)" if len(rs) > limit else "")
@@ -192,12 +208,11 @@ def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # t
                 else:
                     unknown_more += 1
                 continue
-            idxs = where(key)
-            pos = [positions[i] for i in idxs] or [0]
-            if a < e:
-                missing.extend(pos[: e - a] if len(pos) >= e - a else pos)
+            pos = [positions[i] for i in where(key)] or [0]
+            if a < e:  # the same bytes at several positions: the last ones count as missing
+                missing.extend(pos[-(e - a):])
             else:
-                doubled.extend(pos[:1] * (a - e))
+                doubled.extend(pos[-1:] * (a - e))
         # a deleted file's events: delivered, or inside a reported gap; a wipe's: counted
         for i in want_idx:
             p = positions[i]
@@ -212,13 +227,17 @@ def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # t
                 wipe_missing += n == 0
                 wipe_doubled += n == 2
         label = f"queue {name!r} ({fmt})"
+        order = sorted(positions[i] for i in want_idx)
         for what, ps in (("missing", missing), ("delivered twice or more", doubled),
                          ("missing from a deleted file, not reported as a gap", silent)):
             if ps:
-                rs = ranges(ps)
-                sample = ", ".join(event_id(log.line_at(p) or b"?") for p in sorted(ps)[:3])
-                problems.append(f"{label}: {len(ps)} events {what}: positions {_fmt_ranges(rs)} "
-                                f"(ids {sample}); after {_preceding(rs[0][0], faults)}")
+                runs = _runs_within(ps, order)
+                shown = "; ".join(f"{a}..{b} ({n}, first id {event_id(log.line_at(a) or b'?')}, "
+                                  f"after {_preceding(a, faults)})" if a != b else
+                                  f"{a} (id {event_id(log.line_at(a) or b'?')}, after {_preceding(a, faults)})"
+                                  for a, b, n in runs[:4])
+                more = f"; ... {len(runs) - 4} more runs" if len(runs) > 4 else ""
+                problems.append(f"{label}: {len(ps)} events {what}, at positions {shown}{more}")
         if unknown_more:
             problems.append(f"{label}: {unknown_more} values that are no event of the event log "
                             + ("(or were pushed twice)" if disk_full else "(and no disk-full fault ran)"))
