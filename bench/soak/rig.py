@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bench.daemon import Flamingod, SubSpec
+from bench.daemon import NAMESPACE, Flamingod, SubSpec
 from bench.procs import BenchError, EmulatorProc, children, free_port, venv_python, wait_port
 from bench.soak.eventlog import SEGMENT_NAME, count_lines, digest, segment_files, unwrap
 from flamingo._redis_server import RedisServer
@@ -304,7 +304,7 @@ class Consumer(threading.Thread):
                     for key, _ in self.queues.values():
                         pipe.lrange(key, 0, batch - 1)
                         pipe.ltrim(key, batch, -1)
-                    pipe.get("flamingo:sink:checkpoint")
+                    pipe.get(f"{NAMESPACE}:sink:checkpoint")
                     replies = pipe.execute()
                     more = False
                     for i, (name, (_, fmt)) in enumerate(self.queues.items()):
