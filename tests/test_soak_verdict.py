@@ -123,8 +123,16 @@ class VerdictTests(SynchronousTestCase):
         v = self.judge(self.events[:6] + self.events[7:], faults=[fault])
         self.assertFalse(v.ok)
         (problem,) = v.problems
-        self.assertIn("queue 'all' (raw): 1 events missing, at positions 7 (id 7, after #1 daemon-kill)",
+        self.assertIn("queue 'all' (raw): 1 events missing, at positions 7 (id 7, in flight during #1 daemon-kill)",
                       problem)
+
+    def test_a_loss_is_blamed_on_every_fault_while_the_event_was_undelivered(self) -> None:
+        received = FaultRecord(1, "stream-close", "stream-close", 1.0, 1.0, head_before=3, head_after=3)
+        restart = FaultRecord(2, "daemon-restart-redis-down", "x", 2.0, 9.0, head_before=9, head_after=10,
+                              delivered_before=2)
+        v = self.judge(self.events[:2] + self.events[3:], faults=[received, restart])
+        self.assertIn("at positions 3 (id 3, in flight during #1 stream-close, #2 daemon-restart-redis-down)",
+                      v.problems[0])
 
     def test_a_doubled_event_fails(self) -> None:
         v = self.judge(self.events + [self.events[2]])

@@ -150,7 +150,8 @@ class Soak:
                 time.sleep(max(0.0, p.at - self.now()))
                 self.check_alive(self.records[-1] if self.records else None)
                 rec = FaultRecord(number, p.kind, p.describe(), self.now(),
-                                  head_before=journal_head(self.daemon.event_dir))
+                                  head_before=journal_head(self.daemon.event_dir),
+                                  delivered_before=self.daemon.sink_checkpoint_copy())
                 self.records.append(rec)
                 FAULTS[p.kind](self, dict(p.params), rec)
                 rec.ended = self.now()

@@ -46,6 +46,7 @@ class FaultRecord:
     ended: float | None = None
     head_before: int = 0  # journal head (last position) when it started
     head_after: int = 0  # ... and when it ended
+    delivered_before: int | None = None  # the sink's checkpoint when it started
     deleted: tuple[int, int] | None = None  # positions of the file it deleted
     wipe_window: tuple[int, int] | None = None  # positions Redis may have lost with its data
     notes: list[str] = attrs.field(factory=list)
@@ -55,7 +56,9 @@ class FaultRecord:
         took = f"{self.ended - self.started:5.1f}s" if self.ended is not None else "  ...  "
         extra = "; ".join(self.notes + [f"FAIL {p}" for p in self.problems])
         return (f"#{self.number:<3} {self.started:7.1f}s +{took}  {self.description}"
-                f"  [positions {self.head_before}..{self.head_after}]" + (f"  {extra}" if extra else ""))
+                f"  [positions {self.head_before}..{self.head_after}"
+                + (f", delivered up to {self.delivered_before}" if self.delivered_before is not None else "")
+                + "]" + (f"  {extra}" if extra else ""))
 
 
 @attrs.define
@@ -138,13 +141,15 @@ def _diff(expected: list[int], actual: list[int]) -> Iterator[tuple[int, int, in
             e, a = next(e_it, None), next(a_it, None)
 
 
-def _preceding(position: int, faults: list[FaultRecord]) -> str:
-    """The faults during which the journal reached ``position``, or the last one before it."""
-    during = [f for f in faults if f.head_before <= position <= max(f.head_after, f.head_before)]
+def _preceding(position: int, faults: list[FaultRecord], limit: int = 4) -> str:
+    """The faults during which the event at ``position`` was received or still undelivered."""
+    during = [f for f in faults
+              if (f.delivered_before if f.delivered_before is not None else f.head_before)
+              < position <= max(f.head_after, f.head_before) + 1]
     if not during:
-        before = [f for f in faults if f.head_before <= position]
-        during = before[-1:]
-    return ", ".join(f"#{f.number} {f.kind}" for f in during) or "no fault before it"
+        return "no fault while it was in flight"
+    shown = ", ".join(f"#{f.number} {f.kind}" for f in during[:limit])
+    return "in flight during " + shown + (f" and {len(during) - limit} more" if len(during) > limit else "")
 
 
 def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # type: ignore[type-arg]
@@ -235,8 +240,8 @@ def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # t
             if ps:
                 runs = _runs_within(ps, order)
                 shown = "; ".join(f"{a}..{b} ({n} events, first id {event_id(log.line_at(a) or b'?')}, "
-                                  f"after {_preceding(a, faults)})" if a != b else
-                                  f"{a} (id {event_id(log.line_at(a) or b'?')}, after {_preceding(a, faults)})"
+                                  f"{_preceding(a, faults)})" if a != b else
+                                  f"{a} (id {event_id(log.line_at(a) or b'?')}, {_preceding(a, faults)})"
                                   for a, b, n in runs[:4])
                 more = f"; ... {len(runs) - 4} more runs" if len(runs) > 4 else ""
                 problems.append(f"{label}: {len(ps)} events {what}, at positions {shown}{more}")
