@@ -127,7 +127,7 @@ class VerdictTests(SynchronousTestCase):
                       problem)
 
     def test_a_loss_is_blamed_on_every_fault_while_the_event_was_undelivered(self) -> None:
-        received = FaultRecord(1, "stream-close", "stream-close", 1.0, 1.0, head_before=3, head_after=3)
+        received = FaultRecord(1, "stream-close", "stream-close", 1.0, 1.0, head_before=2, head_after=3)
         restart = FaultRecord(2, "daemon-restart-redis-down", "x", 2.0, 9.0, head_before=9, head_after=10,
                               delivered_before=2)
         v = self.judge(self.events[:2] + self.events[3:], faults=[received, restart])
@@ -170,6 +170,12 @@ class VerdictTests(SynchronousTestCase):
         self.assertTrue(self.judge(self.events + [extra], disk_full=True).ok)
         self.assertFalse(self.judge(self.events + [extra], disk_full=False).ok)
         self.assertFalse(self.judge(self.events + [extra, extra], disk_full=True).ok)
+
+    def test_repeated_control_message_once_more_during_disk_full_is_its_not_journaled_copy(self) -> None:
+        withheld = b'{"user_withheld":{"id":5,"withheld_in_countries":["DE"]}}'
+        (self.dir / "event-20260101-000002-000000000011.log").write_bytes(withheld + b"\n")
+        self.assertTrue(self.judge(self.events + [withheld, withheld], disk_full=True).ok)
+        self.assertFalse(self.judge(self.events + [self.events[0]], disk_full=True).ok)  # a tweet: doubled
 
     def test_a_wipe_window_tolerates_lost_and_replayed_events(self) -> None:
         wipe = FaultRecord(1, "redis-wipe", "redis-wipe", 1.0, 2.0, 5, 8, wipe_window=(6, 7))

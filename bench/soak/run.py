@@ -61,6 +61,7 @@ class Settings:
     rate: float = 2500.0
     stall_timeout: float = 6.0
     drain_timeout: float = 180.0
+    settle: float = 5.0  # seconds of live stream between the last fault and the quiet end
     keep: bool = False  # keep the run's directory (it is kept anyway when the run fails)
 
 
@@ -157,7 +158,9 @@ class Soak:
                 rec.ended = self.now()
                 rec.head_after = journal_head(self.daemon.event_dir)
                 self.say("  " + rec.line())
-            time.sleep(max(0.0, s.duration - self.now()))
+            # the stream runs on for a moment after the last fault: the daemon recovers on live
+            # traffic (a journal that was full retries on its next append)
+            time.sleep(max(s.settle, s.duration - self.now()))
             self.check_alive(self.records[-1] if self.records else None)
             return self.finish()
         finally:
