@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bench.soak.eventlog import count_lines, segment_files
+from bench.soak.eventlog import SEGMENT_NAME, count_lines, segment_files
 from bench.soak.verdict import FaultRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,7 +110,7 @@ def delete_segment(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> 
             copy = soak.deleted_dir / victim.name
             shutil.copy2(victim, copy)
             victim.unlink()
-            first = int(victim.name.split("-")[3].split(".")[0])
+            first = int(SEGMENT_NAME.match(victim.name).group(2))  # type: ignore[union-attr]
             n = count_lines(copy)
             rec.deleted = (first, first + n - 1)
             rec.notes.append(f"deleted {victim.name} ({n} events)")
@@ -118,7 +119,8 @@ def delete_segment(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> 
             soak.redis.start()
 
 
-def _needed_closed_file(soak: "Soak", pick: float):  # type: ignore[no-untyped-def]
+def _needed_closed_file(soak: "Soak", pick: float) -> Path | None:
+    """A gzipped (so closed and finished) file wholly beyond the checkpoint, not among the newest."""
     status = soak.daemon.status() or {}
     cp = ((status.get("delivery") or {}).get("redis") or {}).get("checkpoint")
     if not isinstance(cp, int):

@@ -30,10 +30,11 @@ from redis.retry import Retry
 
 from bench.daemon import NAMESPACE, Flamingod, SubSpec
 from bench.procs import BenchError, EmulatorProc, children, free_port, venv_python, wait_port
-from bench.soak.eventlog import SEGMENT_NAME, count_lines, digest, segment_files, unwrap
+from bench.soak.eventlog import count_lines, digest, segment_files, unwrap
 from flamingo._redis_server import RedisServer
 
-__all__ = ["SoakRedis", "SoakEmulator", "SoakDaemon", "Consumer", "readiness", "journal_head"]
+__all__ = ["SoakRedis", "SoakEmulator", "SoakDaemon", "Consumer", "readiness", "journal_head",
+           "find_gap_values"]
 
 
 class SoakRedis:
@@ -348,13 +349,3 @@ def _first_int(raw: Any) -> int | None:
         return None
     digits = "".join(c if c.isdigit() else " " for c in raw.decode(errors="replace")).split()
     return int(digits[0]) if digits else None
-
-
-def deleted_copy_dir(base: Path) -> Path:
-    d = base / "deleted"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def is_segment(path: Path) -> bool:
-    return bool(SEGMENT_NAME.match(path.name))
