@@ -42,12 +42,13 @@ def redis_wipe(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None
     with soak.consumer.lock:
         _, read_upto = soak.consumer.drain()
         soak.redis.kill()
-        local = soak.daemon.sink_checkpoint_copy()
         soak.redis.wipe()
+        time.sleep(params.get("down", 2.0))
+        # read while Redis is down (nothing can commit), after any last reply reached the sink
+        local = soak.daemon.sink_checkpoint_copy()
         if read_upto is not None and local is not None and read_upto != local:
             rec.wipe_window = (min(read_upto, local) + 1, max(read_upto, local))
         rec.notes.append(f"consumer read up to {read_upto}, sink's local copy {local}")
-        time.sleep(params.get("down", 2.0))
         soak.redis.start()
 
 

@@ -67,8 +67,10 @@ def select(spec: str | None) -> list[str]:
 def _params(kind: str, rng: random.Random) -> dict[str, float]:
     if kind == "redis-stop":
         return {"seconds": round(rng.uniform(5, 15), 1)}
-    if kind in ("redis-kill", "redis-wipe"):
+    if kind == "redis-kill":
         return {"down": round(rng.uniform(1, 6), 1)}
+    if kind == "redis-wipe":
+        return {"down": round(rng.uniform(1.5, 6), 1)}
     if kind == "daemon-restart-redis-down":
         return {"before": round(rng.uniform(2, 5), 1), "after": round(rng.uniform(3, 8), 1)}
     if kind == "daemon-kill":
