@@ -171,10 +171,11 @@ class VerdictTests(SynchronousTestCase):
         self.assertFalse(self.judge(self.events + [extra], disk_full=False).ok)
         self.assertFalse(self.judge(self.events + [extra, extra], disk_full=True).ok)
 
-    def test_repeated_control_message_once_more_during_disk_full_is_its_not_journaled_copy(self) -> None:
+    def test_repeated_control_messages_during_disk_full_are_not_journaled_copies(self) -> None:
         withheld = b'{"user_withheld":{"id":5,"withheld_in_countries":["DE"]}}'
         (self.dir / "event-20260101-000002-000000000011.log").write_bytes(withheld + b"\n")
-        self.assertTrue(self.judge(self.events + [withheld, withheld], disk_full=True).ok)
+        self.assertTrue(self.judge(self.events + [withheld, withheld, withheld], disk_full=True).ok)
+        self.assertFalse(self.judge(self.events + [withheld, withheld], disk_full=False).ok)
         self.assertFalse(self.judge(self.events + [self.events[0]], disk_full=True).ok)  # a tweet: doubled
 
     def test_a_wipe_window_tolerates_lost_and_replayed_events(self) -> None:

@@ -221,8 +221,10 @@ def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # t
                     unknown_more += 1
                 continue
             pos = [positions[i] for i in where(key)] or [0]
-            if a == e + 1 and disk_full and not _unique(log.line_at(pos[0]) or b""):
-                unknown_once += 1  # e.g. a user_withheld whose bytes repeat: the not-journaled copy
+            if a > e and disk_full and not _unique(log.line_at(pos[0]) or b""):
+                # e.g. a user_withheld whose bytes repeat in the stream: the extra ones are
+                # copies received while the disk was full (which cannot be told apart)
+                unknown_once += a - e
                 continue
             if a < e:  # the same bytes at several positions: the last ones count as missing
                 missing.extend(pos[-(e - a):])
