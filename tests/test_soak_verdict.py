@@ -65,8 +65,13 @@ class PayloadTests(SynchronousTestCase):
         text = ("[2026-12-02 01:00:00, ERROR] - positions 18001..20000 are no longer on disk; 2000 events "
                 "cannot be delivered\n"
                 "[2026-12-02 01:00:01, INFO] - positions 1..5 fine\n"
-                "[2026-12-02 01:00:02, ERROR] - gap: positions 30001..30100 unreadable (FileNotFoundError)\n")
-        self.assertEqual(gap_ranges(text), [(18001, 20000), (30001, 30100)])
+                "[2026-12-02 01:00:02, ERROR] - gap: positions 30001..30100 unreadable (FileNotFoundError)\n"
+                "2026-12-02T01:00:03+0000 [flamingo.sink#error] gap of 10 events, 40001-40010: missing\n"
+                "[2026-12-02 01:00:04, WARN] - gap: positions 50001..50002\n"
+                "[2026-12-02 01:00:05, ERROR] - gap: /x/event-20261202-000001-000000060001.log.gz is "
+                "missing: positions 60001..62000\n")
+        self.assertEqual(gap_ranges(text), [(18001, 20000), (30001, 30100), (40001, 40010),
+                                             (60001, 62000)])
         self.assertEqual(ranges([5, 1, 2, 3, 7]), [(1, 3), (5, 5), (7, 7)])
 
 
