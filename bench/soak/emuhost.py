@@ -21,8 +21,8 @@ its own code, exactly as a scripted fault.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import tempfile
 
 from twisted.internet import reactor, stdio
 from twisted.protocols.basic import LineReceiver
@@ -78,9 +78,7 @@ class Control(LineReceiver):
 
     def _quiet(self) -> None:
         host, port = self.emu.host, self.emu.port
-        empty = tempfile.NamedTemporaryFile(prefix="soak-quiet-", suffix=".jsonl", delete=False)
-        empty.close()
-        quiet = EmulatorOptions(replay=empty.name, keepalive=self.options.keepalive,
+        quiet = EmulatorOptions(replay=os.devnull, keepalive=self.options.keepalive,  # nothing to replay
                                 user=self.options.user, password=self.options.password)
         old = self.emu
 
