@@ -9,6 +9,7 @@ so even a 60 s run meets several different ones.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Iterable
 
@@ -105,6 +106,6 @@ def plan(seed: int, duration: float, kinds: Iterable[str], warmup: float = 5.0,
             bag = list(kinds)
             rng.shuffle(bag)
         kind = bag.pop()
-        out.append(Planned(round(t, 1), kind, _params(kind, rng)))
+        out.append(Planned(math.floor(t * 10) / 10, kind, _params(kind, rng)))  # never past the end
         t += _BUSY.get(kind, 4.0) + rng.uniform(*settle)
     return out
