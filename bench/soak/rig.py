@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -203,10 +204,12 @@ class SoakDaemon:
         """The sink's local copy of its checkpoint (``sink-<ns>.checkpoint``, wherever it lives)."""
         for d in (self.flamingod.dir / "data", self.event_dir):
             for p in d.glob("sink-*.checkpoint"):
-                try:
-                    return int(p.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
+                try:  # "<position>" or "<position>:<epoch>", zero-padded
+                    m = re.match(r"\s*(\d+)", p.read_text())
+                except OSError:
                     continue
+                if m:
+                    return int(m.group(1))
         return None
 
     def log_text(self) -> str:
