@@ -8,12 +8,13 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 QUICK  ?=
 
-.PHONY: install run test bench redis-server browser screenshot clean help
+.PHONY: install run test bench soak redis-server browser screenshot clean help
 
 help:
 	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
 	@echo "make test    - the whole test suite (starts its own redis-server)"
 	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"
+	@echo "make soak    - chaos soak: faults for DURATION s (600), SEED=N to replay, FAULTS=a,b or -a to select"
 	@echo "make install - .venv with flamingo and its test extras"
 	@echo "make screenshot - regenerate docs/dashboard.png (headless Chromium, about a minute)"
 
@@ -63,6 +64,13 @@ test: install
 
 bench: install
 	$(PY) -m bench $(if $(QUICK),--quick,)
+
+# The chaos soak (docs/reliability.md): exit 1 when the verdict fails; the seed is printed.
+DURATION ?= 600
+SEED     ?=
+FAULTS   ?=
+soak: install
+	$(PY) -m bench.soak --duration $(DURATION) $(if $(SEED),--seed $(SEED),) $(if $(FAULTS),--faults=$(FAULTS),)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .hypothesis _trial_temp* run

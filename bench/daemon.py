@@ -22,15 +22,18 @@ NAMESPACE = "flamingo"
 class SubSpec:
     """A subscription to create before the daemon starts."""
 
-    def __init__(self, name: str, format: str = "raw", filter: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, format: str = "raw", filter: Sequence[str] = (),
+                 types: Sequence[str] = ()) -> None:
         self.name = name
         self.format = format
         self.filter = tuple(filter)
+        self.types = tuple(types)
 
     def subscription(self):  # type: ignore[no-untyped-def]
         from flamingo.subscription import Subscription
 
-        return Subscription.create(self.name, format=self.format, filter=list(self.filter) or None)
+        return Subscription.create(self.name, format=self.format, filter=list(self.filter) or None,
+                                   types=list(self.types) or None)
 
     def queue_key(self) -> str:
         return self.subscription().queue_key(NAMESPACE)
@@ -102,6 +105,10 @@ class Flamingod:
 
     def start(self, client) -> "Flamingod":  # type: ignore[no-untyped-def]
         self.seed_redis(client)
+        return self.launch()
+
+    def launch(self) -> "Flamingod":
+        """Start the process (again) with the same config, data and event log; no Redis needed."""
         path = self.dir / "flamingo.yml"
         path.write_text(yaml.safe_dump(self.config))
         env = dict(os.environ, PYTHONUNBUFFERED="1")

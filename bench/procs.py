@@ -78,13 +78,14 @@ class Children:
         raise KeyboardInterrupt(f"signal {signum}")
 
     def spawn(self, argv: Sequence[str], name: str, env: dict[str, str] | None = None,
-              stdout: int | IO | None = None, cwd: str | Path | None = None) -> subprocess.Popen:
+              stdout: int | IO | None = None, cwd: str | Path | None = None,
+              stdin: int | IO | None = None) -> subprocess.Popen:
         """Start ``argv`` in a new session; stderr (and stdout unless given) go to a log file."""
         self.install()
         log = open(self.logdir / f"{name}.log", "ab")
         proc = subprocess.Popen(
             list(argv), stdout=stdout if stdout is not None else log, stderr=log,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             env=env, cwd=str(cwd) if cwd else None)
         proc.bench_name = name  # type: ignore[attr-defined]
         proc.bench_log = self.logdir / f"{name}.log"  # type: ignore[attr-defined]
