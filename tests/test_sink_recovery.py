@@ -302,6 +302,25 @@ class StatusTests(unittest.TestCase):
             self.assertIn(key, st)
 
 
+class ErrorClearedOnReconnectTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_a_connection_error_clears_when_connected_again_with_nothing_to_send(self):
+        """Found by the soak: the error stayed beside ``connected: true`` until the next commit."""
+        server = RedisServer().start()
+        self.addCleanup(server.cleanup)
+        h = Harness(self, server, subs=[Subscription.create("q")], timeout=0.5)
+        h.dispatcher.messages_received([tweet(1)])
+        yield h.drained()
+        server.stop()
+        yield wait_for(lambda: h.sink.status()["error"] is not None, what="the sink sees Redis gone")
+        server.start()
+        yield wait_for(lambda: h.sink.connected, timeout=30, what="reconnected")
+        st = h.sink.status()
+        self.assertEqual((st["error"], st["error_since"], st["backlog"]), (None, None, 0))
+
+
 class StateFilesTests(unittest.TestCase):
     timeout = 60
 

@@ -555,6 +555,10 @@ class RedisSink:
         proto.lost_d.addCallback(self._lost, proto)
         log.info("Redis sink connected to {addr}, resuming after position {cp}",
                  addr=f"{self.host}:{self.port}", cp=self.checkpoint)
+        if self.error is not None and not self.queue_errors:
+            # a connection error is over once connected; a refused batch (queue_errors)
+            # stays until a batch commits, and a refusal seen again sets it again
+            self.error = self.error_since = None
         self._schedule()
 
     def _fence_needed(self, run_id: bytes | None) -> bool:
