@@ -203,7 +203,7 @@ class WaderTestBase(TestCase):
     def _stop(self, wader: Wader) -> Any:
         if wader.running:
             return wader.stopService()
-        wader.pool.closeCachedConnections()
+        wader.source.close_idle()
         for seen in self.stub.journal:
             if seen.request is not None and not seen.request.finished and not seen.disconnected:
                 seen.drop()

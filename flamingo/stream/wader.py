@@ -20,34 +20,20 @@ import time as _time
 from typing import Any, Callable, Protocol as TypingProtocol
 
 import attrs
-import orjson
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
 
-from flamingo import __version__
 from flamingo.config import Config
 from flamingo.logs import logger
-from flamingo.stream.auth import BasicAuth, BearerAuth, OAuth1
-from flamingo.stream.backoff import Backoffs, cause_for_status
-from flamingo.stream.endpoints import Endpoint, StreamRequest, endpoint_for
-from flamingo.stream.framing import StreamDecoder
+from flamingo.stream.backoff import Backoffs
+from flamingo.stream.endpoints import Endpoint, StreamRequest
 from flamingo.stream.overlap import RecentIds, message_id
-from flamingo.stream.pump import BodyPump
+from flamingo.stream.source import Fatal, Link, Retry, Source, Verdict
+from flamingo.stream.twitter import FATAL_DISCONNECT_CODES, TwitterV11Source, auth_for
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
 
 log = logger("flamingo.wader")
-
-#: disconnect codes that reconnecting would only repeat (2 duplicate stream,
-#: 6 token revoked, 7 admin logout): fatal until params/credentials change or restart.
-FATAL_DISCONNECT_CODES = frozenset({2, 6, 7})
-_MAX_ERROR_BODY = 4096
 
 
 class MessageSink(TypingProtocol):
@@ -72,200 +58,6 @@ class WaderState:
         return attrs.asdict(self)
 
 
-def auth_for(config: Config) -> Any:
-    """The request authenticator the config names."""
-    if config.auth == "oauth1":
-        o = config.oauth
-        return OAuth1(o.consumer_key or "", o.consumer_secret or "", o.token or "",
-                      o.token_secret or "")
-    if config.auth == "bearer":
-        return BearerAuth(config.bearer_token or "")
-    return BasicAuth(config.username or "", config.password or "")
-
-
-class _BodyProtocol(Protocol):
-    """Receives one streaming response body and hands it to its connection."""
-
-    def __init__(self, conn: "_Connection") -> None:
-        self.conn = conn
-
-    def connectionMade(self) -> None:
-        if self.conn.pump is not None:
-            self.conn.pump.producer = self.transport
-
-    def dataReceived(self, data: bytes) -> None:
-        self.conn.data_received(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self.conn.body_lost(reason)
-
-
-class _Connection:
-    """One HTTP streaming request, from request to the end of its body."""
-
-    def __init__(self, wader: "Wader", request: StreamRequest, role: str) -> None:
-        self.wader = wader
-        self.request = request
-        self.role = role  # "active" | "candidate"
-        self.protocol: _BodyProtocol | None = None
-        self.request_d: defer.Deferred[Any] | None = None
-        self.decoder: StreamDecoder | None = None
-        self.pump: BodyPump | None = None
-        self.stall_call: Any = None
-        self.closing = False  # we ended it on purpose: no retry
-        self.stalled = False
-        self.disconnect_code: int | None = None
-        self.disconnect_reason: str | None = None
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self.timeout_call: Any = None
-        self.timed_out = False
-        self.finished = False
-        self.messages = 0
-        self.errors_seen = 0
-        self.keepalives_seen = 0
-        self.error_counts: dict[str, int] = {}
-
-    def connect_timed_out(self) -> None:
-        """No response headers within ``connect_timeout``: give up on this request."""
-        self.timeout_call = None
-        self.timed_out = True
-        if self.request_d is not None:
-            self.request_d.cancel()
-
-    def response_arrived(self) -> None:
-        self.request_d = None
-        if self.timeout_call is not None and self.timeout_call.active():
-            self.timeout_call.cancel()
-        self.timeout_call = None
-
-    # -- body ---------------------------------------------------------------
-
-    def start_body(self, response: IResponse) -> None:
-        encoding = response.headers.getRawHeaders(b"content-encoding", [b""])[0].lower()
-        self.decoder = StreamDecoder(self.wader.config.wader.max_message_bytes,
-                                     gzip=encoding in (b"gzip", b"x-gzip"))
-        self.pump = BodyPump(self.decoder, self.decoded, self.wader.reactor.callLater)
-        self.protocol = _BodyProtocol(self)
-        self.arm_stall()
-        response.deliverBody(self.protocol)
-
-    def arm_stall(self) -> None:
-        timeout = self.wader.config.wader.stall_timeout
-        if self.stall_call is not None and self.stall_call.active():
-            self.stall_call.reset(timeout)
-        else:
-            self.stall_call = self.wader.clock.callLater(timeout, self.stall)
-
-    def stall(self) -> None:
-        self.stall_call = None
-        self.stalled = True
-        log.warn("No data for {seconds}s on {line}: dropping the connection (stall)",
-                 seconds=self.wader.config.wader.stall_timeout, line=self.request.request_line)
-        self.abort()
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing or self.pump is None:
-            return
-        self.arm_stall()
-        self.pump.data_received(data)
-
-    def decoded(self, frames: list[bytes]) -> bool:
-        """One reactor turn of decoding done (the pump's callback): count, log, pass frames on."""
-        if self.closing:
-            return False
-        decoder = self.decoder
-        assert decoder is not None
-        w = self.wader
-        if self.pump is not None and not self.pump.ending:
-            self.arm_stall()  # decoding what was received (the transport may be paused): not a stall
-        keepalives = decoder.parser.keepalives - self.keepalives_seen
-        if keepalives:
-            self.keepalives_seen = decoder.parser.keepalives
-            w.stats.keepalive(keepalives)
-        if decoder.parser.errors_total != self.errors_seen:
-            self.errors_seen = decoder.parser.errors_total
-            self.count_errors(decoder)
-        if frames:
-            self.messages += len(frames)
-            w.frames_received(self, frames)
-        if decoder.broken:
-            self.abort()
-            return False
-        return not self.closing
-
-    def count_errors(self, decoder: StreamDecoder) -> None:
-        """Parse errors of one step, in bulk per kind; logged at the 1st, 2nd, 4th, 8th...
-        of a kind on this connection: never a log flood, whatever the garbage."""
-        samples: dict[str, bytes] = {}
-        for err in decoder.take_errors():
-            samples.setdefault(err.kind, err.sample)
-        for kind, n in decoder.take_error_counts().items():
-            sample = samples.get(kind, b"")
-            self.wader.stats.parse_error(kind, sample, n)
-            before = self.error_counts.get(kind, 0)
-            total = self.error_counts[kind] = before + n
-            if total.bit_length() > before.bit_length():  # a power of two in (before, total]
-                log.warn("Stream parse error ({kind}, #{n} on this connection): {sample!r}",
-                         kind=kind, n=total, sample=sample[:120])
-
-    def check_disconnect(self, frame: bytes) -> None:
-        try:
-            body = orjson.loads(frame)["disconnect"]
-            code, reason = int(body.get("code", 0)), str(body.get("reason", ""))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            return
-        self.disconnect_code, self.disconnect_reason = code, reason
-        self.wader.stats.disconnect_message(code, reason)
-        log.warn("Disconnect message from the server: code {code}: {reason}",
-                 code=code, reason=reason)
-
-    def abort(self) -> None:
-        """End the connection now, even if the peer is stalled (no TLS close_notify wait)."""
-        if self.protocol is not None and self.protocol.transport is not None:
-            self.protocol.transport.stopProducing()
-        elif self.request_d is not None:
-            self.request_d.cancel()
-
-    def close(self) -> defer.Deferred[None]:
-        """End on purpose (restart, replacement, stop); fires when the body is gone."""
-        if self.pump is not None and not self.closing:
-            self.pump.drain()  # what was received is handed on (the pump may be behind)
-        self.closing = True
-        if self.pump is not None:
-            self.pump.stop()  # a body that already ended is reported now (closing: no retry)
-        if not self.finished:
-            self.abort()
-        d: defer.Deferred[None] = defer.Deferred()
-        if self.finished:
-            d.callback(None)
-        else:
-            self.done.addBoth(lambda _: d.callback(None))
-        return d
-
-    def body_lost(self, reason: Failure) -> None:
-        if self.pump is not None and not self.closing:
-            self.pump.end(lambda: self.body_ended(reason))  # after what is still queued
-        else:
-            self.body_ended(reason)
-
-    def body_ended(self, reason: Failure) -> None:
-        self.finish()
-        self.wader.body_lost(self, reason)
-
-    def finish(self) -> None:
-        if self.pump is not None:
-            self.pump.stop()
-        if self.timeout_call is not None and self.timeout_call.active():
-            self.timeout_call.cancel()
-        self.timeout_call = None
-        if self.stall_call is not None and self.stall_call.active():
-            self.stall_call.cancel()
-        self.stall_call = None
-        if not self.finished:
-            self.finished = True
-            self.done.callback(None)
-
-
 class Wader(Service):
     """The stream connection service (contract 6)."""
 
@@ -274,24 +66,23 @@ class Wader(Service):
     def __init__(self, config: Config, reactor: Any, store: Any, sink: MessageSink,
                  stats: Any = None, clock: Any = None, agent: Any = None,
                  endpoint: Endpoint | None = None, auth: Any = None,
-                 now: Callable[[], float] | None = None) -> None:
+                 now: Callable[[], float] | None = None, source: Source | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.store = store
         self.sink = sink
         self.stats = stats if stats is not None else _NoStats()
-        self.endpoint = endpoint if endpoint is not None else endpoint_for(config)
-        self.auth = auth if auth is not None else auth_for(config)
-        self.pool = _QuietPool(reactor, persistent=False)
-        self.agent = agent if agent is not None else Agent(reactor, pool=self.pool)
+        self.source: Source = source if source is not None else TwitterV11Source(
+            config, reactor, self.clock, self.stats, endpoint=endpoint, auth=auth, agent=agent)
         # epoch time for status (next_attempt_at); a Clock's seconds() in tests
         self._now = now if now is not None else (
             self.clock.seconds if clock is not None else _time.time)
         self.backoffs = Backoffs(config.wader.backoff)
         self.state = WaderState()
-        self.active: _Connection | None = None
-        self.candidate: _Connection | None = None
+        self.active: Link | None = None  # the connection messages come from
+        self.candidate: Link | None = None  # its replacement, while it connects
+        self._stall_call: Any = None
         self._retry_call: Any = None
         self._debounce_call: Any = None
         self._healthy_call: Any = None
@@ -307,7 +98,7 @@ class Wader(Service):
 
     @property
     def stream(self) -> str:
-        return self.endpoint.stream
+        return self.source.stream
 
     def startService(self) -> None:
         super().startService()
@@ -326,7 +117,7 @@ class Wader(Service):
 
         def done(_: Any) -> None:
             self._set("stopped")
-            self.pool.closeCachedConnections()
+            self.source.close_idle()
 
         d.addCallback(done)
         return d
@@ -382,7 +173,8 @@ class Wader(Service):
             call.cancel()
 
     def _cancel_timers(self) -> None:
-        for name in ("_retry_call", "_debounce_call", "_healthy_call", "_overlap_call"):
+        for name in ("_retry_call", "_debounce_call", "_healthy_call", "_overlap_call",
+                     "_stall_call"):
             self._cancel(getattr(self, name))
             setattr(self, name, None)
 
@@ -446,9 +238,7 @@ class Wader(Service):
 
     def _build_request(self) -> StreamRequest | None:
         params = self.store.params(self.stream) if self.store is not None else {}
-        if self.endpoint.needs_params() and not self.endpoint.has_params(params):
-            return None
-        return self.endpoint.request(params)
+        return self.source.request(params)
 
     def _attempt(self) -> None:
         self._retry_call = None
@@ -462,7 +252,7 @@ class Wader(Service):
         self._set("connecting", cause=None if cause == "initial" else cause,
                   attempt=self.backoffs.attempt(cause), request_line=request.request_line)
         log.info("Connecting to stream: {line}", line=request.request_line)
-        self.active = self._open(request, "active", cause)
+        self.active = self._open(request, cause)
 
     def _start_candidate(self) -> None:
         request = self._build_request()
@@ -475,7 +265,7 @@ class Wader(Service):
             return
         log.info("Connecting replacement stream: {line}", line=request.request_line)
         self._collect = RecentIds(self.config.wader.dedupe_window)
-        self.candidate = self._open(request, "candidate", "restart")
+        self.candidate = self._open(request, "restart")
         self._cancel(self._overlap_call)
         self._overlap_call = self.clock.callLater(self.config.wader.overlap_timeout,
                                                   self._candidate_timeout)
@@ -483,7 +273,7 @@ class Wader(Service):
     def _candidate_timeout(self) -> None:
         self._overlap_call = None
         c = self.candidate
-        if c is not None and c.protocol is None:
+        if c is not None:
             log.warn("Replacement stream gave no response in {t}s: keeping the current one",
                      t=self.config.wader.overlap_timeout)
             self.candidate = None
@@ -492,77 +282,53 @@ class Wader(Service):
         elif self._dedupe is not None:
             self._dedupe = None  # overlap over: stop checking ids
 
-    def _headers(self, request: StreamRequest) -> Headers:
-        # POST: the form body is signed; GET: the query, once, through the URL
-        signed = request.form if request.method == "POST" else ()
-        url = request.url
-        h = Headers({
-            b"User-Agent": [f"Flamingo/{__version__}".encode()],
-            b"Authorization": [self.auth.header(request.method, url, signed)],
-        })
-        if self.config.wader.gzip:
-            h.addRawHeader(b"Accept-Encoding", b"deflate, gzip")
-        if request.content_type:
-            h.addRawHeader(b"Content-Type", request.content_type)
-        return h
-
-    def _open(self, request: StreamRequest, role: str, cause: str) -> _Connection:
-        conn = _Connection(self, request, role)
+    def _open(self, request: StreamRequest, cause: str) -> Link:
         self._last_attempt = self.clock.seconds()
         self.stats.connection_attempt(cause)
-        body = None
-        if request.body is not None:
-            from twisted.web.client import FileBodyProducer
-            from io import BytesIO
+        return self.source.open(request, self)
 
-            body = FileBodyProducer(BytesIO(request.body))
-        d = self.agent.request(request.method.encode(), request.url.encode(),
-                               self._headers(request), body)
-        conn.request_d = d
-        conn.timeout_call = self.clock.callLater(self.config.wader.connect_timeout,
-                                                 conn.connect_timed_out)
-        d.addCallbacks(lambda r: self._response(conn, r), lambda f: self._request_failed(conn, f))
-        d.addErrback(lambda f: log.failure("Wader bug handling a response", f))
-        return conn
+    # -- what links report (LinkEvents) -------------------------------------------
 
-    def _request_failed(self, conn: _Connection, failure: Failure) -> None:
-        conn.response_arrived()
-        conn.finish()
-        if conn.closing:
+    def responded(self, link: Link) -> None:
+        if link is self.candidate:
+            self._promote(link)
+        elif link is not self.active:
             return
-        message = failure.getErrorMessage() or failure.type.__name__
-        if conn.timed_out:
-            message = f"no response within {self.config.wader.connect_timeout}s"
-        if conn is self.candidate:
-            self._candidate_failed(conn, "network", message)
+        self._connected(link)
+
+    def refused(self, link: Link, verdict: Verdict) -> None:
+        fatal = isinstance(verdict, Fatal)
+        if link is self.candidate:
+            self._candidate_failed(link, verdict.cause, verdict.message, fatal=fatal)
             return
-        if conn is not self.active:
+        if link is not self.active:
             return
         self.active = None
-        self._retry("network", message)
+        if fatal:
+            self._fatal(verdict.cause, verdict.message, link.request_line)
+        else:
+            self._retry(verdict.cause, verdict.message)
 
-    def _response(self, conn: _Connection, response: IResponse) -> Any:
-        conn.response_arrived()
-        if conn.closing:
-            response.deliverBody(_Discard())
-            conn.finish()
-            return None
-        if response.code == 200:
-            if conn is self.candidate:
-                self._promote(conn)
-            self._connected(conn)
-            conn.start_body(response)
-            return None
-        reader = _ErrorBody()
-        d = reader.done
-        response.deliverBody(reader)
-        d.addTimeout(self.config.wader.connect_timeout, self.clock,
-                     onTimeoutCancel=lambda result, timeout: reader.abort())
-        d.addCallback(lambda body: self._http_error(conn, response, body))
-        return d
+    def alive(self, link: Link) -> None:
+        if link is not self.active:
+            return
+        timeout = self.config.wader.stall_timeout
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.reset(timeout)
+        else:
+            self._stall_call = self.clock.callLater(timeout, self._stalled, link)
 
-    def _connected(self, conn: _Connection) -> None:
-        line = conn.request.request_line
+    def _stalled(self, link: Link) -> None:
+        self._stall_call = None
+        if link is not self.active:
+            return
+        seconds = self.config.wader.stall_timeout
+        log.warn("No data for {seconds}s on {line}: dropping the connection (stall)",
+                 seconds=seconds, line=link.request_line)
+        link.abort(Retry("stall", f"no data for {seconds}s"))
+
+    def _connected(self, conn: Link) -> None:
+        line = conn.request_line
         self._set("connected", connected_since=self._now(), request_line=line)
         log.info("Listening on stream: {line}", line=line)
         self.sink.connection_started(line)
@@ -576,20 +342,18 @@ class Wader(Service):
                      t=self.config.wader.healthy_after)
         self.backoffs.reset()
 
-    def _promote(self, conn: _Connection) -> None:
+    def _promote(self, conn: Link) -> None:
         """The replacement answered 200: it becomes active, the old one goes."""
         old = self.active
         self.active, self.candidate = conn, None
-        conn.role = "active"
         self._dedupe, self._collect = self._collect, None
         self._cancel(self._overlap_call)
         self._overlap_call = self.clock.callLater(self.config.wader.overlap_timeout,
                                                   self._candidate_timeout)
         if old is not None:
-            old.role = "old"
             old.close()
 
-    def _candidate_failed(self, conn: _Connection, cause: str, message: str,
+    def _candidate_failed(self, conn: Link, cause: str, message: str,
                           fatal: bool = False) -> None:
         self.candidate = None
         self._collect = None
@@ -598,7 +362,7 @@ class Wader(Service):
             old, self.active = self.active, None
             if old is not None:
                 old.close()
-            self._fatal(cause, message, conn.request.request_line)
+            self._fatal(cause, message, conn.request_line)
             return
         if self.active is None:  # the old stream is gone too: an ordinary failure
             log.warn("Replacement stream failed ({cause}: {message})", cause=cause,
@@ -611,29 +375,9 @@ class Wader(Service):
         self._cancel(self._retry_call)
         self._retry_call = self.clock.callLater(self._min_interval_delay(delay), self._replace)
 
-    def _http_error(self, conn: _Connection, response: IResponse, body: bytes) -> None:
-        conn.finish()
-        if conn.closing:
-            return
-        code = response.code
-        text = body[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip()
-        message = f"HTTP {code} {response.phrase.decode('latin-1', 'replace')}" + (
-            f": {text}" if text else "")
-        cause = cause_for_status(code)
-        if conn is self.candidate:
-            self._candidate_failed(conn, cause, message, fatal=cause == "fatal")
-            return
-        if conn is not self.active:
-            return
-        self.active = None
-        if cause == "fatal":
-            self._fatal(f"http {code}", message, conn.request.request_line)
-        else:
-            self._retry(cause, message)
-
     # -- data ---------------------------------------------------------------------
 
-    def frames_received(self, conn: _Connection, frames: list[bytes]) -> None:
+    def messages(self, conn: Link, frames: list[bytes]) -> None:
         if self._collect is not None and conn is self.active:
             for f in frames:  # ids the replacement may repeat
                 mid = message_id(f)
@@ -650,88 +394,26 @@ class Wader(Service):
             if len(kept) != len(frames):
                 self.stats.duplicates(len(frames) - len(kept))
                 frames = kept
-        for f in frames:
-            if f.startswith(b'{"disconnect"'):
-                conn.check_disconnect(f)
         if frames:
             self.sink.messages_received(frames)
 
-    def body_lost(self, conn: _Connection, reason: Failure) -> None:
-        if conn.closing or conn is not self.active:
+    def ended(self, conn: Link, verdict: Verdict) -> None:
+        if conn is not self.active:
             return
         self.active = None
         self._cancel(self._healthy_call)
+        self._cancel(self._stall_call)
         if self.candidate is not None:
             # A replacement is on its way: the server dropping the old stream
             # (v1.1 sends disconnect 7 to the oldest connection of an account)
             # is expected. The replacement's outcome decides what happens next.
-            log.info("Old stream ended while its replacement connects ({code})",
-                     code=conn.disconnect_code or reason.type.__name__)
+            log.info("Old stream ended while its replacement connects ({message})",
+                     message=verdict.message)
             return
-        if conn.disconnect_code in FATAL_DISCONNECT_CODES:
-            self._fatal(f"disconnect {conn.disconnect_code}",
-                        f"disconnect {conn.disconnect_code}: {conn.disconnect_reason}",
-                        conn.request.request_line)
-            return
-        if conn.stalled:
-            self._retry("stall", f"no data for {self.config.wader.stall_timeout}s")
-            return
-        if conn.decoder is not None and conn.decoder.broken:
-            self._retry("network", "undecodable response body")
-            return
-        if conn.disconnect_code is not None:
-            why = f"disconnect {conn.disconnect_code}: {conn.disconnect_reason}"
-        elif reason.check(ResponseDone):
-            why = "the server ended the stream"
+        if isinstance(verdict, Fatal):
+            self._fatal(verdict.cause, verdict.message, conn.request_line)
         else:
-            why = f"connection lost: {reason.getErrorMessage() or reason.type.__name__}"
-        self._retry("dropped", why)
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False  # no "Starting factory" lines at every (re)connection
-
-
-class _QuietPool(HTTPConnectionPool):
-    """The stream's own pool: one connection per request, never reused."""
-
-    _factory = _QuietFactory
-
-
-class _ErrorBody(Protocol):
-    """Reads at most ``_MAX_ERROR_BODY`` bytes of an error response's message."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.size < _MAX_ERROR_BODY:
-            self.parts.append(data)
-            self.size += len(data)
-        else:
-            self.abort()
-
-    def abort(self) -> bytes:
-        if self.transport is not None:
-            self.transport.stopProducing()
-        return b"".join(self.parts)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        if not self.done.called:
-            self.done.callback(b"".join(self.parts))
-
-
-class _Discard(Protocol):
-    """Body of a response nobody wants any more: end its connection at once."""
-
-    def connectionMade(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
+            self._retry(verdict.cause, verdict.message)
 
 
 class _NoStats:
