@@ -70,11 +70,12 @@ class Inputs(Protocol):
 
     def dialing(self, link: Link, collected: RecentIds | None = None) -> None: ...
 
-    def promote(self, link: Link, collected: RecentIds | None = None) -> None: ...
+    def settle(self, connection: Link | Live, collected: RecentIds | None = None) -> None:
+        """Go on with this connection: a new link (dropping repeats of ``collected``),
+        or the live one whose candidate failed."""
 
-    def overlap(self, live: "Live", candidate: Link) -> None: ...
+    def overlap(self, live: Live, candidate: Link) -> None: ...
 
-    def keep(self, live: "Live") -> None: ...
 
 
 def _cancel(call: IDelayedCall | None) -> None:
@@ -140,10 +141,12 @@ def _dialing(c: Inputs, core: Core, link: Link, collected: RecentIds | None = No
     return Dialing(link, collected)
 
 
-def _live(c: Inputs, core: Core, link: Link | Live, collected: RecentIds | None = None) -> Live:
-    if isinstance(link, Live):
-        core.links = Links(active=link.link, deduping=link.dedupe is not None)
-        return link  # the candidate failed: the connection goes on
+def _live(c: Inputs, core: Core, connection: Link | Live,
+          collected: RecentIds | None = None) -> Live:
+    if isinstance(connection, Live):  # its candidate failed: the connection goes on
+        core.links = Links(active=connection.link, deduping=connection.dedupe is not None)
+        return connection
+    link = connection
     live = Live(link)
     core.connected(link)
     live.healthy = core.clock.callLater(core.config.wader.healthy_after, c.healthy)
@@ -171,7 +174,7 @@ def build_machine() -> Callable[[Core], Inputs]:
     b = TypeMachineBuilder(Inputs, Core)
     stopped = b.state("stopped")
     waiting = b.state("waiting_for_params")
-    fatal = b.state("fatal")
+    fatal_state = b.state("fatal")
     pending = b.state("pending", _pending)
     connecting = b.state("connecting", _dialing)
     connected = b.state("connected", _live)
@@ -184,11 +187,11 @@ def build_machine() -> Callable[[Core], Inputs]:
 
     stopped.upon(Inputs.retry).to(pending).returns(None)
     stopped.upon(Inputs.stop).loop()(lambda c, core, done: core.stopped((), done))
-    for idle in (waiting, fatal):
+    for idle in (waiting, fatal_state):
         idle.upon(Inputs.replace).to(pending).returns(None)
         idle.upon(Inputs.stop).to(stopped)(lambda c, core, done: core.stopped((), done))
         idle.upon(Inputs.start).loop().returns(None)
-    for idle in (stopped, waiting, fatal):
+    for idle in (stopped, waiting, fatal_state):
         idle.upon(Inputs.messages).loop()(lambda c, core, link, frames: core.deliver(frames))
         if idle is stopped:
             idle.upon(Inputs.replace).loop().returns(None)
@@ -196,9 +199,9 @@ def build_machine() -> Callable[[Core], Inputs]:
                       Inputs.stalled, Inputs.healthy, Inputs.overlap_over):
             idle.upon(stale).loop().returns(None)
 
-    @fatal.upon(Inputs.fail).loop()
-    def fail_again(c: Inputs, core: Core, verdict: Fatal, line: str | None) -> None:
-        core.fatal(verdict, line)
+    @fatal_state.upon(Inputs.fail).loop()
+    def fail_again(c: Inputs, core: Core, fatal: Fatal, request_line: str | None) -> None:
+        core.fatal(fatal, request_line)
 
     # -- pending: a timer to the next attempt ------------------------------------------
     @pending.upon(Inputs.due).loop()
@@ -209,11 +212,12 @@ def build_machine() -> Callable[[Core], Inputs]:
         else:
             c.dialing(link)
 
-    @pending.upon(Inputs.no_params).to(waiting)
-    @connected.upon(Inputs.no_params).to(waiting)
     def no_params(c: Inputs, core: Core, data: object) -> None:
         core.links = Links()
         core.waiting_for_params()
+
+    pending.upon(Inputs.no_params).to(waiting)(no_params)
+    connected.upon(Inputs.no_params).to(waiting)(no_params)
 
     pending.upon(Inputs.dialing, nodata=True).to(connecting).returns(None)
 
@@ -227,10 +231,11 @@ def build_machine() -> Callable[[Core], Inputs]:
         _cancel(t.call)
         core.stopped((), done)
 
-    @pending.upon(Inputs.messages).loop()
-    @connecting.upon(Inputs.messages).loop()
     def drained(c: Inputs, core: Core, data: object, link: Link, frames: list[bytes]) -> None:
         core.deliver(frames)  # a link closed on purpose hands on what it had received
+
+    pending.upon(Inputs.messages).loop()(drained)
+    connecting.upon(Inputs.messages).loop()(drained)
 
     pending.upon(Inputs.start).loop().returns(None)
     for stale in (Inputs.responded, Inputs.refused, Inputs.alive, Inputs.ended, Inputs.stalled,
@@ -240,9 +245,9 @@ def build_machine() -> Callable[[Core], Inputs]:
     # -- connecting: one request, no answer yet --------------------------------------------
     @connecting.upon(Inputs.responded).loop()
     def answered(c: Inputs, core: Core, d: Dialing, link: Link) -> None:
-        c.promote(link, d.collected)
+        c.settle(link, d.collected)
 
-    connecting.upon(Inputs.promote, nodata=True).to(connected).returns(None)
+    connecting.upon(Inputs.settle, nodata=True).to(connected).returns(None)
 
     @connecting.upon(Inputs.refused).loop()
     def refused(c: Inputs, core: Core, d: Dialing, link: Link, verdict: Verdict) -> None:
@@ -251,12 +256,14 @@ def build_machine() -> Callable[[Core], Inputs]:
     connecting.upon(Inputs.retry, nodata=True).to(pending).returns(None)
     connected.upon(Inputs.retry, nodata=True).to(pending).returns(None)
 
-    @connecting.upon(Inputs.fail).to(fatal)
-    @connected.upon(Inputs.fail).to(fatal)
-    @replacing.upon(Inputs.fail).to(fatal)
-    def failed(c: Inputs, core: Core, data: object, verdict: Fatal, line: str | None) -> None:
+    def failed(c: Inputs, core: Core, data: object, fatal: Fatal,
+               request_line: str | None) -> None:
         core.links = Links()
-        core.fatal(verdict, line)
+        core.fatal(fatal, request_line)
+
+    connecting.upon(Inputs.fail).to(fatal_state)(failed)
+    connected.upon(Inputs.fail).to(fatal_state)(failed)
+    replacing.upon(Inputs.fail).to(fatal_state)(failed)
 
     @connecting.upon(Inputs.replace).to(pending)
     def restart_connecting(c: Inputs, core: Core, d: Dialing) -> None:
@@ -283,10 +290,11 @@ def build_machine() -> Callable[[Core], Inputs]:
         if link is live.link:
             core.stall(link)
 
-    @connected.upon(Inputs.healthy).loop()
-    @replacing.upon(Inputs.healthy).loop()
     def healthy(c: Inputs, core: Core, data: object) -> None:
         core.healthy()
+
+    connected.upon(Inputs.healthy).loop()(healthy)
+    replacing.upon(Inputs.healthy).loop()(healthy)
 
     @connected.upon(Inputs.overlap_over).loop()
     def dedupe_over(c: Inputs, core: Core, live: Live) -> None:
@@ -313,6 +321,8 @@ def build_machine() -> Callable[[Core], Inputs]:
         if delay > 0:
             live.replace_later = core.clock.callLater(delay, c.replace)
             return
+        if core.applied_in_place(live.link):
+            return  # the source changed its subscription on the open connection
         candidate = core.open_replacement()
         if candidate is None:  # predicates removed: close the stream and wait
             live.cancel()
@@ -356,9 +366,9 @@ def build_machine() -> Callable[[Core], Inputs]:
         _cancel(s.timeout)
         s.live.cancel()
         s.live.link.close()
-        c.promote(link, s.collect)
+        c.settle(link, s.collect)
 
-    replacing.upon(Inputs.promote, nodata=True).to(connected).returns(None)
+    replacing.upon(Inputs.settle, nodata=True).to(connected).returns(None)
 
     @replacing.upon(Inputs.refused).loop()
     def candidate_failed(c: Inputs, core: Core, s: Switch, link: Link, verdict: Verdict) -> None:
@@ -373,9 +383,8 @@ def build_machine() -> Callable[[Core], Inputs]:
         delay = core.backoffs.next_delay(verdict.cause)
         core.log_replacement_failed(verdict, delay)
         s.live.replace_later = core.clock.callLater(core.min_interval_delay(delay), c.replace)
-        c.keep(s.live)
+        c.settle(s.live)
 
-    replacing.upon(Inputs.keep, nodata=True).to(connected).returns(None)
 
     @replacing.upon(Inputs.ended).loop()
     def old_ended(c: Inputs, core: Core, s: Switch, link: Link, verdict: Verdict) -> None:
@@ -396,13 +405,13 @@ def build_machine() -> Callable[[Core], Inputs]:
         core.log.warn("Replacement stream gave no response in {t}s: keeping the current one",
                       t=core.config.wader.overlap_timeout)
         s.candidate.close()
-        c.keep(s.live)
+        c.settle(s.live)
 
     @replacing.upon(Inputs.replace).loop()
     def switch_again(c: Inputs, core: Core, s: Switch) -> None:
         _cancel(s.timeout)
         s.candidate.close()
-        c.keep(s.live)
+        c.settle(s.live)
         c.replace()
 
     @replacing.upon(Inputs.stop).to(stopped)

@@ -177,6 +177,16 @@ class Core:
         log.info("Connecting to stream: {line}", line=request.request_line)
         return self._link(request, cause)
 
+    def applied_in_place(self, link: Link) -> bool:
+        """Params changed: True when the source applied them to the open link."""
+        params = self.store.params(self.source.stream) if self.store is not None else {}
+        if self.source.request(params) is None:
+            return False  # no params left: the wader closes the stream and waits
+        if not self.source.apply_params(link, params):
+            return False
+        log.info("Stream params applied on the open connection")
+        return True
+
     def open_replacement(self) -> Link | None:
         """The candidate of a switch; None when the params are gone."""
         request = self._request()
