@@ -117,6 +117,13 @@ class SourceSeamTests(TestCase):
         self.assertEqual(source.links[0].applied, [{"wantedCollections": ["app.bsky.feed.like"]}])
         self.assertEqual(wader.state.name, "connected")
 
+    def test_restart_reconnects_even_when_params_apply_in_place(self) -> None:
+        wader, source, _ = self.make()
+        source.links[0].respond()
+        wader.restart()  # USR1, REST, console: a new connection, whatever the source
+        self.assertEqual(len(source.links), 2)
+        self.assertEqual(source.links[0].applied, [])
+
     def test_params_by_reconnecting_when_the_source_says_so(self) -> None:
         wader, source, store = self.make(in_place=False)
         source.links[0].respond()

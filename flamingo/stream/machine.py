@@ -41,6 +41,10 @@ class Inputs(Protocol):
     def replace(self) -> None:
         """Reconnect with the current params (overlapping when connected)."""
 
+    def params_changed(self) -> None:
+        """The params were edited (after the debounce): applied on the open
+        connection when the source can, else as ``replace``."""
+
     def due(self) -> None:
         """The pending attempt's time has come."""
 
@@ -189,12 +193,14 @@ def build_machine() -> Callable[[Core], Inputs]:
     stopped.upon(Inputs.stop).loop()(lambda c, core, done: core.stopped((), done))
     for idle in (waiting, fatal_state):
         idle.upon(Inputs.replace).to(pending).returns(None)
+        idle.upon(Inputs.params_changed).to(pending).returns(None)
         idle.upon(Inputs.stop).to(stopped)(lambda c, core, done: core.stopped((), done))
         idle.upon(Inputs.start).loop().returns(None)
     for idle in (stopped, waiting, fatal_state):
         idle.upon(Inputs.messages).loop()(lambda c, core, link, frames: core.deliver(frames))
         if idle is stopped:
             idle.upon(Inputs.replace).loop().returns(None)
+            idle.upon(Inputs.params_changed).loop().returns(None)
         for stale in (Inputs.due, Inputs.responded, Inputs.refused, Inputs.alive, Inputs.ended,
                       Inputs.stalled, Inputs.healthy, Inputs.overlap_over):
             idle.upon(stale).loop().returns(None)
@@ -221,10 +227,12 @@ def build_machine() -> Callable[[Core], Inputs]:
 
     pending.upon(Inputs.dialing, nodata=True).to(connecting).returns(None)
 
-    @pending.upon(Inputs.replace).loop()
     def restart_pending(c: Inputs, core: Core, t: Timer) -> None:
         _cancel(t.call)
         t.call, t.cause = core.schedule(c.due, 0.0, "restart", None), "restart"
+
+    pending.upon(Inputs.replace).loop()(restart_pending)
+    pending.upon(Inputs.params_changed).loop()(restart_pending)
 
     @pending.upon(Inputs.stop).to(stopped)
     def stop_pending(c: Inputs, core: Core, t: Timer, done: Deferred[None]) -> None:
@@ -265,9 +273,11 @@ def build_machine() -> Callable[[Core], Inputs]:
     connected.upon(Inputs.fail).to(fatal_state)(failed)
     replacing.upon(Inputs.fail).to(fatal_state)(failed)
 
-    @connecting.upon(Inputs.replace).to(pending)
     def restart_connecting(c: Inputs, core: Core, d: Dialing) -> None:
         d.link.close()
+
+    connecting.upon(Inputs.replace).to(pending)(restart_connecting)
+    connecting.upon(Inputs.params_changed).to(pending)(restart_connecting)
 
     @connecting.upon(Inputs.stop).to(stopped)
     def stop_connecting(c: Inputs, core: Core, d: Dialing, done: Deferred[None]) -> None:
@@ -321,8 +331,6 @@ def build_machine() -> Callable[[Core], Inputs]:
         if delay > 0:
             live.replace_later = core.clock.callLater(delay, c.replace)
             return
-        if core.applied_in_place(live.link):
-            return  # the source changed its subscription on the open connection
         candidate = core.open_replacement()
         if candidate is None:  # predicates removed: close the stream and wait
             live.cancel()
@@ -332,6 +340,11 @@ def build_machine() -> Callable[[Core], Inputs]:
             _cancel(live.dedupe_end)
             live.dedupe, live.dedupe_end = None, None
             c.overlap(live, candidate)
+
+    @connected.upon(Inputs.params_changed).loop()
+    def params_changed(c: Inputs, core: Core, live: Live) -> None:
+        if not core.applied_in_place(live.link):  # else: changed on the open connection
+            switch(c, core, live)
 
     connected.upon(Inputs.overlap, nodata=True).to(replacing).returns(None)
 
@@ -413,6 +426,13 @@ def build_machine() -> Callable[[Core], Inputs]:
         s.candidate.close()
         c.settle(s.live)
         c.replace()
+
+    @replacing.upon(Inputs.params_changed).loop()
+    def params_again(c: Inputs, core: Core, s: Switch) -> None:
+        _cancel(s.timeout)
+        s.candidate.close()
+        c.settle(s.live)
+        c.params_changed()
 
     @replacing.upon(Inputs.stop).to(stopped)
     def stop_replacing(c: Inputs, core: Core, s: Switch, done: Deferred[None]) -> None:

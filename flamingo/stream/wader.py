@@ -159,8 +159,8 @@ class Wader(Service):
 
     def _debounced(self) -> None:
         self._debounce_call = None
-        log.info("Stream params changed: reconnecting with the new predicates")
-        self._machine.replace()
+        log.info("Stream params changed: applying the new predicates")
+        self._machine.params_changed()
 
     def _cancel_debounce(self) -> None:
         if self._debounce_call is not None and self._debounce_call.active():
