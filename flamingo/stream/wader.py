@@ -18,7 +18,6 @@ the network through ``reactor`` (real loopback in tests).
 
 from __future__ import annotations
 
-import time as _time
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -61,8 +60,7 @@ class Wader(Service):
             config, reactor, self.clock, self.stats, endpoint=endpoint, auth=auth, agent=agent)
         self.backoffs = Backoffs(config.wader.backoff)
         self._core = Core(config=config, clock=self.clock,
-                          now=now if now is not None else (
-                              self.clock.seconds if clock is not None else _time.time),
+                          now=now if now is not None else self.clock.seconds,
                           source=self.source, sink=sink, stats=self.stats, store=store,
                           events=self, backoffs=self.backoffs)
         self._machine: Inputs = _machine(self._core)
