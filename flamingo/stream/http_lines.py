@@ -174,7 +174,10 @@ class HttpLineLink:
             return None
         if response.code == 200:
             self.events.responded(self)
-            if not self.closing:
+            if self.closing:  # the wader closed it on hearing the answer
+                response.deliverBody(_Discard())
+                self._finish()
+            else:
                 self._start_body(response)
             return None
         reader = _ErrorBody()

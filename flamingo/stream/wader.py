@@ -18,11 +18,12 @@ the network through ``reactor`` (real loopback in tests).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.web.iweb import IAgent
 
 from flamingo.config import Config
 from flamingo.logs import logger
@@ -30,8 +31,10 @@ from flamingo.stream.backoff import Backoffs
 from flamingo.stream.endpoints import Endpoint
 from flamingo.stream.machine import Inputs, build_machine
 from flamingo.stream.source import Link, Source, Verdict
-from flamingo.stream.twitter import FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, auth_for
-from flamingo.stream.wader_core import Core, Links, MessageSink, ParamsReader, WaderState
+from flamingo.stream.twitter import (FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, V11Stats,
+                                     auth_for)
+from flamingo.stream.wader_core import (Core, Links, MessageSink, ParamsReader, WaderState,
+                                         WaderStats)
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
 
@@ -46,8 +49,8 @@ class Wader(Service):
     name = "wader"
 
     def __init__(self, config: Config, reactor: IReactorTime, store: ParamsReader | None,
-                 sink: MessageSink, stats: Any = None,  # Any: Stats, or None for no figures
-                 clock: IReactorTime | None = None, agent: Any = None,  # Any: an IAgent
+                 sink: MessageSink, stats: StreamStats | None = None,
+                 clock: IReactorTime | None = None, agent: IAgent | None = None,
                  endpoint: Endpoint | None = None, auth: Auth | None = None,
                  now: Callable[[], float] | None = None, source: Source | None = None) -> None:
         self.config = config
@@ -55,7 +58,7 @@ class Wader(Service):
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.store = store
         self.sink = sink
-        self.stats = stats if stats is not None else _NoStats()
+        self.stats: StreamStats = stats if stats is not None else _NoStats()
         self.source: Source = source if source is not None else TwitterV11Source(
             config, reactor, self.clock, self.stats, endpoint=endpoint, auth=auth, agent=agent)
         self.backoffs = Backoffs(config.wader.backoff)
@@ -166,9 +169,22 @@ class Wader(Service):
         self._debounce_call = None
 
 
+class StreamStats(WaderStats, V11Stats, Protocol):
+    """The figures the wader and its source record (``flamingo.stats.Stats``)."""
+
+
 class _NoStats:
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *a, **k: None
+    """No figures (tests and tools that do not read them)."""
+
+    def connection_attempt(self, cause: str) -> None: ...
+
+    def duplicates(self, n: int) -> None: ...
+
+    def keepalive(self, n: int) -> None: ...
+
+    def parse_error(self, kind: str, sample: bytes, n: int) -> None: ...
+
+    def disconnect_message(self, code: int, reason: str) -> None: ...
 
 
 
