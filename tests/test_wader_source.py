@@ -72,6 +72,7 @@ class ScriptedSource:
     def __init__(self, in_place: bool = True) -> None:
         self.in_place = in_place
         self.links: list[ScriptedLink] = []
+        self.refuse_at_once: Retry | None = None  # open() reports before it returns
 
     def request(self, params: Params) -> StreamRequest | None:
         if not params.get("wantedCollections"):
@@ -82,6 +83,8 @@ class ScriptedSource:
     def open(self, request: StreamRequest, events: LinkEvents) -> ScriptedLink:
         link = ScriptedLink(request, events)
         self.links.append(link)
+        if self.refuse_at_once is not None:  # like Agent.request for a scheme it lacks
+            events.refused(link, self.refuse_at_once)
         return link
 
     def apply_params(self, link: ScriptedLink, params: Params) -> bool:  # type: ignore[override]
@@ -156,6 +159,31 @@ class SourceSeamTests(TestCase):
         self.clock.advance(0)
         self.assertEqual(len(source.links), 2)
         self.assertEqual(wader.state.name, "connecting")
+
+    def test_a_link_refused_before_open_returns_is_retried(self) -> None:
+        wader, source, _ = self.make()
+        source.links[0].events.refused(source.links[0], Retry("network", "refused"))
+        source.refuse_at_once = Retry("network", "no such scheme")
+        self.clock.advance(0.25)  # the first network retry: refused inside open()
+        self.assertEqual(len(source.links), 2)
+        self.assertEqual((wader.state.name, wader.state.message), ("retrying", "no such scheme"))
+        source.refuse_at_once = None
+        self.clock.advance(0.5)
+        self.assertEqual(len(source.links), 3)
+        self.assertEqual(wader.state.name, "connecting")
+
+    def test_a_candidate_refused_before_open_returns_keeps_the_live_link(self) -> None:
+        wader, source, _ = self.make(in_place=False)
+        source.links[0].respond()
+        source.refuse_at_once = Retry("http", "HTTP 503")
+        wader.restart()
+        self.assertEqual(len(source.links), 2)
+        self.assertIsNone(wader.candidate)
+        self.assertIs(wader.active, source.links[0])
+        self.assertFalse(source.links[0].closed)
+        source.refuse_at_once = None
+        self.clock.advance(5)  # the http schedule's first wait: the switch again
+        self.assertIs(wader.candidate, source.links[2])
 
     def test_a_retry_verdict_follows_its_cause_schedule(self) -> None:
         wader, source, _ = self.make()

@@ -7,7 +7,7 @@ open connection, or a candidate without a connection, cannot be written.
 Inputs come from the wader (start, stop, replace), from timers (due,
 stalled, healthy, overlap_over) and from links (responded, refused, alive,
 messages, ended). Transitions that move data to the next state feed an
-internal input carrying it (``dialing``, ``promote``, ``keep``, ``retry``,
+internal input carrying it (``dial``, ``dialing``, ``settle``, ``retry``,
 ``fail``, ``no_params``, ``overlap``); Automat runs it right after.
 
 The table is in docs/ARCHITECTURE.md ("The wader's state machine").
@@ -22,6 +22,7 @@ from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
+from flamingo.stream.endpoints import StreamRequest
 from flamingo.stream.overlap import RecentIds
 from flamingo.stream.source import Fatal, Link, Retry, Verdict
 from flamingo.stream.wader_core import Core, Links
@@ -72,13 +73,15 @@ class Inputs(Protocol):
 
     def no_params(self) -> None: ...
 
+    def dial(self, request: StreamRequest, cause: str) -> None: ...
+
     def dialing(self, link: Link, collected: RecentIds | None = None) -> None: ...
 
     def settle(self, connection: Link | Live, collected: RecentIds | None = None) -> None:
         """Go on with this connection: a new link (dropping repeats of ``collected``),
         or the live one whose candidate failed."""
 
-    def overlap(self, live: Live, candidate: Link) -> None: ...
+    def overlap(self, live: Live, request: StreamRequest) -> None: ...
 
 
 
@@ -140,6 +143,14 @@ def _pending(c: Inputs, core: Core, why: Retry | None = None) -> Timer:
     return Timer(core.schedule(c.due, delay, why.cause, why.message), why.cause)
 
 
+def _dial(c: Inputs, core: Core, request: StreamRequest, cause: str) -> Dialing:
+    # Opened here, inside the transition: what the link reports at once (a
+    # refusal inside open()) is handled after it, in the connecting state.
+    link = core.connect(request, cause)
+    core.links = Links(active=link)
+    return Dialing(link)
+
+
 def _dialing(c: Inputs, core: Core, link: Link, collected: RecentIds | None = None) -> Dialing:
     core.links = Links(active=link)
     return Dialing(link, collected)
@@ -161,7 +172,8 @@ def _live(c: Inputs, core: Core, connection: Link | Live,
     return live
 
 
-def _switch(c: Inputs, core: Core, live: Live, candidate: Link) -> Switch:
+def _switch(c: Inputs, core: Core, live: Live, request: StreamRequest) -> Switch:
+    candidate = core.open_replacement(request)  # inside the transition, as in _dial
     timeout = core.clock.callLater(core.config.wader.overlap_timeout, c.overlap_over)
     core.links = Links(active=live.link, candidate=candidate)
     return Switch(live, candidate, RecentIds(core.config.wader.dedupe_window), timeout)
@@ -180,7 +192,8 @@ def build_machine() -> Callable[[Core], Inputs]:
     waiting = b.state("waiting_for_params")
     fatal_state = b.state("fatal")
     pending = b.state("pending", _pending)
-    connecting = b.state("connecting", _dialing)
+    connecting = b.state("connecting", _dial)
+    switching = b.state("switching", _dialing)  # the old link ended; its candidate dials
     connected = b.state("connected", _live)
     replacing = b.state("replacing", _switch)
 
@@ -212,11 +225,11 @@ def build_machine() -> Callable[[Core], Inputs]:
     # -- pending: a timer to the next attempt ------------------------------------------
     @pending.upon(Inputs.due).loop()
     def attempt(c: Inputs, core: Core, t: Timer) -> None:
-        link = core.attempt(t.cause)
-        if link is None:
+        request = core.request()
+        if request is None:
             c.no_params()
         else:
-            c.dialing(link)
+            c.dial(request, t.cause)
 
     def no_params(c: Inputs, core: Core, data: object) -> None:
         core.links = Links()
@@ -225,7 +238,7 @@ def build_machine() -> Callable[[Core], Inputs]:
     pending.upon(Inputs.no_params).to(waiting)(no_params)
     connected.upon(Inputs.no_params).to(waiting)(no_params)
 
-    pending.upon(Inputs.dialing, nodata=True).to(connecting).returns(None)
+    pending.upon(Inputs.dial, nodata=True).to(connecting).returns(None)
 
     def restart_pending(c: Inputs, core: Core, t: Timer) -> None:
         _cancel(t.call)
@@ -243,50 +256,48 @@ def build_machine() -> Callable[[Core], Inputs]:
         core.deliver(frames)  # a link closed on purpose hands on what it had received
 
     pending.upon(Inputs.messages).loop()(drained)
-    connecting.upon(Inputs.messages).loop()(drained)
 
     pending.upon(Inputs.start).loop().returns(None)
     for stale in (Inputs.responded, Inputs.refused, Inputs.alive, Inputs.ended, Inputs.stalled,
                   Inputs.healthy, Inputs.overlap_over):
         pending.upon(stale).loop().returns(None)
 
-    # -- connecting: one request, no answer yet --------------------------------------------
-    @connecting.upon(Inputs.responded).loop()
+    # -- connecting / switching: one request, no answer yet ---------------------------
     def answered(c: Inputs, core: Core, d: Dialing, link: Link) -> None:
         c.settle(link, d.collected)
 
-    connecting.upon(Inputs.settle, nodata=True).to(connected).returns(None)
-
-    @connecting.upon(Inputs.refused).loop()
     def refused(c: Inputs, core: Core, d: Dialing, link: Link, verdict: Verdict) -> None:
         _end(c, verdict, link.request_line)
-
-    connecting.upon(Inputs.retry, nodata=True).to(pending).returns(None)
-    connected.upon(Inputs.retry, nodata=True).to(pending).returns(None)
 
     def failed(c: Inputs, core: Core, data: object, fatal: Fatal,
                request_line: str | None) -> None:
         core.links = Links()
         core.fatal(fatal, request_line)
 
-    connecting.upon(Inputs.fail).to(fatal_state)(failed)
-    connected.upon(Inputs.fail).to(fatal_state)(failed)
-    replacing.upon(Inputs.fail).to(fatal_state)(failed)
-
     def restart_connecting(c: Inputs, core: Core, d: Dialing) -> None:
         d.link.close()
 
-    connecting.upon(Inputs.replace).to(pending)(restart_connecting)
-    connecting.upon(Inputs.params_changed).to(pending)(restart_connecting)
-
-    @connecting.upon(Inputs.stop).to(stopped)
     def stop_connecting(c: Inputs, core: Core, d: Dialing, done: Deferred[None]) -> None:
         core.stopped((d.link,), done)
 
-    connecting.upon(Inputs.start).loop().returns(None)
-    for stale in (Inputs.due, Inputs.alive, Inputs.ended, Inputs.stalled, Inputs.healthy,
-                  Inputs.overlap_over):
-        connecting.upon(stale).loop().returns(None)
+    for dialing in (connecting, switching):
+        dialing.upon(Inputs.responded).loop()(answered)
+        dialing.upon(Inputs.settle, nodata=True).to(connected).returns(None)
+        dialing.upon(Inputs.refused).loop()(refused)
+        dialing.upon(Inputs.retry, nodata=True).to(pending).returns(None)
+        dialing.upon(Inputs.fail).to(fatal_state)(failed)
+        dialing.upon(Inputs.replace).to(pending)(restart_connecting)
+        dialing.upon(Inputs.params_changed).to(pending)(restart_connecting)
+        dialing.upon(Inputs.stop).to(stopped)(stop_connecting)
+        dialing.upon(Inputs.messages).loop()(drained)
+        dialing.upon(Inputs.start).loop().returns(None)
+        for stale in (Inputs.due, Inputs.alive, Inputs.ended, Inputs.stalled, Inputs.healthy,
+                      Inputs.overlap_over):
+            dialing.upon(stale).loop().returns(None)
+
+    connected.upon(Inputs.retry, nodata=True).to(pending).returns(None)
+    connected.upon(Inputs.fail).to(fatal_state)(failed)
+    replacing.upon(Inputs.fail).to(fatal_state)(failed)
 
     # -- connected: one live connection -------------------------------------------------
     @connected.upon(Inputs.alive).loop()
@@ -331,15 +342,15 @@ def build_machine() -> Callable[[Core], Inputs]:
         if delay > 0:
             live.replace_later = core.clock.callLater(delay, c.replace)
             return
-        candidate = core.open_replacement()
-        if candidate is None:  # predicates removed: close the stream and wait
+        request = core.request()
+        if request is None:  # predicates removed: close the stream and wait
             live.cancel()
             live.link.close()
             c.no_params()
         else:
             _cancel(live.dedupe_end)
             live.dedupe, live.dedupe_end = None, None
-            c.overlap(live, candidate)
+            c.overlap(live, request)
 
     @connected.upon(Inputs.params_changed).loop()
     def params_changed(c: Inputs, core: Core, live: Live) -> None:
@@ -411,7 +422,7 @@ def build_machine() -> Callable[[Core], Inputs]:
         s.live.cancel()
         c.dialing(s.candidate, s.collect)
 
-    replacing.upon(Inputs.dialing, nodata=True).to(connecting).returns(None)
+    replacing.upon(Inputs.dialing, nodata=True).to(switching).returns(None)
 
     @replacing.upon(Inputs.overlap_over).loop()
     def candidate_timeout(c: Inputs, core: Core, s: Switch) -> None:

@@ -158,7 +158,7 @@ class Core:
 
     # -- links ------------------------------------------------------------------------
 
-    def _request(self) -> StreamRequest | None:
+    def request(self) -> StreamRequest | None:
         params = self.store.params(self.source.stream) if self.store is not None else {}
         return self.source.request(params)
 
@@ -167,11 +167,8 @@ class Core:
         self.stats.connection_attempt(cause)
         return self.source.open(request, self.events)
 
-    def attempt(self, cause: str) -> Link | None:
-        """Open the stream with the current params; None while there are none."""
-        request = self._request()
-        if request is None:
-            return None
+    def connect(self, request: StreamRequest, cause: str) -> Link:
+        """Open the stream (``cause``: why this attempt: initial, restart, a retry's)."""
         self.report("connecting", cause=None if cause == "initial" else cause,
                     attempt=self.backoffs.attempt(cause), request_line=request.request_line)
         log.info("Connecting to stream: {line}", line=request.request_line)
@@ -187,11 +184,8 @@ class Core:
         log.info("Stream params applied on the open connection")
         return True
 
-    def open_replacement(self) -> Link | None:
-        """The candidate of a switch; None when the params are gone."""
-        request = self._request()
-        if request is None:
-            return None
+    def open_replacement(self, request: StreamRequest) -> Link:
+        """The candidate of a switch."""
         log.info("Connecting replacement stream: {line}", line=request.request_line)
         return self._link(request, "restart")
 
