@@ -1,10 +1,11 @@
 """The wader's connection life as an Automat state machine (like Twisted's ClientService).
 
-Each state holds only what it needs: ``Pending`` its timer, ``Connecting``
-its link, ``Connected`` its link and timers (stall, healthy, dedupe),
-``Replacing`` the old connection and its candidate. A retry timer beside an
-open connection, or a candidate without a connection, cannot be written.
-Inputs come from the wader (start, stop, replace), from timers (due,
+Each state holds only what it needs: ``pending`` its timer, ``connecting``
+its link, ``connected`` its link and timers (stall, healthy, dedupe),
+``replacing`` the live connection and its candidate, ``switching`` a
+candidate whose old connection ended. A retry timer beside an open
+connection, or a candidate without a connection, cannot be written.
+Inputs come from the wader (start, stop, replace, params_changed), from timers (due,
 stalled, healthy, overlap_over) and from links (responded, refused, alive,
 messages, ended). Transitions that move data to the next state feed an
 internal input carrying it (``dial``, ``dialing``, ``settle``, ``retry``,
