@@ -32,6 +32,9 @@ setup(
         "txredisapi>=1.4.10",
         "pyyaml>=6.0",
         "attrs>=23.1",
+        # automat: the wader's state machine uses TypeMachineBuilder (typed inputs,
+        # per-state data), new in 24.8; Twisted depends on automat but not that recent.
+        "automat>=24.8",
         # orjson: message typing and filters parse JSON on the hot path; it is
         # several times faster than the stdlib json module.
         "orjson>=3.9",

@@ -53,26 +53,33 @@ class OverlapTests(TestCase):
 
         read: dict[int, int] = {}  # frames the wader read, per connection (before dedupe)
         conns: list[Any] = []
-        frames_received = w.frames_received
+        messages = w.messages
 
         def spy(conn: Any, frames: list[bytes]) -> None:
             if conn not in conns:
                 conns.append(conn)
             read[conns.index(conn)] = read.get(conns.index(conn), 0) + len(frames)
-            frames_received(conn, frames)
+            messages(conn, frames)
 
-        w.frames_received = spy  # type: ignore[method-assign]
-        held: list[tuple[Any, Any, defer.Deferred]] = []
-        response = w._response
+        w.messages = spy  # type: ignore[method-assign]
+        held: list[tuple[Any, defer.Deferred]] = []
+        agent = w.source.agent
+        requests: list[bytes] = []
 
-        def hold(conn: Any, r: Any) -> Any:
-            if conn is w.candidate:
-                d: defer.Deferred = defer.Deferred()
-                held.append((conn, r, d))
-                return d
-            return response(conn, r)
+        class HoldingAgent:
+            """The real agent; the replacement's response is held until released."""
 
-        w._response = hold  # type: ignore[method-assign]
+            def request(self, method: bytes, uri: bytes, headers: Any = None,
+                        body: Any = None) -> defer.Deferred:
+                d = agent.request(method, uri, headers, body)
+                requests.append(uri)
+                if len(requests) == 1:
+                    return d
+                release: defer.Deferred = defer.Deferred()
+                d.addCallback(lambda r: held.append((r, release)))
+                return release
+
+        w.source.agent = HoldingAgent()  # type: ignore[assignment]
 
         w.startService()
         clock.advance(0)
@@ -87,9 +94,10 @@ class OverlapTests(TestCase):
         yield until(lambda: read.get(0, 0) == before)
         self.step(1.0)  # the overlap: both connections stream the same timeline
         yield until(lambda: read.get(0, 0) == len(emu.sent_messages[0]))
-        conn, r, d = held.pop()
-        defer.maybeDeferred(response, conn, r).chainDeferred(d)
-        yield until(lambda: w.active is conn and w.state.name == "connected")
+        r, release = held.pop()
+        release.callback(r)
+        yield until(lambda: w.candidate is None and w.active is not None
+                    and w.active is not conns[0] and w.state.name == "connected")
         self.step(1.0)
         yield until(lambda: read.get(1, 0) == len(emu.sent_messages[1]))
         yield w.stopService()

@@ -203,7 +203,7 @@ class WaderTestBase(TestCase):
     def _stop(self, wader: Wader) -> Any:
         if wader.running:
             return wader.stopService()
-        wader.pool.closeCachedConnections()
+        wader.source.close_idle()
         for seen in self.stub.journal:
             if seen.request is not None and not seen.request.finished and not seen.disconnected:
                 seen.drop()
@@ -573,7 +573,7 @@ class OverlapTests(WaderTestBase):
         self.assertEqual(len(self.sink.lines), 2)
         # after the overlap window ids are no longer checked
         self.clock.advance(30)
-        self.assertIsNone(self.wader._dedupe)
+        self.assertFalse(self.wader.links.deduping)
 
     @defer.inlineCallbacks
     def test_old_stream_dropped_by_server_during_replacement(self) -> Any:
@@ -587,7 +587,7 @@ class OverlapTests(WaderTestBase):
         new = yield arrived
         old.write(frame(logout))
         old.close()
-        yield until(lambda: self.wader.active is None)
+        yield until(lambda: self.wader.candidate is None)  # the old one gone: only the new dials
         self.assertEqual(self.state(), "connected")  # not fatal: a replacement is coming
         self.stub.release(new)
         yield self.sink.wait_for(3)
@@ -603,7 +603,7 @@ class OverlapTests(WaderTestBase):
         self.clock.advance(0)
         new = yield arrived
         old.close()
-        yield until(lambda: self.wader.active is None)
+        yield until(lambda: self.wader.candidate is None)  # the old one gone: only the new dials
         self.stub.release(new)
         yield until(lambda: self.state() == "retrying")
         self.assertEqual(self.wader.state.cause, "http")

@@ -105,7 +105,7 @@ class ScheduleTests(EmulatorTestBase):
     @defer.inlineCallbacks
     def test_bad_credentials_fatal(self) -> Any:
         w = self.make()
-        w.auth = type(w.auth)("flamingo", "wrong")
+        w.source.auth = type(w.source.auth)("flamingo", "wrong")
         w.startService()
         self.clock.advance(0)
         yield until(lambda: w.state.name == "fatal")

@@ -25,10 +25,7 @@ import attrs
 
 from flamingo.config import Backoff, BackoffConfig
 
-__all__ = ["policy", "Backoffs", "CAUSES", "FATAL_STATUSES", "cause_for_status"]
-
-#: retryable causes; "dropped" = an established connection ended (retry at once first)
-CAUSES = ("network", "stall", "http", "rate_limit", "dropped")
+__all__ = ["policy", "Backoffs", "FATAL_STATUSES", "cause_for_status"]
 
 #: statuses that no retry can fix: wait for new params/credentials or a restart
 FATAL_STATUSES = frozenset({401, 403, 404, 406, 413, 416})

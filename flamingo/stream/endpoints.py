@@ -18,8 +18,7 @@ import attrs
 
 from flamingo.config import Config
 
-__all__ = ["StreamRequest", "Endpoint", "V11Endpoint", "endpoint_for", "FILTER_PARAMS",
-           "needs_params"]
+__all__ = ["StreamRequest", "Endpoint", "V11Endpoint", "endpoint_for", "FILTER_PARAMS"]
 
 #: the filter stream's parameters, in the order they are sent
 FILTER_PARAMS = ("track", "follow", "locations", "language", "filter_level")
@@ -107,7 +106,3 @@ def endpoint_for(config: Config) -> Endpoint:
     return V11Endpoint(base_url=config.api.url, stream=config.stream,
                        delimited=config.wader.delimited,
                        stall_warnings=config.wader.stall_warnings)
-
-
-def needs_params(config: Config) -> bool:
-    return endpoint_for(config).needs_params()
