@@ -183,6 +183,20 @@ class VerdictTests(SynchronousTestCase):
         self.assertFalse(self.judge(self.events + [withheld, withheld], disk_full=False).ok)
         self.assertFalse(self.judge(self.events + [self.events[0]], disk_full=True).ok)  # a tweet: doubled
 
+    def test_a_repeated_control_message_in_a_deleted_file_and_during_disk_full(self) -> None:
+        """Seed 202 (600 s): the same user_withheld bytes in a deleted file, in kept files and
+        received again while the disk was full: copies that cannot be told apart, not doubles."""
+        withheld = b'{"user_withheld":{"id":5,"withheld_in_countries":["DE"]}}'
+        self.events[2] = self.events[6] = withheld  # positions 3 (kept) and 7 (deleted below)
+        (self.dir / "event-20260101-000000-000000000001.log").write_bytes(
+            b"".join(e + b"\n" for e in self.events[:5]))
+        with gzip.open(self.dir / "event-20260101-000001-000000000006.log.gz", "wb") as f:
+            f.write(b"".join(e + b"\n" for e in self.events[5:]))
+        fault = self.delete_second_file()
+        received = self.events + [withheld]  # one more copy, delivered from memory
+        self.assertTrue(self.judge(received, faults=[fault], disk_full=True).ok)
+        self.assertFalse(self.judge(received, faults=[fault], disk_full=False).ok)
+
     def test_a_wipe_window_tolerates_lost_and_replayed_events(self) -> None:
         wipe = FaultRecord(1, "redis-wipe", "redis-wipe", 1.0, 2.0, 5, 8, wipe_window=(6, 7))
         v = self.judge(self.events[:5] + [self.events[6], self.events[6]] + self.events[7:], faults=[wipe])

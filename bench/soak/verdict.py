@@ -211,7 +211,9 @@ def judge(log: EventLog, formats: dict[str, str], queues: dict[str, array],  # t
             if key in tolerated:
                 hi = tolerated[key][1]
                 got = a - e
-                if got > hi:
+                if got > hi and disk_full and not _unique(log.line_at(positions[where(key)[0]]) or b""):
+                    unknown_once += got - hi  # repeated bytes: the extra copies came while the disk was full
+                elif got > hi:
                     doubled.extend(positions[i] for i in where(key))
                 continue  # within bounds; deleted and wiped ones are checked below
             if e == 0:
