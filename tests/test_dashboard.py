@@ -18,7 +18,7 @@ from flamingo.stats import Stats
 from flamingo.subscription import Subscription
 from flamingo.web import dashboard
 from tests.test_web_api import ApiTestCase
-from tests.test_web_helpers import SECRET_TOKEN
+from tests.support.parts import SECRET_TOKEN
 
 STATIC = Path(dashboard.__file__).with_name("static")
 

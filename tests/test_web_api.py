@@ -12,15 +12,9 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from flamingo.web.openapi import SCHEMAS
-from tests.test_web_helpers import (
-    SECRET_PASSWORD,
-    SECRET_TOKEN,
-    Server,
-    free_port,
-    make_app,
-    make_config,
-    make_store,
-)
+from tests.support.http import Server
+from tests.support.parts import SECRET_PASSWORD, SECRET_TOKEN, make_app, make_config, make_store
+from tests.support.redis import free_port
 
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -17,7 +17,8 @@ from twisted.trial import unittest
 from flamingo.config import from_mapping
 from flamingo.web.api import FlamingoApi
 from flamingo.web.health import ProgressWatch
-from tests.test_web_helpers import SECRET_PASSWORD, FakeDelivery, free_port, make_app, make_store
+from tests.support.parts import SECRET_PASSWORD, FakeDelivery, make_app, make_store
+from tests.support.redis import free_port
 
 
 def _config(stuck_after: float | None = None) -> Any:
