@@ -65,7 +65,7 @@ class Stub(_Client):
     in-memory connection until the response is there (a bounded poll).
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, testcase: Any, app: App) -> None:
         self.app = app
         self.site = make_site(app)
         self.url = "http://127.0.0.1:4711"
@@ -81,18 +81,20 @@ class _Flushing:
 
     @defer.inlineCallbacks
     def request(self, method: str, url: str, **kw: Any) -> Any:
-        d = self.stub.request(method, url, **kw)
-        yield until(lambda: _flushed(self.stub, d))
-        response = yield d
-        content = self.stub.content(response)
-        yield until(lambda: _flushed(self.stub, content))
-        body = yield content
+        response = yield self._settled(self.stub.request(method, url, **kw))
+        body = yield self._settled(self.stub.content(response))
         return _Read(response, body)
 
+    def _settled(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+        """``d``'s result, flushing the in-memory connection until it has one."""
+        outcome: list[Any] = []
+        d.addBoth(outcome.append)
 
-def _flushed(stub: StubTreq, d: defer.Deferred[Any]) -> bool:
-    stub.flush()
-    return d.called
+        def flushed() -> bool:
+            self.stub.flush()
+            return bool(outcome)
+
+        return until(flushed).addCallback(lambda _: outcome[0])
 
 
 class _Read:
