@@ -33,11 +33,7 @@ def _bad(reason: str) -> dict[str, Any]:
 
 
 def _status(app: Any) -> Mapping[str, Any] | None:
-    delivery = app.delivery
-    if delivery is None or not hasattr(delivery, "status"):
-        return None
-    status = delivery.status()
-    return status if isinstance(status, Mapping) else {}
+    return app.delivery.status() if app.delivery is not None else None
 
 
 def liveness(app: Any) -> tuple[bool, dict[str, dict[str, Any]]]:
@@ -54,7 +50,7 @@ def _journal_check(status: Mapping[str, Any] | None) -> dict[str, Any]:
         return _bad("delivery not started")
     journal = status.get("journal")
     if not isinstance(journal, Mapping):
-        return _ok()  # a delivery without a journal (the stand-in)
+        return _bad("delivery reports no journal")
     if journal.get("writable") is False or journal.get("error"):
         return _bad(str(journal.get("error") or "journal not writable"))
     return _ok()

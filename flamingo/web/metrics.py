@@ -19,6 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from flamingo import documents
 from flamingo.web.health import REASONS, Readiness
 
 __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]
@@ -162,12 +163,7 @@ class FlamingoCollector(Collector):
         yield fam
 
     def _delivery(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
-        status: Mapping[str, Any] = {}
-        if app.delivery is not None and hasattr(app.delivery, "status"):
-            try:
-                status = app.delivery.status() or {}
-            except Exception:
-                status = {}
+        status: Mapping[str, Any] = documents.delivery_status(app)
         fam = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
         backlog = _num(_first(status, ("backlog",), ("journal_backlog",)))
