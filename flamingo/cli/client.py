@@ -86,15 +86,15 @@ def load_config(path: str | None) -> Any:
     try:
         return cfg.load(found, check_dirs=False)
     except cfg.ConfigError as first:
-        try:
-            import yaml
+        import yaml
 
+        try:
             data = yaml.safe_load(found.read_text()) or {}
             part = {k: data[k] for k in ("web", "redis", "console", "stream", "data_dir")
                     if isinstance(data, dict) and k in data}
             part.update(username="-", password="-", auth="basic")
             return cfg.from_mapping(part)
-        except Exception:
+        except (OSError, ValueError, yaml.YAMLError, cfg.ConfigError):
             raise UsageError(f"{found}: {first}") from None
 
 
