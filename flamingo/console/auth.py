@@ -22,7 +22,6 @@ __all__ = ["load_or_create_host_key", "AuthorizedKeysFile", "parse_authorized_ke
 log = logger("flamingo.console")
 
 
-
 def load_or_create_host_key(path: Path) -> keys.Key:
     """The console's SSH host key, generated (ed25519) on first start, mode 0600."""
     path = Path(path).expanduser()

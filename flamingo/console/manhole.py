@@ -22,7 +22,6 @@ __all__ = ["WAIT_LIMIT", "FlamingoInterpreter", "FlamingoManhole"]
 WAIT_LIMIT = 10.0
 
 
-
 class FlamingoInterpreter(manhole.ManholeInterpreter):
     """Deferreds at top level are waited for and their result printed."""
 

@@ -29,8 +29,9 @@ __all__ = ["FlamingoSession", "make_factory", "ConsoleService", "console_service
 log = logger("flamingo.console")
 
 
-
 class _Discard:
+    """A transport for a refused session: what the client sends is dropped."""
+
     def write(self, data: bytes) -> None:
         pass
 
@@ -97,7 +98,7 @@ class FlamingoSession(manhole_ssh.TerminalSession):
             proto.eof_received()
 
     def closed(self) -> None:
-        pass
+        """Nothing to release: the terminal transport went with the channel."""
 
 
 def make_factory(app: Any, host_key: keys.Key, authorized_keys: Path) -> manhole_ssh.ConchFactory:
