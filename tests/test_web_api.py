@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from flamingo import documents
 from flamingo.web.openapi import SCHEMAS
 from tests.support.http import Server, Stub
 from tests.support.parts import SECRET_PASSWORD, SECRET_TOKEN, make_app, make_config, make_store
@@ -162,6 +163,20 @@ class OriginalRoutesTests(ApiTestCase):
 
 
 class NewRoutesTests(ApiTestCase):
+    @defer.inlineCallbacks
+    def test_meta_and_status_are_the_shared_documents(self):
+        """REST serves what the console's meta()/status() print: one builder, no drift."""
+        self.maxDiff = None
+        for path, build in (("/meta.json", documents.meta_document),
+                            ("/status.json", documents.status_document)):
+            _, _, served = yield self.call("GET", path)
+            built = json.loads(json.dumps(build(self.app, reactor.seconds()), default=str))
+            for doc in (served, built):
+                doc["process"].pop("uptime")
+                for moving in ("time", "rates"):  # the stats clock: read at two instants
+                    doc.pop(moving, None)
+            self.assertEqual(served, built, path)
+
     @defer.inlineCallbacks
     def test_status(self):
         yield self.call("PUT", "/streams/filter.json?track=cats")
