@@ -124,10 +124,9 @@ def assess(*, status: Mapping[str, Any] | None, store_available: bool | None,
         reasons.append(Reason("sink_stuck", (
             f"a backlog of {backlog:.0f} events has not moved for {stalled:.0f}s "
             f"(health.stuck_after: {stuck_after:g}s) while Redis answers")))
-    state = getattr(wader, "state", None)
-    if getattr(state, "name", None) == "fatal":
-        reasons.append(Reason("wader_fatal", str(getattr(state, "message", None)
-                                                 or "the wader stopped on a fatal error")))
+    state = wader.state if wader is not None else None
+    if state is not None and state.name == "fatal":
+        reasons.append(Reason("wader_fatal", state.message or "the wader stopped on a fatal error"))
     return reasons
 
 
