@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 version = re.search(
     r'__version__ = "([^"]+)"', Path("flamingo/__init__.py").read_text()
@@ -18,16 +18,17 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     # twisted.plugins is a namespace shared with Twisted itself: listed
-    # explicitly, never with an __init__.py of ours.
-    packages=find_packages(include=["flamingo", "flamingo.*"]) + ["twisted.plugins"],
-    # The dashboard's page, CSS, JS and vendored uPlot (with its LICENSE) ship in the package.
-    package_data={"flamingo": ["web/*.json", "emulator/data/*", "web/static/*",
-                               "web/static/vendor/uplot/*"]},
+    # explicitly, never with an __init__.py of ours. Namespace packages so the
+    # dashboard's static folders (no __init__.py) are package-data homes.
+    packages=find_namespace_packages(include=["flamingo", "flamingo.*"],
+                                     exclude=["*.__pycache__"]) + ["twisted.plugins"],
+    # The dashboard's page, CSS, JS and vendored uPlot (with its LICENSE), and
+    # the demo's config (`python -m flamingo.demo` after a plain `pip install .`).
+    package_data={"flamingo": ["demo.yml", "web/static/*", "web/static/vendor/uplot/*"]},
     include_package_data=True,
     install_requires=[
         # The design card's packages.
         "twisted[tls,conch]>=24.7",  # reactor, web, conch manhole; tls = service_identity for HTTPS checks
-        "treq>=24.9",
         "klein>=24.8",
         "txredisapi>=1.4.10",
         "pyyaml>=6.0",
@@ -47,6 +48,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "treq>=24.9",  # the tests' HTTP client, and StubTreq for the API in memory
             "hypothesis>=6.100",  # property tests: any split of a byte stream parses the same
             "schemathesis>=3.30",  # keeps /openapi.json true against the live server
             "psutil>=5.9",  # memory/RSS checks of child processes in tests and bench

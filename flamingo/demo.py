@@ -1,7 +1,8 @@
 """``python -m flamingo.demo`` (``make run``): the whole thing on one machine.
 
 Starts a private redis-server, the bundled Streaming API emulator, then
-flamingod itself (``twistd -n flamingo -c etc/demo.yml``) and prints one
+flamingod itself (``twistd -n flamingo -c flamingo/demo.yml``, shipped in the
+package) and prints one
 short line per event as it reaches the event log. Stops on Ctrl-C, or by
 itself after ``--seconds`` (default 20 s when ``CI`` is set or stdout is not
 a terminal). Everything lives under ``./run/demo``.
@@ -27,7 +28,7 @@ from flamingo._redis_server import RedisServer, RedisServerError, free_port, red
 __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashboard_url", "main"]
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "demo.yml"
+DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yml")
 
 
 def start_redis(directory: Path) -> RedisServer:
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     if not DEMO_CONFIG.is_file():
-        raise SystemExit(f"{DEMO_CONFIG} not found (run from a source checkout)")
+        raise SystemExit(f"{DEMO_CONFIG} not found: the package is incomplete (reinstall flamingo)")
 
     redis = start_redis(base / "redis")
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")

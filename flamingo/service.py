@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from flamingo import __version__
 from flamingo.app import App
 from flamingo.config import Config, start_warnings
+from flamingo._reactor import maybe_global_reactor
 from flamingo.console import console_service
 from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.logs import FlamingoLogs, logger
@@ -100,10 +101,7 @@ class FlamingoService(MultiService):
 
     def __init__(self, config: Config, reactor: Any = None, install_signals: bool = False) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
+        reactor = maybe_global_reactor(reactor)
         self.config = config
         self.reactor = reactor
         self.install_signals = install_signals

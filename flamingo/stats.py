@@ -119,7 +119,7 @@ class Stats:
             self._by[s % _RING] = 0
         self._sec = sec
 
-    # --- the wader's records (contract 5) ----------------------------------
+    # --- the wader's records ----------------------------------------------
 
     def connection_started(self, request_line: str | None = None) -> None:
         """A stream is established: coverage and limit counters start over."""

@@ -5,18 +5,13 @@ chromedriver (Selenium). Not a test module."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.web.resource import Resource
 
-from flamingo.config import from_mapping
-from tests.support.redis import free_port
-from tests.support.waiting import until
+from tests.support.daemon import start_daemon
 
 __all__ = ["CHROMIUM", "CHROMEDRIVER", "FLAGS", "browser_missing", "chrome", "Live", "start_live",
            "RequestLog"]
@@ -98,36 +93,10 @@ class Live:
 @defer.inlineCallbacks
 def start_live(owner: Any, redis: Any, *, token: str | None, rate: float = 20.0,
                track: tuple[str, ...] = ("austin", "cheaptweet", "etsy")) -> Any:
-    """Start the daemon and its emulator; ``owner.addCleanup`` stops them."""
-    from flamingo.service import FlamingoService
-    from tests.support.emulator import start_emulator
-
-    d = Path(tempfile.mkdtemp(prefix="flamingo-dash-"))
-    owner.addCleanup(shutil.rmtree, d, True)
-    emu = start_emulator(owner, rate=rate, size="realistic", user="u", password="pw-dashboard")
-    ns = "dash" + uuid.uuid4().hex[:8]
-    if track:
-        redis.command("SADD", f"{ns}:streams:filter:track", *track)
-    port = free_port()
-    web: dict[str, Any] = {"host": f"127.0.0.1:{port}"}
-    if token:
-        web["token"] = token
-    config = from_mapping({
-        "username": "u", "password": "pw-dashboard", "stream": "filter",
-        "api": {"url": emu.url}, "data_dir": str(d),
-        "redis": {"host": redis.address, "namespace": ns},
-        "web": web,
-        "wader": {"debounce": 0.05, "min_interval": 0, "gzip": False},
-        "console": {"enabled": False},
-    }, environ={})
-    daemon = FlamingoService(config, reactor, install_signals=False)
-    daemon.startService()
-    owner.addCleanup(daemon.stopService)
-    yield daemon.ready
-    service = daemon.getServiceNamed("web")
-    yield until(lambda: getattr(service, "_waitingForPort", None) is not None
-                and service._waitingForPort.called, 30)
-    site = service.factory
+    """Start the daemon and its emulator on ``redis``; ``owner.addCleanup`` stops them."""
+    live = yield start_daemon(owner, password="pw-dashboard", token=token, rate=rate,
+                              size="realistic", track=track, prefix="dash", redis=redis)
+    site = live.service.getServiceNamed("web").factory
     requests = RequestLog(site.resource)
     site.resource = requests
-    return Live(daemon, f"http://127.0.0.1:{port}", token, emu, ns, requests)
+    return Live(live.service, live.url, token, live.emulator, live.namespace, requests)

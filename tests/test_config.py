@@ -243,7 +243,7 @@ class ExampleFileTests(SynchronousTestCase):
     def test_demo_config_loads(self) -> None:
         import yaml
 
-        data = yaml.safe_load((self.root / "etc" / "demo.yml").read_text())
+        data = yaml.safe_load((self.root / "flamingo" / "demo.yml").read_text())
         c = from_mapping(data, environ={"DEMO_API_URL": "http://127.0.0.1:1", "DEMO_DIR": "/tmp/d",
                                         "DEMO_REDIS_PORT": "6390", "DEMO_WEB_PORT": "4790"})
         self.assertEqual((c.redis.port, c.web.port), (6390, 4790))

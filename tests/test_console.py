@@ -3,105 +3,27 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-import attrs
-from twisted.internet import defer, error, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from flamingo.app import App
 from flamingo.config import from_mapping
 from flamingo.console import (AuthorizedKeysFile, ConfigView, build_namespace, console_service, describe_error,
-                              load_or_create_host_key, make_service, parse_authorized_keys)
+                              load_or_create_host_key, parse_authorized_keys)
 from flamingo.errors import NotFound, ValidationError
 from flamingo.web.openapi import SCHEMAS
+from tests.support.parts import FakeWader, make_stats
+from tests.support.processes import SSH, Collect, clean, keygen, run_ssh
 from tests.support.redis import shared_redis
 
-SSH = shutil.which("ssh") or "/usr/bin/ssh"
-KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[A-Za-z=>]")
-
-
 STATUS_KEYS = SCHEMAS["Status"]["required"]  # what /status.json answers
-
-
-def clean(out: bytes) -> str:
-    """Terminal output without escape sequences or carriage returns."""
-    return ANSI.sub(b"", out).replace(b"\r", b"").decode("utf-8", "replace")
-
-
-def keygen(directory: Path, name: str) -> Path:
-    path = directory / name
-    subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return path
-
-
-@attrs.define
-class FakeState:
-    name: str = "connected"
-    restarts: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "cause": None, "attempt": 0, "next_attempt_at": None,
-                "message": None, "connected_since": None, "request_line": "POST /1.1/statuses/filter.json"}
-
-
-class FakeWader:
-    def __init__(self) -> None:
-        self.state = FakeState()
-
-    def restart(self) -> None:
-        self.state.restarts += 1
-        self.state.name = "connecting"
-
-
-class FakeStats:
-    def snapshot(self) -> dict[str, Any]:
-        return {"events": {"tweet": 3}, "rates": {"10s": 0.3}}
-
-
-class _Collect(protocol.ProcessProtocol):
-    def __init__(self, stdin: bytes) -> None:
-        self.stdin = stdin
-        self.out = b""
-        self.err = b""
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Any) -> None:
-        code = reason.value.exitCode if isinstance(reason.value, error.ProcessTerminated) else 0
-        self.done.callback(code)
-
-
-def run_ssh(port: int, key: Path | None, stdin: bytes, *extra: str,
-            tty: bool = True) -> defer.Deferred[tuple[int, str, str]]:
-    args = [SSH, "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10", "-p", str(port)]
-    args += ["-tt"] if tty else ["-T"]
-    if key is not None:
-        args += ["-o", "IdentitiesOnly=yes", "-i", str(key)]
-    args += [*extra, "someone@127.0.0.1"]
-    p = _Collect(stdin)
-    reactor.spawnProcess(p, SSH, args, env={"PATH": os.environ.get("PATH", "/usr/bin")})
-    return p.done.addCallback(lambda code: (code, clean(p.out), clean(p.err)))
 
 
 class ConsoleOverSSH(unittest.TestCase):
@@ -133,7 +55,7 @@ class ConsoleOverSSH(unittest.TestCase):
         yield self.store.start()
         self.addCleanup(self.store.stop)
         self.wader = FakeWader()
-        self.app = App(config, reactor, store=self.store, stats=FakeStats(), wader=self.wader)
+        self.app = App(config, reactor, store=self.store, stats=make_stats(), wader=self.wader)
         self.service = console_service(self.app)
         yield self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -175,7 +97,7 @@ class ConsoleOverSSH(unittest.TestCase):
                 "-o", "PreferredAuthentications=password,keyboard-interactive",
                 "-o", "NumberOfPasswordPrompts=1", "-p", str(self.port), "-tt",
                 "someone@127.0.0.1"]
-        p = _Collect(b"hunter2\r1+41\r")
+        p = Collect(b"hunter2\r1+41\r")
         reactor.spawnProcess(p, SSH, args, env={"PATH": "/usr/bin"})
         code = yield p.done
         self.assertEqual(code, 255)
@@ -209,10 +131,10 @@ class ConsoleOverSSH(unittest.TestCase):
         self.assertIn("filter.track = ['#etsy', '@cheaptweet', 'austin']", after)
         self.assertIn("['#etsy', '@cheaptweet', 'austin']", after)
         self.assertIn("['example', 'jobs']", out)
-        self.assertIn("{'tweet': 3}", out)
+        self.assertIn("'by_type': {'tweet': 40, 'delete': 2, 'limit': 1}", out)
         self.assertIn("'connected'", out)
         self.assertIn("'connecting'", out)
-        self.assertEqual(self.wader.state.restarts, 1)
+        self.assertEqual(self.wader.restarts, 1)
         self.assertIn("'***'", out)
         self.assertNotIn("s3cret-token", out)
         self.assertIn("status keys True", out)  # status() has the keys /status.json has
@@ -262,7 +184,7 @@ class ConsoleOverSSH(unittest.TestCase):
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                 "-o", "IdentitiesOnly=yes", "-i", str(self.key), "-p", str(self.port),
                 "someone@127.0.0.1", "print(1)"]
-        p = _Collect(data)
+        p = Collect(data)
         reactor.spawnProcess(p, SSH, args, env={"PATH": "/usr/bin"})
         code = yield p.done
         self.assertEqual(code, 1)
@@ -273,7 +195,6 @@ class Pieces(unittest.SynchronousTestCase):
     def test_disabled(self) -> None:
         config = from_mapping({"username": "u", "password": "p", "console": {"enabled": False}})
         self.assertIsNone(console_service(App(config, Clock())))
-        self.assertIs(make_service, console_service)
 
     def test_authorized_keys_parsing(self) -> None:
         d = Path(tempfile.mkdtemp())

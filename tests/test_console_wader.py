@@ -6,22 +6,18 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from flamingo.app import App
 from flamingo.config import from_mapping
 from flamingo.console import console_service
+from tests.support.parts import make_stats
+from tests.support.processes import keygen, run_ssh
 from tests.support.redis import shared_redis
-from tests.test_console import FakeStats, keygen, run_ssh
-from tests.support.waiting import until as _until
-
-
-
-def until(cond: Callable[[], object], timeout: float = 10.0) -> defer.Deferred[None]:
-    return _until(cond, timeout, 0.005)
+from tests.support.waiting import until
 
 
 class Sink:
@@ -62,7 +58,7 @@ class ConsoleDrivesTheWader(unittest.TestCase):
         yield store.start()
         self.addCleanup(store.stop)
         yield store.set_param("filter", "track", ["first"])
-        stats = FakeStats()
+        stats = make_stats()
         wader = Wader(config, reactor, store, Sink(), None)
         wader.startService()
         self.addCleanup(wader.stopService)

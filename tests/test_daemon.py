@@ -14,14 +14,14 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.redis import shared_redis
-from tests.support.waiting import until as _until
+from tests.support.waiting import until
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 LISTENING = "Listening on stream: /1.1/statuses/filter.json?track=%23etsy,austin,cheaptweet"
@@ -65,9 +65,6 @@ class _Child(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode if reason.value.signal is None else -reason.value.signal)
 
 
-
-def until(cond: Callable[[], object], timeout: float = 20.0) -> defer.Deferred[None]:
-    return _until(cond, timeout, 0.05)
 
 
 class RunningDaemonTests(TestCase):

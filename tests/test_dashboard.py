@@ -1,4 +1,4 @@
-"""The dashboard over real HTTP (no browser): the page, its files and its
+"""The dashboard through the real API resource (StubTreq, no browser): the page, its files and its
 snapshot; the token rules (401, ``?token=`` sets an HttpOnly SameSite=Strict
 cookie that then authenticates API calls); the CSP that forbids inline
 scripts; the 1 s poll logged at DEBUG. The browser tests are test_dashboard_browser.py."""
@@ -17,8 +17,8 @@ from flamingo import logs
 from flamingo.stats import Stats
 from flamingo.subscription import Subscription
 from flamingo.web import dashboard
+from tests.support.parts import SECRET_TOKEN
 from tests.test_web_api import ApiTestCase
-from tests.test_web_helpers import SECRET_TOKEN
 
 STATIC = Path(dashboard.__file__).with_name("static")
 

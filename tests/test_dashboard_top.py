@@ -22,7 +22,7 @@ from twisted.trial import unittest
 from flamingo.subscription import Subscription
 from flamingo.top import BLOCKS, sparkline, view
 from tests.support.waiting import until
-from tests.test_web_helpers import SECRET_TOKEN, make_app, make_store
+from tests.support.parts import SECRET_TOKEN, make_app, make_store
 from flamingo.config import from_mapping
 from flamingo.web.server import make_site
 

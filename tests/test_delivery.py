@@ -22,7 +22,7 @@ from flamingo.dispatch.journal import Journal
 from flamingo.stats import Stats
 from flamingo.store import Store
 from flamingo.subscription import Subscription
-from tests._dispatch_support import wait_for
+from tests.support.waiting import wait_for
 from tests.support.redis import shared_redis
 from tests.test_sink import Harness, lrange, tweet
 

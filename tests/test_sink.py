@@ -16,7 +16,7 @@ from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.stats import Stats
 from flamingo.subscription import Subscription
-from tests._dispatch_support import wait_for
+from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
 
 

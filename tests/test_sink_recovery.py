@@ -22,7 +22,7 @@ from flamingo.dispatch.routing import Routes
 from flamingo.stats import Stats
 from flamingo.store import Store
 from flamingo.subscription import Subscription
-from tests._dispatch_support import wait_for
+from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
 from tests.test_sink import Harness, lrange, tweet
 

@@ -15,7 +15,7 @@ from flamingo.errors import ValidationError
 from flamingo.store import Store
 from flamingo.store_copy import LocalCopy, copy_path, decode, encode, read_copy
 from flamingo.subscription import Subscription
-from tests._dispatch_support import wait_for
+from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
 
 
@@ -353,7 +353,8 @@ class ForeignQueueOverRestTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_rest_answers_422(self):
-        from tests.test_web_helpers import Server, make_app, make_config, make_store
+        from tests.support.http import Server
+        from tests.support.parts import make_app, make_config, make_store
         store = yield make_store(self)
         server = Server(self, make_app(make_config(), store))
         r = shared_redis()

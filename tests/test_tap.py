@@ -71,14 +71,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsInstance(s.app.delivery, DeliveryService)
         self.assertIn("store", s.app.stats.snapshot())  # the store's restores are in stats/meta
 
-    def test_no_stand_ins_in_the_shipped_daemon(self) -> None:
-        """Every part is built directly: no fallbacks, no hooks a module may provide."""
-        from flamingo import service
-
-        for name in ("MemoryStore", "NullStats", "EventLogSink", "_optional"):
-            self.assertFalse(hasattr(service, name), name)
-        self.assertNotIn("make_store", service.build_store.__code__.co_names)
-
 
 class ServiceSignalTests(SynchronousTestCase):
     def test_signal_actions(self) -> None:

@@ -1,26 +1,23 @@
-"""The REST API over real HTTP (treq -> a real listening port) with a real
-Store on the test redis-server: every route, every error status, token auth."""
+"""The REST API with a real Store on the test redis-server: every route, every
+error status, token auth.  In memory through treq's StubTreq (the real guard,
+routes and handlers, no port), except where the wire matters (body limits)."""
 
 from __future__ import annotations
 
 import json
 import socket
+from typing import Any
 
 import attrs
 from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from flamingo import documents
 from flamingo.web.openapi import SCHEMAS
-from tests.test_web_helpers import (
-    SECRET_PASSWORD,
-    SECRET_TOKEN,
-    Server,
-    free_port,
-    make_app,
-    make_config,
-    make_store,
-)
+from tests.support.http import Server, Stub
+from tests.support.parts import SECRET_PASSWORD, SECRET_TOKEN, make_app, make_config, make_store
+from tests.support.redis import free_port
 
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -30,13 +27,15 @@ class ApiTestCase(unittest.TestCase):
     timeout = 30
     token: str | None = None
     max_body: int | None = None
+    #: How requests reach the API: in memory, or over a loopback socket.
+    surface: Any = Stub
 
     @defer.inlineCallbacks
     def setUp(self):
         self.config = make_config(token=self.token, max_body=self.max_body)
         self.store = yield make_store(self)
         self.app = make_app(self.config, self.store)
-        self.server = Server(self, self.app)
+        self.server = self.surface(self, self.app)
         self.bodies: list[bytes] = []
 
     @defer.inlineCallbacks
@@ -165,6 +164,20 @@ class OriginalRoutesTests(ApiTestCase):
 
 class NewRoutesTests(ApiTestCase):
     @defer.inlineCallbacks
+    def test_meta_and_status_are_the_shared_documents(self):
+        """REST serves what the console's meta()/status() print: one builder, no drift."""
+        self.maxDiff = None
+        for path, build in (("/meta.json", documents.meta_document),
+                            ("/status.json", documents.status_document)):
+            _, _, served = yield self.call("GET", path)
+            built = json.loads(json.dumps(build(self.app, reactor.seconds()), default=str))
+            for doc in (served, built):
+                doc["process"].pop("uptime")
+                for moving in ("time", "rates"):  # the stats clock: read at two instants
+                    doc.pop(moving, None)
+            self.assertEqual(served, built, path)
+
+    @defer.inlineCallbacks
     def test_status(self):
         yield self.call("PUT", "/streams/filter.json?track=cats")
         _, _, status = yield self.call("GET", "/status.json")
@@ -230,6 +243,7 @@ class NewRoutesTests(ApiTestCase):
 
 class ErrorTests(ApiTestCase):
     max_body = 64 * 1024
+    surface = Server  # body limits are enforced while the bytes arrive
 
     @defer.inlineCallbacks
     def test_400_malformed(self):
@@ -326,7 +340,7 @@ class RedisDownTests(ApiTestCase):
         self.addCleanup(task.deferLater, reactor, 0.4, lambda: None)
         self.store = yield make_store(self, redis_port=free_port(), timeout=0.3)
         self.app = make_app(self.config, self.store)
-        self.server = Server(self, self.app)
+        self.server = self.surface(self, self.app)
         self.bodies = []
 
     @defer.inlineCallbacks

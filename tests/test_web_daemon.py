@@ -6,26 +6,18 @@ journal shows them), status/health/metrics reflect the live parts."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import uuid
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import defer, reactor, task
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
 
-from flamingo.config import from_mapping
-from tests.support.redis import free_port, shared_redis
-from tests.test_web_helpers import SECRET_PASSWORD, SECRET_TOKEN
-from tests.support.waiting import until as _until
+from tests.support.daemon import start_daemon
+from tests.support.parts import SECRET_PASSWORD, SECRET_TOKEN
+from tests.support.waiting import until
 
 TOKEN_HEADER = {"Authorization": f"Bearer {SECRET_TOKEN}"}
-
-
-
-def until(cond: Callable[[], object], timeout: float = 15.0) -> defer.Deferred[None]:
-    return _until(cond, timeout, 0.01)
 
 
 class DaemonApiTests(unittest.TestCase):
@@ -33,36 +25,13 @@ class DaemonApiTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_params_change_over_rest_reconnects_with_new_predicates(self) -> Any:
-        from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        from flamingo.service import FlamingoService
-        from tests.support.emulator import start_emulator
-
-        d = Path(tempfile.mkdtemp(prefix="flamingo-web-"))
-        self.addCleanup(shutil.rmtree, d, True)
-        emu = start_emulator(self, rate=20, user="u", password=SECRET_PASSWORD)
-        port = free_port()
-        config = from_mapping({
-            "username": "u", "password": SECRET_PASSWORD, "stream": "filter",
-            "api": {"url": emu.url}, "data_dir": str(d),
-            "redis": {"host": shared_redis().address, "namespace": "wd" + uuid.uuid4().hex[:8]},
-            "web": {"host": f"127.0.0.1:{port}", "token": SECRET_TOKEN},
-            "wader": {"debounce": 0.05, "min_interval": 0, "gzip": False},
-            "console": {"enabled": False},
-        }, environ={})
-        daemon = FlamingoService(config, reactor, install_signals=False)
-        daemon.startService()
-        self.addCleanup(daemon.stopService)
-        yield daemon.ready  # the store's first load; then the other parts start
-        web = daemon.getServiceNamed("web")
-        yield until(lambda: getattr(web, "_waitingForPort", None) is not None
-                    and web._waitingForPort.called)
+        live = yield start_daemon(self, password=SECRET_PASSWORD, token=SECRET_TOKEN, prefix="wd")
+        daemon, emu = live.service, live.emulator
 
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
         http = HTTPClient(Agent(reactor, pool=pool))
-        base = f"http://127.0.0.1:{port}"
+        base = live.url
 
         @defer.inlineCallbacks
         def call(method: str, path: str, status: int = 200, **kw: Any) -> Any:

@@ -15,14 +15,8 @@ from twisted.trial import unittest
 
 from flamingo.config import ConfigError, from_mapping
 from flamingo.web.guard import HostRule, parse_host, same_origin
-from tests.test_web_helpers import (
-    SECRET_PASSWORD,
-    SECRET_TOKEN,
-    Server,
-    make_app,
-    make_config,
-    make_store,
-)
+from tests.support.http import Server
+from tests.support.parts import SECRET_PASSWORD, SECRET_TOKEN, make_app, make_config, make_store
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 EVIL = "http://evil.example"

@@ -17,7 +17,8 @@ from twisted.trial import unittest
 from flamingo.config import from_mapping
 from flamingo.web.api import FlamingoApi
 from flamingo.web.health import ProgressWatch
-from tests.test_web_helpers import SECRET_PASSWORD, FakeDelivery, free_port, make_app, make_store
+from tests.support.parts import SECRET_PASSWORD, FakeDelivery, make_app, make_store
+from tests.support.redis import free_port
 
 
 def _config(stuck_after: float | None = None) -> Any:
@@ -239,3 +240,21 @@ class ProgressWatchTests(unittest.SynchronousTestCase):
             last = checkpoint
             self.assertEqual(watch.observe(checkpoint, backlog, now), moved)
             self.assertLessEqual(moved, now)
+
+
+class LivenessWithoutJournal(unittest.SynchronousTestCase):
+    def test_a_delivery_that_reports_no_journal_is_not_live(self) -> None:
+        """No part of the daemon runs without a journal: its absence is a fault, not a pass."""
+        from twisted.internet.task import Clock
+
+        from flamingo.app import App
+        from flamingo.web.health import liveness
+        from tests.support.parts import make_config
+
+        class NoJournal:
+            def status(self) -> dict[str, Any]:
+                return {"redis": {"connected": True}, "backlog": 0}
+
+        ok, checks = liveness(App(make_config(), Clock(), delivery=NoJournal()))
+        self.assertFalse(ok)
+        self.assertEqual(checks["journal"], {"ok": False, "reason": "delivery reports no journal"})

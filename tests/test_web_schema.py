@@ -19,7 +19,8 @@ import sys
 from twisted.internet import defer, reactor, utils
 from twisted.trial import unittest
 
-from tests.test_web_helpers import SECRET_TOKEN, Server, make_app, make_config, make_store
+from tests.support.http import Server
+from tests.support.parts import SECRET_TOKEN, make_app, make_config, make_store
 
 
 def schemathesis_command() -> list[str] | None:

@@ -22,6 +22,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
+from flamingo._reactor import maybe_global_reactor
 from flamingo.emulator.authcheck import AuthChecker
 from flamingo.emulator.faults import FaultPlan
 from flamingo.emulator.http import HTTPServerFactory, HTTPServerProtocol, Request
@@ -91,10 +92,7 @@ class Emulator:
         clock: IReactorTime | None = None,
         now: Callable[[], float] = time.time,
     ):
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor  # type: ignore[assignment]
+        reactor = maybe_global_reactor(reactor)
         self.options = options or EmulatorOptions()
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]

@@ -4,7 +4,4 @@ health and an OpenAPI document. ``web_service(app)`` is what the daemon runs."""
 from flamingo.web.api import ApiError, FlamingoApi
 from flamingo.web.server import FlamingoSite, make_site, web_service
 
-#: The name flamingo.service looks for.
-make_service = web_service
-
-__all__ = ["FlamingoApi", "ApiError", "FlamingoSite", "make_site", "web_service", "make_service"]
+__all__ = ["FlamingoApi", "ApiError", "FlamingoSite", "make_site", "web_service"]

@@ -11,8 +11,6 @@ empty 200): ``_json`` serialises.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,11 +20,11 @@ from flamingo.logs import logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from flamingo import __version__
+from flamingo import documents
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.web import _params
-from flamingo.web import dashboard  # issue 14: the live page (its own module)
+from flamingo.web import dashboard
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.guard import Guard
 from flamingo.web.health import Readiness, liveness
@@ -81,7 +79,7 @@ class FlamingoApi:
         self.readiness = Readiness(flamingo, self.clock, self.config.health.stuck_after)
         self._metrics = Metrics(flamingo, self.readiness)
         self.guard = Guard(self.app.resource(), self.config.web)
-        # Issue 14: the dashboard's cookie is one more credential; its poll logs at DEBUG.
+        # The dashboard's cookie is one more credential; its poll logs at DEBUG.
         if self.config.web.token:
             self.guard.add_credential(dashboard.credential(self.config.web.token))
         self.guard.quiet_paths = frozenset({dashboard.DATA_PATH})
@@ -99,34 +97,52 @@ class FlamingoApi:
         ctype = request.getHeader(b"content-type")
         return _params.parse_request(query, ctype.decode("latin-1") if ctype else None, body)
 
-    @app.handle_errors(Exception)
-    def _error(self, request: Any, failure: Failure) -> bytes:
+    # --- errors, one handler per type (Klein tries them in this order) ---------
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request: Any, failure: Failure) -> bytes:
         exc = failure.value
-        if isinstance(exc, ApiError):
-            for k, v in exc.headers.items():
-                request.setHeader(k, v)
-            return _json(request, {"error": exc.error, "detail": exc.detail}, exc.status)
-        if isinstance(exc, BadRequest):
-            return _json(request, {"error": exc.message, "detail": exc.detail}, 400)
-        if isinstance(exc, ValidationError):
-            return _json(request, {"error": str(exc), "detail": {
-                "field": exc.field, "message": exc.message, "limit": exc.limit}}, 422)
-        if isinstance(exc, NotFound):
-            return _json(request, {"error": str(exc), "detail": {"what": exc.what,
-                                                                 "name": exc.name}}, 404)
-        if isinstance(exc, StoreUnavailable):
-            return _json(request, {"error": "redis unavailable",
-                                   "detail": str(exc) or "the change was not made"}, 503)
-        if isinstance(exc, MethodNotAllowed):
-            allowed = sorted(exc.valid_methods or ())
-            request.setHeader(b"allow", ", ".join(allowed).encode())
-            return _json(request, {"error": "method not allowed",
-                                   "detail": {"allowed": allowed}}, 405)
-        if isinstance(exc, HTTPException):
-            code = exc.code or 500
-            error = "no such route" if code == 404 else (exc.name or "error").lower()
-            return _json(request, {"error": error, "detail": request.path.decode("latin-1",
-                                                                              "replace")}, code)
+        for k, v in exc.headers.items():
+            request.setHeader(k, v)
+        return _json(request, {"error": exc.error, "detail": exc.detail}, exc.status)
+
+    @app.handle_errors(BadRequest)
+    def _bad_request(self, request: Any, failure: Failure) -> bytes:
+        exc = failure.value
+        return _json(request, {"error": exc.message, "detail": exc.detail}, 400)
+
+    @app.handle_errors(ValidationError)
+    def _invalid(self, request: Any, failure: Failure) -> bytes:
+        exc = failure.value
+        return _json(request, {"error": str(exc), "detail": {
+            "field": exc.field, "message": exc.message, "limit": exc.limit}}, 422)
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request: Any, failure: Failure) -> bytes:
+        exc = failure.value
+        return _json(request, {"error": str(exc), "detail": {"what": exc.what,
+                                                             "name": exc.name}}, 404)
+
+    @app.handle_errors(StoreUnavailable)
+    def _store_unavailable(self, request: Any, failure: Failure) -> bytes:
+        return _json(request, {"error": "redis unavailable",
+                               "detail": str(failure.value) or "the change was not made"}, 503)
+
+    @app.handle_errors(MethodNotAllowed)
+    def _method_not_allowed(self, request: Any, failure: Failure) -> bytes:
+        allowed = sorted(failure.value.valid_methods or ())
+        request.setHeader(b"allow", ", ".join(allowed).encode())
+        return _json(request, {"error": "method not allowed", "detail": {"allowed": allowed}}, 405)
+
+    @app.handle_errors(HTTPException)
+    def _http_error(self, request: Any, failure: Failure) -> bytes:
+        code = failure.value.code or 500
+        error = "no such route" if code == 404 else (failure.value.name or "error").lower()
+        return _json(request, {"error": error,
+                               "detail": request.path.decode("latin-1", "replace")}, code)
+
+    @app.handle_errors(Exception)
+    def _internal_error(self, request: Any, failure: Failure) -> bytes:
         log.failure("unhandled error in {method} {path}", failure,
                     method=request.method.decode("latin-1"),
                     path=request.path.decode("latin-1", "replace"))
@@ -150,10 +166,7 @@ class FlamingoApi:
         return {"name": name, "resource": RESOURCES.get(name), "params": self.store.params(name)}
 
     def _wader_state(self) -> dict[str, Any] | None:
-        wader = self.flamingo.wader
-        if wader is None:
-            return None
-        return wader.state.to_dict()
+        return documents.wader_state(self.flamingo)
 
     def _writable(self) -> Any:
         store = self.store
@@ -186,23 +199,7 @@ class FlamingoApi:
 
     @app.route("/meta.json", methods=["GET"])
     def meta(self, request: Any) -> bytes:
-        stats = self.flamingo.stats
-        snapshot = stats.snapshot() if stats is not None else {}
-        return _json(request, {
-            **snapshot,
-            "process": self._process(),
-            "stream": self.config.stream,
-            "wader": self._wader_state(),
-        })
-
-    def _process(self) -> dict[str, Any]:
-        started = self.flamingo.started_at or None
-        now = self.clock.seconds()
-        wader = self.flamingo.wader
-        running = bool(started) and (wader is None or wader.state.name != "stopped")
-        return {"pid": os.getpid(), "version": __version__, "host": socket.gethostname(),
-                "running": running,  # as <ns>:meta:process (the original's meta[:running])
-                "started_at": started, "uptime": (now - started) if started else None}
+        return _json(request, documents.meta_document(self.flamingo, self.clock.seconds()))
 
     @app.route("/streams/<name>.json", methods=["GET"])
     def get_stream(self, request: Any, name: str) -> bytes:
@@ -342,27 +339,7 @@ class FlamingoApi:
 
     @app.route("/status.json", methods=["GET"])
     def status(self, request: Any) -> bytes:
-        state = self._wader_state() or {}
-        delivery = self._delivery_status()
-        store = self.flamingo.store
-        return _json(request, {
-            "wader": self._wader_state(),
-            "state": state.get("name"),
-            "request_line": state.get("request_line"),
-            "connected_since": state.get("connected_since"),
-            "stream": {"name": self.config.stream,
-                       "params": store.params(self.config.stream) if store else {}},
-            "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
-            "redis": {"available": bool(store.available) if store is not None else False},
-            "delivery": delivery,
-            "process": self._process(),
-        })
-
-    def _delivery_status(self) -> dict[str, Any]:
-        delivery = self.flamingo.delivery
-        if delivery is None or not hasattr(delivery, "status"):
-            return {}
-        return delivery.status()
+        return _json(request, documents.status_document(self.flamingo, self.clock.seconds()))
 
     @app.route("/wader/restart.json", methods=["POST"])
     def restart_wader(self, request: Any) -> bytes:
@@ -403,7 +380,7 @@ class FlamingoApi:
 
         return _json(request, document())
 
-    # --- the dashboard (issue 14): everything else is in flamingo/web/dashboard.py ---
+    # --- the dashboard: everything else is in flamingo/web/dashboard.py ---
 
     @app.route(dashboard.PAGE_PATH, methods=["GET"])
     def dashboard_page(self, request: Any) -> bytes:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from flamingo import documents
 from flamingo.app import App
 
 __all__ = ["COOKIE", "CSP", "PAGE_PATH", "DATA_PATH", "STATIC_PREFIX", "PARAM_KEYS",
@@ -136,12 +137,12 @@ def snapshot(app: App) -> dict[str, Any]:
     stats = app.stats.snapshot() if app.stats is not None else {}
     per_second = getattr(app.stats, "per_second", None)
     history = per_second(300) if callable(per_second) else []
-    wader = app.wader.state.to_dict() if app.wader is not None else None
-    delivery = app.delivery.status() if app.delivery is not None else {}
+    wader = documents.wader_state(app)
+    delivery = documents.delivery_status(app)
     subs = store.subscriptions() if store is not None else {}
     queues = stats.get("queues") or {}
     stream = config.stream
-    params = store.params(stream) if store is not None else {}
+    params = documents.stream_params(app)
     keys = list(PARAM_KEYS.get(stream, ()))
     keys += sorted(k for k in params if k not in keys)
     return {
@@ -156,7 +157,7 @@ def snapshot(app: App) -> dict[str, Any]:
         "journal": delivery.get("journal") or stats.get("journal") or {},
         "sink": delivery.get("redis") or {},
         "backlog": delivery.get("backlog"),
-        "redis": {"available": bool(store.available) if store is not None else False},
+        "redis": documents.redis_status(app),
         "subscriptions": [_subscription(subs[n], queues.get(n) or {}, store.namespace)
                           for n in sorted(subs)],
     }

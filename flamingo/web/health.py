@@ -33,11 +33,7 @@ def _bad(reason: str) -> dict[str, Any]:
 
 
 def _status(app: Any) -> Mapping[str, Any] | None:
-    delivery = app.delivery
-    if delivery is None or not hasattr(delivery, "status"):
-        return None
-    status = delivery.status()
-    return status if isinstance(status, Mapping) else {}
+    return app.delivery.status() if app.delivery is not None else None
 
 
 def liveness(app: Any) -> tuple[bool, dict[str, dict[str, Any]]]:
@@ -54,7 +50,7 @@ def _journal_check(status: Mapping[str, Any] | None) -> dict[str, Any]:
         return _bad("delivery not started")
     journal = status.get("journal")
     if not isinstance(journal, Mapping):
-        return _ok()  # a delivery without a journal (the stand-in)
+        return _bad("delivery reports no journal")
     if journal.get("writable") is False or journal.get("error"):
         return _bad(str(journal.get("error") or "journal not writable"))
     return _ok()
@@ -128,10 +124,9 @@ def assess(*, status: Mapping[str, Any] | None, store_available: bool | None,
         reasons.append(Reason("sink_stuck", (
             f"a backlog of {backlog:.0f} events has not moved for {stalled:.0f}s "
             f"(health.stuck_after: {stuck_after:g}s) while Redis answers")))
-    state = getattr(wader, "state", None)
-    if getattr(state, "name", None) == "fatal":
-        reasons.append(Reason("wader_fatal", str(getattr(state, "message", None)
-                                                 or "the wader stopped on a fatal error")))
+    state = wader.state if wader is not None else None
+    if state is not None and state.name == "fatal":
+        reasons.append(Reason("wader_fatal", state.message or "the wader stopped on a fatal error"))
     return reasons
 
 

@@ -19,6 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from flamingo import documents
 from flamingo.web.health import REASONS, Readiness
 
 __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]
@@ -69,12 +70,7 @@ class FlamingoCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         app = self.app
-        snap: dict[str, Any] = {}
-        if app.stats is not None:
-            try:
-                snap = app.stats.snapshot() or {}
-            except Exception:  # a metrics scrape never fails the daemon
-                snap = {}
+        snap: dict[str, Any] = app.stats.snapshot() if app.stats is not None else {}
         yield from self._events(snap)
         yield from self._connection(app, snap)
         yield from self._delivery(app, snap)
@@ -143,18 +139,17 @@ class FlamingoCollector(Collector):
         yield _labelled(CounterMetricFamily(
             "flamingo_disconnect_messages", "Disconnect messages (recent), by code",
             labels=["code"]), codes)
-        wader = app.wader
-        state = wader.state if wader is not None else None
+        state = documents.wader_state(app) or {}
         names = list(WADER_STATES)
-        current = getattr(state, "name", None)
+        current = state.get("name")
         if current is not None and current not in names:
             names.append(current)
         yield StateSetMetricFamily("flamingo_wader_state", "The wader's state",
                                    value={n: n == current for n in names})
         fam = GaugeMetricFamily("flamingo_wader_attempt", "Consecutive failed attempts")
-        fam.add_metric([], float(getattr(state, "attempt", 0) or 0))
+        fam.add_metric([], float(state.get("attempt") or 0))
         yield fam
-        since = _num(getattr(state, "connected_since", None))
+        since = _num(state.get("connected_since"))
         fam = GaugeMetricFamily("flamingo_wader_connected_since_seconds",
                                 "Epoch time the current connection started")
         if since is not None:
@@ -162,12 +157,7 @@ class FlamingoCollector(Collector):
         yield fam
 
     def _delivery(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
-        status: Mapping[str, Any] = {}
-        if app.delivery is not None and hasattr(app.delivery, "status"):
-            try:
-                status = app.delivery.status() or {}
-            except Exception:
-                status = {}
+        status: Mapping[str, Any] = documents.delivery_status(app)
         fam = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
         backlog = _num(_first(status, ("backlog",), ("journal_backlog",)))

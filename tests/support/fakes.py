@@ -2,8 +2,7 @@
 
 The daemon always runs the real parts (flamingo.store.Store on Redis,
 flamingo.stats.Stats); these stand in for them where a test only needs the
-reading side of the store (contract 3) or a place for the wader's counters
-(contract 5).
+reading side of the store or a place for the wader's counters.
 """
 
 from __future__ import annotations

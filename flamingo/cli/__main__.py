@@ -1,0 +1,7 @@
+"""``python -m flamingo.cli``: the ``flamingo`` command."""
+
+import sys
+
+from flamingo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,309 @@
+"""The CLI's subcommands: one ``cmd_*`` function each, given a :class:`Context`.
+
+Each returns an exit code or raises a :class:`~flamingo.cli.client.CliError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+
+from flamingo.cli.client import (OK, USAGE, Client, RespClient, ServerSaidNo, Unreachable,
+                                 UsageError, quote, resolve_token, resolve_url)
+from flamingo.cli.format import SUB_COLUMNS, flatten, key_values, show_params, show_status, table
+
+__all__ = ["Context", "cmd_status", "cmd_top", "cmd_meta", "cmd_stream", "cmd_subscriptions",
+           "cmd_subscribe", "cmd_unsubscribe", "cmd_restart", "cmd_tail", "cmd_console",
+           "cmd_emulator", "console_address"]
+
+
+@attrs.define
+class Context:
+    args: argparse.Namespace
+    config: Any
+    env: dict[str, str]
+    out: Any = attrs.field(factory=lambda: sys.stdout)
+    err: Any = attrs.field(factory=lambda: sys.stderr)
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    def client(self) -> Client:
+        return Client(resolve_url(self.args, self.config, self.env),
+                      resolve_token(self.config, self.env),
+                      timeout=float(getattr(self.args, "timeout", None) or 10.0))
+
+    def emit(self, doc: Any, human: Callable[[Any], str]) -> int:
+        if self.json:
+            self.out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        else:
+            self.out.write(human(doc).rstrip("\n") + "\n")
+        return OK
+
+    def default_stream(self) -> str:
+        return self.config.stream if self.config is not None else "filter"
+
+
+def cmd_status(ctx: Context) -> int:
+    if getattr(ctx.args, "watch", False):  # a plain refresh
+        from flamingo.top import watch
+
+        client = ctx.client()
+        try:
+            return watch(lambda: client.get("/status.json"), show_status, ctx.out,
+                         ctx.args.interval)
+        except KeyboardInterrupt:
+            return OK
+    return ctx.emit(ctx.client().get("/status.json"), show_status)
+
+
+def cmd_top(ctx: Context) -> int:
+    """The live terminal view (flamingo/top.py)."""
+    from flamingo.top import run_top
+
+    client = ctx.client()
+    client.get("/dashboard/data.json")  # a refusal (401) or no daemon at all: say so and exit
+    try:
+        return run_top(lambda: client.get("/dashboard/data.json"), ctx.args.interval)
+    except KeyboardInterrupt:
+        return OK
+
+
+def cmd_meta(ctx: Context) -> int:
+    return ctx.emit(ctx.client().get("/meta.json"), lambda d: key_values(flatten(d)))
+
+
+def cmd_stream(ctx: Context) -> int:
+    a = ctx.args
+    name = a.name or ctx.default_stream()
+    client = ctx.client()
+    base = f"/streams/{quote(name)}"
+    if a.action is None:
+        doc = client.get(base + ".json")
+        return ctx.emit(doc, lambda d: show_params(d.get("name", name), d.get("params") or {},
+                                                   d.get("resource")))
+    if a.param is None:
+        raise UsageError(f"stream {name} {a.action}: which param? e.g. "
+                         f"`flamingo stream {name} {a.action} track ...`")
+    path = f"{base}/{quote(a.param)}.json"
+    values = list(a.values)
+    if a.action in ("set", "add", "remove") and not values:
+        raise UsageError(f"stream {name} {a.action} {a.param}: give at least one value")
+    if a.action == "clear" and values:
+        raise UsageError("clear takes no values (use remove)")
+    if a.action == "set":
+        result = client.request("PUT", path, {"values": values})
+    elif a.action == "add":
+        result = client.request("POST", path, {"add": values})
+    elif a.action == "remove":
+        result = client.request("POST", path, {"remove": values})
+    else:
+        result = client.request("DELETE", path)
+    doc = {"stream": name, "param": a.param, "values": result}
+    return ctx.emit(doc, lambda d: f"{name} {a.param}: " + (", ".join(result) or "(none)"))
+
+
+def cmd_subscriptions(ctx: Context) -> int:
+    subs = ctx.client().get("/subscriptions.json")
+    return ctx.emit(subs, lambda s: table(s, SUB_COLUMNS) if s else "(no subscriptions)")
+
+
+def _csv(values: Iterable[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def cmd_subscribe(ctx: Context) -> int:
+    a = ctx.args
+    body: dict[str, Any] = {"name": a.name}
+    if a.format is not None:
+        body["format"] = a.format
+    if a.types is not None:
+        body["types"] = _csv(a.types)
+    if a.filter is not None:
+        body["filter"] = list(a.filter)
+    if a.max_length is not None:
+        body["max_length"] = a.max_length
+    sub = ctx.client().request("POST", "/subscriptions.json", body)
+    return ctx.emit(sub, lambda s: table([s], SUB_COLUMNS))
+
+
+def cmd_unsubscribe(ctx: Context) -> int:
+    a = ctx.args
+    path = f"/subscriptions/{quote(a.name)}.json" + ("?drop_queue=true" if a.drop_queue else "")
+    doc = ctx.client().request("DELETE", path)
+
+    def human(d: Any) -> str:
+        queue = d.get("queue") if isinstance(d, dict) else None
+        if a.drop_queue:
+            return f"unsubscribed {a.name}; queue {queue} dropped"
+        return f"unsubscribed {a.name}; queue {queue} left for its consumers"
+    return ctx.emit(doc, human)
+
+
+def cmd_restart(ctx: Context) -> int:
+    doc = ctx.client().request("POST", "/wader/restart.json")
+    return ctx.emit(doc, lambda d: "wader restarting (state: "
+                    + str(((d or {}).get("wader") or {}).get("name")) + ")")
+
+
+# --- tail ------------------------------------------------------------------------------
+
+
+def _redis_address(ctx: Context) -> tuple[str, int]:
+    from flamingo.config import ConfigError, _host_port
+
+    if ctx.args.redis:
+        try:
+            return _host_port("--redis", ctx.args.redis, 6379)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+    if ctx.config is not None:
+        return ctx.config.redis.host, ctx.config.redis.port
+    return "127.0.0.1", 6379
+
+
+def _queue_key(ctx: Context, redis: RespClient, namespace: str) -> str:
+    """Where the subscription's events are: asked of the daemon, else of Redis."""
+    a = ctx.args
+    if a.queue:
+        return a.queue
+    if not a.redis:
+        try:
+            doc = ctx.client().get(f"/subscriptions/{quote(a.name)}.json")
+            if isinstance(doc, dict) and doc.get("queue"):
+                return str(doc["queue"])
+        except Unreachable:
+            pass  # no daemon running: Redis knows the subscription too
+    fmt = redis.command("HGET", f"{namespace}:subscription:{a.name}", "format")
+    if fmt is None:
+        if not redis.command("SISMEMBER", f"{namespace}:subscriptions", a.name):
+            raise ServerSaidNo(404, f"no subscription {a.name!r} in namespace {namespace!r}")
+        fmt = b"raw"
+    if fmt == b"resque":
+        return f"resque:queue:{a.name}"
+    return f"{namespace}:queue:{a.name}"
+
+
+def cmd_tail(ctx: Context) -> int:
+    a = ctx.args
+    host, port = _redis_address(ctx)
+    namespace = a.namespace or (ctx.config.redis.namespace if ctx.config is not None else "flamingo")
+    redis = RespClient(host, port)
+    try:
+        rc = ctx.config.redis if ctx.config is not None else None
+        password = ctx.env.get("FLAMINGO_REDIS_PASSWORD") or (rc.password if rc else None)
+        if password:
+            redis.command("AUTH", password)
+        if rc is not None and rc.db:
+            redis.command("SELECT", rc.db)
+        key = _queue_key(ctx, redis, namespace)
+        out = ctx.out.buffer if hasattr(ctx.out, "buffer") else None
+
+        def show(value: bytes) -> None:
+            if out is not None:
+                out.write(value + b"\n")
+                out.flush()
+            else:
+                ctx.out.write(value.decode("utf-8", "replace") + "\n")
+                ctx.out.flush()
+
+        if a.peek:
+            count = a.n if a.n is not None else 10
+            for value in redis.command("LRANGE", key, 0, count - 1 if count > 0 else -1) or []:
+                show(value)
+            return OK
+        seen = 0
+        idle_since = time.monotonic()
+        while a.n is None or seen < a.n:
+            wait = 1.0
+            if a.idle is not None:
+                left = a.idle - (time.monotonic() - idle_since)
+                if left <= 0:
+                    break
+                wait = max(0.1, min(wait, left))
+            reply = redis.command("BLPOP", key, f"{wait:.1f}", timeout=wait + 10)
+            if reply is None:
+                continue
+            show(reply[1])
+            seen += 1
+            idle_since = time.monotonic()
+        return OK
+    except KeyboardInterrupt:
+        return OK
+    finally:
+        redis.close()
+
+
+# --- console ------------------------------------------------------------------------------
+
+
+def console_address(listen: str) -> tuple[str, int]:
+    """(host, port) to connect to, from a strports description like ``tcp:4712:interface=127.0.0.1``."""
+    parts = listen.split(":")
+    kind = parts[0].lower() if parts else ""
+    if kind not in ("tcp", "tcp6") or len(parts) < 2:
+        raise UsageError(f"console.listen {listen!r}: only tcp: addresses can be opened from here")
+    host, port = "127.0.0.1", None
+    for p in parts[1:]:
+        if "=" in p:
+            k, v = p.split("=", 1)
+            if k == "port":
+                port = int(v)
+            elif k == "interface":
+                host = v.replace("\\", "")
+        elif port is None:
+            port = int(p)
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1" if kind == "tcp" else "::1"
+    if port is None:
+        raise UsageError(f"console.listen {listen!r}: no port")
+    return host, port
+
+
+def cmd_console(ctx: Context) -> int:
+    a = ctx.args
+    listen = (ctx.config.console.listen if ctx.config is not None
+              else "tcp:4712:interface=127.0.0.1")
+    if ctx.config is not None and not ctx.config.console.enabled:
+        raise UsageError("the console is disabled in this config (console.enabled: false)")
+    host, port = console_address(listen)
+    ssh = a.ssh or shutil.which("ssh")
+    if not ssh:
+        raise UsageError("no `ssh` client found: install OpenSSH or pass --ssh PATH")
+    extra = list(a.ssh_args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    # ssh's -t flags toggle (a third -t undoes -tt): add ours only if none given.
+    tty = [] if any(x.startswith("-t") and set(x[1:]) == {"t"} for x in extra) else ["-t"]
+    argv = [ssh, *tty, "-p", str(port)]
+    if a.identity:
+        argv += ["-i", a.identity]
+    argv += extra
+    argv.append(f"{a.user}@{host}" if a.user else host)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        raise Unreachable(f"{host}:{port}", f"cannot run {argv[0]}: {e.strerror}",
+                          what="the console") from None
+    return OK  # not reached
+
+
+def cmd_emulator(argv: Sequence[str]) -> int:
+    try:
+        from flamingo.emulator.cli import main as emulator_main
+    except ImportError as e:
+        print(f"flamingo: the emulator is not available here: {e}", file=sys.stderr)
+        return USAGE
+    return emulator_main(list(argv))

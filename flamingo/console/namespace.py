@@ -1,0 +1,287 @@
+"""The console's names: ``Stream``, ``Subscription``, ``meta()``, ``status()``, ``wader``, ``config``.
+
+Reads come from the store's in-memory copy; writes go through the same
+``Store`` as REST and return Deferreds, which the manhole waits for.  Daemon
+parts are handed out wrapped in :class:`Redacted`, so secrets show as '***'.
+"""
+
+from __future__ import annotations
+
+import pprint
+from typing import Any, Callable, Iterator
+
+import attrs
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from flamingo import documents
+from flamingo.config import SECRET_KEYS, STREAMS, Config
+from flamingo.errors import FlamingoError, NotFound
+
+__all__ = ["BANNER", "Watch", "ParamsView", "build_namespace", "ConfigView", "Redacted",
+           "Text", "Pretty", "NoWader", "describe_error"]
+
+BANNER = """\
+Flamingo console (Python, inside the running daemon). What is here:
+  s = Stream.get('filter')        a stream; Stream.all() lists them
+  s.params                        its params, live: s.params['track'] = ['a', 'b']
+  s.params.add('track', 'x')      also .remove('track', 'x'), .delete('track'), .all()
+  Subscription('example').save()  also format='raw'|'envelope'|'resque', types=[...],
+                                  filter=[...], max_length=N; Subscription.all(),
+                                  Subscription.find('example').delete()
+  meta()                          what /meta.json shows
+  status()                        what /status.json shows
+  wader.state                     the stream connection; wader.restart()
+  config                          the configuration (secrets shown as '***';
+                                  config.secret('password') when you mean it)
+  app                             everything (store, stats, wader, delivery)
+  help()                          this text.  Ctrl-D leaves.
+"""
+
+
+Watch = Callable[[defer.Deferred, str], None]
+
+
+class ParamsView:
+    """A stream's params, read from the store's in-memory copy, written through the store."""
+
+    def __init__(self, app: Any, stream: str, watch: Watch) -> None:
+        self._app, self._stream, self._watch = app, stream, watch
+
+    def _store(self) -> Any:
+        if self._app.store is None:
+            raise FlamingoError("no store in this process")
+        return self._app.store
+
+    def all(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._store().params(self._stream).items()}
+
+    def __getitem__(self, key: str) -> list[str]:
+        return list(self._store().params(self._stream).get(key, []))
+
+    def __setitem__(self, key: str, values: Any) -> None:
+        d = self._store().set_param(self._stream, key, _values(values))
+        self._watch(d, f"{self._stream}.{key}")
+
+    def __delitem__(self, key: str) -> None:
+        self._watch(self._store().delete_param(self._stream, key), f"{self._stream}.{key}")
+
+    def add(self, key: str, *values: Any) -> defer.Deferred:
+        return self._store().add_values(self._stream, key, _flat(values))
+
+    def remove(self, key: str, *values: Any) -> defer.Deferred:
+        return self._store().remove_values(self._stream, key, _flat(values))
+
+    def delete(self, key: str) -> defer.Deferred:
+        return self._store().delete_param(self._stream, key)
+
+    def keys(self) -> list[str]:
+        return list(self.all())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.all())
+
+    def __len__(self) -> int:
+        return len(self.all())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.all()
+
+    def __repr__(self) -> str:
+        return repr(self.all())
+
+
+def _values(values: Any) -> list[str]:
+    if isinstance(values, (str, bytes, int)):
+        values = [values]
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _flat(values: tuple[Any, ...]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out.extend(_values(v))
+    return out
+
+
+def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
+    """The console's names, bound to ``app``; ``watch(d, label)`` shows a write's result."""
+
+    class Stream:
+        """A stream (filter, sample, firehose) and its live params."""
+
+        def __init__(self, name: str) -> None:
+            self.name = str(name)
+            self.params = ParamsView(app, self.name, watch)
+
+        @classmethod
+        def get(cls, name: str) -> "Stream":
+            """The stream ``name``; NotFound for a name no stream has (REST answers 404)."""
+            name = str(name)
+            if name not in STREAMS and (app.store is None or name not in app.store.stream_names()):
+                raise NotFound("stream", name)
+            return cls(name)
+
+        @classmethod
+        def all(cls) -> list["Stream"]:
+            return [cls(n) for n in app.store.stream_names()]
+
+        def __repr__(self) -> str:
+            return f"Stream({self.name!r}, params={self.params!r})"
+
+    class Subscription:
+        """A subscription to build and ``.save()``; ``all()``/``find()`` read the store."""
+
+        def __init__(self, name: str, **options: Any) -> None:
+            self.name = str(name)
+            self.options = options
+
+        def save(self) -> defer.Deferred:
+            from flamingo.subscription import Subscription as Sub
+
+            sub = Sub.create(self.name, **self.options)
+            return app.store.save_subscription(sub)
+
+        def delete(self, drop_queue: bool = False) -> defer.Deferred:
+            return app.store.delete_subscription(self.name, drop_queue=drop_queue)
+
+        @staticmethod
+        def all() -> list[Any]:
+            subs = app.store.subscriptions()
+            return [subs[k] for k in sorted(subs)]
+
+        @classmethod
+        def find(cls, name: str) -> "Subscription | None":
+            sub = app.store.subscriptions().get(name)
+            if sub is None:
+                return None
+            return cls(sub.name, **{k: v for k, v in sub.to_dict().items() if k != "name"})
+
+        def __repr__(self) -> str:
+            opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+            return f"Subscription({self.name!r}{opts})"
+
+    def meta() -> Pretty:
+        """What /meta.json shows: stats and process info."""
+        return Pretty(documents.meta_document(app, app.reactor.seconds()))
+
+    def status() -> Pretty:
+        """What /status.json shows: the wader's state, backlog, Redis."""
+        return Pretty(documents.status_document(app, app.reactor.seconds()))
+
+    def help(obj: Any = None) -> Any:  # noqa: A001 - the console's help
+        if obj is None:
+            return Text(BANNER)
+        return Text(getattr(obj, "__doc__", None) or repr(obj))
+
+    return {
+        "Stream": Stream,
+        "Subscription": Subscription,
+        "meta": meta,
+        "status": status,
+        "wader": Redacted(app.wader) if app.wader is not None else NoWader(),
+        "config": ConfigView(app.config),
+        "app": Redacted(app),
+        "store": Redacted(app.store) if app.store is not None else None,
+        "stats": app.stats,
+        "help": help,
+        "__name__": "__console__",
+        "__doc__": BANNER,
+    }
+
+
+class Text(str):
+    """A string the console prints as-is (no quotes)."""
+
+    def __repr__(self) -> str:
+        return str(self).rstrip("\n")
+
+
+class Pretty(dict):  # type: ignore[type-arg]
+    """A dict the console prints over several lines."""
+
+    def __repr__(self) -> str:
+        return pprint.pformat(dict(self), sort_dicts=True, width=100)
+
+
+class NoWader:
+    state = None
+
+    def restart(self) -> None:
+        raise FlamingoError("no wader in this process")
+
+    def __repr__(self) -> str:
+        return "<no wader in this process>"
+
+
+@attrs.define
+class ConfigView:
+    """The config with secrets as '***': ``config``, ``config['redis']``, ``config.redis``."""
+
+    _config: Any
+
+    def _data(self) -> dict[str, Any]:
+        return self._config.redacted()
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def secret(self, dotted: str) -> str | None:
+        """One secret, asked for by its key: ``config.secret('redis.password')``."""
+        return self._config.secret(dotted)  # type: ignore[no-any-return]
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._data()[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __repr__(self) -> str:
+        return pprint.pformat(self._data(), sort_dicts=False, width=100)
+
+
+#: Attribute names whose values the console shows as '***' on any daemon part.
+_SECRET_NAMES = frozenset(k.rpartition(".")[2] for k in SECRET_KEYS)
+
+
+class Redacted:
+    """A daemon part as the console hands it out: everything reads through, secrets as '***'.
+
+    ``app.config`` is a ConfigView, ``store.password`` and ``wader.auth.password``
+    are '***', and parts reached from a part are redacted the same way. It keeps
+    secrets off the screen, it is not a sandbox: the console runs Python inside
+    the daemon, so whoever may log in can reach anything the process holds.
+    """
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_target", target)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(object.__getattribute__(self, "_target"), name)
+        if name.lstrip("_") in _SECRET_NAMES and value:
+            return "***"
+        if isinstance(value, Config):
+            return ConfigView(value)
+        if type(value).__module__.startswith("flamingo.") and not callable(value):
+            return Redacted(value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(object.__getattribute__(self, "_target"), name, value)
+
+    def __dir__(self) -> list[str]:
+        return dir(object.__getattribute__(self, "_target"))
+
+    def __repr__(self) -> str:
+        return repr(object.__getattribute__(self, "_target"))
+
+
+def describe_error(failure_or_exc: Failure | BaseException) -> str:
+    """One line for an error: ``ValidationError: track: at most 400 phrases``."""
+    exc = failure_or_exc.value if isinstance(failure_or_exc, Failure) else failure_or_exc
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

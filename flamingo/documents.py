@@ -1,0 +1,72 @@
+"""The state documents every control surface shows: /meta.json and /status.json.
+
+REST serves them, the console's ``meta()`` and ``status()`` print them, and
+the dashboard's snapshot reuses their parts; building them once keeps the
+three from drifting apart.  Pure reads of an :class:`~flamingo.app.App`; the
+time comes from the caller's clock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from flamingo import __version__
+from flamingo.app import App
+
+__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params",
+           "process_info", "meta_document", "status_document"]
+
+
+def wader_state(app: App) -> dict[str, Any] | None:
+    """The wader's state as a dict, or None in a process without one."""
+    return app.wader.state.to_dict() if app.wader is not None else None
+
+
+def delivery_status(app: App) -> dict[str, Any]:
+    """Journal backlog and Redis delivery, or {} before delivery is built."""
+    return app.delivery.status() if app.delivery is not None else {}
+
+
+def redis_status(app: App) -> dict[str, bool]:
+    return {"available": bool(app.store.available) if app.store is not None else False}
+
+
+def stream_params(app: App) -> dict[str, list[str]]:
+    """The configured stream's params from the store's copy ({} without a store)."""
+    return app.store.params(app.config.stream) if app.store is not None else {}
+
+
+def process_info(app: App, now: float) -> dict[str, Any]:
+    """pid, version, host, running (as ``<ns>:meta:process``), start time and uptime."""
+    started = app.started_at or None
+    running = bool(started) and (app.wader is None or app.wader.state.name != "stopped")
+    return {"pid": os.getpid(), "version": __version__, "host": socket.gethostname(),
+            "running": running, "started_at": started,
+            "uptime": (now - started) if started else None}
+
+
+def meta_document(app: App, now: float) -> dict[str, Any]:
+    """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
+    snapshot = app.stats.snapshot() if app.stats is not None else {}
+    return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
+            "wader": wader_state(app)}
+
+
+def status_document(app: App, now: float) -> dict[str, Any]:
+    """What /status.json shows: the wader's state, backlog, Redis, delivery, process."""
+    wader = wader_state(app)
+    state = wader or {}
+    delivery = delivery_status(app)
+    return {
+        "wader": wader,
+        "state": state.get("name"),
+        "request_line": state.get("request_line"),
+        "connected_since": state.get("connected_since"),
+        "stream": {"name": app.config.stream, "params": stream_params(app)},
+        "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
+        "redis": redis_status(app),
+        "delivery": delivery,
+        "process": process_info(app, now),
+    }
