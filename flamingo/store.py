@@ -5,7 +5,7 @@ Deferred. Every change, by this daemon or by any other client that writes the
 keys and PUBLISHes on ``<ns>:changes``, reloads the copy and calls the
 ``on_change`` callbacks for what actually changed.
 
-Keys (namespace ``ns``, see DESIGN.md)::
+Keys (namespace ``ns``)::
 
     <ns>:streams:<stream>:<param>   set of values
     <ns>:subscriptions              set of names
@@ -62,8 +62,10 @@ from typing import Any, Callable, Iterable, Mapping
 import orjson
 import txredisapi
 from twisted.internet import defer, task
+from twisted.internet.endpoints import HostnameEndpoint
 
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
+from flamingo._reactor import maybe_global_reactor
 from flamingo.logs import logger
 from flamingo.store_copy import CopyFile, LocalCopy, copy_path
 from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
@@ -114,9 +116,7 @@ class Store:
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  reactor: Any = None, streams: tuple[str, ...] = ("filter",),
                  health_interval: float = 1.0, data_dir: Path | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
@@ -197,7 +197,10 @@ class Store:
         f.store = self
         f.password = self.password
         f.maxDelay = 5
-        f.startConnecting(txredisapi._makeEndpoint(self.host, self.port, self.timeout))
+        # The same endpoint txredisapi builds for its own connections: getaddrinfo, so
+        # IPv6-only hosts work, and the connect timeout bounds each attempt.
+        f.startConnecting(HostnameEndpoint(maybe_global_reactor(None), self.host, self.port,
+                                           timeout=self.timeout))
         self._listener_factory = f
         self._health.start(self._health_interval, now=True)
         self._started = defer.Deferred()

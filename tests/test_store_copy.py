@@ -56,7 +56,7 @@ class _Base(unittest.TestCase):
 
 
 class LocalCopyTests(_Base):
-    """Issue 10 item 1: a restart while Redis is down knows the subscriptions."""
+    """A restart while Redis is down knows the subscriptions."""
 
     @defer.inlineCallbacks
     def test_copy_is_written_private_on_every_change(self):
@@ -347,7 +347,7 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
 
 
 class ForeignQueueOverRestTests(unittest.TestCase):
-    """The CSRF example of issue 10: POST /subscriptions.json must not take over another app's list."""
+    """Cross-site: POST /subscriptions.json must not take over another app's list."""
 
     timeout = 30
 

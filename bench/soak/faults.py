@@ -64,7 +64,7 @@ def daemon_term(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> Non
 
 
 def daemon_restart_redis_down(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
-    """Issue 10, finding 1: a backlog in the journal, the daemon restarted before Redis returns."""
+    """A backlog in the journal, the daemon restarted before Redis returns."""
     with soak.consumer.lock:
         soak.redis.kill()
         time.sleep(params.get("before", 3.0))

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from twisted.application import service
 from twisted.internet import defer
+from flamingo._reactor import maybe_global_reactor
 from flamingo.logs import logger
 
 from flamingo.dispatch.journal import Journal, one_line
@@ -29,7 +30,7 @@ log = logger("flamingo.dispatch")
 
 
 class Dispatcher:
-    """Implements MessageSink (contract 2)."""
+    """The stream side's message sink: journal first, then the Redis sink."""
 
     def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any) -> None:
         self.journal = journal
@@ -79,16 +80,14 @@ class Dispatcher:
 
 
 class DeliveryService(service.Service):
-    """Owns journal + sink; ``status()`` for App.delivery (contract 7)."""
+    """Owns journal + sink; ``status()`` is what REST and the console show as delivery."""
 
     name = "delivery"
 
     def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any,
                  flush_timeout: float = 5.0, reactor: Any = None, store: Any = None,
                  meta_interval: float = 5.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self.sink = sink
         self.stats = stats

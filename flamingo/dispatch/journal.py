@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 from twisted.internet import defer, task, threads
+from flamingo._reactor import maybe_global_reactor
 from flamingo.logs import logger
 
 from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMENT_NAME, Reader, Segment,
@@ -94,9 +95,7 @@ class Journal:
                  rotate_events: int | None = None, rotate_bytes: int | None = None,
                  rotate_age: float | None = None, gzip: bool = False, reactor: Any = None,
                  retry_interval: float = 1.0, state_dir: Path | str | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         assert kind in ("spool", "event")
         assert fsync in ("always", "everysec", "no")
         self.dir = Path(directory)

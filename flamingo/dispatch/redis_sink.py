@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import attrs
 from twisted.internet import defer, endpoints
+from flamingo._reactor import maybe_global_reactor
 from flamingo.logs import logger
 
 from flamingo.dispatch.journal import JournalGap
@@ -86,9 +87,7 @@ class RedisSink:
                  batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 16 << 20,
                  reactor: Any = None,
                  stats: Any = None, reconnect_max: float = 2.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self._subscriptions = subscriptions
         self.namespace = namespace
