@@ -19,8 +19,9 @@ import ipaddress
 import os
 import re
 import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -214,7 +215,7 @@ class Config:
         node: Any = self
         for part in dotted.split("."):
             node = getattr(node, part)
-        return node  # type: ignore[no-any-return]
+        return node
 
 
 # --- loading --------------------------------------------------------------

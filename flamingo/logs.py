@@ -23,9 +23,9 @@ from typing import IO, Any
 
 from twisted.logger import (
     ILogObserver,
+    Logger,
     LogLevel,
     LogPublisher,
-    Logger,
     formatEvent,
     globalLogPublisher,
 )
@@ -113,7 +113,7 @@ class LevelGate:
 def _observers(publisher: LogPublisher) -> list[ILogObserver]:
     # Twisted has no public way to list a publisher's observers; its list is
     # the one place where twistd's own observer can be reached.
-    return publisher._observers  # type: ignore[attr-defined,no-any-return]
+    return publisher._observers
 
 
 def gate_observers(publisher: LogPublisher) -> list[LevelGate]:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from flamingo import __version__
+from flamingo._reactor import maybe_global_reactor
 from flamingo.app import App
 from flamingo.config import Config, start_warnings
-from flamingo._reactor import maybe_global_reactor
 from flamingo.console import console_service
 from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.logs import FlamingoLogs, logger

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Stats", "WINDOWS", "MAX_TYPE_NAMES", "OTHER_TYPE"]
 

@@ -56,21 +56,21 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 import txredisapi
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint
 
-from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo._reactor import maybe_global_reactor
+from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
 from flamingo.store_copy import CopyFile, LocalCopy, copy_path
 from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
-from flamingo.store_rules import (Target, appends_only, change_targets, foreign_queue, param_values,
-                                  validate_params)
+from flamingo.store_rules import Target, appends_only, change_targets, foreign_queue, param_values, validate_params
 from flamingo.subscription import Subscription
 
 __all__ = ["Store"]
@@ -154,7 +154,7 @@ class Store:
         self.last_restore: dict[str, Any] | None = None
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> "Store":
+    def from_config(cls, config: Any, reactor: Any = None) -> Store:
         r = config.redis
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
                    db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,),
@@ -396,7 +396,7 @@ class Store:
         self._meta_loop.start(interval, now=True)
 
     def process_info(self, running: bool = True) -> dict[str, Any]:
-        from flamingo import __version__ as version  # type: ignore[attr-defined]
+        from flamingo import __version__ as version
         return {"start_time": int(self.started_at), "host": socket.gethostname(),
                 "pid": os.getpid(), "running": running, "version": version}
 

@@ -8,7 +8,8 @@ REST turns them into 422), encoded to and from the Redis hash
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 import orjson
@@ -54,7 +55,7 @@ class Subscription:
     max_length: int | None = None
 
     @classmethod
-    def create(cls, name: Any, **options: Any) -> "Subscription":
+    def create(cls, name: Any, **options: Any) -> Subscription:
         """Validate and build; raises ValidationError naming the field."""
         unknown = set(options) - {"format", "types", "filter", "max_length"}
         if unknown:
@@ -122,7 +123,7 @@ class Subscription:
                 "max_length": str(self.max_length) if self.max_length is not None else ""}
 
     @classmethod
-    def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> "Subscription":
+    def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> Subscription:
         """Decode a hash written by ``to_hash`` (or by hand: comma lists are accepted)."""
         def get(k: str) -> str:
             v = fields.get(k, fields.get(k.encode(), ""))
@@ -134,7 +135,8 @@ class Subscription:
                 return None
             if s.startswith("["):
                 try:
-                    return orjson.loads(s)
+                    values: Iterable[str] | None = orjson.loads(s)
+                    return values
                 except orjson.JSONDecodeError:
                     raise ValidationError(k, f"invalid JSON list {s!r}") from None
             return s

@@ -15,8 +15,9 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 __all__ = ["BLOCKS", "sparkline", "view", "run_top", "watch"]
 

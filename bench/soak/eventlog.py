@@ -14,8 +14,8 @@ import gzip
 import hashlib
 import re
 from array import array
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import attrs
 import orjson

@@ -6,7 +6,8 @@ Pure functions from JSON documents to text; ``--json`` bypasses them.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["table", "flatten", "key_values", "show_params", "show_status", "SUB_COLUMNS"]
 

@@ -7,8 +7,8 @@ needs no restart.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import attrs
 from twisted.conch.checkers import IAuthorizedKeysDB

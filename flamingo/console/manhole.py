@@ -6,7 +6,8 @@ until the result is printed, or ``WAIT_LIMIT`` seconds pass, or Ctrl-C.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.conch import manhole
 from twisted.internet import defer
@@ -25,7 +26,7 @@ WAIT_LIMIT = 10.0
 class FlamingoInterpreter(manhole.ManholeInterpreter):
     """Deferreds at top level are waited for and their result printed."""
 
-    handler: "FlamingoManhole"
+    handler: FlamingoManhole
 
     def displayhook(self, obj: Any) -> None:
         if isinstance(obj, defer.Deferred):

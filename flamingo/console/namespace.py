@@ -8,7 +8,8 @@ parts are handed out wrapped in :class:`Redacted`, so secrets show as '***'.
 from __future__ import annotations
 
 import pprint
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -115,7 +116,7 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             self.params = ParamsView(app, self.name, watch)
 
         @classmethod
-        def get(cls, name: str) -> "Stream":
+        def get(cls, name: str) -> Stream:
             """The stream ``name``; NotFound for a name no stream has (REST answers 404)."""
             name = str(name)
             if name not in STREAMS and (app.store is None or name not in app.store.stream_names()):
@@ -123,7 +124,7 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             return cls(name)
 
         @classmethod
-        def all(cls) -> list["Stream"]:
+        def all(cls) -> list[Stream]:
             return [cls(n) for n in app.store.stream_names()]
 
         def __repr__(self) -> str:
@@ -151,7 +152,7 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             return [subs[k] for k in sorted(subs)]
 
         @classmethod
-        def find(cls, name: str) -> "Subscription | None":
+        def find(cls, name: str) -> Subscription | None:
             sub = app.store.subscriptions().get(name)
             if sub is None:
                 return None
@@ -197,7 +198,7 @@ class Text(str):
         return str(self).rstrip("\n")
 
 
-class Pretty(dict):  # type: ignore[type-arg]
+class Pretty(dict):
     """A dict the console prints over several lines."""
 
     def __repr__(self) -> str:
@@ -228,7 +229,7 @@ class ConfigView:
 
     def secret(self, dotted: str) -> str | None:
         """One secret, asked for by its key: ``config.secret('redis.password')``."""
-        return self._config.secret(dotted)  # type: ignore[no-any-return]
+        return self._config.secret(dotted)
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):

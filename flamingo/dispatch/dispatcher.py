@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 from twisted.application import service
 from twisted.internet import defer
-from flamingo._reactor import maybe_global_reactor
-from flamingo.logs import logger
 
+from flamingo._reactor import maybe_global_reactor
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
+from flamingo.logs import logger
 from flamingo.stream.messages import message_type, parse_limit
 
 __all__ = ["Dispatcher", "DeliveryService", "build_delivery"]

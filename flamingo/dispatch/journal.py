@@ -46,12 +46,24 @@ from typing import Any
 
 import orjson
 from twisted.internet import defer, task, threads
-from flamingo._reactor import maybe_global_reactor
-from flamingo.logs import logger
 
-from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMENT_NAME, Reader, Segment,
-                                        count_lines, gzip_file, new_epoch, one_per_position, open_segment,
-                                        sync_and_close, unlink_quietly)
+from flamingo._reactor import maybe_global_reactor
+from flamingo.dispatch.segments import (
+    DIR_MODE,
+    FILE_MODE,
+    READ_ERRORS,
+    SEGMENT_NAME,
+    Reader,
+    Segment,
+    count_lines,
+    gzip_file,
+    new_epoch,
+    one_per_position,
+    open_segment,
+    sync_and_close,
+    unlink_quietly,
+)
+from flamingo.logs import logger
 
 __all__ = ["Journal", "JournalGap", "one_line"]
 
@@ -139,7 +151,7 @@ class Journal:
     # --- lifecycle -----------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> "Journal":
+    def from_config(cls, config: Any, reactor: Any = None) -> Journal:
         ev = config.logging.event
         state_dir = Path(config.data_dir)
         if ev.dir is not None:
@@ -149,7 +161,7 @@ class Journal:
         return cls(state_dir / "spool", kind="spool", fsync=config.journal.fsync,
                    rotate_bytes=config.journal.segment_bytes, reactor=reactor, state_dir=state_dir)
 
-    def open(self) -> "Journal":
+    def open(self) -> Journal:
         """Recover positions from disk and open the segment to append to."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)

@@ -36,19 +36,28 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer, endpoints
-from flamingo._reactor import maybe_global_reactor
-from flamingo.logs import logger
 
+from flamingo._reactor import maybe_global_reactor
 from flamingo.dispatch.journal import JournalGap
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
-from flamingo.dispatch.transaction import (MOVED, SCRIPT, SCRIPT_SHA, QueueWrite, checkpoint_value,
-                                           encode_batch, parse_checkpoint, resume_point)
+from flamingo.dispatch.transaction import (
+    MOVED,
+    SCRIPT,
+    SCRIPT_SHA,
+    QueueWrite,
+    checkpoint_value,
+    encode_batch,
+    parse_checkpoint,
+    resume_point,
+)
+from flamingo.logs import logger
 from flamingo.stream.messages import message_type
 from flamingo.stream.predicates import TermMatcher
 from flamingo.subscription import Subscription
@@ -137,7 +146,7 @@ class RedisSink:
 
     @classmethod
     def from_config(cls, config: Any, journal: Any, subscriptions: Callable[[], dict[str, Subscription] | None],
-                    reactor: Any = None, stats: Any = None) -> "RedisSink":
+                    reactor: Any = None, stats: Any = None) -> RedisSink:
         r = config.redis
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
                    password=r.password, db=r.db, timeout=r.timeout, batch_max=r.batch_max,

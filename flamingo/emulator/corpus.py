@@ -15,12 +15,13 @@ a pre-rendered pool can be re-issued with ever-increasing ids by one
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
-from flamingo.stream.predicates import Predicates, split_values, parse_boxes
+from flamingo.stream.predicates import Predicates, parse_boxes, split_values
 
 __all__ = ["Corpus", "ID_SENTINEL", "ID_LOW_DIGITS", "id_prefix", "make_matching"]
 
@@ -264,7 +265,8 @@ class Corpus:
             if rng.random() < 0.02:
                 place = self._place()
                 w, s, e, n = PLACES[0][4]
-                tweet["coordinates"] = {"type": "Point", "coordinates": [round(rng.uniform(w, e), 5), round(rng.uniform(s, n), 5)]}
+                point = [round(rng.uniform(w, e), 5), round(rng.uniform(s, n), 5)]
+                tweet["coordinates"] = {"type": "Point", "coordinates": point}
                 del place
         else:
             reply = mentions[0] if mentions and rng.random() < 0.5 else None
@@ -313,7 +315,8 @@ class Corpus:
                 place = self._place()
                 tweet["place"] = place
                 if rng.random() < 0.5:
-                    (w, s), (e, n) = place["bounding_box"]["coordinates"][0][0], place["bounding_box"]["coordinates"][0][2]
+                    ring = place["bounding_box"]["coordinates"][0]
+                    (w, s), (e, n) = ring[0], ring[2]
                     lon, lat = round(rng.uniform(w, e), 6), round(rng.uniform(s, n), 6)
                     tweet["geo"] = {"type": "Point", "coordinates": [lat, lon]}
                     tweet["coordinates"] = {"type": "Point", "coordinates": [lon, lat]}
@@ -354,12 +357,14 @@ class Corpus:
             }
         if r < 0.0615 and self.recent:
             sid, uid = rng.choice(self.recent)
-            return {"scrub_geo": {"user_id": uid, "user_id_str": str(uid), "up_to_status_id": sid, "up_to_status_id_str": str(sid)}}
+            return {"scrub_geo": {"user_id": uid, "user_id_str": str(uid),
+                                  "up_to_status_id": sid, "up_to_status_id_str": str(sid)}}
         if r < 0.0625 and self.recent:
             sid, uid = rng.choice(self.recent)
             return {"status_withheld": {"id": sid, "user_id": uid, "withheld_in_countries": rng.sample(COUNTRIES, 2)}}
         if r < 0.063:
-            return {"user_withheld": {"id": rng.choice(self.users)["id"], "withheld_in_countries": [rng.choice(COUNTRIES)]}}
+            return {"user_withheld": {"id": rng.choice(self.users)["id"],
+                                      "withheld_in_countries": [rng.choice(COUNTRIES)]}}
         return None
 
     def messages(self, transform: Callable[[dict], dict | None] | None = None) -> Iterator[dict[str, Any]]:

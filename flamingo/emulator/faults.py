@@ -16,7 +16,9 @@ resets every connection for ``seconds``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import builtins
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -65,7 +67,7 @@ class Fault:
     code: int | None = None
     seconds: float = 0.0
     bytes: int = 1
-    data: bytes | None = None
+    data: builtins.bytes | None = None  # builtins: the field above is named bytes
     length: str = "absurd"
 
     def __attrs_post_init__(self) -> None:
@@ -79,7 +81,7 @@ class Fault:
             raise ValueError("after must be >= 0 and times >= 1")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Fault":
+    def from_dict(cls, d: dict[str, Any]) -> Fault:
         d = dict(d)
         kind = d.pop("kind", None)
         if kind is None:  # shorthand: {close_after: 10}, {status: 503, times: 2}, {stall: 95}
@@ -112,7 +114,7 @@ class Fault:
         return cls(kind=kind, **d)
 
     @classmethod
-    def parse(cls, spec: str) -> "Fault":
+    def parse(cls, spec: str) -> Fault:
         """``KIND[:key=value,...]``, e.g. ``status:code=503,times=2`` or ``close_after:after=10``."""
         kind, _, rest = spec.partition(":")
         d: dict[str, Any] = {"kind": kind.strip()}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -42,7 +43,7 @@ class StreamSession:
     def __init__(
         self,
         *,
-        transport: "ITransport",
+        transport: ITransport,
         clock: IReactorTime,
         source: Source,
         record: ConnectionRecord,
@@ -59,7 +60,7 @@ class StreamSession:
         random_disconnects: float = 0.0,
         seed: int = 1,
         capture: list[bytes] | None = None,
-        on_close: Callable[["StreamSession"], None] | None = None,
+        on_close: Callable[[StreamSession], None] | None = None,
     ):
         self.transport = transport
         self.clock = clock
@@ -279,8 +280,8 @@ class StreamSession:
         now = self.clock.seconds()
         if self.shared:  # the emulator's timeline says what is due
             if self.stalled:
-                self.source.skip()  # type: ignore[attr-defined]
-            self.backlog = self.source.lag()  # type: ignore[attr-defined]
+                self.source.skip()
+            self.backlog = self.source.lag()
         else:
             due = int((now - self._started) * self.rate + 1e-6) - self.produced
             if due > 0:
@@ -299,7 +300,7 @@ class StreamSession:
 
     def _flush_backlog(self) -> None:
         if self.shared:
-            self.backlog = self.source.lag()  # type: ignore[attr-defined]
+            self.backlog = self.source.lag()
         while self.backlog and not (self.paused or self.closed or self.stalled):
             if self.dripping is not None and self._drip_buffer:
                 return
@@ -310,7 +311,7 @@ class StreamSession:
                     return
             sent = self._take(n)
             if self.shared:  # n counted positions; fewer of them may match
-                self.backlog = self.source.lag()  # type: ignore[attr-defined]
+                self.backlog = self.source.lag()
             if not sent:
                 return
             if not self.shared:
@@ -375,7 +376,8 @@ class StreamSession:
         elif kind == "garbage":
             self._wire(fault.data if fault.data is not None else bytes(self.rng.randrange(256) for _ in range(64)))
         elif kind == "malformed_json":
-            self._wire(frame(b'{"created_at":"Mon Jan 01 00:00:00 +0000 2024","id":1,"text":"unterminated', self.delimited))
+            cut = b'{"created_at":"Mon Jan 01 00:00:00 +0000 2024","id":1,"text":"unterminated'
+            self._wire(frame(cut, self.delimited))
         elif kind == "bad_length":
             data, count = self.source.take(1, 1)
             body = split_frames(data, self.delimited)[0] if count else b"{}"

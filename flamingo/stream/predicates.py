@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Mapping as _AbcMapping
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import orjson
@@ -150,7 +151,7 @@ def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
     numbers = [float(v) for v in values]
     if len(numbers) % 4:
         raise ValueError("locations must be groups of 4 numbers")
-    return [tuple(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]  # type: ignore[misc]
+    return [tuple(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]
 
 
 def _check_locations(values: list[str]) -> list[Problem]:
@@ -515,7 +516,7 @@ class Predicates:
     filter_level: str = "none"
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "Predicates":
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> Predicates:
         """Build from (already validated) parameters; invalid parts are ignored."""
         track = TermMatcher(params.get("track", ()))
         follow = frozenset(
@@ -549,7 +550,7 @@ class Predicates:
         return self.matches_track(tweet) or self.matches_follow(tweet) or self.matches_location(tweet)
 
     def matches_track(self, tweet: Mapping[str, Any]) -> bool:
-        return bool(self.track) and self.track.matches(tweet)  # type: ignore[union-attr]
+        return bool(self.track) and self.track.matches(tweet)
 
     def matches_follow(self, tweet: Mapping[str, Any]) -> bool:
         if not self.follow:

@@ -16,15 +16,14 @@ from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
-from flamingo.logs import logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from flamingo import documents
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
-from flamingo.web import _params
-from flamingo.web import dashboard
+from flamingo.logs import logger
+from flamingo.web import _params, dashboard
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.guard import Guard
 from flamingo.web.health import Readiness, liveness

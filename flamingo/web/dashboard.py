@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from flamingo import documents
 from flamingo.app import App
+from flamingo.subscription import Subscription
 
 __all__ = ["COOKIE", "CSP", "PAGE_PATH", "DATA_PATH", "STATIC_PREFIX", "PARAM_KEYS",
            "cookie_value", "authenticates", "credential", "page", "static", "snapshot"]
@@ -63,7 +65,8 @@ def _query_token(request: Any) -> bytes | None:
 
 
 def _path(request: Any) -> str:
-    return urlsplit(request.uri.decode("latin-1")).path
+    path: str = urlsplit(request.uri.decode("latin-1")).path
+    return path
 
 
 def authenticates(request: Any, token: str) -> bool:
@@ -163,7 +166,7 @@ def snapshot(app: App) -> dict[str, Any]:
     }
 
 
-def _subscription(sub: Any, queue: dict[str, int], namespace: str) -> dict[str, Any]:
+def _subscription(sub: Subscription, queue: dict[str, int], namespace: str) -> dict[str, Any]:
     doc = sub.to_dict()
     doc["queue"] = sub.queue_key(namespace)
     doc["length"] = queue.get("length")

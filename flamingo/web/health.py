@@ -14,7 +14,8 @@ cannot read, a checkpoint that never advances — shows here as a reason.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 

@@ -10,10 +10,10 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
-from flamingo.logs import logger
 from twisted.web.server import Request, Site
 
 from flamingo.app import App
+from flamingo.logs import logger
 from flamingo.web.api import FlamingoApi
 
 __all__ = ["FlamingoSite", "BoundedRequest", "WebService", "make_site", "web_service",
