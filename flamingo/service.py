@@ -60,13 +60,20 @@ class StoreService(Service):
 
 def build_store(app: App) -> IService:
     """Sets ``app.store`` (flamingo.store.Store on Redis); returns its service."""
-    app.store = Store.from_config(app.config, reactor=app.reactor)
-    app.stats.provide("store", app.store.status)  # re-seeds after an empty Redis
-    return StoreService(app.store)
+    store = app.store = Store.from_config(app.config, reactor=app.reactor)
+    _stats(app).provide("store", store.status)  # re-seeds after an empty Redis
+    return StoreService(store)
 
 
 def build_stats(app: App) -> None:
     app.stats = Stats(clock=app.reactor)
+
+
+def _stats(app: App) -> Stats:
+    """``app.stats``, which ``build_stats`` sets before any other part is built."""
+    if app.stats is None:
+        raise RuntimeError("build_stats(app) must run before the parts that report to it")
+    return app.stats
 
 
 def build_delivery(app: App) -> tuple[IService, Any]:
@@ -191,6 +198,8 @@ class FlamingoService(MultiService):
     # signals: TERM/INT -> reactor.stop -> stopService above; USR1; HUP
 
     def restart_wader(self) -> None:
+        if self.app.wader is None:  # no credentials: nothing to restart
+            return
         log.info("Flamingod restarting wader (SIGUSR1)")
         self.app.wader.restart()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["Stats", "WINDOWS", "MAX_TYPE_NAMES", "OTHER_TYPE"]
 
@@ -37,6 +37,12 @@ _KNOWN_TYPES = frozenset({"tweet", "delete", "scrub_geo", "limit", "status_withh
                           OTHER_TYPE})
 
 
+class Clock(Protocol):
+    """All Stats asks of time: ``IReactorTime.seconds`` (a ``task.Clock`` in tests)."""
+
+    def seconds(self) -> float: ...
+
+
 class _WallClock:
     @staticmethod
     def seconds() -> float:
@@ -46,8 +52,8 @@ class _WallClock:
 class Stats:
     """In-memory statistics of one daemon; ``snapshot()`` is JSON-ready."""
 
-    def __init__(self, clock: Any = None) -> None:
-        self.clock = clock or _WallClock()
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or _WallClock()
         now = self.clock.seconds()
         self.started_at = now
         self.by_type: Counter[str] = Counter()

@@ -64,8 +64,10 @@ import orjson
 import txredisapi
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo.config import Config
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
 from flamingo.store_copy import CopyFile, LocalCopy, copy_path
@@ -114,7 +116,7 @@ class Store:
 
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
-                 reactor: Any = None, streams: tuple[str, ...] = ("filter",),
+                 reactor: IReactorTime | None = None, streams: tuple[str, ...] = ("filter",),
                  health_interval: float = 1.0, data_dir: Path | None = None) -> None:
         reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
@@ -154,7 +156,7 @@ class Store:
         self.last_restore: dict[str, Any] | None = None
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> Store:
+    def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Store:
         r = config.redis
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
                    db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,),
@@ -206,7 +208,13 @@ class Store:
         self._started = defer.Deferred()
         d = self._started
         timer = self.reactor.callLater(self.timeout, self._start_timed_out)
-        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+
+        def stop_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(stop_timer)
         return d
 
     def _start_timed_out(self) -> None:

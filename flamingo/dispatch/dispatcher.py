@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.logs import logger
@@ -85,7 +87,7 @@ class DeliveryService(service.Service):
     name = "delivery"
 
     def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any,
-                 flush_timeout: float = 5.0, reactor: Any = None, store: Any = None,
+                 flush_timeout: float = 5.0, reactor: IReactorTime | None = None, store: Any = None,
                  meta_interval: float = 5.0) -> None:
         reactor = maybe_global_reactor(reactor)
         self.journal = journal
@@ -140,7 +142,7 @@ class DeliveryService(service.Service):
         self.dispatcher.messages_received(frames)
 
 
-def build_delivery(config: Any, store: Any, stats: Any, reactor: Any = None) -> DeliveryService:
+def build_delivery(config: Config, store: Any, stats: Any, reactor: IReactorTime | None = None) -> DeliveryService:
     """The delivery part of the daemon from its config (journal or event log, Redis sink)."""
     journal = Journal.from_config(config, reactor=reactor)  # state files in config.data_dir
     # known_subscriptions is None until the store has loaded: the sink waits for it

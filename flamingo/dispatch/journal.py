@@ -46,8 +46,10 @@ from typing import Any
 
 import orjson
 from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo.config import Config
 from flamingo.dispatch.segments import (
     DIR_MODE,
     FILE_MODE,
@@ -105,7 +107,7 @@ class Journal:
 
     def __init__(self, directory: Path | str, *, kind: str = "spool", fsync: str = "everysec",
                  rotate_events: int | None = None, rotate_bytes: int | None = None,
-                 rotate_age: float | None = None, gzip: bool = False, reactor: Any = None,
+                 rotate_age: float | None = None, gzip: bool = False, reactor: IReactorTime | None = None,
                  retry_interval: float = 1.0, state_dir: Path | str | None = None) -> None:
         reactor = maybe_global_reactor(reactor)
         assert kind in ("spool", "event")
@@ -151,7 +153,7 @@ class Journal:
     # --- lifecycle -----------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> Journal:
+    def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Journal:
         ev = config.logging.event
         state_dir = Path(config.data_dir)
         if ev.dir is not None:
@@ -413,7 +415,9 @@ class Journal:
             self._gzip_later(old)
 
     def _gzip_later(self, seg: Segment) -> None:
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), gzip_file, seg.path)
+        # gzip needs a real reactor's thread pool (IReactorThreads), not only its timers
+        pool = self.reactor.getThreadPool()  # type: ignore[attr-defined]
+        d = threads.deferToThreadPool(self.reactor, pool, gzip_file, seg.path)
         self._pending.add(d)
 
         def done(result: Any) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo.dispatch.journal import JournalGap
@@ -94,7 +95,7 @@ class RedisSink:
                  namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 16 << 20,
-                 reactor: Any = None,
+                 reactor: IReactorTime | None = None,
                  stats: Any = None, reconnect_max: float = 2.0) -> None:
         reactor = maybe_global_reactor(reactor)
         self.journal = journal
@@ -146,7 +147,7 @@ class RedisSink:
 
     @classmethod
     def from_config(cls, config: Any, journal: Any, subscriptions: Callable[[], dict[str, Subscription] | None],
-                    reactor: Any = None, stats: Any = None) -> RedisSink:
+                    reactor: IReactorTime | None = None, stats: Any = None) -> RedisSink:
         r = config.redis
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
                    password=r.password, db=r.db, timeout=r.timeout, batch_max=r.batch_max,

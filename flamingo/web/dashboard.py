@@ -138,8 +138,7 @@ def snapshot(app: App) -> dict[str, Any]:
     config = app.config
     store = app.store
     stats = app.stats.snapshot() if app.stats is not None else {}
-    per_second = getattr(app.stats, "per_second", None)
-    history = per_second(300) if callable(per_second) else []
+    history = app.stats.per_second(300) if app.stats is not None else []
     wader = documents.wader_state(app)
     delivery = documents.delivery_status(app)
     subs = store.subscriptions() if store is not None else {}
@@ -162,7 +161,7 @@ def snapshot(app: App) -> dict[str, Any]:
         "backlog": delivery.get("backlog"),
         "redis": documents.redis_status(app),
         "subscriptions": [_subscription(subs[n], queues.get(n) or {}, store.namespace)
-                          for n in sorted(subs)],
+                          for n in sorted(subs)] if store is not None else [],
     }
 
 
