@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -61,7 +61,7 @@ class StoreService(Service):
 def build_store(app: App) -> IService:
     """Sets ``app.store`` (flamingo.store.Store on Redis); returns its service."""
     store = app.store = Store.from_config(app.config, reactor=app.reactor)
-    _stats(app).provide("store", store.status)  # re-seeds after an empty Redis
+    _built(app.stats, "stats").provide("store", store.status)  # re-seeds after an empty Redis
     return StoreService(store)
 
 
@@ -69,16 +69,20 @@ def build_stats(app: App) -> None:
     app.stats = Stats(clock=app.reactor)
 
 
-def _stats(app: App) -> Stats:
-    """``app.stats``, which ``build_stats`` sets before any other part is built."""
-    if app.stats is None:
-        raise RuntimeError("build_stats(app) must run before the parts that report to it")
-    return app.stats
+T = TypeVar("T")
+
+
+def _built(part: T | None, name: str) -> T:
+    """A part an earlier ``build_*`` step set on the App (stats first, then the store)."""
+    if part is None:
+        raise RuntimeError(f"app.{name} is needed before it is built")
+    return part
 
 
 def build_delivery(app: App) -> tuple[IService, Any]:
     """Sets ``app.delivery``; returns (service, MessageSink): the event log first, then Redis."""
-    delivery = _build_delivery(app.config, app.store, app.stats, reactor=app.reactor)
+    delivery = _build_delivery(app.config, _built(app.store, "store"), _built(app.stats, "stats"),
+                               reactor=app.reactor)
     app.delivery = delivery
     return delivery, delivery
 

@@ -65,6 +65,7 @@ import txredisapi
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo.config import Config
@@ -85,7 +86,7 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _why(failure: Any, timeout: float) -> str:
+def _why(failure: Failure, timeout: float) -> str:
     """A failure in words (a timeout's own message is a bare tuple of arguments)."""
     if failure.check(defer.TimeoutError, defer.CancelledError):
         return f"no answer within {timeout:g}s"
@@ -440,7 +441,7 @@ class Store:
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         d.addTimeout(self.timeout, self.reactor)
 
-        def unavailable(f: Any) -> Any:
+        def unavailable(f: Failure) -> Any:
             if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.ConnectionError,
                        ConnectionError, OSError):
                 why = _why(f, self.timeout)
@@ -540,7 +541,7 @@ class Store:
                 return self._reload()
             return None
 
-        def bad(f: Any) -> None:
+        def bad(f: Failure) -> None:
             if not self._running:
                 return  # cancelled by stop()
             self._mark_down(_why(f, min(self.timeout, max(self._health_interval, 0.5))))

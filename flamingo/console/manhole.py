@@ -161,7 +161,7 @@ class FlamingoManhole(manhole.ColoredManhole):
         if self._held is None:
             self.handle_QUIT()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -12,7 +12,7 @@ wait) to Redis. Its ``status()`` is what ``App.delivery`` exposes.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from twisted.application import service
@@ -24,7 +24,11 @@ from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.logs import logger
+from flamingo.stats import Stats
 from flamingo.stream.messages import message_type, parse_limit
+
+if TYPE_CHECKING:  # the store is built beside delivery; only its type is needed here
+    from flamingo.store import Store
 
 __all__ = ["Dispatcher", "DeliveryService", "build_delivery"]
 
@@ -34,7 +38,7 @@ log = logger("flamingo.dispatch")
 class Dispatcher:
     """The stream side's message sink: journal first, then the Redis sink."""
 
-    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any) -> None:
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats) -> None:
         self.journal = journal
         self.sink = sink
         self.stats = stats
@@ -86,8 +90,8 @@ class DeliveryService(service.Service):
 
     name = "delivery"
 
-    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any,
-                 flush_timeout: float = 5.0, reactor: IReactorTime | None = None, store: Any = None,
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats,
+                 flush_timeout: float = 5.0, reactor: IReactorTime | None = None, store: Store | None = None,
                  meta_interval: float = 5.0) -> None:
         reactor = maybe_global_reactor(reactor)
         self.journal = journal
@@ -113,7 +117,7 @@ class DeliveryService(service.Service):
         self.journal.open()
         if self.sink is not None:
             self.sink.start()
-        if self.store is not None and hasattr(self.store, "start_meta"):
+        if self.store is not None:
             self.store.start_meta(self.stats.snapshot, self.meta_interval)
 
     @defer.inlineCallbacks
@@ -142,7 +146,7 @@ class DeliveryService(service.Service):
         self.dispatcher.messages_received(frames)
 
 
-def build_delivery(config: Config, store: Any, stats: Any, reactor: IReactorTime | None = None) -> DeliveryService:
+def build_delivery(config: Config, store: Store, stats: Stats, reactor: IReactorTime | None = None) -> DeliveryService:
     """The delivery part of the daemon from its config (journal or event log, Redis sink)."""
     journal = Journal.from_config(config, reactor=reactor)  # state files in config.data_dir
     # known_subscriptions is None until the store has loaded: the sink waits for it

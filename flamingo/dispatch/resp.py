@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
 
 __all__ = ["RespProtocol", "ResponseError", "encode", "command"]
 
@@ -125,7 +126,7 @@ class RespProtocol(protocol.Protocol):
             return
         del buf[:pos]
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.is_connected = False
         self._fail_all(ConnectionError("connection to Redis lost"))
         if not self.lost_d.called:
