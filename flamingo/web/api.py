@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from flamingo import documents
@@ -60,7 +62,7 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, default=str).encode("ascii")
 
 
-def _json(request: Any, value: Any, status: int = 200) -> bytes:
+def _json(request: IRequest, value: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", _JSON)
     return _dumps(value)
@@ -89,7 +91,7 @@ class FlamingoApi:
         """The API as served: the routes behind the guard."""
         return self.guard
 
-    def _params(self, request: Any) -> RequestParams:
+    def _params(self, request: IRequest) -> RequestParams:
         query = urlsplit(request.uri).query
         request.content.seek(0)
         body = request.content.read()
@@ -99,49 +101,49 @@ class FlamingoApi:
     # --- errors, one handler per type (Klein tries them in this order) ---------
 
     @app.handle_errors(ApiError)
-    def _api_error(self, request: Any, failure: Failure) -> bytes:
+    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         for k, v in exc.headers.items():
             request.setHeader(k, v)
         return _json(request, {"error": exc.error, "detail": exc.detail}, exc.status)
 
     @app.handle_errors(BadRequest)
-    def _bad_request(self, request: Any, failure: Failure) -> bytes:
+    def _bad_request(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         return _json(request, {"error": exc.message, "detail": exc.detail}, 400)
 
     @app.handle_errors(ValidationError)
-    def _invalid(self, request: Any, failure: Failure) -> bytes:
+    def _invalid(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         return _json(request, {"error": str(exc), "detail": {
             "field": exc.field, "message": exc.message, "limit": exc.limit}}, 422)
 
     @app.handle_errors(NotFound)
-    def _not_found(self, request: Any, failure: Failure) -> bytes:
+    def _not_found(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         return _json(request, {"error": str(exc), "detail": {"what": exc.what,
                                                              "name": exc.name}}, 404)
 
     @app.handle_errors(StoreUnavailable)
-    def _store_unavailable(self, request: Any, failure: Failure) -> bytes:
+    def _store_unavailable(self, request: IRequest, failure: Failure) -> bytes:
         return _json(request, {"error": "redis unavailable",
                                "detail": str(failure.value) or "the change was not made"}, 503)
 
     @app.handle_errors(MethodNotAllowed)
-    def _method_not_allowed(self, request: Any, failure: Failure) -> bytes:
+    def _method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         allowed = sorted(failure.value.valid_methods or ())
         request.setHeader(b"allow", ", ".join(allowed).encode())
         return _json(request, {"error": "method not allowed", "detail": {"allowed": allowed}}, 405)
 
     @app.handle_errors(HTTPException)
-    def _http_error(self, request: Any, failure: Failure) -> bytes:
+    def _http_error(self, request: IRequest, failure: Failure) -> bytes:
         code = failure.value.code or 500
         error = "no such route" if code == 404 else (failure.value.name or "error").lower()
         return _json(request, {"error": error,
                                "detail": request.path.decode("latin-1", "replace")}, code)
 
     @app.handle_errors(Exception)
-    def _internal_error(self, request: Any, failure: Failure) -> bytes:
+    def _internal_error(self, request: IRequest, failure: Failure) -> bytes:
         log.failure("unhandled error in {method} {path}", failure,
                     method=request.method.decode("latin-1"),
                     path=request.path.decode("latin-1", "replace"))
@@ -187,7 +189,7 @@ class FlamingoApi:
     # --- the original's routes -------------------------------------------------
 
     @app.route("/", methods=["GET"])
-    def index(self, request: Any) -> bytes:
+    def index(self, request: IRequest) -> bytes:
         accept = (request.getHeader(b"accept") or b"").decode("latin-1").lower()
         if "application/json" in accept:
             return _json(request, {"resources": [
@@ -197,16 +199,16 @@ class FlamingoApi:
         return ("\n".join(listing()) + "\n").encode()
 
     @app.route("/meta.json", methods=["GET"])
-    def meta(self, request: Any) -> bytes:
+    def meta(self, request: IRequest) -> bytes:
         return _json(request, documents.meta_document(self.flamingo, self.clock.seconds()))
 
     @app.route("/streams/<name>.json", methods=["GET"])
-    def get_stream(self, request: Any, name: str) -> bytes:
+    def get_stream(self, request: IRequest, name: str) -> bytes:
         return _json(request, self._stream_doc(self._stream(name)))
 
     @app.route("/streams/<name>.json", methods=["PUT"])
     @inlineCallbacks
-    def put_stream(self, request: Any, name: str) -> Any:
+    def put_stream(self, request: IRequest, name: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         new = {k: _params.split_values(given.raw(k)) for k in given.names() if k != "name"}
@@ -218,11 +220,11 @@ class FlamingoApi:
         return _json(request, {**self._stream_doc(name), "wader": self._wader_state()})
 
     @app.route("/streams/<name>/<key>.json", methods=["GET"])
-    def get_param(self, request: Any, name: str, key: str) -> bytes:
+    def get_param(self, request: IRequest, name: str, key: str) -> bytes:
         name = self._stream(name)
         return _json(request, self.store.params(name).get(key, []))
 
-    def _param_result(self, request: Any, name: str, key: str) -> bytes:
+    def _param_result(self, request: IRequest, name: str, key: str) -> bytes:
         state = self._wader_state()
         if state is not None and state.get("name"):
             request.setHeader(b"flamingo-wader-state", str(state["name"]).encode())
@@ -230,7 +232,7 @@ class FlamingoApi:
 
     @app.route("/streams/<name>/<key>.json", methods=["POST"])
     @inlineCallbacks
-    def post_param(self, request: Any, name: str, key: str) -> Any:
+    def post_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values", "add", "remove"))
@@ -249,7 +251,7 @@ class FlamingoApi:
 
     @app.route("/streams/<name>/<key>.json", methods=["PUT"])
     @inlineCallbacks
-    def put_param(self, request: Any, name: str, key: str) -> Any:
+    def put_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values",))
@@ -262,7 +264,7 @@ class FlamingoApi:
 
     @app.route("/streams/<name>/<key>.json", methods=["DELETE"])
     @inlineCallbacks
-    def delete_param(self, request: Any, name: str, key: str) -> Any:
+    def delete_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values",))
@@ -277,13 +279,13 @@ class FlamingoApi:
         return self._param_result(request, name, key)
 
     @app.route("/subscriptions.json", methods=["GET"])
-    def list_subscriptions(self, request: Any) -> bytes:
+    def list_subscriptions(self, request: IRequest) -> bytes:
         subs = self.store.subscriptions()
         return _json(request, [self._subscription_doc(subs[n]) for n in sorted(subs)])
 
     @app.route("/subscriptions.json", methods=["POST"])
     @inlineCallbacks
-    def post_subscription(self, request: Any) -> Any:
+    def post_subscription(self, request: IRequest) -> Any:
         from flamingo.subscription import Subscription
 
         given = self._params(request)
@@ -297,12 +299,12 @@ class FlamingoApi:
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["GET"])
-    def get_subscription(self, request: Any, name: str) -> bytes:
+    def get_subscription(self, request: IRequest, name: str) -> bytes:
         return _json(request, self._subscription_doc(self._subscription(name)))
 
     @app.route("/subscriptions/<name>.json", methods=["PATCH"])
     @inlineCallbacks
-    def patch_subscription(self, request: Any, name: str) -> Any:
+    def patch_subscription(self, request: IRequest, name: str) -> Any:
         from flamingo.subscription import Subscription
 
         old = self._subscription(name)
@@ -324,7 +326,7 @@ class FlamingoApi:
 
     @app.route("/subscriptions/<name>.json", methods=["DELETE"])
     @inlineCallbacks
-    def delete_subscription(self, request: Any, name: str) -> Any:
+    def delete_subscription(self, request: IRequest, name: str) -> Any:
         sub = self._subscription(name)
         given = self._params(request)
         _params.check_known(given, ("drop_queue",))
@@ -337,11 +339,11 @@ class FlamingoApi:
     # --- new routes ------------------------------------------------------------
 
     @app.route("/status.json", methods=["GET"])
-    def status(self, request: Any) -> bytes:
+    def status(self, request: IRequest) -> bytes:
         return _json(request, documents.status_document(self.flamingo, self.clock.seconds()))
 
     @app.route("/wader/restart.json", methods=["POST"])
-    def restart_wader(self, request: Any) -> bytes:
+    def restart_wader(self, request: IRequest) -> bytes:
         wader = self.flamingo.wader
         if wader is None:
             raise ApiError(503, "wader not started", None)
@@ -350,12 +352,12 @@ class FlamingoApi:
         return _json(request, {"restarting": True, "wader": self._wader_state()})
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: Any) -> bytes:
+    def metrics(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", self._metrics.content_type.encode())
         return self._metrics.render()
 
     @app.route("/health", methods=["GET"])
-    def health(self, request: Any) -> bytes:
+    def health(self, request: IRequest) -> bytes:
         ok, checks = liveness(self.flamingo)
         body = {"status": "ok" if ok else "unhealthy", "checks": checks}
         if not ok:
@@ -364,7 +366,7 @@ class FlamingoApi:
         return _json(request, body, 200 if ok else 503)
 
     @app.route("/ready", methods=["GET"])
-    def ready(self, request: Any) -> bytes:
+    def ready(self, request: IRequest) -> bytes:
         reasons = self.readiness.check()
         body: dict[str, Any] = {"status": "ready" if not reasons else "not ready",
                                 "reasons": [r.to_dict() for r in reasons]}
@@ -374,7 +376,7 @@ class FlamingoApi:
         return _json(request, body, 503 if reasons else 200)
 
     @app.route("/openapi.json", methods=["GET"])
-    def openapi(self, request: Any) -> bytes:
+    def openapi(self, request: IRequest) -> bytes:
         from flamingo.web.openapi import document
 
         return _json(request, document())
@@ -382,15 +384,15 @@ class FlamingoApi:
     # --- the dashboard: everything else is in flamingo/web/dashboard.py ---
 
     @app.route(dashboard.PAGE_PATH, methods=["GET"])
-    def dashboard_page(self, request: Any) -> bytes:
+    def dashboard_page(self, request: Request) -> bytes:  # sets a cookie: Request.addCookie
         return dashboard.page(request, self.config.web.token)
 
     @app.route(dashboard.DATA_PATH, methods=["GET"])
-    def dashboard_data(self, request: Any) -> bytes:
+    def dashboard_data(self, request: IRequest) -> bytes:
         return _json(request, dashboard.snapshot(self.flamingo))
 
     @app.route(dashboard.STATIC_PREFIX + "<path:name>", methods=["GET"])
-    def dashboard_static(self, request: Any, name: str) -> bytes:
+    def dashboard_static(self, request: IRequest, name: str) -> bytes:
         body = dashboard.static(request, name)
         if body is None:
             raise ApiError(404, "no such file", {"name": name})

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
 from flamingo import documents
 from flamingo.app import App
 from flamingo.subscription import Subscription
@@ -57,19 +60,19 @@ def cookie_value(token: str) -> bytes:
         .hexdigest().encode("ascii")
 
 
-def _query_token(request: Any) -> bytes | None:
+def _query_token(request: IRequest) -> bytes | None:
     query = urlsplit(request.uri).query
     values = parse_qs(query.decode("latin-1") if isinstance(query, bytes) else query)
     given = values.get("token")
     return given[0].encode("latin-1", "replace") if given else None
 
 
-def _path(request: Any) -> str:
+def _path(request: IRequest) -> str:
     path: str = urlsplit(request.uri.decode("latin-1")).path
     return path
 
 
-def authenticates(request: Any, token: str) -> bool:
+def authenticates(request: IRequest, token: str) -> bool:
     """True when the dashboard cookie, or on ``GET /dashboard`` a ``?token=``,
     carries ``token``. The API's Bearer check stays the other source."""
     cookie = request.getCookie(COOKIE)
@@ -89,7 +92,7 @@ def credential(token: str) -> Callable[[Any], bool]:
 
 # --- the page and its files ---------------------------------------------------------
 
-def _secure_headers(request: Any, content_type: str) -> None:
+def _secure_headers(request: IRequest, content_type: str) -> None:
     request.setHeader(b"content-type", content_type.encode())
     request.setHeader(b"content-security-policy", CSP.encode())
     request.setHeader(b"x-content-type-options", b"nosniff")
@@ -97,7 +100,7 @@ def _secure_headers(request: Any, content_type: str) -> None:
     request.setHeader(b"x-frame-options", b"DENY")
 
 
-def page(request: Any, token: str | None) -> bytes:
+def page(request: Request, token: str | None) -> bytes:
     """The HTML page; sets the cookie when opened with a valid ``?token=``."""
     if token:
         given = _query_token(request)
@@ -120,7 +123,7 @@ def static_file(name: str) -> Path | None:
     return path
 
 
-def static(request: Any, name: str) -> bytes | None:
+def static(request: IRequest, name: str) -> bytes | None:
     """A file of the page (None when there is no such file)."""
     path = static_file(name)
     if path is None:

@@ -225,7 +225,7 @@ class Guard(Resource):
         return self.inner.render(request)
 
 
-def _log_request(result: Any, request: Any, started: float,
+def _log_request(result: Any, request: IRequest, started: float,
                  quiet_paths: frozenset[str] = frozenset()) -> None:
     path = urlsplit(request.uri.decode("latin-1")).path
     emit = log.debug if path in quiet_paths else log.info

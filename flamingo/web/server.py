@@ -10,6 +10,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
+from twisted.web import http
 from twisted.web.server import Request, Site
 
 from flamingo.app import App
@@ -31,7 +32,7 @@ class FlamingoSite(Site):
     displayTracebacks = False
     api: FlamingoApi
 
-    def log(self, request: Any) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
