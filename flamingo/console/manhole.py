@@ -11,8 +11,10 @@ from typing import Any
 
 from twisted.conch import manhole
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from flamingo.app import App
 from flamingo.console.namespace import BANNER, build_namespace, describe_error
 from flamingo.errors import FlamingoError
 
@@ -46,7 +48,7 @@ class FlamingoInterpreter(manhole.ManholeInterpreter):
 class FlamingoManhole(manhole.ColoredManhole):
     """A manhole whose prompt waits for the writes a line started."""
 
-    def __init__(self, app: Any, clock: Any = None) -> None:
+    def __init__(self, app: App, clock: IReactorTime | None = None) -> None:
         super().__init__(None)
         self.app = app
         self.clock = clock if clock is not None else app.reactor

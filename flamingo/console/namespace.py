@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import pprint
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from flamingo import documents
+from flamingo.app import App
 from flamingo.config import SECRET_KEYS, STREAMS, Config
 from flamingo.errors import FlamingoError, NotFound
+
+if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
+    from flamingo.store import Store
+    from flamingo.subscription import Subscription as Sub
 
 __all__ = ["BANNER", "Watch", "ParamsView", "build_namespace", "ConfigView", "Redacted",
            "Text", "Pretty", "NoWader", "describe_error"]
@@ -46,13 +51,11 @@ Watch = Callable[[defer.Deferred, str], None]
 class ParamsView:
     """A stream's params, read from the store's in-memory copy, written through the store."""
 
-    def __init__(self, app: Any, stream: str, watch: Watch) -> None:
+    def __init__(self, app: App, stream: str, watch: Watch) -> None:
         self._app, self._stream, self._watch = app, stream, watch
 
-    def _store(self) -> Any:
-        if self._app.store is None:
-            raise FlamingoError("no store in this process")
-        return self._app.store
+    def _store(self) -> Store:
+        return _store(self._app)
 
     def all(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._store().params(self._stream).items()}
@@ -105,7 +108,13 @@ def _flat(values: tuple[Any, ...]) -> list[str]:
     return out
 
 
-def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
+def _store(app: App) -> Store:
+    if app.store is None:
+        raise FlamingoError("no store in this process")
+    return app.store
+
+
+def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
     """The console's names, bound to ``app``; ``watch(d, label)`` shows a write's result."""
 
     class Stream:
@@ -125,7 +134,7 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
 
         @classmethod
         def all(cls) -> list[Stream]:
-            return [cls(n) for n in app.store.stream_names()]
+            return [cls(n) for n in _store(app).stream_names()]
 
         def __repr__(self) -> str:
             return f"Stream({self.name!r}, params={self.params!r})"
@@ -141,19 +150,19 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             from flamingo.subscription import Subscription as Sub
 
             sub = Sub.create(self.name, **self.options)
-            return app.store.save_subscription(sub)
+            return _store(app).save_subscription(sub)
 
         def delete(self, drop_queue: bool = False) -> defer.Deferred:
-            return app.store.delete_subscription(self.name, drop_queue=drop_queue)
+            return _store(app).delete_subscription(self.name, drop_queue=drop_queue)
 
         @staticmethod
-        def all() -> list[Any]:
-            subs = app.store.subscriptions()
+        def all() -> list[Sub]:
+            subs = _store(app).subscriptions()
             return [subs[k] for k in sorted(subs)]
 
         @classmethod
         def find(cls, name: str) -> Subscription | None:
-            sub = app.store.subscriptions().get(name)
+            sub = _store(app).subscriptions().get(name)
             if sub is None:
                 return None
             return cls(sub.name, **{k: v for k, v in sub.to_dict().items() if k != "name"})

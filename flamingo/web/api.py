@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
@@ -73,7 +74,7 @@ class FlamingoApi:
 
     app = Klein()
 
-    def __init__(self, flamingo: App, clock: Any = None) -> None:
+    def __init__(self, flamingo: App, clock: IReactorTime | None = None) -> None:
         self.flamingo = flamingo
         self.config = flamingo.config
         self.clock = clock if clock is not None else flamingo.reactor

@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from flamingo.app import App
 
 __all__ = ["liveness", "Reason", "REASONS", "ProgressWatch", "assess", "Readiness"]
 
@@ -33,11 +36,11 @@ def _bad(reason: str) -> dict[str, Any]:
     return {"ok": False, "reason": reason}
 
 
-def _status(app: Any) -> Mapping[str, Any] | None:
+def _status(app: App) -> Mapping[str, Any] | None:
     return app.delivery.status() if app.delivery is not None else None
 
 
-def liveness(app: Any) -> tuple[bool, dict[str, dict[str, Any]]]:
+def liveness(app: App) -> tuple[bool, dict[str, dict[str, Any]]]:
     """``(ok, {"reactor": {...}, "journal": {...}})``, each ``{"ok", "reason"}``."""
     checks: dict[str, dict[str, Any]] = {}
     running = getattr(app.reactor, "running", True)
@@ -143,7 +146,7 @@ def _backlog(status: Mapping[str, Any] | None, sink: Mapping[str, Any] | None) -
 class Readiness:
     """/ready and the readiness gauges over one App, timed by ``clock``."""
 
-    def __init__(self, app: Any, clock: Any, stuck_after: float) -> None:
+    def __init__(self, app: App, clock: IReactorTime, stuck_after: float) -> None:
         self.app = app
         self.clock = clock
         self.stuck_after = stuck_after

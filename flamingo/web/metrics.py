@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from flamingo import documents
+from flamingo.app import App
 from flamingo.web.health import REASONS, Readiness
 
 __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]
@@ -65,7 +66,7 @@ def _labelled(family: Any, values: Any, *, skip: Iterable[str] = ()) -> Any:
 class FlamingoCollector(Collector):
     """Everything the dashboards need, read fresh at each scrape."""
 
-    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
+    def __init__(self, app: App, readiness: Readiness | None = None) -> None:
         self.app = app
         self.readiness = readiness  # the /ready gauges, when given
 
@@ -123,7 +124,7 @@ class FlamingoCollector(Collector):
             "flamingo_parse_errors", "Frames that could not be parsed, by kind", labels=["kind"]),
             _get(snap, "parse_errors", "by_kind"))
 
-    def _connection(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
+    def _connection(self, app: App, snap: Mapping[str, Any]) -> Iterator[Any]:
         yield _labelled(CounterMetricFamily(
             "flamingo_connection_attempts", "Connection attempts, by cause", labels=["cause"]),
             _get(snap, "connection", "attempts_by_cause"))
@@ -157,7 +158,7 @@ class FlamingoCollector(Collector):
             fam.add_metric([], since)
         yield fam
 
-    def _delivery(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
+    def _delivery(self, app: App, snap: Mapping[str, Any]) -> Iterator[Any]:
         status: Mapping[str, Any] = documents.delivery_status(app)
         fam = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
@@ -228,7 +229,7 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
+    def __init__(self, app: App, readiness: Readiness | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(FlamingoCollector(app, readiness))
 
