@@ -290,7 +290,7 @@ def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
 # --- validation helpers ---------------------------------------------------
 
 
-def _kind(value: Any, key: str = "") -> str:
+def _kind(value: object, key: str = "") -> str:
     """The value for an error line: a secret's is hidden, a long one cut."""
     if value is None:
         return "nothing"
@@ -327,17 +327,17 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
     node[last] = value
 
 
-def _str(key: str, v: Any) -> str:
+def _str(key: str, v: object) -> str:
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise ConfigError(key, f"expected a string, got {_kind(v, key)}")
     return str(v)
 
 
-def _opt_str(key: str, v: Any) -> str | None:
+def _opt_str(key: str, v: object) -> str | None:
     return None if v is None else _str(key, v)
 
 
-def _int(key: str, v: Any, minimum: int | None = 0) -> int:
+def _int(key: str, v: object, minimum: int | None = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, str) and v.strip().isdigit():
             v = int(v)
@@ -348,7 +348,7 @@ def _int(key: str, v: Any, minimum: int | None = 0) -> int:
     return v
 
 
-def _num(key: str, v: Any, minimum: float = 0.0) -> float:
+def _num(key: str, v: object, minimum: float = 0.0) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(key, f"expected a number, got {_kind(v)}")
     if v < minimum:
@@ -356,13 +356,13 @@ def _num(key: str, v: Any, minimum: float = 0.0) -> float:
     return float(v)
 
 
-def _bool(key: str, v: Any) -> bool:
+def _bool(key: str, v: object) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(key, f"expected true or false, got {_kind(v)}")
     return v
 
 
-def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
+def _choice(key: str, v: object, choices: tuple[str, ...]) -> str:
     s = _str(key, v)
     norm = s.upper() if choices is LEVELS else s.lower()
     if norm == "WARNING" and choices is LEVELS:
@@ -372,11 +372,11 @@ def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
     return norm
 
 
-def _path(key: str, v: Any) -> Path:
+def _path(key: str, v: object) -> Path:
     return Path(_str(key, v)).expanduser()
 
 
-def _host_port(key: str, v: Any, default_port: int) -> tuple[str, int]:
+def _host_port(key: str, v: object, default_port: int) -> tuple[str, int]:
     """``host``, ``host:port``, ``[::1]:port`` -> (host, port)."""
     s = _str(key, v).strip()
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\[\]\s]+)(?::(\d+))?", s)
@@ -390,7 +390,7 @@ def _host_port(key: str, v: Any, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _section(key: str, v: Any, allowed: set[str]) -> dict[str, Any]:
+def _section(key: str, v: object, allowed: set[str]) -> dict[str, Any]:
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -402,10 +402,10 @@ def _section(key: str, v: Any, allowed: set[str]) -> dict[str, Any]:
     return v
 
 
-Field = Callable[[str, Any], Any]
+Field = Callable[[str, object], Any]
 
 
-def _fields(prefix: str, raw: Any, spec: dict[str, Field]) -> dict[str, Any]:
+def _fields(prefix: str, raw: object, spec: dict[str, Field]) -> dict[str, Any]:
     """Validate the keys of one section with per-key converters."""
     section = _section(prefix, raw, set(spec))
     out = {}
@@ -415,7 +415,7 @@ def _fields(prefix: str, raw: Any, spec: dict[str, Field]) -> dict[str, Any]:
     return out
 
 
-def _backoff(key: str, v: Any, default: Backoff) -> Backoff:
+def _backoff(key: str, v: object, default: Backoff) -> Backoff:
     kw = _fields(key, v, {"initial": _num, "step": _num, "factor": lambda k, x: _num(k, x, 1.0),
                           "cap": _num})
     b = attrs.evolve(default, **kw)
@@ -497,7 +497,7 @@ def _build(data: dict[str, Any]) -> Config:
     return Config(**kw)
 
 
-def _host_names(key: str, v: Any) -> tuple[str, ...]:
+def _host_names(key: str, v: object) -> tuple[str, ...]:
     """``web.allowed_hosts``: host names or IPs without a port (``*`` = any), lowercased."""
     items = v.split(",") if isinstance(v, str) else v
     if not isinstance(items, list):
@@ -553,7 +553,7 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", url)
 
 
-def _url(key: str, v: Any) -> str:
+def _url(key: str, v: object) -> str:
     s = _str(key, v).rstrip("/")
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", s):
         raise ConfigError(key, f"expected an http:// or https:// URL, got {redact_url(s)!r}")
@@ -580,7 +580,7 @@ def _credentials_from_url(kw: dict[str, Any]) -> None:
     kw["api"] = attrs.evolve(api, url=parts._replace(netloc=hostport).geturl())
 
 
-def _namespace(key: str, v: Any) -> str:
+def _namespace(key: str, v: object) -> str:
     s = _str(key, v)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s):
         raise ConfigError(key, f"must match [A-Za-z0-9_.:-]{{1,64}}, got {s!r}")
