@@ -134,7 +134,7 @@ class RedisSink:
         self._attempt = 0
         self._running = False
         self._connecting = False
-        self._matchers: dict[tuple[str, ...], Any] = {}
+        self._matchers: dict[tuple[str, ...], TermMatcher] = {}
         self._drain_waiters: list[defer.Deferred[None]] = []
         self._mirror_fd: int | None = None
         self.connected = False
@@ -378,7 +378,7 @@ class RedisSink:
         log.error("GAP: journal positions {a}..{b} cannot be read ({reason}); {n} events are not "
                   "delivered, delivery goes on after them", a=first, b=last, reason=reason, n=last - first + 1)
 
-    def _matcher(self, terms: tuple[str, ...]) -> Any:
+    def _matcher(self, terms: tuple[str, ...]) -> TermMatcher:
         m = self._matchers.get(terms)
         if m is None:
             m = TermMatcher(terms)

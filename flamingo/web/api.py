@@ -11,7 +11,7 @@ empty 200): ``_json`` serialises.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from klein import Klein
@@ -32,6 +32,10 @@ from flamingo.web.guard import Guard
 from flamingo.web.health import Readiness, liveness
 from flamingo.web.metrics import Metrics
 from flamingo.web.routes import ROUTES, listing
+
+if TYPE_CHECKING:  # the store is one of App's parts; only its type is needed here
+    from flamingo.store import Store
+    from flamingo.subscription import Subscription
 
 __all__ = ["FlamingoApi", "ApiError", "RESOURCES"]
 
@@ -153,7 +157,7 @@ class FlamingoApi:
     # --- reading helpers --------------------------------------------------------
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         if self.flamingo.store is None:
             raise ApiError(503, "store not started", None)
         return self.flamingo.store
@@ -170,18 +174,18 @@ class FlamingoApi:
     def _wader_state(self) -> dict[str, Any] | None:
         return documents.wader_state(self.flamingo)
 
-    def _writable(self) -> Any:
+    def _writable(self) -> Store:
         store = self.store
         if not store.available:
             raise ApiError(503, "redis unavailable", "the change was not made; retry later")
         return store
 
-    def _subscription_doc(self, sub: Any) -> dict[str, Any]:
+    def _subscription_doc(self, sub: Subscription) -> dict[str, Any]:
         doc = sub.to_dict()
         doc["queue"] = sub.queue_key(self.store.namespace)
         return doc
 
-    def _subscription(self, name: str) -> Any:
+    def _subscription(self, name: str) -> Subscription:
         sub = self.store.subscriptions().get(name)
         if sub is None:
             raise ApiError(404, "Subscription does not exist", {"name": name})
