@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from flamingo._reactor import FlamingoReactor
+from flamingo._types import JsonObject
 from flamingo.config import Config
 
 if TYPE_CHECKING:  # the parts import this module's users; only their types are needed here
@@ -31,7 +32,7 @@ class WaderControl(Protocol):
 class DeliveryStatus(Protocol):
     """The delivery side as the control surfaces see it: one JSON-ready status."""
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> JsonObject: ...
 
 
 @attrs.define

@@ -27,6 +27,8 @@ from urllib.parse import unquote, urlsplit
 import attrs
 import yaml
 
+from flamingo._types import JsonObject
+
 __all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS",
            "redact_url", "start_warnings"]
 
@@ -204,7 +206,7 @@ class Config:
     source: Path | None = None  # the file it was loaded from
     source_secrets: tuple[str, ...] = ()  # secret keys written in that file (not ${ENV} or FLAMINGO_*)
 
-    def redacted(self) -> dict[str, Any]:
+    def redacted(self) -> JsonObject:
         """A plain dict of the whole config, secrets shown as '***'."""
         return _redact(_to_plain(self), "")
 
@@ -317,7 +319,7 @@ def _expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
     return value
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
+def _set_dotted(data: JsonObject, dotted: str, value: str) -> None:
     *parents, last = dotted.split(".")
     node = data
     for p in parents:
@@ -390,7 +392,7 @@ def _host_port(key: str, v: object, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _section(key: str, v: object, allowed: set[str]) -> dict[str, Any]:
+def _section(key: str, v: object, allowed: set[str]) -> JsonObject:
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -654,8 +656,8 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _redact(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _redact(d: JsonObject, prefix: str) -> JsonObject:
+    out: JsonObject = {}
     for k, v in d.items():
         dotted = f"{prefix}.{k}" if prefix else k
         if isinstance(v, dict):

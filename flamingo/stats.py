@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from flamingo._types import JsonObject
+
 __all__ = ["Stats", "WINDOWS", "MAX_TYPE_NAMES", "OTHER_TYPE"]
 
 WINDOWS = {"10s": 10, "1m": 60, "5m": 300}
@@ -76,9 +78,9 @@ class Stats:
         self.last_keepalive_at: float | None = None
         self.duplicates_dropped = 0
         self.parse_errors: Counter[str] = Counter()
-        self.last_parse_error: dict[str, Any] | None = None
-        self.disconnects: list[dict[str, Any]] = []
-        self.warnings: list[dict[str, Any]] = []
+        self.last_parse_error: JsonObject | None = None
+        self.disconnects: list[JsonObject] = []
+        self.warnings: list[JsonObject] = []
         # delivery (set by the journal and the sink)
         self.queues: dict[str, dict[str, int]] = {}
         self._providers: dict[str, Callable[[], Any]] = {}
@@ -220,9 +222,9 @@ class Stats:
         n = max(0, min(seconds, _RING - 1))
         return [(s, self._ev[s % _RING]) for s in range(sec - n, sec)]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         now = self.clock.seconds()
-        snap: dict[str, Any] = {
+        snap: JsonObject = {
             "time": now,
             "started_at": self.started_at,
             "events": {"total": self.total_events, "bytes": self.total_bytes,

@@ -56,7 +56,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
@@ -154,7 +155,7 @@ class Store:
         self.started_at = time.time()
         self.epoch: str | None = None  # the marker this store last saw or wrote
         self.restores = 0  # times Redis came back empty and was re-seeded from memory
-        self.last_restore: dict[str, Any] | None = None
+        self.last_restore: JsonObject | None = None
 
     @classmethod
     def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Store:
@@ -294,7 +295,7 @@ class Store:
         """``callback(kind, name)``; kind is "params" or "subscriptions"."""
         self._callbacks.append(callback)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         """For stats/meta: reachability and the re-seeds after Redis came back empty."""
         return {"available": self.available, "last_error": self.last_error if not self.available else None,
                 "restores": self.restores, "last_restore": self.last_restore,
@@ -302,7 +303,7 @@ class Store:
 
     # --- writing -----------------------------------------------------------
 
-    def set_params(self, stream: str, params: Mapping[str, Any]) -> defer.Deferred[dict[str, list[str]]]:
+    def set_params(self, stream: str, params: JsonMapping) -> defer.Deferred[dict[str, list[str]]]:
         """Replace each given param (an empty list deletes it)."""
         try:
             given = {p: param_values(p, v) for p, v in params.items()}
@@ -390,7 +391,7 @@ class Store:
 
     # --- meta ----------------------------------------------------------------
 
-    def start_meta(self, snapshot: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
+    def start_meta(self, snapshot: Callable[[], JsonObject], interval: float = 5.0) -> None:
         """Write ``snapshot()`` and process info to ``<ns>:meta:*`` every ``interval`` s."""
         self._snapshot = snapshot
 
@@ -404,12 +405,12 @@ class Store:
         self._meta_loop.clock = self.reactor
         self._meta_loop.start(interval, now=True)
 
-    def process_info(self, running: bool = True) -> dict[str, Any]:
+    def process_info(self, running: bool = True) -> JsonObject:
         from flamingo import __version__ as version
         return {"start_time": int(self.started_at), "host": socket.gethostname(),
                 "pid": os.getpid(), "running": running, "version": version}
 
-    def write_meta(self, snapshot: dict[str, Any]) -> defer.Deferred[Any]:
+    def write_meta(self, snapshot: JsonObject) -> defer.Deferred[Any]:
         ns = self.namespace
         proc = self.process_info()
         flat: list[str] = []

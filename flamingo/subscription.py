@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import orjson
 
+from flamingo._types import JsonObject
 from flamingo.errors import ValidationError
 
 __all__ = ["Subscription", "FORMATS", "KNOWN_TYPES", "NAME_RE"]
@@ -109,7 +110,7 @@ class Subscription:
     def wants_type(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready (REST, console, meta)."""
         return {"name": self.name, "format": self.format,
                 "types": list(self.types) if self.types is not None else None,

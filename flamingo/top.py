@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from flamingo._types import JsonObject
+
 __all__ = ["BLOCKS", "sparkline", "view", "run_top", "watch"]
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -48,7 +50,7 @@ def _num(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def view(doc: dict[str, Any], width: int = 80, error: str | None = None) -> Any:
+def view(doc: JsonObject, width: int = 80, error: str | None = None) -> Any:
     """The whole screen for one snapshot (a rich renderable)."""
     from rich.console import Group
     from rich.table import Table
@@ -138,7 +140,7 @@ def _keys(stream: Any) -> Iterator[Callable[[float], str]]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def run_top(fetch: Callable[[], dict[str, Any]], interval: float = 1.0,
+def run_top(fetch: Callable[[], JsonObject], interval: float = 1.0,
             stdin: Any = None) -> int:
     """Draw until ``q``; ``fetch()`` raises OSError-like errors while the daemon is away."""
     from rich.console import Console
@@ -147,7 +149,7 @@ def run_top(fetch: Callable[[], dict[str, Any]], interval: float = 1.0,
     from flamingo.cli import Unreachable
 
     console = Console()
-    last: dict[str, Any] = {}
+    last: JsonObject = {}
     with _keys(stdin or sys.stdin) as read_keys, \
             Live(console=console, screen=True, auto_refresh=False) as live:
         while True:

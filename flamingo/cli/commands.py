@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from flamingo._types import JsonObject
 from flamingo.cli.client import (
     OK,
     USAGE,
@@ -135,7 +136,7 @@ def _csv(values: Iterable[str] | None) -> list[str] | None:
 
 def cmd_subscribe(ctx: Context) -> int:
     a = ctx.args
-    body: dict[str, Any] = {"name": a.name}
+    body: JsonObject = {"name": a.name}
     if a.format is not None:
         body["format"] = a.format
     if a.types is not None:

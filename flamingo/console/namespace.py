@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from flamingo import documents
+from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.config import SECRET_KEYS, STREAMS, Config
 from flamingo.errors import FlamingoError, NotFound
@@ -230,7 +231,7 @@ class ConfigView:
 
     _config: Any
 
-    def _data(self) -> dict[str, Any]:
+    def _data(self) -> JsonObject:
         return self._config.redacted()
 
     def __getitem__(self, key: str) -> Any:

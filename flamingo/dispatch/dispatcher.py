@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
@@ -79,7 +80,7 @@ class Dispatcher:
                     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                         pass
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return {"journal": self.journal.status(),
                 "redis": self.sink.status() if self.sink is not None else None,
                 "backlog": self.sink.backlog() if self.sink is not None else 0}
@@ -105,7 +106,7 @@ class DeliveryService(service.Service):
         stats.provide("journal", journal.status)
         stats.provide("delivery", self._delivery_stats)
 
-    def _delivery_stats(self) -> dict[str, Any]:
+    def _delivery_stats(self) -> JsonObject:
         st = self.sink.status() if self.sink is not None else {}
         return {"backlog": st.get("backlog", 0), "redis_connected": st.get("connected"),
                 "checkpoint": st.get("checkpoint"), "error": st.get("error"),
@@ -135,7 +136,7 @@ class DeliveryService(service.Service):
             yield self.sink.stop()
         yield self.journal.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return self.dispatcher.status()
 
     # MessageSink, so the service itself can be handed to the wader

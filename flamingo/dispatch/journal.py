@@ -49,6 +49,7 @@ from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.segments import (
     DIR_MODE,
@@ -222,7 +223,7 @@ class Journal:
             elif p.name.endswith(".gz.tmp") and p.name.startswith(self.kind + "-"):
                 unlink_quietly(p)  # a compression a crash interrupted
         self.segments = [one_per_position(same) for _, same in sorted(by_first.items())]
-        state: dict[str, Any] = {}
+        state: JsonObject = {}
         try:
             loaded = orjson.loads((self.state_dir / STATE_FILE).read_bytes())
             if isinstance(loaded, dict):
@@ -598,7 +599,7 @@ class Journal:
             removed += 1
         return removed
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return {"kind": "event_log" if self.keep else "spool", "dir": str(self.dir), "fsync": self.fsync,
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "segments": len(self.segments), "bytes": sum(s.bytes for s in self.segments),

@@ -46,6 +46,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, JournalGap
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
@@ -656,7 +657,7 @@ class RedisSink:
         return max(0, self.journal.last_seq - cp) + sum(len(it.frames) for it in self._items
                                                          if it.first is None)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         backlog = self.backlog()
         if backlog == 0 and self._running:
             self.progress_at = self.reactor.seconds()

@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any
 
 import orjson
 
+from flamingo._types import JsonObject
 from flamingo.stream.predicates import Predicates, parse_boxes, split_values
 
 __all__ = ["Corpus", "ID_SENTINEL", "ID_LOW_DIGITS", "id_prefix", "make_matching"]
@@ -103,7 +103,7 @@ class Corpus:
                 out.append(rng.choice(WORDS))
         return out
 
-    def _user(self) -> dict[str, Any]:
+    def _user(self) -> JsonObject:
         rng = self.rng
         uid = rng.choice([rng.randrange(10**5, 10**9), rng.randrange(10**17, 2 * 10**18)])
         screen = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz_0123456789") for _ in range(rng.randrange(4, 15)))
@@ -154,12 +154,12 @@ class Corpus:
             "notifications": None,
         }
 
-    def _entities(self, text: str, tags: list[str], mentions: list[dict], urls: list[str]) -> dict[str, Any]:
+    def _entities(self, text: str, tags: list[str], mentions: list[dict], urls: list[str]) -> JsonObject:
         def span(token: str) -> list[int]:
             i = text.find(token)
             return [i, i + len(token)] if i >= 0 else [0, 0]
 
-        ent: dict[str, Any] = {
+        ent: JsonObject = {
             "hashtags": [{"text": t, "indices": span("#" + t)} for t in tags],
             "urls": [
                 {
@@ -204,7 +204,7 @@ class Corpus:
         parts += ["#" + t for t in tags] + urls
         return " ".join(parts), tags, mentions, urls
 
-    def _place(self) -> dict[str, Any]:
+    def _place(self) -> JsonObject:
         full, name, cc, country, (w, s, e, n) = self.rng.choice(PLACES)
         return {
             "id": "%016x" % self.rng.randrange(1 << 64),
@@ -218,7 +218,7 @@ class Corpus:
             "attributes": {},
         }
 
-    def _media(self, sid: int) -> dict[str, Any]:
+    def _media(self, sid: int) -> JsonObject:
         rng = self.rng
         mid = rng.randrange(*_OLD_ID_RANGE)
         w, h = rng.choice([(1200, 675), (1080, 1080), (750, 1334)])
@@ -239,7 +239,7 @@ class Corpus:
             },
         }
 
-    def status(self, *, nested: bool = False) -> dict[str, Any]:
+    def status(self, *, nested: bool = False) -> JsonObject:
         """One status; ``nested`` ones (retweeted/quoted) get an old, fixed id."""
         rng = self.rng
         user = rng.choice(self.users)
@@ -252,7 +252,7 @@ class Corpus:
         self.ms += rng.randrange(1, 40)
         lang = rng.choice(LANGS)
         if self.size == "small":
-            tweet: dict[str, Any] = {
+            tweet: JsonObject = {
                 "created_at": _created_at(self.ms),
                 "id": sid,
                 "id_str": str(sid),
@@ -343,7 +343,7 @@ class Corpus:
             del self.recent[:-500]
         return tweet
 
-    def control(self) -> dict[str, Any] | None:
+    def control(self) -> JsonObject | None:
         """A control message at realistic odds (None most of the time)."""
         rng = self.rng
         r = rng.random()
@@ -367,7 +367,7 @@ class Corpus:
                                       "withheld_in_countries": [rng.choice(COUNTRIES)]}}
         return None
 
-    def messages(self, transform: Callable[[dict], dict | None] | None = None) -> Iterator[dict[str, Any]]:
+    def messages(self, transform: Callable[[dict], dict | None] | None = None) -> Iterator[JsonObject]:
         """Statuses (optionally transformed; None drops one) with control messages mixed in."""
         while True:
             ctl = self.control()
@@ -436,6 +436,6 @@ def make_matching(corpus: Corpus, params: dict[str, list[str]]) -> Callable[[dic
     return transform
 
 
-def dumps(message: dict[str, Any]) -> bytes:
+def dumps(message: JsonObject) -> bytes:
     """Compact JSON without ``\\r`` (orjson escapes control characters)."""
     return orjson.dumps(message)

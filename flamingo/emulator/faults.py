@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from typing import Any
 
 import attrs
+
+from flamingo._types import JsonObject
 
 __all__ = ["Fault", "FaultPlan", "KINDS", "STATUS_CODES"]
 
@@ -81,7 +82,7 @@ class Fault:
             raise ValueError("after must be >= 0 and times >= 1")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Fault:
+    def from_dict(cls, d: JsonObject) -> Fault:
         d = dict(d)
         kind = d.pop("kind", None)
         if kind is None:  # shorthand: {close_after: 10}, {status: 503, times: 2}, {stall: 95}
@@ -117,7 +118,7 @@ class Fault:
     def parse(cls, spec: str) -> Fault:
         """``KIND[:key=value,...]``, e.g. ``status:code=503,times=2`` or ``close_after:after=10``."""
         kind, _, rest = spec.partition(":")
-        d: dict[str, Any] = {"kind": kind.strip()}
+        d: JsonObject = {"kind": kind.strip()}
         for item in filter(None, (p.strip() for p in rest.split(","))):
             key, sep, value = item.partition("=")
             if not sep:

@@ -16,12 +16,13 @@ import math
 import random
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from flamingo._types import JsonObject
 from flamingo.emulator.faults import DISCONNECT_REASONS, Fault
 from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.pool import Source, frame, split_frames
@@ -197,7 +198,7 @@ class StreamSession:
         else:
             self._wire(data)
 
-    def send_message(self, message: dict[str, Any] | bytes) -> None:
+    def send_message(self, message: JsonObject | bytes) -> None:
         """One extra message (limit notice, warning, disconnect), framed."""
         raw = message if isinstance(message, bytes) else orjson.dumps(message)
         self._send_messages(frame(raw, self.delimited), 1)

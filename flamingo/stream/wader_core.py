@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.logs import logger
 from flamingo.stream.backoff import Backoffs
@@ -56,7 +57,7 @@ class WaderState:
     connected_since: float | None = None
     request_line: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:  # Any: JSON values of several types
+    def to_dict(self) -> JsonObject:
         return attrs.asdict(self)
 
 

@@ -23,6 +23,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from flamingo import documents
+from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
@@ -168,10 +169,10 @@ class FlamingoApi:
             raise ApiError(404, f"unknown stream {name!r}", {"streams": sorted(known)})
         return name
 
-    def _stream_doc(self, name: str) -> dict[str, Any]:
+    def _stream_doc(self, name: str) -> JsonObject:
         return {"name": name, "resource": RESOURCES.get(name), "params": self.store.params(name)}
 
-    def _wader_state(self) -> dict[str, Any] | None:
+    def _wader_state(self) -> JsonObject | None:
         return documents.wader_state(self.flamingo)
 
     def _writable(self) -> Store:
@@ -180,7 +181,7 @@ class FlamingoApi:
             raise ApiError(503, "redis unavailable", "the change was not made; retry later")
         return store
 
-    def _subscription_doc(self, sub: Subscription) -> dict[str, Any]:
+    def _subscription_doc(self, sub: Subscription) -> JsonObject:
         doc = sub.to_dict()
         doc["queue"] = sub.queue_key(self.store.namespace)
         return doc
@@ -373,7 +374,7 @@ class FlamingoApi:
     @app.route("/ready", methods=["GET"])
     def ready(self, request: IRequest) -> bytes:
         reasons = self.readiness.check()
-        body: dict[str, Any] = {"status": "ready" if not reasons else "not ready",
+        body: JsonObject = {"status": "ready" if not reasons else "not ready",
                                 "reasons": [r.to_dict() for r in reasons]}
         if reasons:
             body.update(error="not ready",
@@ -407,9 +408,9 @@ class FlamingoApi:
 _SUB_OPTIONS = ("format", "types", "filter", "max_length")
 
 
-def _subscription_options(given: RequestParams) -> dict[str, Any]:
+def _subscription_options(given: RequestParams) -> JsonObject:
     """format / types / filter / max_length, only those given."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     if given.has("format"):
         out["format"] = given.one("format")
     if given.has("types"):

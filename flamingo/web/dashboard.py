@@ -29,6 +29,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from flamingo import documents
+from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.subscription import Subscription
 
@@ -136,7 +137,7 @@ def static(request: IRequest, name: str) -> bytes | None:
 
 # --- the snapshot the page polls ------------------------------------------------------
 
-def snapshot(app: App) -> dict[str, Any]:
+def snapshot(app: App) -> JsonObject:
     """Everything the page and ``flamingo top`` show, read at one instant."""
     config = app.config
     store = app.store
@@ -168,7 +169,7 @@ def snapshot(app: App) -> dict[str, Any]:
     }
 
 
-def _subscription(sub: Subscription, queue: dict[str, int], namespace: str) -> dict[str, Any]:
+def _subscription(sub: Subscription, queue: dict[str, int], namespace: str) -> JsonObject:
     doc = sub.to_dict()
     doc["queue"] = sub.queue_key(namespace)
     doc["length"] = queue.get("length")

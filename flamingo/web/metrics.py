@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from flamingo import documents
+from flamingo._types import JsonMapping, JsonObject
 from flamingo.app import App
 from flamingo.web.health import REASONS, Readiness
 
@@ -72,14 +73,14 @@ class FlamingoCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         app = self.app
-        snap: dict[str, Any] = app.stats.snapshot() if app.stats is not None else {}
+        snap: JsonObject = app.stats.snapshot() if app.stats is not None else {}
         yield from self._events(snap)
         yield from self._connection(app, snap)
         yield from self._delivery(app, snap)
         if self.readiness is not None:
             yield from self._ready(self.readiness)
 
-    def _events(self, snap: Mapping[str, Any]) -> Iterator[Any]:
+    def _events(self, snap: JsonMapping) -> Iterator[Any]:
         yield _labelled(CounterMetricFamily(
             "flamingo_events", "Events received, by type", labels=["type"]),
             _get(snap, "events", "by_type"))
@@ -124,7 +125,7 @@ class FlamingoCollector(Collector):
             "flamingo_parse_errors", "Frames that could not be parsed, by kind", labels=["kind"]),
             _get(snap, "parse_errors", "by_kind"))
 
-    def _connection(self, app: App, snap: Mapping[str, Any]) -> Iterator[Any]:
+    def _connection(self, app: App, snap: JsonMapping) -> Iterator[Any]:
         yield _labelled(CounterMetricFamily(
             "flamingo_connection_attempts", "Connection attempts, by cause", labels=["cause"]),
             _get(snap, "connection", "attempts_by_cause"))
@@ -158,8 +159,8 @@ class FlamingoCollector(Collector):
             fam.add_metric([], since)
         yield fam
 
-    def _delivery(self, app: App, snap: Mapping[str, Any]) -> Iterator[Any]:
-        status: Mapping[str, Any] = documents.delivery_status(app)
+    def _delivery(self, app: App, snap: JsonMapping) -> Iterator[Any]:
+        status: JsonMapping = documents.delivery_status(app)
         fam = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
         backlog = _num(_first(status, ("backlog",), ("journal_backlog",)))
