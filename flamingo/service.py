@@ -21,7 +21,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from flamingo import __version__
-from flamingo._reactor import maybe_global_reactor
+from flamingo._reactor import FlamingoReactor, maybe_global_reactor
 from flamingo.app import App
 from flamingo.config import Config, start_warnings
 from flamingo.console import console_service
@@ -30,6 +30,7 @@ from flamingo.logs import FlamingoLogs, logger
 from flamingo.stats import Stats
 from flamingo.store import Store
 from flamingo.stream.wader import Wader
+from flamingo.stream.wader_core import MessageSink
 from flamingo.web.server import web_service
 
 __all__ = ["FlamingoService", "StoreService", "build_store", "build_stats", "build_delivery",
@@ -46,7 +47,7 @@ class StoreService(Service):
 
     name = "store"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def startService(self) -> Deferred:
@@ -79,7 +80,7 @@ def _built(part: T | None, name: str) -> T:
     return part
 
 
-def build_delivery(app: App) -> tuple[IService, Any]:
+def build_delivery(app: App) -> tuple[IService, MessageSink]:
     """Sets ``app.delivery``; returns (service, MessageSink): the event log first, then Redis."""
     delivery = _build_delivery(app.config, _built(app.store, "store"), _built(app.stats, "stats"),
                                reactor=app.reactor)
@@ -87,7 +88,7 @@ def build_delivery(app: App) -> tuple[IService, Any]:
     return delivery, delivery
 
 
-def build_wader(app: App, sink: Any) -> IService:
+def build_wader(app: App, sink: MessageSink) -> IService:
     wader = Wader(app.config, app.reactor, app.store, sink, app.stats)
     app.wader = wader
     return wader
@@ -111,7 +112,7 @@ def build_console(app: App) -> IService | None:
 class FlamingoService(MultiService):
     """The whole daemon as one service; twistd starts and stops it."""
 
-    def __init__(self, config: Config, reactor: Any = None, install_signals: bool = False) -> None:
+    def __init__(self, config: Config, reactor: FlamingoReactor | None = None, install_signals: bool = False) -> None:
         super().__init__()
         reactor = maybe_global_reactor(reactor)
         self.config = config

@@ -82,8 +82,10 @@ __all__ = ["Store"]
 log = logger("flamingo.store")
 
 ChangeCallback = Callable[[str, str], None]
+#: One Redis command inside a MULTI: its name, then its arguments.
+RedisCommand = tuple[str | bytes | int | float, ...]
 
-def _s(v: Any) -> str:
+def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -311,7 +313,7 @@ class Store:
             validate_params(stream, {k: v for k, v in merged.items() if v})
         except ValidationError as e:
             return defer.fail(e)
-        cmds: list[tuple[Any, ...]] = []
+        cmds: list[RedisCommand] = []
         for p, values in given.items():
             key = self._param_key(stream, p)
             cmds.append(("DEL", key))
@@ -379,7 +381,7 @@ class Store:
             if not self.available:
                 return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error}"))
             return defer.fail(NotFound("subscription", name))
-        cmds: list[tuple[Any, ...]] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
+        cmds: list[RedisCommand] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
         if drop_queue:
             queue = sub.queue_key(self.namespace)
             cmds += [("DEL", queue), ("SREM", self._queues_key, queue)]
@@ -451,7 +453,7 @@ class Store:
             return f
         return d.addErrback(unavailable)
 
-    def _transaction(self, cmds: list[tuple[Any, ...]], publish: bool = True) -> defer.Deferred[Any]:
+    def _transaction(self, cmds: list[RedisCommand], publish: bool = True) -> defer.Deferred[Any]:
         """MULTI + cmds + EXEC in one pipeline write, with a timeout."""
         if not self.available or self._conn is None:
             return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
@@ -471,7 +473,7 @@ class Store:
         return self._timed(run())
 
     def _write_params(self, stream: str, names: list[str],
-                      cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
+                      cmds: list[RedisCommand]) -> defer.Deferred[dict[str, list[str]]]:
         cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}:{p}") for p in names]
         d = self._transaction(cmds)
         d.addCallback(lambda _: self._reload([("params", stream, p) for p in names]))

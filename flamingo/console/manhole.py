@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.conch import manhole
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from flamingo.app import App
@@ -54,7 +54,7 @@ class FlamingoManhole(manhole.ColoredManhole):
         self.clock = clock if clock is not None else app.reactor
         self._waiting: list[defer.Deferred] = []
         self._held: list[tuple[Any, Any]] | None = None
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._eof = False
 
     def connectionMade(self) -> None:

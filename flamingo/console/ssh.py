@@ -18,7 +18,7 @@ from twisted.conch.ssh import keys
 from twisted.cred.portal import Portal
 from twisted.internet import defer, endpoints
 from twisted.internet.error import ProcessDone
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.python.failure import Failure
 
 from flamingo.app import App
@@ -127,7 +127,7 @@ class ConsoleService(service.Service):
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.port: Any = None
+        self.port: IListeningPort | None = None
         self.factory: manhole_ssh.ConchFactory | None = None
 
     @property
@@ -143,7 +143,7 @@ class ConsoleService(service.Service):
         endpoint = endpoints.serverFromString(self.app.reactor, c.listen)
         d = endpoint.listen(self.factory)
 
-        def listening(port: Any) -> None:
+        def listening(port: IListeningPort) -> None:
             self.port = port
             log.info("console: SSH on {listen} (public keys from {keys})",
                      listen=c.listen, keys=str(c.authorized_keys))

@@ -9,7 +9,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.web import http
 from twisted.web.server import Request, Site
@@ -70,7 +70,7 @@ class WebService(StreamServerEndpointService):
     it, a sink that stalled before the first probe would be timed from that
     probe instead of from when it stopped moving."""
 
-    def __init__(self, endpoint: Any, site: FlamingoSite, clock: IReactorTime) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, site: FlamingoSite, clock: IReactorTime) -> None:
         super().__init__(endpoint, site)
         self._sample = LoopingCall(site.api.readiness.stalled)
         self._sample.clock = clock
