@@ -117,12 +117,18 @@ def view(doc: JsonObject, width: int = 80, error: str | None = None) -> Any:
     return Group(*parts)
 
 
+def _wait_without_keys(timeout: float) -> str:
+    """No TTY, no keys: only the refresh interval passes."""
+    time.sleep(timeout)
+    return ""
+
+
 @contextmanager
 def _keys(stream: Any) -> Iterator[Callable[[float], str]]:
     """``read(timeout)`` -> the keys typed within ``timeout`` (cbreak mode on a TTY)."""
     fd = stream.fileno() if hasattr(stream, "fileno") else -1
     if fd < 0 or not os.isatty(fd):
-        yield lambda timeout: (time.sleep(timeout), "")[1]
+        yield _wait_without_keys
         return
     import termios
     import tty

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -18,6 +18,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     StateSetMetricFamily,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from flamingo import documents
@@ -54,7 +55,13 @@ def _first(d: Any, *paths: tuple[str, ...]) -> Any:
     return None
 
 
-def _labelled(family: Any, values: Any, *, skip: Iterable[str] = ()) -> Any:
+#: the families this collector builds
+Family = CounterMetricFamily | GaugeMetricFamily
+#: a one-label family: counter or gauge
+F = TypeVar("F", CounterMetricFamily, GaugeMetricFamily)
+
+
+def _labelled(family: F, values: object, *, skip: Iterable[str] = ()) -> F:
     """Fill a one-label family from a ``{label: number}`` mapping."""
     if isinstance(values, Mapping):
         for label, value in sorted(values.items(), key=lambda kv: str(kv[0])):
@@ -71,7 +78,7 @@ class FlamingoCollector(Collector):
         self.app = app
         self.readiness = readiness  # the /ready gauges, when given
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         app = self.app
         snap: JsonObject = app.stats.snapshot() if app.stats is not None else {}
         yield from self._events(snap)
@@ -80,11 +87,11 @@ class FlamingoCollector(Collector):
         if self.readiness is not None:
             yield from self._ready(self.readiness)
 
-    def _events(self, snap: JsonMapping) -> Iterator[Any]:
+    def _events(self, snap: JsonMapping) -> Iterator[Metric]:
         yield _labelled(CounterMetricFamily(
             "flamingo_events", "Events received, by type", labels=["type"]),
             _get(snap, "events", "by_type"))
-        fam = CounterMetricFamily("flamingo_received_bytes", "Stream bytes received")
+        fam: Family = CounterMetricFamily("flamingo_received_bytes", "Stream bytes received")
         total = _num(_get(snap, "events", "bytes"))
         if total is not None:
             fam.add_metric([], total)
@@ -125,11 +132,11 @@ class FlamingoCollector(Collector):
             "flamingo_parse_errors", "Frames that could not be parsed, by kind", labels=["kind"]),
             _get(snap, "parse_errors", "by_kind"))
 
-    def _connection(self, app: App, snap: JsonMapping) -> Iterator[Any]:
+    def _connection(self, app: App, snap: JsonMapping) -> Iterator[Metric]:
         yield _labelled(CounterMetricFamily(
             "flamingo_connection_attempts", "Connection attempts, by cause", labels=["cause"]),
             _get(snap, "connection", "attempts_by_cause"))
-        fam = CounterMetricFamily("flamingo_reconnects", "Connections made after the first")
+        fam: Family = CounterMetricFamily("flamingo_reconnects", "Connections made after the first")
         v = _num(_get(snap, "connection", "reconnects"))
         if v is not None:
             fam.add_metric([], v)
@@ -159,9 +166,9 @@ class FlamingoCollector(Collector):
             fam.add_metric([], since)
         yield fam
 
-    def _delivery(self, app: App, snap: JsonMapping) -> Iterator[Any]:
+    def _delivery(self, app: App, snap: JsonMapping) -> Iterator[Metric]:
         status: JsonMapping = documents.delivery_status(app)
-        fam = GaugeMetricFamily("flamingo_journal_backlog",
+        fam: Family = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
         backlog = _num(_first(status, ("backlog",), ("journal_backlog",)))
         if backlog is not None:
@@ -208,7 +215,7 @@ class FlamingoCollector(Collector):
         yield fam
 
 
-    def _ready(self, readiness: Readiness) -> Iterator[Any]:
+    def _ready(self, readiness: Readiness) -> Iterator[Metric]:
         """What /ready says, as gauges an alert can name."""
         reasons = {r.reason for r in readiness.check()}
         fam = GaugeMetricFamily("flamingo_ready", "1 when GET /ready answers 200")
