@@ -214,10 +214,10 @@ class Config:
         """The value of one secret key (``"password"``, ``"redis.password"``): asked for by name."""
         if dotted not in SECRET_KEYS:
             raise KeyError(f"{dotted} is not a secret key (one of {', '.join(sorted(SECRET_KEYS))})")
-        node: Any = self
+        node: object = self
         for part in dotted.split("."):
             node = getattr(node, part)
-        return node
+        return None if node is None else str(node)
 
 
 # --- loading --------------------------------------------------------------

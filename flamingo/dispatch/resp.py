@@ -97,7 +97,7 @@ class RespProtocol(protocol.Protocol):
         self.connected_d.callback(self)
 
     def send(self, payload: bytes | list[bytes], nreplies: int) -> defer.Deferred[list[Any]]:
-        if not self.is_connected:
+        if not self.is_connected or self.transport is None:
             return defer.fail(ConnectionError("not connected to Redis"))
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._waiting.append((d, nreplies, []))
@@ -121,7 +121,8 @@ class RespProtocol(protocol.Protocol):
                     self._waiting.popleft()
                     d.callback(replies)
         except ValueError as e:
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
             self._fail_all(ConnectionError(f"protocol error: {e}"))
             return
         del buf[:pos]

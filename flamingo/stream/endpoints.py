@@ -40,7 +40,8 @@ class StreamRequest:
 
 
 class Endpoint(Protocol):
-    stream: str
+    @property
+    def stream(self) -> str: ...
 
     def request(self, params: Mapping[str, Sequence[str]]) -> StreamRequest: ...
 
