@@ -8,11 +8,12 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 QUICK  ?=
 
-.PHONY: install run test bench soak redis-server browser screenshot clean help
+.PHONY: install check run test bench soak redis-server browser screenshot clean help
 
 help:
 	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
-	@echo "make test    - the whole test suite (starts its own redis-server)"
+	@echo "make test    - make check, then the whole test suite (starts its own redis-server)"
+	@echo "make check   - ruff (lint) and mypy (strict over flamingo/, config in pyproject.toml)"
 	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"
 	@echo "make soak    - chaos soak: faults for DURATION s (600), SEED=N to replay, FAULTS=a,b or -a to select"
 	@echo "make install - .venv with flamingo and its test extras"
@@ -59,7 +60,12 @@ screenshot: install
 run: install
 	$(PY) -m flamingo.demo
 
-test: install
+# The static checks first: a lint or type error fails `make test` before pytest runs.
+check: install
+	$(VENV)/bin/ruff check flamingo tests bench
+	$(VENV)/bin/mypy
+
+test: check
 	$(PY) -m pytest -p no:cacheprovider tests bench/tests
 
 bench: install

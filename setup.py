@@ -24,7 +24,8 @@ setup(
                                      exclude=["*.__pycache__"]) + ["twisted.plugins"],
     # The dashboard's page, CSS, JS and vendored uPlot (with its LICENSE), and
     # the demo's config (`python -m flamingo.demo` after a plain `pip install .`).
-    package_data={"flamingo": ["demo.yml", "web/static/*", "web/static/vendor/uplot/*"]},
+    # py.typed (PEP 561): type checkers of code that imports flamingo read its annotations.
+    package_data={"flamingo": ["py.typed", "demo.yml", "web/static/*", "web/static/vendor/uplot/*"]},
     include_package_data=True,
     install_requires=[
         # The design card's packages.
@@ -53,6 +54,13 @@ setup(
             "schemathesis>=3.30",  # keeps /openapi.json true against the live server
             "psutil>=5.9",  # memory/RSS checks of child processes in tests and bench
             "selenium>=4.20",  # the dashboard's browser tests drive Debian's chromium/chromedriver
+            # `make check` (run by `make test`): lint, and strict type checks of flamingo/
+            # (config in pyproject.toml). mypy-zope reads Twisted's zope interfaces
+            # (IReactorTime, ITransport, ...); types-PyYAML: PyYAML ships no annotations.
+            "ruff>=0.6",
+            "mypy>=1.11",
+            "mypy-zope>=1.0.5",
+            "types-PyYAML>=6.0",
         ],
         "bench": [
             "requests>=2.31",  # the baseline consumer the benchmark compares against

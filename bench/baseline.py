@@ -24,7 +24,7 @@ import requests
 __all__ = ["consume", "main"]
 
 
-def consume(url: str, auth: tuple[str, str], r: "redis.Redis", queue: str, out, seconds: float,
+def consume(url: str, auth: tuple[str, str], r: redis.Redis, queue: str, out, seconds: float,
             max_events: int | None = None, gzip: bool = False) -> dict:
     """Read the stream until ``seconds`` pass; return counts (the measured loop)."""
     events = statuses = nbytes = 0

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -103,11 +103,11 @@ class Flamingod:
             pipe.sadd(f"{NAMESPACE}:subscriptions", sub.name)
         pipe.execute()
 
-    def start(self, client) -> "Flamingod":  # type: ignore[no-untyped-def]
+    def start(self, client) -> Flamingod:  # type: ignore[no-untyped-def]
         self.seed_redis(client)
         return self.launch()
 
-    def launch(self) -> "Flamingod":
+    def launch(self) -> Flamingod:
         """Start the process (again) with the same config, data and event log; no Redis needed."""
         path = self.dir / "flamingo.yml"
         path.write_text(yaml.safe_dump(self.config))

@@ -47,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.stamps:
         writer = StampWriter(a.stamps)
-        seen: dict[int, int] = {}
 
         def stamp() -> None:
             now = time.time()
-            for i, capture in enumerate(emu.sent_messages):
+            for capture in emu.sent_messages:
                 if capture:
                     writer.add([digest(m) for m in capture], now)
                     del capture[:]  # the session only ever extends this list

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from flamingo._redis_server import RedisServer, RedisServerError
 
@@ -85,7 +86,8 @@ class Children:
         log = open(self.logdir / f"{name}.log", "ab")
         proc = subprocess.Popen(
             list(argv), stdout=stdout if stdout is not None else log, stderr=log,
-            stdin=stdin if stdin is not None else subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent,
             env=env, cwd=str(cwd) if cwd else None)
         proc.bench_name = name  # type: ignore[attr-defined]
         proc.bench_log = self.logdir / f"{name}.log"  # type: ignore[attr-defined]
@@ -160,7 +162,7 @@ class RedisProc:
         self.dir = tempfile.mkdtemp(prefix="flamingo-bench-redis-")
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RedisProc":
+    def start(self) -> RedisProc:
         # the package's command line, spawned here so it dies with the bench
         server = RedisServer(self.port, ("--protected-mode", "no"), directory=self.dir, host=self.host)
         try:
@@ -215,7 +217,7 @@ class EmulatorProc:
                 "--seed", str(self.seed), "--user", self.user, "--password", self.password,
                 *self.extra]
 
-    def start(self) -> "EmulatorProc":
+    def start(self) -> EmulatorProc:
         self.proc = children.spawn(self.argv(), name=f"emulator-{self.port}", cwd=ROOT)
         try:
             wait_port(self.port, 30, self.proc, "emulator")

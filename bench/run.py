@@ -6,20 +6,19 @@ the next step, so no step measures while another one loads the machine.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import attrs
 
 from bench.daemon import Flamingod, SubSpec
 from bench.limits import StreamSample, curl_stream, redis_benchmark
-from bench.measure import NoiseMeter, ProcSampler, QueueCounter, Window, count_lines, measure_windows, percentile
+from bench.measure import NoiseMeter, ProcSampler, QueueCounter, count_lines, measure_windows, percentile
 from bench.procs import ROOT, BenchError, RedisProc, children, free_port, venv_python, wait_port
 from bench.stamps import read_stamps
 
@@ -45,7 +44,7 @@ class Settings:
     seed: int = 20130803
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> Settings:
         return cls(rounds=3, round_seconds=1.0, warmup_seconds=1.0, max_step_seconds=20.0,
                    limit_reads=1, limit_seconds=1.5, redis_bench_requests=60_000,
                    latency_seconds=4.0, pause_seconds=5.0, catchup_max_seconds=25.0)
@@ -250,7 +249,7 @@ class Bench:
         except (psutil.Error, AttributeError, OSError):
             pass
 
-    def emulator(self, size: str, rate: float = 0.0, stamps: str | None = None) -> "Emulator":
+    def emulator(self, size: str, rate: float = 0.0, stamps: str | None = None) -> Emulator:
         emu = Emulator(size, self.s.seed, rate=rate, stamps=stamps)
         self._pin(emu.proc, "others")
         return emu

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["digest", "StampWriter", "read_stamps", "RECORD"]
 

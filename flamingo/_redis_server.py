@@ -72,7 +72,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
                 "--loglevel", "warning", *self.args]
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         """Start and wait until it answers PING (RedisServerError otherwise)."""
         Path(self.dir).mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL,

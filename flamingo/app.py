@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+from flamingo._reactor import FlamingoReactor
+from flamingo._types import JsonObject
 from flamingo.config import Config
 
-__all__ = ["App"]
+if TYPE_CHECKING:  # the parts import this module's users; only their types are needed here
+    from flamingo.stats import Stats
+    from flamingo.store import Store
+    from flamingo.stream.wader_core import WaderState
+
+__all__ = ["App", "DeliveryStatus", "WaderControl"]
+
+
+class WaderControl(Protocol):
+    """What the control surfaces ask of the wader: its state, a restart."""
+
+    @property
+    def state(self) -> WaderState: ...
+
+    def restart(self) -> None: ...
+
+    def params_changed(self) -> None: ...
+
+
+class DeliveryStatus(Protocol):
+    """The delivery side as the control surfaces see it: one JSON-ready status."""
+
+    def status(self) -> JsonObject: ...
 
 
 @attrs.define
@@ -22,9 +46,9 @@ class App:
     """
 
     config: Config
-    reactor: Any
-    store: Any = None
-    stats: Any = None
-    wader: Any = None
-    delivery: Any = None
+    reactor: FlamingoReactor
+    store: Store | None = None
+    stats: Stats | None = None
+    wader: WaderControl | None = None
+    delivery: DeliveryStatus | None = None
     started_at: float = 0.0

@@ -19,12 +19,15 @@ import ipaddress
 import os
 import re
 import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
 import yaml
+
+from flamingo._types import JsonObject
 
 __all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS",
            "redact_url", "start_warnings"]
@@ -203,7 +206,7 @@ class Config:
     source: Path | None = None  # the file it was loaded from
     source_secrets: tuple[str, ...] = ()  # secret keys written in that file (not ${ENV} or FLAMINGO_*)
 
-    def redacted(self) -> dict[str, Any]:
+    def redacted(self) -> JsonObject:
         """A plain dict of the whole config, secrets shown as '***'."""
         return _redact(_to_plain(self), "")
 
@@ -211,10 +214,10 @@ class Config:
         """The value of one secret key (``"password"``, ``"redis.password"``): asked for by name."""
         if dotted not in SECRET_KEYS:
             raise KeyError(f"{dotted} is not a secret key (one of {', '.join(sorted(SECRET_KEYS))})")
-        node: Any = self
+        node: object = self
         for part in dotted.split("."):
             node = getattr(node, part)
-        return node  # type: ignore[no-any-return]
+        return None if node is None else str(node)
 
 
 # --- loading --------------------------------------------------------------
@@ -289,7 +292,7 @@ def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
 # --- validation helpers ---------------------------------------------------
 
 
-def _kind(value: Any, key: str = "") -> str:
+def _kind(value: object, key: str = "") -> str:
     """The value for an error line: a secret's is hidden, a long one cut."""
     if value is None:
         return "nothing"
@@ -316,7 +319,7 @@ def _expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
     return value
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
+def _set_dotted(data: JsonObject, dotted: str, value: str) -> None:
     *parents, last = dotted.split(".")
     node = data
     for p in parents:
@@ -326,17 +329,17 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: str) -> None:
     node[last] = value
 
 
-def _str(key: str, v: Any) -> str:
+def _str(key: str, v: object) -> str:
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise ConfigError(key, f"expected a string, got {_kind(v, key)}")
     return str(v)
 
 
-def _opt_str(key: str, v: Any) -> str | None:
+def _opt_str(key: str, v: object) -> str | None:
     return None if v is None else _str(key, v)
 
 
-def _int(key: str, v: Any, minimum: int | None = 0) -> int:
+def _int(key: str, v: object, minimum: int | None = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, str) and v.strip().isdigit():
             v = int(v)
@@ -347,7 +350,7 @@ def _int(key: str, v: Any, minimum: int | None = 0) -> int:
     return v
 
 
-def _num(key: str, v: Any, minimum: float = 0.0) -> float:
+def _num(key: str, v: object, minimum: float = 0.0) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(key, f"expected a number, got {_kind(v)}")
     if v < minimum:
@@ -355,13 +358,13 @@ def _num(key: str, v: Any, minimum: float = 0.0) -> float:
     return float(v)
 
 
-def _bool(key: str, v: Any) -> bool:
+def _bool(key: str, v: object) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(key, f"expected true or false, got {_kind(v)}")
     return v
 
 
-def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
+def _choice(key: str, v: object, choices: tuple[str, ...]) -> str:
     s = _str(key, v)
     norm = s.upper() if choices is LEVELS else s.lower()
     if norm == "WARNING" and choices is LEVELS:
@@ -371,11 +374,11 @@ def _choice(key: str, v: Any, choices: tuple[str, ...]) -> str:
     return norm
 
 
-def _path(key: str, v: Any) -> Path:
+def _path(key: str, v: object) -> Path:
     return Path(_str(key, v)).expanduser()
 
 
-def _host_port(key: str, v: Any, default_port: int) -> tuple[str, int]:
+def _host_port(key: str, v: object, default_port: int) -> tuple[str, int]:
     """``host``, ``host:port``, ``[::1]:port`` -> (host, port)."""
     s = _str(key, v).strip()
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\[\]\s]+)(?::(\d+))?", s)
@@ -389,7 +392,7 @@ def _host_port(key: str, v: Any, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _section(key: str, v: Any, allowed: set[str]) -> dict[str, Any]:
+def _section(key: str, v: object, allowed: set[str]) -> JsonObject:
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -401,10 +404,10 @@ def _section(key: str, v: Any, allowed: set[str]) -> dict[str, Any]:
     return v
 
 
-Field = Callable[[str, Any], Any]
+Field = Callable[[str, object], Any]
 
 
-def _fields(prefix: str, raw: Any, spec: dict[str, Field]) -> dict[str, Any]:
+def _fields(prefix: str, raw: object, spec: dict[str, Field]) -> dict[str, Any]:
     """Validate the keys of one section with per-key converters."""
     section = _section(prefix, raw, set(spec))
     out = {}
@@ -414,7 +417,7 @@ def _fields(prefix: str, raw: Any, spec: dict[str, Field]) -> dict[str, Any]:
     return out
 
 
-def _backoff(key: str, v: Any, default: Backoff) -> Backoff:
+def _backoff(key: str, v: object, default: Backoff) -> Backoff:
     kw = _fields(key, v, {"initial": _num, "step": _num, "factor": lambda k, x: _num(k, x, 1.0),
                           "cap": _num})
     b = attrs.evolve(default, **kw)
@@ -496,7 +499,7 @@ def _build(data: dict[str, Any]) -> Config:
     return Config(**kw)
 
 
-def _host_names(key: str, v: Any) -> tuple[str, ...]:
+def _host_names(key: str, v: object) -> tuple[str, ...]:
     """``web.allowed_hosts``: host names or IPs without a port (``*`` = any), lowercased."""
     items = v.split(",") if isinstance(v, str) else v
     if not isinstance(items, list):
@@ -552,7 +555,7 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", url)
 
 
-def _url(key: str, v: Any) -> str:
+def _url(key: str, v: object) -> str:
     s = _str(key, v).rstrip("/")
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", s):
         raise ConfigError(key, f"expected an http:// or https:// URL, got {redact_url(s)!r}")
@@ -579,7 +582,7 @@ def _credentials_from_url(kw: dict[str, Any]) -> None:
     kw["api"] = attrs.evolve(api, url=parts._replace(netloc=hostport).geturl())
 
 
-def _namespace(key: str, v: Any) -> str:
+def _namespace(key: str, v: object) -> str:
     s = _str(key, v)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s):
         raise ConfigError(key, f"must match [A-Za-z0-9_.:-]{{1,64}}, got {s!r}")
@@ -653,8 +656,8 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _redact(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _redact(d: JsonObject, prefix: str) -> JsonObject:
+    out: JsonObject = {}
     for k, v in d.items():
         dotted = f"{prefix}.{k}" if prefix else k
         if isinstance(v, dict):

@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from twisted.internet import defer, reactor, task
     from twisted.internet.protocol import ProcessProtocol
+    from twisted.python.failure import Failure
 
     from flamingo.emulator import Emulator, EmulatorOptions
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
         errReceived = outReceived
 
-        def processEnded(self, reason: Any) -> None:
+        def processEnded(self, reason: Failure) -> None:
             out.close()
             ended.callback(getattr(reason.value, "exitCode", None) or 0)
 

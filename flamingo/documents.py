@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
 
 from flamingo import __version__
+from flamingo._types import JsonObject
 from flamingo.app import App
 
 __all__ = ["wader_state", "delivery_status", "redis_status", "stream_params",
            "process_info", "meta_document", "status_document"]
 
 
-def wader_state(app: App) -> dict[str, Any] | None:
+def wader_state(app: App) -> JsonObject | None:
     """The wader's state as a dict, or None in a process without one."""
     return app.wader.state.to_dict() if app.wader is not None else None
 
 
-def delivery_status(app: App) -> dict[str, Any]:
+def delivery_status(app: App) -> JsonObject:
     """Journal backlog and Redis delivery, or {} before delivery is built."""
     return app.delivery.status() if app.delivery is not None else {}
 
@@ -38,7 +38,7 @@ def stream_params(app: App) -> dict[str, list[str]]:
     return app.store.params(app.config.stream) if app.store is not None else {}
 
 
-def process_info(app: App, now: float) -> dict[str, Any]:
+def process_info(app: App, now: float) -> JsonObject:
     """pid, version, host, running (as ``<ns>:meta:process``), start time and uptime."""
     started = app.started_at or None
     running = bool(started) and (app.wader is None or app.wader.state.name != "stopped")
@@ -47,14 +47,14 @@ def process_info(app: App, now: float) -> dict[str, Any]:
             "uptime": (now - started) if started else None}
 
 
-def meta_document(app: App, now: float) -> dict[str, Any]:
+def meta_document(app: App, now: float) -> JsonObject:
     """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
     snapshot = app.stats.snapshot() if app.stats is not None else {}
     return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
             "wader": wader_state(app)}
 
 
-def status_document(app: App, now: float) -> dict[str, Any]:
+def status_document(app: App, now: float) -> JsonObject:
     """What /status.json shows: the wader's state, backlog, Redis, delivery, process."""
     wader = wader_state(app)
     state = wader or {}

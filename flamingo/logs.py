@@ -23,9 +23,10 @@ from typing import IO, Any
 
 from twisted.logger import (
     ILogObserver,
+    LogEvent,
+    Logger,
     LogLevel,
     LogPublisher,
-    Logger,
     formatEvent,
     globalLogPublisher,
 )
@@ -94,7 +95,7 @@ class LevelGate:
     def __init__(self, observer: ILogObserver) -> None:
         self.observer = observer
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         if event.get("log_level", LogLevel.info) >= _level:
             self.observer(event)
 
@@ -113,7 +114,7 @@ class LevelGate:
 def _observers(publisher: LogPublisher) -> list[ILogObserver]:
     # Twisted has no public way to list a publisher's observers; its list is
     # the one place where twistd's own observer can be reached.
-    return publisher._observers  # type: ignore[attr-defined,no-any-return]
+    return publisher._observers
 
 
 def gate_observers(publisher: LogPublisher) -> list[LevelGate]:
@@ -137,7 +138,7 @@ def ungate_observers(publisher: LogPublisher, gates: list[LevelGate]) -> None:
                 observers[i] = gate.observer
 
 
-def format_line(event: dict[str, Any]) -> str:
+def format_line(event: LogEvent) -> str:
     """``[YYYY-mm-dd HH:MM:SS, LEVEL] - message``, plus the traceback of a failure."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.get("log_time", time.time())))
     level = _NAMES.get(event.get("log_level", LogLevel.info), "INFO")
@@ -169,7 +170,7 @@ class FileLogObserver:
         if old is not None:
             old.close()
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: LogEvent) -> None:
         if self._file is None:
             return
         try:

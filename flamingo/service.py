@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from flamingo import __version__
+from flamingo._reactor import FlamingoReactor, maybe_global_reactor
 from flamingo.app import App
 from flamingo.config import Config, start_warnings
-from flamingo._reactor import maybe_global_reactor
 from flamingo.console import console_service
 from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.logs import FlamingoLogs, logger
 from flamingo.stats import Stats
 from flamingo.store import Store
 from flamingo.stream.wader import Wader
+from flamingo.stream.wader_core import MessageSink
 from flamingo.web.server import web_service
 
 __all__ = ["FlamingoService", "StoreService", "build_store", "build_stats", "build_delivery",
@@ -45,7 +47,7 @@ class StoreService(Service):
 
     name = "store"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def startService(self) -> Deferred:
@@ -59,23 +61,34 @@ class StoreService(Service):
 
 def build_store(app: App) -> IService:
     """Sets ``app.store`` (flamingo.store.Store on Redis); returns its service."""
-    app.store = Store.from_config(app.config, reactor=app.reactor)
-    app.stats.provide("store", app.store.status)  # re-seeds after an empty Redis
-    return StoreService(app.store)
+    store = app.store = Store.from_config(app.config, reactor=app.reactor)
+    _built(app.stats, "stats").provide("store", store.status)  # re-seeds after an empty Redis
+    return StoreService(store)
 
 
 def build_stats(app: App) -> None:
     app.stats = Stats(clock=app.reactor)
 
 
-def build_delivery(app: App) -> tuple[IService, Any]:
+T = TypeVar("T")
+
+
+def _built(part: T | None, name: str) -> T:
+    """A part an earlier ``build_*`` step set on the App (stats first, then the store)."""
+    if part is None:
+        raise RuntimeError(f"app.{name} is needed before it is built")
+    return part
+
+
+def build_delivery(app: App) -> tuple[IService, MessageSink]:
     """Sets ``app.delivery``; returns (service, MessageSink): the event log first, then Redis."""
-    delivery = _build_delivery(app.config, app.store, app.stats, reactor=app.reactor)
+    delivery = _build_delivery(app.config, _built(app.store, "store"), _built(app.stats, "stats"),
+                               reactor=app.reactor)
     app.delivery = delivery
     return delivery, delivery
 
 
-def build_wader(app: App, sink: Any) -> IService:
+def build_wader(app: App, sink: MessageSink) -> IService:
     wader = Wader(app.config, app.reactor, app.store, sink, app.stats)
     app.wader = wader
     return wader
@@ -99,7 +112,7 @@ def build_console(app: App) -> IService | None:
 class FlamingoService(MultiService):
     """The whole daemon as one service; twistd starts and stops it."""
 
-    def __init__(self, config: Config, reactor: Any = None, install_signals: bool = False) -> None:
+    def __init__(self, config: Config, reactor: FlamingoReactor | None = None, install_signals: bool = False) -> None:
         super().__init__()
         reactor = maybe_global_reactor(reactor)
         self.config = config
@@ -190,6 +203,8 @@ class FlamingoService(MultiService):
     # signals: TERM/INT -> reactor.stop -> stopService above; USR1; HUP
 
     def restart_wader(self) -> None:
+        if self.app.wader is None:  # no credentials: nothing to restart
+            return
         log.info("Flamingod restarting wader (SIGUSR1)")
         self.app.wader.restart()
 

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from flamingo._types import JsonObject
 
 __all__ = ["Stats", "WINDOWS", "MAX_TYPE_NAMES", "OTHER_TYPE"]
 
@@ -36,6 +39,12 @@ _KNOWN_TYPES = frozenset({"tweet", "delete", "scrub_geo", "limit", "status_withh
                           OTHER_TYPE})
 
 
+class Clock(Protocol):
+    """All Stats asks of time: ``IReactorTime.seconds`` (a ``task.Clock`` in tests)."""
+
+    def seconds(self) -> float: ...
+
+
 class _WallClock:
     @staticmethod
     def seconds() -> float:
@@ -45,8 +54,8 @@ class _WallClock:
 class Stats:
     """In-memory statistics of one daemon; ``snapshot()`` is JSON-ready."""
 
-    def __init__(self, clock: Any = None) -> None:
-        self.clock = clock or _WallClock()
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or _WallClock()
         now = self.clock.seconds()
         self.started_at = now
         self.by_type: Counter[str] = Counter()
@@ -69,9 +78,9 @@ class Stats:
         self.last_keepalive_at: float | None = None
         self.duplicates_dropped = 0
         self.parse_errors: Counter[str] = Counter()
-        self.last_parse_error: dict[str, Any] | None = None
-        self.disconnects: list[dict[str, Any]] = []
-        self.warnings: list[dict[str, Any]] = []
+        self.last_parse_error: JsonObject | None = None
+        self.disconnects: list[JsonObject] = []
+        self.warnings: list[JsonObject] = []
         # delivery (set by the journal and the sink)
         self.queues: dict[str, dict[str, int]] = {}
         self._providers: dict[str, Callable[[], Any]] = {}
@@ -213,9 +222,9 @@ class Stats:
         n = max(0, min(seconds, _RING - 1))
         return [(s, self._ev[s % _RING]) for s in range(sec - n, sec)]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         now = self.clock.seconds()
-        snap: dict[str, Any] = {
+        snap: JsonObject = {
             "time": now,
             "started_at": self.started_at,
             "events": {"total": self.total_events, "bytes": self.total_bytes,

@@ -5,7 +5,7 @@ Deferred. Every change, by this daemon or by any other client that writes the
 keys and PUBLISHes on ``<ns>:changes``, reloads the copy and calls the
 ``on_change`` callbacks for what actually changed.
 
-Keys (namespace ``ns``, see DESIGN.md)::
+Keys (namespace ``ns``)::
 
     <ns>:streams:<stream>:<param>   set of values
     <ns>:subscriptions              set of names
@@ -56,19 +56,25 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 import txredisapi
 from twisted.internet import defer, task
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
+from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonMapping, JsonObject
+from flamingo.config import Config
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
 from flamingo.store_copy import CopyFile, LocalCopy, copy_path
 from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
-from flamingo.store_rules import (Target, appends_only, change_targets, foreign_queue, param_values,
-                                  validate_params)
+from flamingo.store_rules import Target, appends_only, change_targets, foreign_queue, param_values, validate_params
 from flamingo.subscription import Subscription
 
 __all__ = ["Store"]
@@ -76,12 +82,14 @@ __all__ = ["Store"]
 log = logger("flamingo.store")
 
 ChangeCallback = Callable[[str, str], None]
+#: One Redis command inside a MULTI: its name, then its arguments.
+RedisCommand = tuple[str | bytes | int | float, ...]
 
-def _s(v: Any) -> str:
+def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _why(failure: Any, timeout: float) -> str:
+def _why(failure: Failure, timeout: float) -> str:
     """A failure in words (a timeout's own message is a bare tuple of arguments)."""
     if failure.check(defer.TimeoutError, defer.CancelledError):
         return f"no answer within {timeout:g}s"
@@ -112,11 +120,9 @@ class Store:
 
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
-                 reactor: Any = None, streams: tuple[str, ...] = ("filter",),
+                 reactor: IReactorTime | None = None, streams: tuple[str, ...] = ("filter",),
                  health_interval: float = 1.0, data_dir: Path | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
@@ -151,10 +157,10 @@ class Store:
         self.started_at = time.time()
         self.epoch: str | None = None  # the marker this store last saw or wrote
         self.restores = 0  # times Redis came back empty and was re-seeded from memory
-        self.last_restore: dict[str, Any] | None = None
+        self.last_restore: JsonObject | None = None
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> "Store":
+    def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Store:
         r = config.redis
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
                    db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,),
@@ -197,13 +203,22 @@ class Store:
         f.store = self
         f.password = self.password
         f.maxDelay = 5
-        f.startConnecting(txredisapi._makeEndpoint(self.host, self.port, self.timeout))
+        # The same endpoint txredisapi builds for its own connections: getaddrinfo, so
+        # IPv6-only hosts work, and the connect timeout bounds each attempt.
+        f.startConnecting(HostnameEndpoint(maybe_global_reactor(None), self.host, self.port,
+                                           timeout=self.timeout))
         self._listener_factory = f
         self._health.start(self._health_interval, now=True)
         self._started = defer.Deferred()
         d = self._started
         timer = self.reactor.callLater(self.timeout, self._start_timed_out)
-        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+
+        def stop_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(stop_timer)
         return d
 
     def _start_timed_out(self) -> None:
@@ -282,7 +297,7 @@ class Store:
         """``callback(kind, name)``; kind is "params" or "subscriptions"."""
         self._callbacks.append(callback)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         """For stats/meta: reachability and the re-seeds after Redis came back empty."""
         return {"available": self.available, "last_error": self.last_error if not self.available else None,
                 "restores": self.restores, "last_restore": self.last_restore,
@@ -290,7 +305,7 @@ class Store:
 
     # --- writing -----------------------------------------------------------
 
-    def set_params(self, stream: str, params: Mapping[str, Any]) -> defer.Deferred[dict[str, list[str]]]:
+    def set_params(self, stream: str, params: JsonMapping) -> defer.Deferred[dict[str, list[str]]]:
         """Replace each given param (an empty list deletes it)."""
         try:
             given = {p: param_values(p, v) for p, v in params.items()}
@@ -298,7 +313,7 @@ class Store:
             validate_params(stream, {k: v for k, v in merged.items() if v})
         except ValidationError as e:
             return defer.fail(e)
-        cmds: list[tuple[Any, ...]] = []
+        cmds: list[RedisCommand] = []
         for p, values in given.items():
             key = self._param_key(stream, p)
             cmds.append(("DEL", key))
@@ -366,7 +381,7 @@ class Store:
             if not self.available:
                 return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error}"))
             return defer.fail(NotFound("subscription", name))
-        cmds: list[tuple[Any, ...]] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
+        cmds: list[RedisCommand] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
         if drop_queue:
             queue = sub.queue_key(self.namespace)
             cmds += [("DEL", queue), ("SREM", self._queues_key, queue)]
@@ -378,7 +393,7 @@ class Store:
 
     # --- meta ----------------------------------------------------------------
 
-    def start_meta(self, snapshot: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
+    def start_meta(self, snapshot: Callable[[], JsonObject], interval: float = 5.0) -> None:
         """Write ``snapshot()`` and process info to ``<ns>:meta:*`` every ``interval`` s."""
         self._snapshot = snapshot
 
@@ -392,12 +407,12 @@ class Store:
         self._meta_loop.clock = self.reactor
         self._meta_loop.start(interval, now=True)
 
-    def process_info(self, running: bool = True) -> dict[str, Any]:
-        from flamingo import __version__ as version  # type: ignore[attr-defined]
+    def process_info(self, running: bool = True) -> JsonObject:
+        from flamingo import __version__ as version
         return {"start_time": int(self.started_at), "host": socket.gethostname(),
                 "pid": os.getpid(), "running": running, "version": version}
 
-    def write_meta(self, snapshot: dict[str, Any]) -> defer.Deferred[Any]:
+    def write_meta(self, snapshot: JsonObject) -> defer.Deferred[Any]:
         ns = self.namespace
         proc = self.process_info()
         flat: list[str] = []
@@ -429,7 +444,7 @@ class Store:
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         d.addTimeout(self.timeout, self.reactor)
 
-        def unavailable(f: Any) -> Any:
+        def unavailable(f: Failure) -> Any:
             if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.ConnectionError,
                        ConnectionError, OSError):
                 why = _why(f, self.timeout)
@@ -438,7 +453,7 @@ class Store:
             return f
         return d.addErrback(unavailable)
 
-    def _transaction(self, cmds: list[tuple[Any, ...]], publish: bool = True) -> defer.Deferred[Any]:
+    def _transaction(self, cmds: list[RedisCommand], publish: bool = True) -> defer.Deferred[Any]:
         """MULTI + cmds + EXEC in one pipeline write, with a timeout."""
         if not self.available or self._conn is None:
             return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
@@ -458,7 +473,7 @@ class Store:
         return self._timed(run())
 
     def _write_params(self, stream: str, names: list[str],
-                      cmds: list[tuple[Any, ...]]) -> defer.Deferred[dict[str, list[str]]]:
+                      cmds: list[RedisCommand]) -> defer.Deferred[dict[str, list[str]]]:
         cmds = cmds + [("PUBLISH", self._channel, f"params:{stream}:{p}") for p in names]
         d = self._transaction(cmds)
         d.addCallback(lambda _: self._reload([("params", stream, p) for p in names]))
@@ -529,7 +544,7 @@ class Store:
                 return self._reload()
             return None
 
-        def bad(f: Any) -> None:
+        def bad(f: Failure) -> None:
             if not self._running:
                 return  # cancelled by stop()
             self._mark_down(_why(f, min(self.timeout, max(self._health_interval, 0.5))))

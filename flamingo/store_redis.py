@@ -7,7 +7,8 @@ WARN per key and problem, and the rest loads.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import txredisapi

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from flamingo.errors import ValidationError
+from flamingo.stream import predicates
 from flamingo.subscription import Subscription
 
 __all__ = ["PARAM_RE", "STREAM_RE", "Target", "change_targets", "param_values", "validate_params",
@@ -90,17 +91,10 @@ def validate_params(stream: str, params: dict[str, list[str]]) -> None:
         for v in values:
             if not isinstance(v, str) or not v.strip():
                 raise ValidationError(param, f"values must be non-empty strings, got {v!r}")
-    try:
-        from flamingo.stream import predicates  # helper A's module
-    except ImportError:  # pragma: no cover - only before it lands
-        return
-    validate = getattr(predicates, "validate_params", None)
-    if validate is None:  # pragma: no cover
-        return
-    problems = validate(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
+    problems = predicates.validate_params(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
     # A filter stream without predicates is a valid state to store: the wader
     # waits for params (it is how a fresh daemon starts).
-    problems = [p for p in problems if getattr(p, "limit", None) != "at least one predicate"]
+    problems = [p for p in problems if p.limit != "at least one predicate"]
     if problems:
         p = problems[0]
         if isinstance(p, ValidationError):

@@ -8,11 +8,13 @@ REST turns them into 422), encoded to and from the Redis hash
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 import orjson
 
+from flamingo._types import JsonObject
 from flamingo.errors import ValidationError
 
 __all__ = ["Subscription", "FORMATS", "KNOWN_TYPES", "NAME_RE"]
@@ -54,7 +56,7 @@ class Subscription:
     max_length: int | None = None
 
     @classmethod
-    def create(cls, name: Any, **options: Any) -> "Subscription":
+    def create(cls, name: Any, **options: Any) -> Subscription:
         """Validate and build; raises ValidationError naming the field."""
         unknown = set(options) - {"format", "types", "filter", "max_length"}
         if unknown:
@@ -108,7 +110,7 @@ class Subscription:
     def wants_type(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready (REST, console, meta)."""
         return {"name": self.name, "format": self.format,
                 "types": list(self.types) if self.types is not None else None,
@@ -122,7 +124,7 @@ class Subscription:
                 "max_length": str(self.max_length) if self.max_length is not None else ""}
 
     @classmethod
-    def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> "Subscription":
+    def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> Subscription:
         """Decode a hash written by ``to_hash`` (or by hand: comma lists are accepted)."""
         def get(k: str) -> str:
             v = fields.get(k, fields.get(k.encode(), ""))
@@ -134,7 +136,8 @@ class Subscription:
                 return None
             if s.startswith("["):
                 try:
-                    return orjson.loads(s)
+                    values: Iterable[str] | None = orjson.loads(s)
+                    return values
                 except orjson.JSONDecodeError:
                     raise ValidationError(k, f"invalid JSON list {s!r}") from None
             return s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from twisted.application.service import IService
 from twisted.python import usage
 
 from flamingo import __version__
@@ -47,7 +48,7 @@ class Options(usage.Options):
             parent["pidfile"] = str(self.config_obj.pidfile)
 
 
-def makeService(options: Options) -> Any:
+def makeService(options: Options) -> IService:
     from flamingo.service import FlamingoService
 
     config = options.config_obj

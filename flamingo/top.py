@@ -15,8 +15,11 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+
+from flamingo._types import JsonObject
 
 __all__ = ["BLOCKS", "sparkline", "view", "run_top", "watch"]
 
@@ -47,7 +50,7 @@ def _num(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def view(doc: dict[str, Any], width: int = 80, error: str | None = None) -> Any:
+def view(doc: JsonObject, width: int = 80, error: str | None = None) -> Any:
     """The whole screen for one snapshot (a rich renderable)."""
     from rich.console import Group
     from rich.table import Table
@@ -114,12 +117,18 @@ def view(doc: dict[str, Any], width: int = 80, error: str | None = None) -> Any:
     return Group(*parts)
 
 
+def _wait_without_keys(timeout: float) -> str:
+    """No TTY, no keys: only the refresh interval passes."""
+    time.sleep(timeout)
+    return ""
+
+
 @contextmanager
 def _keys(stream: Any) -> Iterator[Callable[[float], str]]:
     """``read(timeout)`` -> the keys typed within ``timeout`` (cbreak mode on a TTY)."""
     fd = stream.fileno() if hasattr(stream, "fileno") else -1
     if fd < 0 or not os.isatty(fd):
-        yield lambda timeout: (time.sleep(timeout), "")[1]
+        yield _wait_without_keys
         return
     import termios
     import tty
@@ -137,7 +146,7 @@ def _keys(stream: Any) -> Iterator[Callable[[float], str]]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def run_top(fetch: Callable[[], dict[str, Any]], interval: float = 1.0,
+def run_top(fetch: Callable[[], JsonObject], interval: float = 1.0,
             stdin: Any = None) -> int:
     """Draw until ``q``; ``fetch()`` raises OSError-like errors while the daemon is away."""
     from rich.console import Console
@@ -146,7 +155,7 @@ def run_top(fetch: Callable[[], dict[str, Any]], interval: float = 1.0,
     from flamingo.cli import Unreachable
 
     console = Console()
-    last: dict[str, Any] = {}
+    last: JsonObject = {}
     with _keys(stdin or sys.stdin) as read_keys, \
             Live(console=console, screen=True, auto_refresh=False) as live:
         while True:

@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from flamingo import cli
 from flamingo.app import App
 from flamingo.config import from_mapping
-from tests.support.redis import free_port, shared_redis
 from tests.support.parts import FakeWader, make_stats
 from tests.support.processes import clean, keygen, run
+from tests.support.redis import free_port, shared_redis
+
 
 class Daemon(unittest.TestCase):
     """A daemon's control surfaces in this reactor: real Store, REST API, console."""

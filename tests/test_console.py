@@ -15,8 +15,15 @@ from twisted.trial import unittest
 
 from flamingo.app import App
 from flamingo.config import from_mapping
-from flamingo.console import (AuthorizedKeysFile, ConfigView, build_namespace, console_service, describe_error,
-                              load_or_create_host_key, parse_authorized_keys)
+from flamingo.console import (
+    AuthorizedKeysFile,
+    ConfigView,
+    build_namespace,
+    console_service,
+    describe_error,
+    load_or_create_host_key,
+    parse_authorized_keys,
+)
 from flamingo.errors import NotFound, ValidationError
 from flamingo.web.openapi import SCHEMAS
 from tests.support.parts import FakeWader, make_stats

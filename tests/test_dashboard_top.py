@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
+from flamingo.config import from_mapping
 from flamingo.subscription import Subscription
 from flamingo.top import BLOCKS, sparkline, view
-from tests.support.waiting import until
-from tests.support.parts import SECRET_TOKEN, make_app, make_store
-from flamingo.config import from_mapping
 from flamingo.web.server import make_site
+from tests.support.parts import SECRET_TOKEN, make_app, make_store
+from tests.support.waiting import until
 
 FLAMINGO = str(Path(sys.executable).with_name("flamingo"))
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")

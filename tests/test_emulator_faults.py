@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import orjson
 from twisted.internet import defer
 from twisted.internet.task import Clock

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.stream.framing import FrameParser, StreamDecoder

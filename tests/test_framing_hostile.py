@@ -10,11 +10,11 @@ import gzip
 import json
 import zlib
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.stream.framing import (LINE_COST, MAX_ERROR_SAMPLES, SLICE_BYTES, FrameParser,
-                                     StreamDecoder)
+from flamingo.stream.framing import LINE_COST, MAX_ERROR_SAMPLES, SLICE_BYTES, FrameParser, StreamDecoder
 
 
 def gz(data: bytes) -> bytes:

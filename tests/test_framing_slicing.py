@@ -65,7 +65,8 @@ class SlicingTests(SynchronousTestCase):
         good = [big(3000) for _ in range(4)]
         stream = b"".join(b"%d\r\n" % (len(m) + 2) for m in good[:1]) + good[0] + b"\r\n"
         stream += b"".join(b"%d\r\n" % (len(m) + 2) + m + b"\r\n" for m in good[1:3])
-        stream += b"%d\r\n" % (len(good[3]) + 50) + good[3] + b"\r\n" + b"%d\r\n" % (len(good[0]) + 2) + good[0] + b"\r\n"
+        stream += b"%d\r\n" % (len(good[3]) + 50) + good[3] + b"\r\n"
+        stream += b"%d\r\n" % (len(good[0]) + 2) + good[0] + b"\r\n"
         out, counts, errors = chunked(stream, [len(stream) // 3], 1 << 20)
         self.assertEqual(out, good + [good[0]])
         self.assertEqual([e.kind for e in errors], ["length_mismatch"])

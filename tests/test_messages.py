@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import orjson
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import orjson
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.stream.overlap import RecentIds, message_id

@@ -60,6 +60,10 @@ class WheelContents(unittest.TestCase):
                      "twisted/plugins/flamingo_plugin.py"):
             self.assertIn(name, self.names)
 
+    def test_type_marker_ships(self) -> None:
+        """PEP 561: without py.typed, users' type checkers ignore flamingo's annotations."""
+        self.assertIn("flamingo/py.typed", self.names)
+
     def test_every_package_data_pattern_matches_a_file(self) -> None:
         for pattern in package_data():
             self.assertTrue(fnmatch.filter(self.names, "flamingo/" + pattern),

@@ -16,8 +16,8 @@ from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.stats import Stats
 from flamingo.subscription import Subscription
-from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
+from tests.support.waiting import wait_for
 
 
 def tweet(i: int, text: str = "hello") -> bytes:

@@ -22,8 +22,8 @@ from flamingo.dispatch.routing import Routes
 from flamingo.stats import Stats
 from flamingo.store import Store
 from flamingo.subscription import Subscription
-from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
+from tests.support.waiting import wait_for
 from tests.test_sink import Harness, lrange, tweet
 
 

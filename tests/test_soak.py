@@ -3,7 +3,7 @@
 ``python -m bench.soak`` runs as a child process exactly as ``make soak``
 does, with a fixed seed whose first minute holds a deleted event-log file
 the sink still needs, a Redis restarted empty, a stream close and a daemon
-restart while Redis is down (issue 10, findings 1 and 2). The verdict is the
+restart while Redis is down. The verdict is the
 soak's own: every event of the event log in every queue that wants it
 exactly once, gaps only where a file was deleted, ``/ready`` 200 at the end,
 RSS under 200 MB. Nothing here measures time; the soak's waits are bounded

@@ -10,8 +10,8 @@ from twisted.trial import unittest
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.store import Store
 from flamingo.subscription import Subscription
-from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
+from tests.support.waiting import wait_for
 
 
 def ns() -> str:

@@ -15,8 +15,8 @@ from flamingo.errors import ValidationError
 from flamingo.store import Store
 from flamingo.store_copy import LocalCopy, copy_path, decode, encode, read_copy
 from flamingo.subscription import Subscription
-from tests.support.waiting import wait_for
 from tests.support.redis import RedisServer, shared_redis
+from tests.support.waiting import wait_for
 
 
 def ns() -> str:
@@ -56,7 +56,7 @@ class _Base(unittest.TestCase):
 
 
 class LocalCopyTests(_Base):
-    """Issue 10 item 1: a restart while Redis is down knows the subscriptions."""
+    """A restart while Redis is down knows the subscriptions."""
 
     @defer.inlineCallbacks
     def test_copy_is_written_private_on_every_change(self):
@@ -331,7 +331,8 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
             self.assertIsNone(change_targets(other), other)
 
     def test_any_message_is_a_target_list_or_everything(self):
-        from hypothesis import given, strategies as st
+        from hypothesis import given
+        from hypothesis import strategies as st
 
         from flamingo.store_rules import STREAM_RE, change_targets
 
@@ -347,7 +348,7 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
 
 
 class ForeignQueueOverRestTests(unittest.TestCase):
-    """The CSRF example of issue 10: POST /subscriptions.json must not take over another app's list."""
+    """Cross-site: POST /subscriptions.json must not take over another app's list."""
 
     timeout = 30
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import socket
 import uuid
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from flamingo.dispatch.resp import _Incomplete, _parse, command
-from flamingo.dispatch.transaction import (SCRIPT, QueueWrite, checkpoint_value, encode_batch, parse_checkpoint,
-                                           resume_point)
+from flamingo.dispatch.transaction import (
+    SCRIPT,
+    QueueWrite,
+    checkpoint_value,
+    encode_batch,
+    parse_checkpoint,
+    resume_point,
+)
 from tests.support.redis import shared_redis
 
 
@@ -74,7 +81,8 @@ class ScriptTests(unittest.SynchronousTestCase):
         r = shared_redis()
         ns = "x" + uuid.uuid4().hex[:8]
         ck, q1, q2 = f"{ns}:cp".encode(), f"{ns}:q1".encode(), f"{ns}:q2".encode()
-        writes = [QueueWrite(q1, [b"a", b"b", b"c"], max_length=2), QueueWrite(q2, [b"a"], resque_name=b"n" + ns.encode())]
+        writes = [QueueWrite(q1, [b"a", b"b", b"c"], max_length=2),
+                  QueueWrite(q2, [b"a"], resque_name=b"n" + ns.encode())]
         self.addCleanup(r.command, "SREM", "resque:queues", "n" + ns)
         self.assertEqual(call(r, b"".join(encode_batch(ck, b"", b"3:e", writes))), [3, 1])
         self.assertEqual(r.command("LRANGE", q1, "0", "-1"), [b"b", b"c"])

@@ -8,11 +8,10 @@ exactly, with no sleeping.
 from __future__ import annotations
 
 import base64
-
-import gzip as _gzip
 import json
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer, reactor, task

@@ -7,14 +7,14 @@ reactor turns, stats calls), never on time.
 from __future__ import annotations
 
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 
 from flamingo.stream.framing import SLICE_BYTES
 from flamingo.stream.pump import TURN_BYTES
-from tests.test_wader import (RecordingSink, RecordingStats, Script, WaderTestBase, frame,
-                               tweet, until)
+from tests.test_wader import RecordingSink, RecordingStats, Script, WaderTestBase, frame, tweet, until
 
 
 class BatchSink(RecordingSink):

@@ -8,7 +8,7 @@ state, and stop closing whatever is open, in every state. Time is a Clock.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
@@ -98,7 +98,8 @@ class ScriptedSource:
 
 class SourceSeamTests(TestCase):
     def make(self, in_place: bool = True) -> tuple[Wader, ScriptedSource, MemoryStore]:
-        config = from_mapping({"username": "u", "password": "p", "stream": "filter", "wader": {"debounce": 1, "min_interval": 0}},
+        config = from_mapping({"username": "u", "password": "p", "stream": "filter",
+                               "wader": {"debounce": 1, "min_interval": 0}},
                               environ={})
         self.clock = task.Clock()
         store = MemoryStore({"subscribe": {"wantedCollections": ["app.bsky.feed.post"]}})

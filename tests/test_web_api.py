@@ -289,8 +289,9 @@ class ErrorTests(ApiTestCase):
         self.assertIn("web.max_body", e["detail"]["limit"])
         self.assertEqual(self.store.params("filter"), {})
         # a chunked body (no Content-Length) is counted as it arrives
-        from twisted.web.client import FileBodyProducer
         import io
+
+        from twisted.web.client import FileBodyProducer
 
         big = io.BytesIO(b"track=" + b"x" * (70 * 1024))
         from twisted.web.iweb import UNKNOWN_LENGTH

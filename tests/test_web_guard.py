@@ -200,7 +200,7 @@ class Ipv6LoopbackTests(unittest.TestCase):
         try:
             port = reactor.listenTCP(0, make_site(app), interface="::1")
         except Exception as e:  # pragma: no cover - a host without IPv6
-            raise unittest.SkipTest(f"no IPv6 loopback: {e}")
+            raise unittest.SkipTest(f"no IPv6 loopback: {e}") from e
         self.addCleanup(port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)

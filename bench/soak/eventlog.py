@@ -14,8 +14,8 @@ import gzip
 import hashlib
 import re
 from array import array
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import attrs
 import orjson
@@ -79,7 +79,7 @@ class QueueRule:
     key: str
     format: str
     wants: Callable[[bytes, str], bool]  # (event bytes, message type)
-    #: not-JSON events: the unfiltered raw queue may or may not get them (issue 10, finding 8)
+    #: not-JSON events: the unfiltered raw queue may or may not get them
     invalid_optional: bool = False
 
 

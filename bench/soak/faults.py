@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from bench.soak.eventlog import SEGMENT_NAME, count_lines, segment_files
 from bench.soak.verdict import FaultRecord
@@ -22,14 +23,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FAULTS"]
 
 
-def redis_kill(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def redis_kill(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     with soak.consumer.lock:
         soak.redis.kill()
         time.sleep(params.get("down", 2.0))
         soak.redis.start()
 
 
-def redis_stop(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def redis_stop(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     soak.redis.pause()
     try:
         time.sleep(params.get("seconds", 5.0))
@@ -37,7 +38,7 @@ def redis_stop(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None
         soak.redis.resume()
 
 
-def redis_wipe(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def redis_wipe(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     """Read everything Redis has (and its checkpoint), kill it, remove its files, start it empty."""
     with soak.consumer.lock:
         _, read_upto = soak.consumer.drain()
@@ -52,19 +53,19 @@ def redis_wipe(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None
         soak.redis.start()
 
 
-def daemon_kill(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def daemon_kill(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     soak.daemon.kill()
     time.sleep(params.get("down", 1.0))
     soak.start_daemon(rec)
 
 
-def daemon_term(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def daemon_term(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     soak.stop_daemon(rec)
     soak.start_daemon(rec)
 
 
-def daemon_restart_redis_down(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
-    """Issue 10, finding 1: a backlog in the journal, the daemon restarted before Redis returns."""
+def daemon_restart_redis_down(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
+    """A backlog in the journal, the daemon restarted before Redis returns."""
     with soak.consumer.lock:
         soak.redis.kill()
         time.sleep(params.get("before", 3.0))
@@ -74,19 +75,19 @@ def daemon_restart_redis_down(soak: "Soak", params: dict[str, float], rec: Fault
         soak.redis.start()
 
 
-def stream(command: str) -> Callable[["Soak", dict[str, float], FaultRecord], None]:
-    def play(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def stream(command: str) -> Callable[[Soak, dict[str, float], FaultRecord], None]:
+    def play(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
         soak.emulator.send(command.format(**{k: f"{v:g}" for k, v in params.items()}))
     return play
 
 
-def stream_stall(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def stream_stall(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     seconds = soak.settings.stall_timeout + params.get("extra", 2.0)
     soak.emulator.send(f"stall {seconds:g}")
     time.sleep(seconds)
 
 
-def disk_full(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def disk_full(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     soak.daemon.disk_full(True)
     try:
         time.sleep(params.get("seconds", 5.0))
@@ -94,7 +95,7 @@ def disk_full(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
         soak.daemon.disk_full(False)
 
 
-def delete_segment(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> None:
+def delete_segment(soak: Soak, params: dict[str, float], rec: FaultRecord) -> None:
     """Redis down, a backlog builds; one closed file the sink has not delivered yet is deleted
     (copied aside first: its positions are the gap the daemon must report)."""
     with soak.consumer.lock:
@@ -120,7 +121,7 @@ def delete_segment(soak: "Soak", params: dict[str, float], rec: FaultRecord) -> 
             soak.redis.start()
 
 
-def _needed_closed_file(soak: "Soak", pick: float) -> Path | None:
+def _needed_closed_file(soak: Soak, pick: float) -> Path | None:
     """A gzipped (so closed and finished) file wholly beyond the checkpoint, not among the newest."""
     status = soak.daemon.status() or {}
     cp = ((status.get("delivery") or {}).get("redis") or {}).get("checkpoint")
@@ -135,7 +136,7 @@ def _needed_closed_file(soak: "Soak", pick: float) -> Path | None:
     return candidates[min(len(candidates) - 1, int(pick * len(candidates)))]
 
 
-FAULTS: dict[str, Callable[["Soak", dict[str, float], FaultRecord], None]] = {
+FAULTS: dict[str, Callable[[Soak, dict[str, float], FaultRecord], None]] = {
     "redis-kill": redis_kill,
     "redis-stop": redis_stop,
     "redis-wipe": redis_wipe,

@@ -21,8 +21,9 @@ import time
 import urllib.error
 import urllib.request
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import psutil
 import redis
@@ -96,7 +97,7 @@ class SoakEmulator(EmulatorProc):
                 "--rate", str(self.rate), "--size", self.size, "--seed", str(self.seed),
                 "--user", self.user, "--password", self.password, *self.extra]
 
-    def start(self) -> "SoakEmulator":
+    def start(self) -> SoakEmulator:
         self.proc = children.spawn(self.argv(), name=f"emulator-{self.port}",
                                    stdin=subprocess.PIPE)
         wait_port(self.port, 30, self.proc, "emulator")

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
 from itertools import groupby
-from typing import Iterable, Iterator
 
 import attrs
 

@@ -21,11 +21,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from flamingo.cli.client import (DEFAULT_URL, OK, USAGE, CliError, Client, RespClient, ServerSaidNo,
-                                 Unreachable, UsageError, load_config, resolve_token, resolve_url)
+from flamingo.cli.client import (
+    DEFAULT_URL,
+    OK,
+    USAGE,
+    Client,
+    CliError,
+    RespClient,
+    ServerSaidNo,
+    Unreachable,
+    UsageError,
+    load_config,
+    resolve_token,
+    resolve_url,
+)
 from flamingo.cli.commands import Context, cmd_emulator, console_address
 from flamingo.cli.format import SUB_COLUMNS, flatten, table
 from flamingo.cli.parser import build_parser

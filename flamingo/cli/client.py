@@ -108,7 +108,7 @@ def _http_host(host: str) -> str:
 
 def resolve_url(args: argparse.Namespace, config: Any, env: dict[str, str]) -> str:
     if getattr(args, "url", None):
-        return args.url.rstrip("/")
+        return str(args.url).rstrip("/")
     if env.get("FLAMINGO_URL"):
         return env["FLAMINGO_URL"].rstrip("/")
     if config is not None:
@@ -156,7 +156,7 @@ class Client:
         except urllib.error.URLError as e:
             reason = e.reason
             raise Unreachable(self.url, getattr(reason, "strerror", None) or str(reason)) from None
-        except (OSError, socket.timeout) as e:
+        except (TimeoutError, OSError) as e:
             raise Unreachable(self.url, getattr(e, "strerror", None) or str(e) or "timed out") from None
 
     def get(self, path: str) -> Any:

@@ -11,12 +11,24 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
-from flamingo.cli.client import (OK, USAGE, Client, RespClient, ServerSaidNo, Unreachable,
-                                 UsageError, quote, resolve_token, resolve_url)
+from flamingo._types import JsonObject
+from flamingo.cli.client import (
+    OK,
+    USAGE,
+    Client,
+    RespClient,
+    ServerSaidNo,
+    Unreachable,
+    UsageError,
+    quote,
+    resolve_token,
+    resolve_url,
+)
 from flamingo.cli.format import SUB_COLUMNS, flatten, key_values, show_params, show_status, table
 
 __all__ = ["Context", "cmd_status", "cmd_top", "cmd_meta", "cmd_stream", "cmd_subscriptions",
@@ -124,7 +136,7 @@ def _csv(values: Iterable[str] | None) -> list[str] | None:
 
 def cmd_subscribe(ctx: Context) -> int:
     a = ctx.args
-    body: dict[str, Any] = {"name": a.name}
+    body: JsonObject = {"name": a.name}
     if a.format is not None:
         body["format"] = a.format
     if a.types is not None:
@@ -176,7 +188,7 @@ def _queue_key(ctx: Context, redis: RespClient, namespace: str) -> str:
     """Where the subscription's events are: asked of the daemon, else of Redis."""
     a = ctx.args
     if a.queue:
-        return a.queue
+        return str(a.queue)
     if not a.redis:
         try:
             doc = ctx.client().get(f"/subscriptions/{quote(a.name)}.json")

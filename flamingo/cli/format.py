@@ -6,7 +6,10 @@ Pure functions from JSON documents to text; ``--json`` bypasses them.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flamingo._types import JsonObject
 
 __all__ = ["table", "flatten", "key_values", "show_params", "show_status", "SUB_COLUMNS"]
 
@@ -28,7 +31,7 @@ def _cell(v: Any) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+def table(rows: list[JsonObject], columns: Sequence[str]) -> str:
     cells = [[c.upper() for c in columns]] + [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
@@ -59,7 +62,7 @@ def show_params(name: str, params: dict[str, list[str]], resource: str | None = 
                                    for k, v in sorted(params.items()))
 
 
-def show_status(doc: dict[str, Any]) -> str:
+def show_status(doc: JsonObject) -> str:
     wader = doc.get("wader") or {}
     lines = [("state", wader.get("name") or doc.get("state")),
              ("request", doc.get("request_line") or wader.get("request_line")),

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from flamingo.cli.commands import (Context, cmd_console, cmd_meta, cmd_restart, cmd_status,
-                                   cmd_stream, cmd_subscribe, cmd_subscriptions, cmd_tail,
-                                   cmd_top, cmd_unsubscribe)
+from flamingo.cli.commands import (
+    Context,
+    cmd_console,
+    cmd_meta,
+    cmd_restart,
+    cmd_status,
+    cmd_stream,
+    cmd_subscribe,
+    cmd_subscriptions,
+    cmd_tail,
+    cmd_top,
+    cmd_unsubscribe,
+)
 
 __all__ = ["FlamingoParser", "build_parser"]
 

@@ -7,8 +7,8 @@ needs no restart.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import attrs
 from twisted.conch.checkers import IAuthorizedKeysDB
@@ -26,7 +26,8 @@ def load_or_create_host_key(path: Path) -> keys.Key:
     """The console's SSH host key, generated (ed25519) on first start, mode 0600."""
     path = Path(path).expanduser()
     if path.exists():
-        return keys.Key.fromFile(str(path))
+        key: keys.Key = keys.Key.fromFile(str(path))
+        return key
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     key = keys.Key(ed25519.Ed25519PrivateKey.generate())

@@ -6,12 +6,15 @@ until the result is printed, or ``WAIT_LIMIT`` seconds pass, or Ctrl-C.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.conch import manhole
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from flamingo.app import App
 from flamingo.console.namespace import BANNER, build_namespace, describe_error
 from flamingo.errors import FlamingoError
 
@@ -25,7 +28,7 @@ WAIT_LIMIT = 10.0
 class FlamingoInterpreter(manhole.ManholeInterpreter):
     """Deferreds at top level are waited for and their result printed."""
 
-    handler: "FlamingoManhole"
+    handler: FlamingoManhole
 
     def displayhook(self, obj: Any) -> None:
         if isinstance(obj, defer.Deferred):
@@ -45,13 +48,13 @@ class FlamingoInterpreter(manhole.ManholeInterpreter):
 class FlamingoManhole(manhole.ColoredManhole):
     """A manhole whose prompt waits for the writes a line started."""
 
-    def __init__(self, app: Any, clock: Any = None) -> None:
+    def __init__(self, app: App, clock: IReactorTime | None = None) -> None:
         super().__init__(None)
         self.app = app
         self.clock = clock if clock is not None else app.reactor
         self._waiting: list[defer.Deferred] = []
         self._held: list[tuple[Any, Any]] | None = None
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
         self._eof = False
 
     def connectionMade(self) -> None:
@@ -160,7 +163,7 @@ class FlamingoManhole(manhole.ColoredManhole):
         if self._held is None:
             self.handle_QUIT()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -8,15 +8,22 @@ parts are handed out wrapped in :class:`Redacted`, so secrets show as '***'.
 from __future__ import annotations
 
 import pprint
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from flamingo import documents
+from flamingo._types import JsonObject
+from flamingo.app import App
 from flamingo.config import SECRET_KEYS, STREAMS, Config
 from flamingo.errors import FlamingoError, NotFound
+
+if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
+    from flamingo.store import Store
+    from flamingo.subscription import Subscription as Sub
 
 __all__ = ["BANNER", "Watch", "ParamsView", "build_namespace", "ConfigView", "Redacted",
            "Text", "Pretty", "NoWader", "describe_error"]
@@ -45,13 +52,11 @@ Watch = Callable[[defer.Deferred, str], None]
 class ParamsView:
     """A stream's params, read from the store's in-memory copy, written through the store."""
 
-    def __init__(self, app: Any, stream: str, watch: Watch) -> None:
+    def __init__(self, app: App, stream: str, watch: Watch) -> None:
         self._app, self._stream, self._watch = app, stream, watch
 
-    def _store(self) -> Any:
-        if self._app.store is None:
-            raise FlamingoError("no store in this process")
-        return self._app.store
+    def _store(self) -> Store:
+        return _store(self._app)
 
     def all(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._store().params(self._stream).items()}
@@ -104,7 +109,13 @@ def _flat(values: tuple[Any, ...]) -> list[str]:
     return out
 
 
-def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
+def _store(app: App) -> Store:
+    if app.store is None:
+        raise FlamingoError("no store in this process")
+    return app.store
+
+
+def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
     """The console's names, bound to ``app``; ``watch(d, label)`` shows a write's result."""
 
     class Stream:
@@ -115,7 +126,7 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             self.params = ParamsView(app, self.name, watch)
 
         @classmethod
-        def get(cls, name: str) -> "Stream":
+        def get(cls, name: str) -> Stream:
             """The stream ``name``; NotFound for a name no stream has (REST answers 404)."""
             name = str(name)
             if name not in STREAMS and (app.store is None or name not in app.store.stream_names()):
@@ -123,8 +134,8 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             return cls(name)
 
         @classmethod
-        def all(cls) -> list["Stream"]:
-            return [cls(n) for n in app.store.stream_names()]
+        def all(cls) -> list[Stream]:
+            return [cls(n) for n in _store(app).stream_names()]
 
         def __repr__(self) -> str:
             return f"Stream({self.name!r}, params={self.params!r})"
@@ -140,19 +151,19 @@ def build_namespace(app: Any, watch: Watch) -> dict[str, Any]:
             from flamingo.subscription import Subscription as Sub
 
             sub = Sub.create(self.name, **self.options)
-            return app.store.save_subscription(sub)
+            return _store(app).save_subscription(sub)
 
         def delete(self, drop_queue: bool = False) -> defer.Deferred:
-            return app.store.delete_subscription(self.name, drop_queue=drop_queue)
+            return _store(app).delete_subscription(self.name, drop_queue=drop_queue)
 
         @staticmethod
-        def all() -> list[Any]:
-            subs = app.store.subscriptions()
+        def all() -> list[Sub]:
+            subs = _store(app).subscriptions()
             return [subs[k] for k in sorted(subs)]
 
         @classmethod
-        def find(cls, name: str) -> "Subscription | None":
-            sub = app.store.subscriptions().get(name)
+        def find(cls, name: str) -> Subscription | None:
+            sub = _store(app).subscriptions().get(name)
             if sub is None:
                 return None
             return cls(sub.name, **{k: v for k, v in sub.to_dict().items() if k != "name"})
@@ -197,7 +208,7 @@ class Text(str):
         return str(self).rstrip("\n")
 
 
-class Pretty(dict):  # type: ignore[type-arg]
+class Pretty(dict):
     """A dict the console prints over several lines."""
 
     def __repr__(self) -> str:
@@ -220,7 +231,7 @@ class ConfigView:
 
     _config: Any
 
-    def _data(self) -> dict[str, Any]:
+    def _data(self) -> JsonObject:
         return self._config.redacted()
 
     def __getitem__(self, key: str) -> Any:
@@ -228,7 +239,7 @@ class ConfigView:
 
     def secret(self, dotted: str) -> str | None:
         """One secret, asked for by its key: ``config.secret('redis.password')``."""
-        return self._config.secret(dotted)  # type: ignore[no-any-return]
+        return self._config.secret(dotted)
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):

@@ -18,8 +18,10 @@ from twisted.conch.ssh import keys
 from twisted.cred.portal import Portal
 from twisted.internet import defer, endpoints
 from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.python.failure import Failure
 
+from flamingo.app import App
 from flamingo.console.auth import AuthorizedKeysFile, load_or_create_host_key
 from flamingo.console.manhole import FlamingoManhole
 from flamingo.logs import logger
@@ -45,7 +47,7 @@ class _Discard:
         pass
 
 
-def _refuse(proto: Any, message: bytes, clock: Any) -> None:
+def _refuse(proto: Any, message: bytes, clock: IReactorTime) -> None:
     """Tell an SSH client why there is no console for it, then close with status 1."""
     session = proto.session
     # Input that arrives before the channel closes goes nowhere.
@@ -62,7 +64,7 @@ def _refuse(proto: Any, message: bytes, clock: Any) -> None:
 class FlamingoSession(manhole_ssh.TerminalSession):
     """A terminal session that explains, rather than crashes, without a PTY or for exec."""
 
-    clock: Any = None
+    clock: IReactorTime | None = None
     _pty = False
     _terminal: Any = None
 
@@ -101,7 +103,7 @@ class FlamingoSession(manhole_ssh.TerminalSession):
         """Nothing to release: the terminal transport went with the channel."""
 
 
-def make_factory(app: Any, host_key: keys.Key, authorized_keys: Path) -> manhole_ssh.ConchFactory:
+def make_factory(app: App, host_key: keys.Key, authorized_keys: Path) -> manhole_ssh.ConchFactory:
     """An SSH factory serving the console, public-key logins only."""
     realm = manhole_ssh.TerminalRealm()
 
@@ -123,9 +125,9 @@ class ConsoleService(service.Service):
 
     name = "console"
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
-        self.port: Any = None
+        self.port: IListeningPort | None = None
         self.factory: manhole_ssh.ConchFactory | None = None
 
     @property
@@ -141,7 +143,7 @@ class ConsoleService(service.Service):
         endpoint = endpoints.serverFromString(self.app.reactor, c.listen)
         d = endpoint.listen(self.factory)
 
-        def listening(port: Any) -> None:
+        def listening(port: IListeningPort) -> None:
             self.port = port
             log.info("console: SSH on {listen} (public keys from {keys})",
                      listen=c.listen, keys=str(c.authorized_keys))
@@ -161,7 +163,7 @@ class ConsoleService(service.Service):
         return None
 
 
-def console_service(app: Any) -> ConsoleService | None:
+def console_service(app: App) -> ConsoleService | None:
     """The console's service for ``app``, or None when ``console.enabled`` is false."""
     if not app.config.console.enabled:
         return None

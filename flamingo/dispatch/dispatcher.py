@@ -12,16 +12,24 @@ wait) to Redis. Its ``status()`` is what ``App.delivery`` exposes.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from twisted.application import service
 from twisted.internet import defer
-from flamingo.logs import logger
+from twisted.internet.interfaces import IReactorTime
 
+from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
+from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
+from flamingo.logs import logger
+from flamingo.stats import Stats
 from flamingo.stream.messages import message_type, parse_limit
+
+if TYPE_CHECKING:  # the store is built beside delivery; only its type is needed here
+    from flamingo.store import Store
 
 __all__ = ["Dispatcher", "DeliveryService", "build_delivery"]
 
@@ -29,9 +37,9 @@ log = logger("flamingo.dispatch")
 
 
 class Dispatcher:
-    """Implements MessageSink (contract 2)."""
+    """The stream side's message sink: journal first, then the Redis sink."""
 
-    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any) -> None:
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats) -> None:
         self.journal = journal
         self.sink = sink
         self.stats = stats
@@ -72,23 +80,21 @@ class Dispatcher:
                     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                         pass
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return {"journal": self.journal.status(),
                 "redis": self.sink.status() if self.sink is not None else None,
                 "backlog": self.sink.backlog() if self.sink is not None else 0}
 
 
 class DeliveryService(service.Service):
-    """Owns journal + sink; ``status()`` for App.delivery (contract 7)."""
+    """Owns journal + sink; ``status()`` is what REST and the console show as delivery."""
 
     name = "delivery"
 
-    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Any,
-                 flush_timeout: float = 5.0, reactor: Any = None, store: Any = None,
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats,
+                 flush_timeout: float = 5.0, reactor: IReactorTime | None = None, store: Store | None = None,
                  meta_interval: float = 5.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self.sink = sink
         self.stats = stats
@@ -100,7 +106,7 @@ class DeliveryService(service.Service):
         stats.provide("journal", journal.status)
         stats.provide("delivery", self._delivery_stats)
 
-    def _delivery_stats(self) -> dict[str, Any]:
+    def _delivery_stats(self) -> JsonObject:
         st = self.sink.status() if self.sink is not None else {}
         return {"backlog": st.get("backlog", 0), "redis_connected": st.get("connected"),
                 "checkpoint": st.get("checkpoint"), "error": st.get("error"),
@@ -112,7 +118,7 @@ class DeliveryService(service.Service):
         self.journal.open()
         if self.sink is not None:
             self.sink.start()
-        if self.store is not None and hasattr(self.store, "start_meta"):
+        if self.store is not None:
             self.store.start_meta(self.stats.snapshot, self.meta_interval)
 
     @defer.inlineCallbacks
@@ -130,7 +136,7 @@ class DeliveryService(service.Service):
             yield self.sink.stop()
         yield self.journal.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return self.dispatcher.status()
 
     # MessageSink, so the service itself can be handed to the wader
@@ -141,7 +147,7 @@ class DeliveryService(service.Service):
         self.dispatcher.messages_received(frames)
 
 
-def build_delivery(config: Any, store: Any, stats: Any, reactor: Any = None) -> DeliveryService:
+def build_delivery(config: Config, store: Store, stats: Stats, reactor: IReactorTime | None = None) -> DeliveryService:
     """The delivery part of the daemon from its config (journal or event log, Redis sink)."""
     journal = Journal.from_config(config, reactor=reactor)  # state files in config.data_dir
     # known_subscriptions is None until the store has loaded: the sink waits for it

@@ -46,11 +46,27 @@ from typing import Any
 
 import orjson
 from twisted.internet import defer, task, threads
-from flamingo.logs import logger
+from twisted.internet.interfaces import IReactorTime
 
-from flamingo.dispatch.segments import (DIR_MODE, FILE_MODE, READ_ERRORS, SEGMENT_NAME, Reader, Segment,
-                                        count_lines, gzip_file, new_epoch, one_per_position, open_segment,
-                                        sync_and_close, unlink_quietly)
+from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
+from flamingo.config import Config
+from flamingo.dispatch.segments import (
+    DIR_MODE,
+    FILE_MODE,
+    READ_ERRORS,
+    SEGMENT_NAME,
+    Reader,
+    Segment,
+    count_lines,
+    gzip_file,
+    new_epoch,
+    one_per_position,
+    open_segment,
+    sync_and_close,
+    unlink_quietly,
+)
+from flamingo.logs import logger
 
 __all__ = ["Journal", "JournalGap", "one_line"]
 
@@ -92,11 +108,9 @@ class Journal:
 
     def __init__(self, directory: Path | str, *, kind: str = "spool", fsync: str = "everysec",
                  rotate_events: int | None = None, rotate_bytes: int | None = None,
-                 rotate_age: float | None = None, gzip: bool = False, reactor: Any = None,
+                 rotate_age: float | None = None, gzip: bool = False, reactor: IReactorTime | None = None,
                  retry_interval: float = 1.0, state_dir: Path | str | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+        reactor = maybe_global_reactor(reactor)
         assert kind in ("spool", "event")
         assert fsync in ("always", "everysec", "no")
         self.dir = Path(directory)
@@ -140,7 +154,7 @@ class Journal:
     # --- lifecycle -----------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any = None) -> "Journal":
+    def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Journal:
         ev = config.logging.event
         state_dir = Path(config.data_dir)
         if ev.dir is not None:
@@ -150,7 +164,7 @@ class Journal:
         return cls(state_dir / "spool", kind="spool", fsync=config.journal.fsync,
                    rotate_bytes=config.journal.segment_bytes, reactor=reactor, state_dir=state_dir)
 
-    def open(self) -> "Journal":
+    def open(self) -> Journal:
         """Recover positions from disk and open the segment to append to."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
@@ -209,7 +223,7 @@ class Journal:
             elif p.name.endswith(".gz.tmp") and p.name.startswith(self.kind + "-"):
                 unlink_quietly(p)  # a compression a crash interrupted
         self.segments = [one_per_position(same) for _, same in sorted(by_first.items())]
-        state: dict[str, Any] = {}
+        state: JsonObject = {}
         try:
             loaded = orjson.loads((self.state_dir / STATE_FILE).read_bytes())
             if isinstance(loaded, dict):
@@ -402,7 +416,9 @@ class Journal:
             self._gzip_later(old)
 
     def _gzip_later(self, seg: Segment) -> None:
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), gzip_file, seg.path)
+        # gzip needs a real reactor's thread pool (IReactorThreads), not only its timers
+        pool = self.reactor.getThreadPool()  # type: ignore[attr-defined]
+        d = threads.deferToThreadPool(self.reactor, pool, gzip_file, seg.path)
         self._pending.add(d)
 
         def done(result: Any) -> None:
@@ -583,7 +599,7 @@ class Journal:
             removed += 1
         return removed
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return {"kind": "event_log" if self.keep else "spool", "dir": str(self.dir), "fsync": self.fsync,
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "segments": len(self.segments), "bytes": sum(s.bytes for s in self.segments),

@@ -8,7 +8,7 @@ event (not JSON) is embedded as a JSON string so the payload stays JSON.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 

@@ -36,18 +36,33 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer, endpoints
-from flamingo.logs import logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
-from flamingo.dispatch.journal import JournalGap
+from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
+from flamingo.config import Config
+from flamingo.dispatch.journal import Journal, JournalGap
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
-from flamingo.dispatch.transaction import (MOVED, SCRIPT, SCRIPT_SHA, QueueWrite, checkpoint_value,
-                                           encode_batch, parse_checkpoint, resume_point)
+from flamingo.dispatch.transaction import (
+    MOVED,
+    SCRIPT,
+    SCRIPT_SHA,
+    QueueWrite,
+    checkpoint_value,
+    encode_batch,
+    parse_checkpoint,
+    resume_point,
+)
+from flamingo.logs import logger
+from flamingo.stats import Stats
 from flamingo.stream.messages import message_type
 from flamingo.stream.predicates import TermMatcher
 from flamingo.subscription import Subscription
@@ -80,15 +95,13 @@ class _Item:
 class RedisSink:
     """Delivers journaled events to subscription queues; see the module doc."""
 
-    def __init__(self, journal: Any, subscriptions: Callable[[], dict[str, Subscription] | None], *,
+    def __init__(self, journal: Journal, subscriptions: Callable[[], dict[str, Subscription] | None], *,
                  namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 16 << 20,
-                 reactor: Any = None,
-                 stats: Any = None, reconnect_max: float = 2.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _r
-            reactor = _r
+                 reactor: IReactorTime | None = None,
+                 stats: Stats | None = None, reconnect_max: float = 2.0) -> None:
+        reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self._subscriptions = subscriptions
         self.namespace = namespace
@@ -117,12 +130,12 @@ class RedisSink:
         self._proto: RespProtocol | None = None
         self._client_id: int | None = None
         self._inflight: defer.Deferred[Any] | None = None
-        self._scheduled: Any = None
-        self._reconnect_call: Any = None
+        self._scheduled: IDelayedCall | None = None
+        self._reconnect_call: IDelayedCall | None = None
         self._attempt = 0
         self._running = False
         self._connecting = False
-        self._matchers: dict[tuple[str, ...], Any] = {}
+        self._matchers: dict[tuple[str, ...], TermMatcher] = {}
         self._drain_waiters: list[defer.Deferred[None]] = []
         self._mirror_fd: int | None = None
         self.connected = False
@@ -137,8 +150,8 @@ class RedisSink:
         self.queue_errors: dict[str, str] = {}
 
     @classmethod
-    def from_config(cls, config: Any, journal: Any, subscriptions: Callable[[], dict[str, Subscription] | None],
-                    reactor: Any = None, stats: Any = None) -> "RedisSink":
+    def from_config(cls, config: Config, journal: Journal, subscriptions: Callable[[], dict[str, Subscription] | None],
+                    reactor: IReactorTime | None = None, stats: Stats | None = None) -> RedisSink:
         r = config.redis
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
                    password=r.password, db=r.db, timeout=r.timeout, batch_max=r.batch_max,
@@ -288,7 +301,7 @@ class RedisSink:
         d.addErrback(lambda f: log.failure("sink bookkeeping failed", f))
 
     def _idle(self) -> None:
-        if self._caught_up():
+        if self._caught_up() and self.checkpoint is not None:  # caught up implies a checkpoint
             self.journal.release(self.checkpoint)
             self._attempt = 0
             self.progress_at = self.reactor.seconds()
@@ -366,7 +379,7 @@ class RedisSink:
         log.error("GAP: journal positions {a}..{b} cannot be read ({reason}); {n} events are not "
                   "delivered, delivery goes on after them", a=first, b=last, reason=reason, n=last - first + 1)
 
-    def _matcher(self, terms: tuple[str, ...]) -> Any:
+    def _matcher(self, terms: tuple[str, ...]) -> TermMatcher:
         m = self._matchers.get(terms)
         if m is None:
             m = TermMatcher(terms)
@@ -450,7 +463,7 @@ class RedisSink:
         if self._proto is not None and self._running:
             self._schedule()
 
-    def _transaction_failed(self, failure: Any) -> None:
+    def _transaction_failed(self, failure: Failure) -> None:
         self._inflight = None
         self._set_error(f"transaction failed: {failure.getErrorMessage() or failure.type.__name__}")
         proto = self._proto
@@ -564,7 +577,7 @@ class RedisSink:
     def _fence_needed(self, run_id: bytes | None) -> bool:
         return self._client_id is not None and run_id is not None and run_id == self._run_id
 
-    def _fencing_off(self, err: Any) -> None:
+    def _fencing_off(self, err: ResponseError) -> None:
         if self.fencing:
             log.warn("the Redis user may not use CLIENT ({e}): fencing of earlier connections is off; "
                      "the delivery script's checkpoint check still refuses a late batch", e=err)
@@ -614,7 +627,7 @@ class RedisSink:
             return first_item.after
         return self.journal.last_seq
 
-    def _connect_failed(self, failure: Any) -> None:
+    def _connect_failed(self, failure: Failure) -> None:
         self._connecting = False
         if failure.check(BadCheckpoint):
             self._set_error(failure.getErrorMessage())
@@ -644,7 +657,7 @@ class RedisSink:
         return max(0, self.journal.last_seq - cp) + sum(len(it.frames) for it in self._items
                                                          if it.first is None)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         backlog = self.backlog()
         if backlog == 0 and self._running:
             self.progress_at = self.reactor.seconds()

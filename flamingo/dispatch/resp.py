@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
 
 __all__ = ["RespProtocol", "ResponseError", "encode", "command"]
 
@@ -96,7 +97,7 @@ class RespProtocol(protocol.Protocol):
         self.connected_d.callback(self)
 
     def send(self, payload: bytes | list[bytes], nreplies: int) -> defer.Deferred[list[Any]]:
-        if not self.is_connected:
+        if not self.is_connected or self.transport is None:
             return defer.fail(ConnectionError("not connected to Redis"))
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._waiting.append((d, nreplies, []))
@@ -120,12 +121,13 @@ class RespProtocol(protocol.Protocol):
                     self._waiting.popleft()
                     d.callback(replies)
         except ValueError as e:
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
             self._fail_all(ConnectionError(f"protocol error: {e}"))
             return
         del buf[:pos]
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.is_connected = False
         self._fail_all(ConnectionError("connection to Redis lost"))
         if not self.lost_d.called:

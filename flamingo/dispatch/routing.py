@@ -9,7 +9,8 @@ log and counted, but go only to a subscription whose ``types`` names
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import attrs
+
 from flamingo.logs import logger
 
 __all__ = ["Segment", "SEGMENT_NAME", "FILE_MODE", "DIR_MODE", "READ_ERRORS", "Reader", "one_per_position",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

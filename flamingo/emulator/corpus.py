@@ -15,12 +15,13 @@ a pre-rendered pool can be re-issued with ever-increasing ids by one
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
 
 import orjson
 
-from flamingo.stream.predicates import Predicates, split_values, parse_boxes
+from flamingo._types import JsonObject
+from flamingo.stream.predicates import Predicates, parse_boxes, split_values
 
 __all__ = ["Corpus", "ID_SENTINEL", "ID_LOW_DIGITS", "id_prefix", "make_matching"]
 
@@ -102,7 +103,7 @@ class Corpus:
                 out.append(rng.choice(WORDS))
         return out
 
-    def _user(self) -> dict[str, Any]:
+    def _user(self) -> JsonObject:
         rng = self.rng
         uid = rng.choice([rng.randrange(10**5, 10**9), rng.randrange(10**17, 2 * 10**18)])
         screen = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz_0123456789") for _ in range(rng.randrange(4, 15)))
@@ -153,12 +154,12 @@ class Corpus:
             "notifications": None,
         }
 
-    def _entities(self, text: str, tags: list[str], mentions: list[dict], urls: list[str]) -> dict[str, Any]:
+    def _entities(self, text: str, tags: list[str], mentions: list[dict], urls: list[str]) -> JsonObject:
         def span(token: str) -> list[int]:
             i = text.find(token)
             return [i, i + len(token)] if i >= 0 else [0, 0]
 
-        ent: dict[str, Any] = {
+        ent: JsonObject = {
             "hashtags": [{"text": t, "indices": span("#" + t)} for t in tags],
             "urls": [
                 {
@@ -203,7 +204,7 @@ class Corpus:
         parts += ["#" + t for t in tags] + urls
         return " ".join(parts), tags, mentions, urls
 
-    def _place(self) -> dict[str, Any]:
+    def _place(self) -> JsonObject:
         full, name, cc, country, (w, s, e, n) = self.rng.choice(PLACES)
         return {
             "id": "%016x" % self.rng.randrange(1 << 64),
@@ -217,7 +218,7 @@ class Corpus:
             "attributes": {},
         }
 
-    def _media(self, sid: int) -> dict[str, Any]:
+    def _media(self, sid: int) -> JsonObject:
         rng = self.rng
         mid = rng.randrange(*_OLD_ID_RANGE)
         w, h = rng.choice([(1200, 675), (1080, 1080), (750, 1334)])
@@ -238,7 +239,7 @@ class Corpus:
             },
         }
 
-    def status(self, *, nested: bool = False) -> dict[str, Any]:
+    def status(self, *, nested: bool = False) -> JsonObject:
         """One status; ``nested`` ones (retweeted/quoted) get an old, fixed id."""
         rng = self.rng
         user = rng.choice(self.users)
@@ -251,7 +252,7 @@ class Corpus:
         self.ms += rng.randrange(1, 40)
         lang = rng.choice(LANGS)
         if self.size == "small":
-            tweet: dict[str, Any] = {
+            tweet: JsonObject = {
                 "created_at": _created_at(self.ms),
                 "id": sid,
                 "id_str": str(sid),
@@ -264,7 +265,8 @@ class Corpus:
             if rng.random() < 0.02:
                 place = self._place()
                 w, s, e, n = PLACES[0][4]
-                tweet["coordinates"] = {"type": "Point", "coordinates": [round(rng.uniform(w, e), 5), round(rng.uniform(s, n), 5)]}
+                point = [round(rng.uniform(w, e), 5), round(rng.uniform(s, n), 5)]
+                tweet["coordinates"] = {"type": "Point", "coordinates": point}
                 del place
         else:
             reply = mentions[0] if mentions and rng.random() < 0.5 else None
@@ -313,7 +315,8 @@ class Corpus:
                 place = self._place()
                 tweet["place"] = place
                 if rng.random() < 0.5:
-                    (w, s), (e, n) = place["bounding_box"]["coordinates"][0][0], place["bounding_box"]["coordinates"][0][2]
+                    ring = place["bounding_box"]["coordinates"][0]
+                    (w, s), (e, n) = ring[0], ring[2]
                     lon, lat = round(rng.uniform(w, e), 6), round(rng.uniform(s, n), 6)
                     tweet["geo"] = {"type": "Point", "coordinates": [lat, lon]}
                     tweet["coordinates"] = {"type": "Point", "coordinates": [lon, lat]}
@@ -340,7 +343,7 @@ class Corpus:
             del self.recent[:-500]
         return tweet
 
-    def control(self) -> dict[str, Any] | None:
+    def control(self) -> JsonObject | None:
         """A control message at realistic odds (None most of the time)."""
         rng = self.rng
         r = rng.random()
@@ -354,15 +357,17 @@ class Corpus:
             }
         if r < 0.0615 and self.recent:
             sid, uid = rng.choice(self.recent)
-            return {"scrub_geo": {"user_id": uid, "user_id_str": str(uid), "up_to_status_id": sid, "up_to_status_id_str": str(sid)}}
+            return {"scrub_geo": {"user_id": uid, "user_id_str": str(uid),
+                                  "up_to_status_id": sid, "up_to_status_id_str": str(sid)}}
         if r < 0.0625 and self.recent:
             sid, uid = rng.choice(self.recent)
             return {"status_withheld": {"id": sid, "user_id": uid, "withheld_in_countries": rng.sample(COUNTRIES, 2)}}
         if r < 0.063:
-            return {"user_withheld": {"id": rng.choice(self.users)["id"], "withheld_in_countries": [rng.choice(COUNTRIES)]}}
+            return {"user_withheld": {"id": rng.choice(self.users)["id"],
+                                      "withheld_in_countries": [rng.choice(COUNTRIES)]}}
         return None
 
-    def messages(self, transform: Callable[[dict], dict | None] | None = None) -> Iterator[dict[str, Any]]:
+    def messages(self, transform: Callable[[dict], dict | None] | None = None) -> Iterator[JsonObject]:
         """Statuses (optionally transformed; None drops one) with control messages mixed in."""
         while True:
             ctl = self.control()
@@ -431,6 +436,6 @@ def make_matching(corpus: Corpus, params: dict[str, list[str]]) -> Callable[[dic
     return transform
 
 
-def dumps(message: dict[str, Any]) -> bytes:
+def dumps(message: JsonObject) -> bytes:
     """Compact JSON without ``\\r`` (orjson escapes control characters)."""
     return orjson.dumps(message)

@@ -16,9 +16,12 @@ resets every connection for ``seconds``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import builtins
+from collections.abc import Callable
 
 import attrs
+
+from flamingo._types import JsonObject
 
 __all__ = ["Fault", "FaultPlan", "KINDS", "STATUS_CODES"]
 
@@ -65,7 +68,7 @@ class Fault:
     code: int | None = None
     seconds: float = 0.0
     bytes: int = 1
-    data: bytes | None = None
+    data: builtins.bytes | None = None  # builtins: the field above is named bytes
     length: str = "absurd"
 
     def __attrs_post_init__(self) -> None:
@@ -79,7 +82,7 @@ class Fault:
             raise ValueError("after must be >= 0 and times >= 1")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Fault":
+    def from_dict(cls, d: JsonObject) -> Fault:
         d = dict(d)
         kind = d.pop("kind", None)
         if kind is None:  # shorthand: {close_after: 10}, {status: 503, times: 2}, {stall: 95}
@@ -112,10 +115,10 @@ class Fault:
         return cls(kind=kind, **d)
 
     @classmethod
-    def parse(cls, spec: str) -> "Fault":
+    def parse(cls, spec: str) -> Fault:
         """``KIND[:key=value,...]``, e.g. ``status:code=503,times=2`` or ``close_after:after=10``."""
         kind, _, rest = spec.partition(":")
-        d: dict[str, Any] = {"kind": kind.strip()}
+        d: JsonObject = {"kind": kind.strip()}
         for item in filter(None, (p.strip() for p in rest.split(","))):
             key, sep, value = item.partition("=")
             if not sep:

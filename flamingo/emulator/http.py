@@ -13,7 +13,8 @@ answered 408 and dropped, so idle sockets cannot pile up.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -75,8 +76,8 @@ class Request:
 class HTTPServerProtocol(Protocol):
     """Reads one request, then belongs to whatever the handler does with it."""
 
-    def __init__(self, handle: Callable[["HTTPServerProtocol", Request], None],
-                 on_connect: Callable[["HTTPServerProtocol"], bool] | None = None):
+    def __init__(self, handle: Callable[[HTTPServerProtocol, Request], None],
+                 on_connect: Callable[[HTTPServerProtocol], bool] | None = None):
         self.handle = handle
         self.on_connect = on_connect
         self._buffer = b""
@@ -84,7 +85,7 @@ class HTTPServerProtocol(Protocol):
         self._need = 0
         self.done = False
         self.on_lost: Callable[[], None] | None = None
-        self.on_timeout: Callable[["HTTPServerProtocol"], None] | None = None
+        self.on_timeout: Callable[[HTTPServerProtocol], None] | None = None
         self._timeout_call: Any = None
         self.bytes_received = 0
 
@@ -154,7 +155,7 @@ class HTTPServerProtocol(Protocol):
         try:
             text = head.decode("latin-1")
         except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-            raise ValueError("bad request encoding")
+            raise ValueError("bad request encoding") from None
         lines = text.split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
+
+from flamingo._types import JsonObject
 
 __all__ = ["ConnectionRecord"]
 
@@ -29,5 +29,5 @@ class ConnectionRecord:
     closed_at: float | None = None
     close_reason: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return attrs.asdict(self)

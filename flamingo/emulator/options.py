@@ -13,7 +13,8 @@ class EmulatorOptions:
 
     ``rate`` is messages per second of the timeline every connection shares
     (each gets the messages matching its predicates; see ``timeline.py``);
-    0 = as fast as each client reads, with a sequence per connection. With no credentials configured every request is accepted.
+    0 = as fast as each client reads, with a sequence per connection. With no credentials configured
+    every request is accepted.
     ``delivery_cap`` limits statuses per second on a filter stream; matches
     above it are counted and reported in ``limit`` notices (with ``rate=0``
     the stream matches twice the cap). ``random_disconnects`` is the chance

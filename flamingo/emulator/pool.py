@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import attrs
 import orjson

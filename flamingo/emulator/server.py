@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.internet import defer
@@ -62,7 +62,7 @@ class Endpoint:
 
 
 def _stream_handler(stream: str) -> Handler:
-    def handle(emu: "Emulator", proto: HTTPServerProtocol, request: Request, record: ConnectionRecord) -> None:
+    def handle(emu: Emulator, proto: HTTPServerProtocol, request: Request, record: ConnectionRecord) -> None:
         emu._serve_v1_stream(stream, proto, request, record)
 
     return handle
@@ -95,7 +95,7 @@ class Emulator:
         reactor = maybe_global_reactor(reactor)
         self.options = options or EmulatorOptions()
         self.reactor = reactor
-        self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
+        self.clock: IReactorTime = clock or reactor
         self.auth = AuthChecker(self.options, now)
         self.faults = FaultPlan(self.clock.seconds)
         self.journal: list[ConnectionRecord] = []

@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from flamingo._types import JsonObject
 from flamingo.emulator.faults import DISCONNECT_REASONS, Fault
 from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.pool import Source, frame, split_frames
@@ -42,7 +44,7 @@ class StreamSession:
     def __init__(
         self,
         *,
-        transport: "ITransport",
+        transport: ITransport,
         clock: IReactorTime,
         source: Source,
         record: ConnectionRecord,
@@ -59,7 +61,7 @@ class StreamSession:
         random_disconnects: float = 0.0,
         seed: int = 1,
         capture: list[bytes] | None = None,
-        on_close: Callable[["StreamSession"], None] | None = None,
+        on_close: Callable[[StreamSession], None] | None = None,
     ):
         self.transport = transport
         self.clock = clock
@@ -196,7 +198,7 @@ class StreamSession:
         else:
             self._wire(data)
 
-    def send_message(self, message: dict[str, Any] | bytes) -> None:
+    def send_message(self, message: JsonObject | bytes) -> None:
         """One extra message (limit notice, warning, disconnect), framed."""
         raw = message if isinstance(message, bytes) else orjson.dumps(message)
         self._send_messages(frame(raw, self.delimited), 1)
@@ -279,8 +281,8 @@ class StreamSession:
         now = self.clock.seconds()
         if self.shared:  # the emulator's timeline says what is due
             if self.stalled:
-                self.source.skip()  # type: ignore[attr-defined]
-            self.backlog = self.source.lag()  # type: ignore[attr-defined]
+                self.source.skip()
+            self.backlog = self.source.lag()
         else:
             due = int((now - self._started) * self.rate + 1e-6) - self.produced
             if due > 0:
@@ -299,7 +301,7 @@ class StreamSession:
 
     def _flush_backlog(self) -> None:
         if self.shared:
-            self.backlog = self.source.lag()  # type: ignore[attr-defined]
+            self.backlog = self.source.lag()
         while self.backlog and not (self.paused or self.closed or self.stalled):
             if self.dripping is not None and self._drip_buffer:
                 return
@@ -310,7 +312,7 @@ class StreamSession:
                     return
             sent = self._take(n)
             if self.shared:  # n counted positions; fewer of them may match
-                self.backlog = self.source.lag()  # type: ignore[attr-defined]
+                self.backlog = self.source.lag()
             if not sent:
                 return
             if not self.shared:
@@ -375,7 +377,8 @@ class StreamSession:
         elif kind == "garbage":
             self._wire(fault.data if fault.data is not None else bytes(self.rng.randrange(256) for _ in range(64)))
         elif kind == "malformed_json":
-            self._wire(frame(b'{"created_at":"Mon Jan 01 00:00:00 +0000 2024","id":1,"text":"unterminated', self.delimited))
+            cut = b'{"created_at":"Mon Jan 01 00:00:00 +0000 2024","id":1,"text":"unterminated'
+            self._wire(frame(cut, self.delimited))
         elif kind == "bad_length":
             data, count = self.source.take(1, 1)
             body = split_frames(data, self.delimited)[0] if count else b"{}"

@@ -22,7 +22,8 @@ each connection keeps its own pool sequence (``PoolSource``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from twisted.internet.interfaces import IReactorTime
@@ -83,7 +84,7 @@ class Timeline:
         """Positions due so far (the next one to be due)."""
         return int((self.clock.seconds() - self.started) * self.rate + 1e-6)
 
-    def reader(self, params: dict[str, list[str]] | None, delimited: bool) -> "TimelineSource":
+    def reader(self, params: dict[str, list[str]] | None, delimited: bool) -> TimelineSource:
         """A source for one connection, starting at the current head."""
         key = params_key(params)
         self._slot(key)  # render its pool now, not on the clock of the streams
@@ -139,7 +140,7 @@ class Timeline:
             del self.entries[:drop]
             self.base = low
 
-    def _remove(self, reader: "TimelineSource") -> None:
+    def _remove(self, reader: TimelineSource) -> None:
         if reader in self.readers:
             self.readers.remove(reader)
             self._keys = None

@@ -19,7 +19,7 @@ counters reset after a healthy connection.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

@@ -11,7 +11,8 @@ X API v2 (a later issue) adds another ``Endpoint`` class with the same shape.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -39,7 +40,8 @@ class StreamRequest:
 
 
 class Endpoint(Protocol):
-    stream: str
+    @property
+    def stream(self) -> str: ...
 
     def request(self, params: Mapping[str, Sequence[str]]) -> StreamRequest: ...
 

@@ -18,8 +18,7 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import (IDelayedCall, IProtocol, IProtocolFactory,
-                                         IReactorTime, IStreamClientEndpoint)
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS, FileBodyProducer, ResponseDone
@@ -67,7 +66,7 @@ class _QuietEndpoint:
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
         self._endpoint = endpoint
 
-    def connect(self, protocolFactory: IProtocolFactory) -> "defer.Deferred[IProtocol]":
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         protocolFactory.noisy = False  # type: ignore[attr-defined]  # a Factory's public flag
         return self._endpoint.connect(protocolFactory)
 
@@ -91,7 +90,7 @@ class QuietEndpoints:
 class _Body(Protocol):
     """Receives one streaming response body and hands it to its link."""
 
-    def __init__(self, link: "HttpLineLink") -> None:
+    def __init__(self, link: HttpLineLink) -> None:
         self.link = link
 
     def connectionMade(self) -> None:

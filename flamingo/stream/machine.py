@@ -16,7 +16,8 @@ The table is in docs/ARCHITECTURE.md ("The wader's state machine").
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 from automat import TypeMachineBuilder

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import Hashable
 from hashlib import blake2b
-from typing import Hashable
 
 import orjson
 
@@ -37,7 +37,7 @@ def _digest(data: bytes) -> bytes:
 def _key(value: object) -> Hashable:
     """An upstream id as a small hashable key."""
     if type(value) is int or (type(value) is str and len(value) <= _PLAIN_ID_CHARS):
-        return value  # type: ignore[return-value]
+        return value
     try:
         data = orjson.dumps(value)
     except TypeError:  # not JSON-shaped (cannot come from orjson.loads); be safe

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Mapping as _AbcMapping
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import orjson
+
+from flamingo._types import JsonMapping
 
 __all__ = [
     "Problem",
@@ -150,7 +153,7 @@ def parse_boxes(values: list[str]) -> list[tuple[float, float, float, float]]:
     numbers = [float(v) for v in values]
     if len(numbers) % 4:
         raise ValueError("locations must be groups of 4 numbers")
-    return [tuple(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]  # type: ignore[misc]
+    return [tuple(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]
 
 
 def _check_locations(values: list[str]) -> list[Problem]:
@@ -222,7 +225,7 @@ def _is_map(x: Any) -> bool:
     return type(x) is dict or isinstance(x, _AbcMapping)
 
 
-def _status_parts(tweet: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+def _status_parts(tweet: JsonMapping) -> Iterable[JsonMapping]:
     """The tweet and the retweeted / quoted statuses it carries (their text counts too)."""
     parts = [tweet]
     for key in ("retweeted_status", "quoted_status"):
@@ -232,7 +235,7 @@ def _status_parts(tweet: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     return parts
 
 
-def _text_of(status: Mapping[str, Any]) -> str:
+def _text_of(status: JsonMapping) -> str:
     ext = status.get("extended_tweet")
     if ext is not None and _is_map(ext):
         full = ext.get("full_text")
@@ -242,7 +245,7 @@ def _text_of(status: Mapping[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _entities_of(status: Mapping[str, Any]) -> Mapping[str, Any]:
+def _entities_of(status: JsonMapping) -> JsonMapping:
     ext = status.get("extended_tweet")
     if ext is not None and _is_map(ext):
         ent = ext.get("entities")
@@ -290,7 +293,7 @@ class _Haystack:
         return self._tokens
 
 
-def _haystack(tweet: Mapping[str, Any]) -> _Haystack:
+def _haystack(tweet: JsonMapping) -> _Haystack:
     texts: list[str] = []
     urls: list[str] = []
     tags: list[str] = []
@@ -452,7 +455,7 @@ class TermMatcher:
             return False
         return self.matches(tweet)
 
-    def matches(self, tweet: Mapping[str, Any]) -> bool:
+    def matches(self, tweet: JsonMapping) -> bool:
         if not self.phrases or not _is_map(tweet):
             return False
         hay = _haystack(tweet)
@@ -490,7 +493,7 @@ def _intersects(a: tuple[float, float, float, float], b: tuple[float, float, flo
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
-def _place_box(tweet: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
+def _place_box(tweet: JsonMapping) -> tuple[float, float, float, float] | None:
     place = tweet.get("place")
     if not _is_map(place):
         return None
@@ -515,7 +518,7 @@ class Predicates:
     filter_level: str = "none"
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "Predicates":
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> Predicates:
         """Build from (already validated) parameters; invalid parts are ignored."""
         track = TermMatcher(params.get("track", ()))
         follow = frozenset(
@@ -533,7 +536,7 @@ class Predicates:
     def has_predicates(self) -> bool:
         return bool(self.track or self.follow or self.boxes)
 
-    def matches(self, tweet: Mapping[str, Any]) -> bool:
+    def matches(self, tweet: JsonMapping) -> bool:
         """Would the service have delivered this status on this connection?"""
         if not _is_map(tweet) or "user" not in tweet:
             return False
@@ -548,16 +551,16 @@ class Predicates:
             return True
         return self.matches_track(tweet) or self.matches_follow(tweet) or self.matches_location(tweet)
 
-    def matches_track(self, tweet: Mapping[str, Any]) -> bool:
-        return bool(self.track) and self.track.matches(tweet)  # type: ignore[union-attr]
+    def matches_track(self, tweet: JsonMapping) -> bool:
+        return bool(self.track) and self.track.matches(tweet)
 
-    def matches_follow(self, tweet: Mapping[str, Any]) -> bool:
+    def matches_follow(self, tweet: JsonMapping) -> bool:
         if not self.follow:
             return False
         candidates = {_user_id(tweet), tweet.get("in_reply_to_user_id"), _user_id(tweet.get("retweeted_status"))}
         return any(c in self.follow for c in candidates if isinstance(c, int))
 
-    def matches_location(self, tweet: Mapping[str, Any]) -> bool:
+    def matches_location(self, tweet: JsonMapping) -> bool:
         if not self.boxes:
             return False
         coords = tweet.get("coordinates")

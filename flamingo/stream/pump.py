@@ -14,7 +14,8 @@ everything before it has been decoded.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flamingo.stream.framing import SLICE_BYTES, StreamDecoder
 

@@ -13,7 +13,8 @@ A source's link reports to the wader through ``LinkEvents``; after
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -41,7 +42,7 @@ class Fatal:
     message: str  # the server's own words
 
 
-Verdict = Union[Retry, Fatal]
+Verdict = Retry | Fatal
 
 
 class Link(Protocol):

@@ -10,7 +10,7 @@ by reconnecting (the wader overlaps the old and new connections).
 
 from __future__ import annotations
 
-from typing import Protocol as TypingProtocol, Union
+from typing import Protocol as TypingProtocol
 
 import orjson
 from twisted.internet.interfaces import IReactorTime
@@ -35,7 +35,7 @@ log = logger("flamingo.wader")
 #: 6 token revoked, 7 admin logout): fatal until params/credentials change or restart.
 FATAL_DISCONNECT_CODES = frozenset({2, 6, 7})
 
-Auth = Union[BasicAuth, BearerAuth, OAuth1]
+Auth = BasicAuth | BearerAuth | OAuth1
 
 
 class V11Stats(LineStats, TypingProtocol):

@@ -18,7 +18,8 @@ the network through ``reactor`` (real loopback in tests).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -31,10 +32,8 @@ from flamingo.stream.backoff import Backoffs
 from flamingo.stream.endpoints import Endpoint
 from flamingo.stream.machine import Inputs, build_machine
 from flamingo.stream.source import Link, Source, Verdict
-from flamingo.stream.twitter import (FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, V11Stats,
-                                     auth_for)
-from flamingo.stream.wader_core import (Core, Links, MessageSink, ParamsReader, WaderState,
-                                         WaderStats)
+from flamingo.stream.twitter import FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, V11Stats, auth_for
+from flamingo.stream.wader_core import Core, Links, MessageSink, ParamsReader, WaderState, WaderStats
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
 

@@ -8,18 +8,20 @@ stop. It keeps no connection of its own: those live in the states' data.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.logs import logger
 from flamingo.stream.backoff import Backoffs
-from flamingo.stream.overlap import RecentIds, message_id
 from flamingo.stream.endpoints import StreamRequest
+from flamingo.stream.overlap import RecentIds, message_id
 from flamingo.stream.source import Fatal, Link, LinkEvents, Retry, Source
 
 __all__ = ["Core", "Links", "WaderState", "MessageSink", "ParamsReader", "WaderStats"]
@@ -55,7 +57,7 @@ class WaderState:
     connected_since: float | None = None
     request_line: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:  # Any: JSON values of several types
+    def to_dict(self) -> JsonObject:
         return attrs.asdict(self)
 
 

@@ -9,7 +9,8 @@ split values on commas; we keep that, and accept JSON lists as well.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 import attrs

@@ -11,25 +11,32 @@ empty 200): ``_json`` serialises.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.defer import inlineCallbacks
-from flamingo.logs import logger
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from flamingo import documents
+from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
-from flamingo.web import _params
-from flamingo.web import dashboard
+from flamingo.logs import logger
+from flamingo.web import _params, dashboard
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.guard import Guard
 from flamingo.web.health import Readiness, liveness
 from flamingo.web.metrics import Metrics
 from flamingo.web.routes import ROUTES, listing
+
+if TYPE_CHECKING:  # the store is one of App's parts; only its type is needed here
+    from flamingo.store import Store
+    from flamingo.subscription import Subscription
 
 __all__ = ["FlamingoApi", "ApiError", "RESOURCES"]
 
@@ -61,7 +68,7 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, default=str).encode("ascii")
 
 
-def _json(request: Any, value: Any, status: int = 200) -> bytes:
+def _json(request: IRequest, value: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", _JSON)
     return _dumps(value)
@@ -72,7 +79,7 @@ class FlamingoApi:
 
     app = Klein()
 
-    def __init__(self, flamingo: App, clock: Any = None) -> None:
+    def __init__(self, flamingo: App, clock: IReactorTime | None = None) -> None:
         self.flamingo = flamingo
         self.config = flamingo.config
         self.clock = clock if clock is not None else flamingo.reactor
@@ -90,7 +97,7 @@ class FlamingoApi:
         """The API as served: the routes behind the guard."""
         return self.guard
 
-    def _params(self, request: Any) -> RequestParams:
+    def _params(self, request: IRequest) -> RequestParams:
         query = urlsplit(request.uri).query
         request.content.seek(0)
         body = request.content.read()
@@ -100,49 +107,49 @@ class FlamingoApi:
     # --- errors, one handler per type (Klein tries them in this order) ---------
 
     @app.handle_errors(ApiError)
-    def _api_error(self, request: Any, failure: Failure) -> bytes:
+    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         for k, v in exc.headers.items():
             request.setHeader(k, v)
         return _json(request, {"error": exc.error, "detail": exc.detail}, exc.status)
 
     @app.handle_errors(BadRequest)
-    def _bad_request(self, request: Any, failure: Failure) -> bytes:
+    def _bad_request(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         return _json(request, {"error": exc.message, "detail": exc.detail}, 400)
 
     @app.handle_errors(ValidationError)
-    def _invalid(self, request: Any, failure: Failure) -> bytes:
+    def _invalid(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         return _json(request, {"error": str(exc), "detail": {
             "field": exc.field, "message": exc.message, "limit": exc.limit}}, 422)
 
     @app.handle_errors(NotFound)
-    def _not_found(self, request: Any, failure: Failure) -> bytes:
+    def _not_found(self, request: IRequest, failure: Failure) -> bytes:
         exc = failure.value
         return _json(request, {"error": str(exc), "detail": {"what": exc.what,
                                                              "name": exc.name}}, 404)
 
     @app.handle_errors(StoreUnavailable)
-    def _store_unavailable(self, request: Any, failure: Failure) -> bytes:
+    def _store_unavailable(self, request: IRequest, failure: Failure) -> bytes:
         return _json(request, {"error": "redis unavailable",
                                "detail": str(failure.value) or "the change was not made"}, 503)
 
     @app.handle_errors(MethodNotAllowed)
-    def _method_not_allowed(self, request: Any, failure: Failure) -> bytes:
+    def _method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         allowed = sorted(failure.value.valid_methods or ())
         request.setHeader(b"allow", ", ".join(allowed).encode())
         return _json(request, {"error": "method not allowed", "detail": {"allowed": allowed}}, 405)
 
     @app.handle_errors(HTTPException)
-    def _http_error(self, request: Any, failure: Failure) -> bytes:
+    def _http_error(self, request: IRequest, failure: Failure) -> bytes:
         code = failure.value.code or 500
         error = "no such route" if code == 404 else (failure.value.name or "error").lower()
         return _json(request, {"error": error,
                                "detail": request.path.decode("latin-1", "replace")}, code)
 
     @app.handle_errors(Exception)
-    def _internal_error(self, request: Any, failure: Failure) -> bytes:
+    def _internal_error(self, request: IRequest, failure: Failure) -> bytes:
         log.failure("unhandled error in {method} {path}", failure,
                     method=request.method.decode("latin-1"),
                     path=request.path.decode("latin-1", "replace"))
@@ -151,7 +158,7 @@ class FlamingoApi:
     # --- reading helpers --------------------------------------------------------
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         if self.flamingo.store is None:
             raise ApiError(503, "store not started", None)
         return self.flamingo.store
@@ -162,24 +169,24 @@ class FlamingoApi:
             raise ApiError(404, f"unknown stream {name!r}", {"streams": sorted(known)})
         return name
 
-    def _stream_doc(self, name: str) -> dict[str, Any]:
+    def _stream_doc(self, name: str) -> JsonObject:
         return {"name": name, "resource": RESOURCES.get(name), "params": self.store.params(name)}
 
-    def _wader_state(self) -> dict[str, Any] | None:
+    def _wader_state(self) -> JsonObject | None:
         return documents.wader_state(self.flamingo)
 
-    def _writable(self) -> Any:
+    def _writable(self) -> Store:
         store = self.store
         if not store.available:
             raise ApiError(503, "redis unavailable", "the change was not made; retry later")
         return store
 
-    def _subscription_doc(self, sub: Any) -> dict[str, Any]:
+    def _subscription_doc(self, sub: Subscription) -> JsonObject:
         doc = sub.to_dict()
         doc["queue"] = sub.queue_key(self.store.namespace)
         return doc
 
-    def _subscription(self, name: str) -> Any:
+    def _subscription(self, name: str) -> Subscription:
         sub = self.store.subscriptions().get(name)
         if sub is None:
             raise ApiError(404, "Subscription does not exist", {"name": name})
@@ -188,7 +195,7 @@ class FlamingoApi:
     # --- the original's routes -------------------------------------------------
 
     @app.route("/", methods=["GET"])
-    def index(self, request: Any) -> bytes:
+    def index(self, request: IRequest) -> bytes:
         accept = (request.getHeader(b"accept") or b"").decode("latin-1").lower()
         if "application/json" in accept:
             return _json(request, {"resources": [
@@ -198,16 +205,16 @@ class FlamingoApi:
         return ("\n".join(listing()) + "\n").encode()
 
     @app.route("/meta.json", methods=["GET"])
-    def meta(self, request: Any) -> bytes:
+    def meta(self, request: IRequest) -> bytes:
         return _json(request, documents.meta_document(self.flamingo, self.clock.seconds()))
 
     @app.route("/streams/<name>.json", methods=["GET"])
-    def get_stream(self, request: Any, name: str) -> bytes:
+    def get_stream(self, request: IRequest, name: str) -> bytes:
         return _json(request, self._stream_doc(self._stream(name)))
 
     @app.route("/streams/<name>.json", methods=["PUT"])
     @inlineCallbacks
-    def put_stream(self, request: Any, name: str) -> Any:
+    def put_stream(self, request: IRequest, name: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         new = {k: _params.split_values(given.raw(k)) for k in given.names() if k != "name"}
@@ -219,11 +226,11 @@ class FlamingoApi:
         return _json(request, {**self._stream_doc(name), "wader": self._wader_state()})
 
     @app.route("/streams/<name>/<key>.json", methods=["GET"])
-    def get_param(self, request: Any, name: str, key: str) -> bytes:
+    def get_param(self, request: IRequest, name: str, key: str) -> bytes:
         name = self._stream(name)
         return _json(request, self.store.params(name).get(key, []))
 
-    def _param_result(self, request: Any, name: str, key: str) -> bytes:
+    def _param_result(self, request: IRequest, name: str, key: str) -> bytes:
         state = self._wader_state()
         if state is not None and state.get("name"):
             request.setHeader(b"flamingo-wader-state", str(state["name"]).encode())
@@ -231,7 +238,7 @@ class FlamingoApi:
 
     @app.route("/streams/<name>/<key>.json", methods=["POST"])
     @inlineCallbacks
-    def post_param(self, request: Any, name: str, key: str) -> Any:
+    def post_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values", "add", "remove"))
@@ -250,7 +257,7 @@ class FlamingoApi:
 
     @app.route("/streams/<name>/<key>.json", methods=["PUT"])
     @inlineCallbacks
-    def put_param(self, request: Any, name: str, key: str) -> Any:
+    def put_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values",))
@@ -263,7 +270,7 @@ class FlamingoApi:
 
     @app.route("/streams/<name>/<key>.json", methods=["DELETE"])
     @inlineCallbacks
-    def delete_param(self, request: Any, name: str, key: str) -> Any:
+    def delete_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values",))
@@ -278,13 +285,13 @@ class FlamingoApi:
         return self._param_result(request, name, key)
 
     @app.route("/subscriptions.json", methods=["GET"])
-    def list_subscriptions(self, request: Any) -> bytes:
+    def list_subscriptions(self, request: IRequest) -> bytes:
         subs = self.store.subscriptions()
         return _json(request, [self._subscription_doc(subs[n]) for n in sorted(subs)])
 
     @app.route("/subscriptions.json", methods=["POST"])
     @inlineCallbacks
-    def post_subscription(self, request: Any) -> Any:
+    def post_subscription(self, request: IRequest) -> Any:
         from flamingo.subscription import Subscription
 
         given = self._params(request)
@@ -298,12 +305,12 @@ class FlamingoApi:
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["GET"])
-    def get_subscription(self, request: Any, name: str) -> bytes:
+    def get_subscription(self, request: IRequest, name: str) -> bytes:
         return _json(request, self._subscription_doc(self._subscription(name)))
 
     @app.route("/subscriptions/<name>.json", methods=["PATCH"])
     @inlineCallbacks
-    def patch_subscription(self, request: Any, name: str) -> Any:
+    def patch_subscription(self, request: IRequest, name: str) -> Any:
         from flamingo.subscription import Subscription
 
         old = self._subscription(name)
@@ -325,7 +332,7 @@ class FlamingoApi:
 
     @app.route("/subscriptions/<name>.json", methods=["DELETE"])
     @inlineCallbacks
-    def delete_subscription(self, request: Any, name: str) -> Any:
+    def delete_subscription(self, request: IRequest, name: str) -> Any:
         sub = self._subscription(name)
         given = self._params(request)
         _params.check_known(given, ("drop_queue",))
@@ -338,11 +345,11 @@ class FlamingoApi:
     # --- new routes ------------------------------------------------------------
 
     @app.route("/status.json", methods=["GET"])
-    def status(self, request: Any) -> bytes:
+    def status(self, request: IRequest) -> bytes:
         return _json(request, documents.status_document(self.flamingo, self.clock.seconds()))
 
     @app.route("/wader/restart.json", methods=["POST"])
-    def restart_wader(self, request: Any) -> bytes:
+    def restart_wader(self, request: IRequest) -> bytes:
         wader = self.flamingo.wader
         if wader is None:
             raise ApiError(503, "wader not started", None)
@@ -351,12 +358,12 @@ class FlamingoApi:
         return _json(request, {"restarting": True, "wader": self._wader_state()})
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: Any) -> bytes:
+    def metrics(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", self._metrics.content_type.encode())
         return self._metrics.render()
 
     @app.route("/health", methods=["GET"])
-    def health(self, request: Any) -> bytes:
+    def health(self, request: IRequest) -> bytes:
         ok, checks = liveness(self.flamingo)
         body = {"status": "ok" if ok else "unhealthy", "checks": checks}
         if not ok:
@@ -365,9 +372,9 @@ class FlamingoApi:
         return _json(request, body, 200 if ok else 503)
 
     @app.route("/ready", methods=["GET"])
-    def ready(self, request: Any) -> bytes:
+    def ready(self, request: IRequest) -> bytes:
         reasons = self.readiness.check()
-        body: dict[str, Any] = {"status": "ready" if not reasons else "not ready",
+        body: JsonObject = {"status": "ready" if not reasons else "not ready",
                                 "reasons": [r.to_dict() for r in reasons]}
         if reasons:
             body.update(error="not ready",
@@ -375,7 +382,7 @@ class FlamingoApi:
         return _json(request, body, 503 if reasons else 200)
 
     @app.route("/openapi.json", methods=["GET"])
-    def openapi(self, request: Any) -> bytes:
+    def openapi(self, request: IRequest) -> bytes:
         from flamingo.web.openapi import document
 
         return _json(request, document())
@@ -383,15 +390,15 @@ class FlamingoApi:
     # --- the dashboard: everything else is in flamingo/web/dashboard.py ---
 
     @app.route(dashboard.PAGE_PATH, methods=["GET"])
-    def dashboard_page(self, request: Any) -> bytes:
+    def dashboard_page(self, request: Request) -> bytes:  # sets a cookie: Request.addCookie
         return dashboard.page(request, self.config.web.token)
 
     @app.route(dashboard.DATA_PATH, methods=["GET"])
-    def dashboard_data(self, request: Any) -> bytes:
+    def dashboard_data(self, request: IRequest) -> bytes:
         return _json(request, dashboard.snapshot(self.flamingo))
 
     @app.route(dashboard.STATIC_PREFIX + "<path:name>", methods=["GET"])
-    def dashboard_static(self, request: Any, name: str) -> bytes:
+    def dashboard_static(self, request: IRequest, name: str) -> bytes:
         body = dashboard.static(request, name)
         if body is None:
             raise ApiError(404, "no such file", {"name": name})
@@ -401,9 +408,9 @@ class FlamingoApi:
 _SUB_OPTIONS = ("format", "types", "filter", "max_length")
 
 
-def _subscription_options(given: RequestParams) -> dict[str, Any]:
+def _subscription_options(given: RequestParams) -> JsonObject:
     """format / types / filter / max_length, only those given."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     if given.has("format"):
         out["format"] = given.one("format")
     if given.has("types"):

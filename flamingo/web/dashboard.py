@@ -20,12 +20,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
 from flamingo import documents
+from flamingo._types import JsonObject
 from flamingo.app import App
+from flamingo.subscription import Subscription
 
 __all__ = ["COOKIE", "CSP", "PAGE_PATH", "DATA_PATH", "STATIC_PREFIX", "PARAM_KEYS",
            "cookie_value", "authenticates", "credential", "page", "static", "snapshot"]
@@ -55,18 +61,19 @@ def cookie_value(token: str) -> bytes:
         .hexdigest().encode("ascii")
 
 
-def _query_token(request: Any) -> bytes | None:
+def _query_token(request: IRequest) -> bytes | None:
     query = urlsplit(request.uri).query
     values = parse_qs(query.decode("latin-1") if isinstance(query, bytes) else query)
     given = values.get("token")
     return given[0].encode("latin-1", "replace") if given else None
 
 
-def _path(request: Any) -> str:
-    return urlsplit(request.uri.decode("latin-1")).path
+def _path(request: IRequest) -> str:
+    path: str = urlsplit(request.uri.decode("latin-1")).path
+    return path
 
 
-def authenticates(request: Any, token: str) -> bool:
+def authenticates(request: IRequest, token: str) -> bool:
     """True when the dashboard cookie, or on ``GET /dashboard`` a ``?token=``,
     carries ``token``. The API's Bearer check stays the other source."""
     cookie = request.getCookie(COOKIE)
@@ -86,7 +93,7 @@ def credential(token: str) -> Callable[[Any], bool]:
 
 # --- the page and its files ---------------------------------------------------------
 
-def _secure_headers(request: Any, content_type: str) -> None:
+def _secure_headers(request: IRequest, content_type: str) -> None:
     request.setHeader(b"content-type", content_type.encode())
     request.setHeader(b"content-security-policy", CSP.encode())
     request.setHeader(b"x-content-type-options", b"nosniff")
@@ -94,7 +101,7 @@ def _secure_headers(request: Any, content_type: str) -> None:
     request.setHeader(b"x-frame-options", b"DENY")
 
 
-def page(request: Any, token: str | None) -> bytes:
+def page(request: Request, token: str | None) -> bytes:
     """The HTML page; sets the cookie when opened with a valid ``?token=``."""
     if token:
         given = _query_token(request)
@@ -117,7 +124,7 @@ def static_file(name: str) -> Path | None:
     return path
 
 
-def static(request: Any, name: str) -> bytes | None:
+def static(request: IRequest, name: str) -> bytes | None:
     """A file of the page (None when there is no such file)."""
     path = static_file(name)
     if path is None:
@@ -130,13 +137,12 @@ def static(request: Any, name: str) -> bytes | None:
 
 # --- the snapshot the page polls ------------------------------------------------------
 
-def snapshot(app: App) -> dict[str, Any]:
+def snapshot(app: App) -> JsonObject:
     """Everything the page and ``flamingo top`` show, read at one instant."""
     config = app.config
     store = app.store
     stats = app.stats.snapshot() if app.stats is not None else {}
-    per_second = getattr(app.stats, "per_second", None)
-    history = per_second(300) if callable(per_second) else []
+    history = app.stats.per_second(300) if app.stats is not None else []
     wader = documents.wader_state(app)
     delivery = documents.delivery_status(app)
     subs = store.subscriptions() if store is not None else {}
@@ -159,11 +165,11 @@ def snapshot(app: App) -> dict[str, Any]:
         "backlog": delivery.get("backlog"),
         "redis": documents.redis_status(app),
         "subscriptions": [_subscription(subs[n], queues.get(n) or {}, store.namespace)
-                          for n in sorted(subs)],
+                          for n in sorted(subs)] if store is not None else [],
     }
 
 
-def _subscription(sub: Any, queue: dict[str, int], namespace: str) -> dict[str, Any]:
+def _subscription(sub: Subscription, queue: dict[str, int], namespace: str) -> JsonObject:
     doc = sub.to_dict()
     doc["queue"] = sub.queue_key(namespace)
     doc["length"] = queue.get("length")

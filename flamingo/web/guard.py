@@ -24,15 +24,16 @@ import hmac
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-from flamingo.logs import logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from flamingo.config import WebConfig, is_loopback_host
+from flamingo.logs import logger
 
 __all__ = ["Guard", "Refusal", "HostRule", "parse_host", "same_origin", "bearer_credential"]
 
@@ -87,7 +88,7 @@ class HostRule:
     any_host: bool = False
 
     @classmethod
-    def from_config(cls, web: WebConfig) -> "HostRule":
+    def from_config(cls, web: WebConfig) -> HostRule:
         names = {n for n in web.allowed_hosts if n != "*"}
         own = parse_host(f"[{web.host}]" if ":" in web.host else web.host)
         if own is not None and own[0] not in _UNSPECIFIED:  # 0.0.0.0 names no host
@@ -224,7 +225,7 @@ class Guard(Resource):
         return self.inner.render(request)
 
 
-def _log_request(result: Any, request: Any, started: float,
+def _log_request(result: Any, request: IRequest, started: float,
                  quiet_paths: frozenset[str] = frozenset()) -> None:
     path = urlsplit(request.uri.decode("latin-1")).path
     emit = log.debug if path in quiet_paths else log.info

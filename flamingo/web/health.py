@@ -14,9 +14,14 @@ cannot read, a checkpoint that never advances — shows here as a reason.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from flamingo._types import JsonMapping, JsonObject
+from flamingo.app import App
 
 __all__ = ["liveness", "Reason", "REASONS", "ProgressWatch", "assess", "Readiness"]
 
@@ -24,28 +29,28 @@ __all__ = ["liveness", "Reason", "REASONS", "ProgressWatch", "assess", "Readines
 REASONS = ("journal", "store", "sink_error", "sink_stuck", "wader_fatal")
 
 
-def _ok() -> dict[str, Any]:
+def _ok() -> JsonObject:
     return {"ok": True, "reason": None}
 
 
-def _bad(reason: str) -> dict[str, Any]:
+def _bad(reason: str) -> JsonObject:
     return {"ok": False, "reason": reason}
 
 
-def _status(app: Any) -> Mapping[str, Any] | None:
+def _status(app: App) -> JsonMapping | None:
     return app.delivery.status() if app.delivery is not None else None
 
 
-def liveness(app: Any) -> tuple[bool, dict[str, dict[str, Any]]]:
+def liveness(app: App) -> tuple[bool, dict[str, JsonObject]]:
     """``(ok, {"reactor": {...}, "journal": {...}})``, each ``{"ok", "reason"}``."""
-    checks: dict[str, dict[str, Any]] = {}
+    checks: dict[str, JsonObject] = {}
     running = getattr(app.reactor, "running", True)
     checks["reactor"] = _ok() if running else _bad("reactor is not running")
     checks["journal"] = _journal_check(_status(app))
     return all(c["ok"] for c in checks.values()), checks
 
 
-def _journal_check(status: Mapping[str, Any] | None) -> dict[str, Any]:
+def _journal_check(status: JsonMapping | None) -> JsonObject:
     if status is None:
         return _bad("delivery not started")
     journal = status.get("journal")
@@ -91,7 +96,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def stalled_for(sink: Mapping[str, Any] | None, backlog: float | None, now: float,
+def stalled_for(sink: JsonMapping | None, backlog: float | None, now: float,
                 watch: ProgressWatch) -> float:
     """Seconds the backlog has not moved (0 when there is none)."""
     if sink is None or not backlog:
@@ -104,7 +109,7 @@ def stalled_for(sink: Mapping[str, Any] | None, backlog: float | None, now: floa
     return max(0.0, now - moved_at)
 
 
-def assess(*, status: Mapping[str, Any] | None, store_available: bool | None,
+def assess(*, status: JsonMapping | None, store_available: bool | None,
            wader: Any, stalled: float, stuck_after: float) -> list[Reason]:
     """The reasons not to be ready (empty: ready). Pure."""
     reasons: list[Reason] = []
@@ -130,7 +135,7 @@ def assess(*, status: Mapping[str, Any] | None, store_available: bool | None,
     return reasons
 
 
-def _backlog(status: Mapping[str, Any] | None, sink: Mapping[str, Any] | None) -> float:
+def _backlog(status: JsonMapping | None, sink: JsonMapping | None) -> float:
     for where in (sink, status):
         if where is not None:
             n = _number(where.get("backlog"))
@@ -142,13 +147,13 @@ def _backlog(status: Mapping[str, Any] | None, sink: Mapping[str, Any] | None) -
 class Readiness:
     """/ready and the readiness gauges over one App, timed by ``clock``."""
 
-    def __init__(self, app: Any, clock: Any, stuck_after: float) -> None:
+    def __init__(self, app: App, clock: IReactorTime, stuck_after: float) -> None:
         self.app = app
         self.clock = clock
         self.stuck_after = stuck_after
         self.watch = ProgressWatch()
 
-    def stalled(self, status: Mapping[str, Any] | None = None) -> float:
+    def stalled(self, status: JsonMapping | None = None) -> float:
         """Seconds the sink's backlog has not moved; also what a periodic sample calls."""
         if status is None:
             status = _status(self.app)

@@ -9,7 +9,8 @@ default registry is never touched.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -17,9 +18,12 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     StateSetMetricFamily,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from flamingo import documents
+from flamingo._types import JsonMapping, JsonObject
+from flamingo.app import App
 from flamingo.web.health import REASONS, Readiness
 
 __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]
@@ -51,7 +55,13 @@ def _first(d: Any, *paths: tuple[str, ...]) -> Any:
     return None
 
 
-def _labelled(family: Any, values: Any, *, skip: Iterable[str] = ()) -> Any:
+#: the families this collector builds
+Family = CounterMetricFamily | GaugeMetricFamily
+#: a one-label family: counter or gauge
+F = TypeVar("F", CounterMetricFamily, GaugeMetricFamily)
+
+
+def _labelled(family: F, values: object, *, skip: Iterable[str] = ()) -> F:
     """Fill a one-label family from a ``{label: number}`` mapping."""
     if isinstance(values, Mapping):
         for label, value in sorted(values.items(), key=lambda kv: str(kv[0])):
@@ -64,24 +74,24 @@ def _labelled(family: Any, values: Any, *, skip: Iterable[str] = ()) -> Any:
 class FlamingoCollector(Collector):
     """Everything the dashboards need, read fresh at each scrape."""
 
-    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
+    def __init__(self, app: App, readiness: Readiness | None = None) -> None:
         self.app = app
         self.readiness = readiness  # the /ready gauges, when given
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         app = self.app
-        snap: dict[str, Any] = app.stats.snapshot() if app.stats is not None else {}
+        snap: JsonObject = app.stats.snapshot() if app.stats is not None else {}
         yield from self._events(snap)
         yield from self._connection(app, snap)
         yield from self._delivery(app, snap)
         if self.readiness is not None:
             yield from self._ready(self.readiness)
 
-    def _events(self, snap: Mapping[str, Any]) -> Iterator[Any]:
+    def _events(self, snap: JsonMapping) -> Iterator[Metric]:
         yield _labelled(CounterMetricFamily(
             "flamingo_events", "Events received, by type", labels=["type"]),
             _get(snap, "events", "by_type"))
-        fam = CounterMetricFamily("flamingo_received_bytes", "Stream bytes received")
+        fam: Family = CounterMetricFamily("flamingo_received_bytes", "Stream bytes received")
         total = _num(_get(snap, "events", "bytes"))
         if total is not None:
             fam.add_metric([], total)
@@ -122,11 +132,11 @@ class FlamingoCollector(Collector):
             "flamingo_parse_errors", "Frames that could not be parsed, by kind", labels=["kind"]),
             _get(snap, "parse_errors", "by_kind"))
 
-    def _connection(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
+    def _connection(self, app: App, snap: JsonMapping) -> Iterator[Metric]:
         yield _labelled(CounterMetricFamily(
             "flamingo_connection_attempts", "Connection attempts, by cause", labels=["cause"]),
             _get(snap, "connection", "attempts_by_cause"))
-        fam = CounterMetricFamily("flamingo_reconnects", "Connections made after the first")
+        fam: Family = CounterMetricFamily("flamingo_reconnects", "Connections made after the first")
         v = _num(_get(snap, "connection", "reconnects"))
         if v is not None:
             fam.add_metric([], v)
@@ -156,9 +166,9 @@ class FlamingoCollector(Collector):
             fam.add_metric([], since)
         yield fam
 
-    def _delivery(self, app: Any, snap: Mapping[str, Any]) -> Iterator[Any]:
-        status: Mapping[str, Any] = documents.delivery_status(app)
-        fam = GaugeMetricFamily("flamingo_journal_backlog",
+    def _delivery(self, app: App, snap: JsonMapping) -> Iterator[Metric]:
+        status: JsonMapping = documents.delivery_status(app)
+        fam: Family = GaugeMetricFamily("flamingo_journal_backlog",
                                 "Events journaled but not yet delivered to Redis")
         backlog = _num(_first(status, ("backlog",), ("journal_backlog",)))
         if backlog is not None:
@@ -205,7 +215,7 @@ class FlamingoCollector(Collector):
         yield fam
 
 
-    def _ready(self, readiness: Readiness) -> Iterator[Any]:
+    def _ready(self, readiness: Readiness) -> Iterator[Metric]:
         """What /ready says, as gauges an alert can name."""
         reasons = {r.reason for r in readiness.check()}
         fam = GaugeMetricFamily("flamingo_ready", "1 when GET /ready answers 200")
@@ -227,7 +237,7 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, app: Any, readiness: Readiness | None = None) -> None:
+    def __init__(self, app: App, readiness: Readiness | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(FlamingoCollector(app, readiness))
 

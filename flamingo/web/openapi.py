@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
 
 from flamingo import __version__
+from flamingo._types import JsonObject
 from flamingo.web.health import REASONS
 from flamingo.web.routes import ROUTES
 
@@ -20,7 +20,7 @@ __all__ = ["document"]
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
 _NULLABLE_NUM = {"type": ["number", "null"]}
 
-SCHEMAS: dict[str, Any] = {
+SCHEMAS: JsonObject = {
     "Error": {
         "type": "object",
         "required": ["error", "detail"],
@@ -169,29 +169,29 @@ _PARAM_NAMES = ("track", "follow", "locations", "language", "filter_level",
                 "stall_warnings", "delimited", "count")
 
 
-def _ref(name: str) -> dict[str, Any]:
+def _ref(name: str) -> JsonObject:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+def _json(schema: JsonObject, description: str = "OK") -> JsonObject:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _error(code: str) -> dict[str, Any]:
+def _error(code: str) -> JsonObject:
     return _json(_ref("Error"), _ERRORS.get(code, "Error"))
 
 
-def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _query(name: str, description: str, schema: JsonObject | None = None) -> JsonObject:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": schema or {"type": "string"}}
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
+def _path(name: str, description: str) -> JsonObject:
     return {"name": name, "in": "path", "required": True, "description": description,
             "schema": {"type": "string", "minLength": 1}}
 
 
-def _body(properties: dict[str, Any]) -> dict[str, Any]:
+def _body(properties: JsonObject) -> JsonObject:
     """Parameters may also come as a JSON or form body (Content-Type decides)."""
     schema = {"type": "object", "properties": properties, "additionalProperties": False}
     return {"required": False, "content": {
@@ -213,11 +213,11 @@ _SUB = _path("name", "Subscription name")
 _VALUES = _query("values", "Comma-separated values")
 
 
-def _operation(method: str, path: str) -> dict[str, Any]:
+def _operation(method: str, path: str) -> JsonObject:
     """Parameters, body and responses of one route (errors added by the caller)."""
-    ok: dict[str, Any]
-    params: list[dict[str, Any]] = []
-    body: dict[str, Any] | None = None
+    ok: JsonObject
+    params: list[JsonObject] = []
+    body: JsonObject | None = None
     errors = ["401", "403", "421"]  # the guard's, on every route
     key = (method, path)
     if key == ("GET", "/"):
@@ -291,14 +291,14 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         ok = _json({"type": "object"}, "This document")
     else:  # pragma: no cover - a route without a description is a bug
         raise KeyError(key)
-    responses: dict[str, Any] = {"200": ok}
+    responses: JsonObject = {"200": ok}
     if key == ("GET", "/health"):
         responses["503"] = _json(_ref("Health"), "Unhealthy; `reason` says why")
     if key == ("GET", "/ready"):
         responses["503"] = _json(_ref("Ready"), "Not ready; `reasons` say why")
     for code in sorted(set(errors)):
         responses.setdefault(code, _error(code))
-    op: dict[str, Any] = {"responses": responses}
+    op: JsonObject = {"responses": responses}
     if params:
         op["parameters"] = params
     if body is not None:
@@ -307,8 +307,8 @@ def _operation(method: str, path: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _build() -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
+def _build() -> JsonObject:
+    paths: dict[str, JsonObject] = {}
     for route in ROUTES:
         op = _operation(route.method, route.path)
         op["summary"] = route.summary
@@ -340,6 +340,6 @@ def _operation_id(method: str, path: str) -> str:
     return "_".join([method.lower()] + (words or ["index"])).replace(".", "_")
 
 
-def document() -> dict[str, Any]:
+def document() -> JsonObject:
     """The OpenAPI 3.1 document (a fresh copy: callers may change it)."""
     return copy.deepcopy(_build())

@@ -9,11 +9,13 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
-from flamingo.logs import logger
+from twisted.web import http
 from twisted.web.server import Request, Site
 
 from flamingo.app import App
+from flamingo.logs import logger
 from flamingo.web.api import FlamingoApi
 
 __all__ = ["FlamingoSite", "BoundedRequest", "WebService", "make_site", "web_service",
@@ -31,7 +33,7 @@ class FlamingoSite(Site):
     displayTracebacks = False
     api: FlamingoApi
 
-    def log(self, request: Any) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
@@ -68,7 +70,7 @@ class WebService(StreamServerEndpointService):
     it, a sink that stalled before the first probe would be timed from that
     probe instead of from when it stopped moving."""
 
-    def __init__(self, endpoint: Any, site: FlamingoSite, clock: Any) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, site: FlamingoSite, clock: IReactorTime) -> None:
         super().__init__(endpoint, site)
         self._sample = LoopingCall(site.api.readiness.stalled)
         self._sample.clock = clock

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
 
 from flamingo.emulator import Emulator, EmulatorOptions
 

@@ -7,7 +7,8 @@ reading side of the store or a place for the wader's counters.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
