@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 import yaml
 
+from flamingo import catalog
 from flamingo._types import JsonObject
 
 __all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS",
@@ -68,8 +69,8 @@ ENV_OVERRIDES = {
 }
 
 LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
-STREAMS = ("filter", "sample", "firehose")
-AUTHS = ("basic", "oauth1", "bearer")
+STREAMS = catalog.spec_for("twitter").streams  # v1.1's; every source's: catalog.all_streams()
+AUTHS = ("basic", "oauth1", "bearer", "none")
 FSYNC = ("always", "everysec", "no")
 
 
@@ -110,8 +111,41 @@ class OAuthConfig:
 
 @attrs.frozen
 class ApiConfig:
-    url: str = "https://stream.twitter.com"
-    version: str = "1.1"
+    url: str = "https://stream.twitter.com"  # the source's default when absent (catalog.py)
+    version: str = "1.1"  # kept for old files: "1.1" is source: twitter
+
+
+@attrs.frozen
+class XConfig:
+    """``x:`` (source: x): the stream's partition, backfill and the fields asked for."""
+
+    partition: int | None = None  # sample10 1-2, firehose 1-20, compliance 1-4 (required there)
+    backfill_minutes: int = 0  # 0-5, Enterprise: re-sent on every reconnect, repeats dropped by id
+    tier: str = "pay-per-use"  # pay-per-use | enterprise: rule length and count limits
+    tweet_fields: tuple[str, ...] = ()
+    expansions: tuple[str, ...] = ()
+    user_fields: tuple[str, ...] = ()
+    media_fields: tuple[str, ...] = ()
+    poll_fields: tuple[str, ...] = ()
+    place_fields: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class JetstreamConfig:
+    """``jetstream:`` (source: jetstream)."""
+
+    compress: bool = True  # zstd with Jetstream's dictionary
+    rewind: float = 5.0  # seconds re-read before the last journaled time_us on resume
+
+
+@attrs.frozen
+class MastodonConfig:
+    """``mastodon:`` (source: mastodon)."""
+
+    gap_fill: bool = True  # fill reconnect gaps from the REST timelines
+    streaming_url: str | None = None  # override /api/v2/instance discovery
+    transport: str = "websocket"  # websocket | sse
+    gap_max: int = 2000  # statuses fetched per stream per gap, at most
 
 
 @attrs.frozen
@@ -203,8 +237,12 @@ class Config:
     health: HealthConfig = HealthConfig()
     console: ConsoleConfig = ConsoleConfig()
     wader: WaderConfig = WaderConfig()
-    source: Path | None = None  # the file it was loaded from
-    source_secrets: tuple[str, ...] = ()  # secret keys written in that file (not ${ENV} or FLAMINGO_*)
+    source: str = "twitter"  # twitter | x | jetstream | mastodon (catalog.py)
+    x: XConfig = XConfig()
+    jetstream: JetstreamConfig = JetstreamConfig()
+    mastodon: MastodonConfig = MastodonConfig()
+    file: Path | None = None  # the file it was loaded from
+    file_secrets: tuple[str, ...] = ()  # secret keys written in that file (not ${ENV} or FLAMINGO_*)
 
     def redacted(self) -> JsonObject:
         """A plain dict of the whole config, secrets shown as '***'."""
@@ -253,7 +291,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
     if data is None:
         data = {}
     config = from_mapping(data, environ=environ, check_dirs=check_dirs)
-    return attrs.evolve(config, source=path.resolve(), source_secrets=_written_secrets(data))
+    return attrs.evolve(config, file=path.resolve(), file_secrets=_written_secrets(data))
 
 
 def _written_secrets(data: Any) -> tuple[str, ...]:
@@ -364,13 +402,13 @@ def _bool(key: str, v: object) -> bool:
     return v
 
 
-def _choice(key: str, v: object, choices: tuple[str, ...]) -> str:
+def _choice(key: str, v: object, choices: tuple[str, ...], where: str = "") -> str:
     s = _str(key, v)
     norm = s.upper() if choices is LEVELS else s.lower()
     if norm == "WARNING" and choices is LEVELS:
         norm = "WARN"
     if norm not in choices:
-        raise ConfigError(key, f"must be one of {', '.join(choices)}, got {s!r}")
+        raise ConfigError(key, f"must be one of {', '.join(choices)}{where}, got {s!r}")
     return norm
 
 
@@ -427,17 +465,35 @@ def _backoff(key: str, v: object, default: Backoff) -> Backoff:
 
 
 def _build(data: dict[str, Any]) -> Config:
-    top = _section("", data, {a.name for a in attrs.fields(Config)} - {"source", "source_secrets"})
+    top = _section("", data, {a.name for a in attrs.fields(Config)} - {"file", "file_secrets"})
+    api = _fields("api", top.get("api"), {"url": _str, "version": _str})
+    spec = catalog.spec_for(_source(top.get("source"), api.get("version")))
     kw: dict[str, Any] = _fields("", {k: v for k, v in top.items() if k in {
         "username", "password", "stream", "auth", "bearer_token", "data_dir", "pidfile"}}, {
         "username": _opt_str, "password": _opt_str, "bearer_token": _opt_str,
-        "stream": lambda k, v: _choice(k, v, STREAMS),
-        "auth": lambda k, v: _choice(k, v, AUTHS),
+        "stream": lambda k, v: _choice(k, v, spec.streams, f" for source: {spec.name}"),
+        "auth": lambda k, v: _choice(k, v, spec.auths, f" for source: {spec.name}"),
         "data_dir": _path, "pidfile": _path,
     })
-
-    kw["api"] = ApiConfig(**_fields("api", top.get("api"), {"url": _url, "version": _str}))
+    kw["source"] = spec.name
+    kw.setdefault("stream", spec.default_stream)
+    kw.setdefault("auth", spec.auths[0])
+    if "url" in api:
+        api["url"] = _url("api.url", api["url"], spec.schemes)
+    elif spec.default_url is None:
+        raise ConfigError("api.url", f"required for source: {spec.name} (the instance, https://mastodon.example)")
+    else:
+        api["url"] = spec.default_url
+    kw["api"] = ApiConfig(**api)
     _credentials_from_url(kw)
+    kw["x"] = _x_section(top.get("x"), kw["stream"] if spec.name == "x" else None)
+    kw["jetstream"] = JetstreamConfig(**_fields("jetstream", top.get("jetstream"), {
+        "compress": _bool, "rewind": lambda k, v: _num(k, v, 0.0)}))
+    mastodon = _fields("mastodon", top.get("mastodon"), {
+        "gap_fill": _bool, "streaming_url": lambda k, v: _url(k, v, ("http", "https", "ws", "wss")),
+        "transport": lambda k, v: _choice(k, v, ("websocket", "sse")),
+        "gap_max": lambda k, v: _int(k, v, 0)})
+    kw["mastodon"] = MastodonConfig(**mastodon)
     kw["oauth"] = OAuthConfig(**_fields("oauth", top.get("oauth"), {
         "consumer_key": _opt_str, "consumer_secret": _opt_str, "token": _opt_str,
         "token_secret": _opt_str}))
@@ -489,6 +545,7 @@ def _build(data: dict[str, Any]) -> Config:
         "debounce": _num, "min_interval": _num, "healthy_after": _num,
         "overlap_timeout": lambda k, v: _num(k, v, 0.1),
         "dedupe_window": lambda k, v: _int(k, v, 1)})
+    wader.setdefault("stall_timeout", spec.stall_timeout)
     b = _section("wader.backoff", wader_raw.get("backoff"), {"network", "http", "rate_limit"})
     d = BackoffConfig()
     wader["backoff"] = BackoffConfig(
@@ -555,11 +612,71 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", url)
 
 
-def _url(key: str, v: object) -> str:
+def _url(key: str, v: object, schemes: tuple[str, ...] = ("http", "https")) -> str:
     s = _str(key, v).rstrip("/")
-    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", s):
-        raise ConfigError(key, f"expected an http:// or https:// URL, got {redact_url(s)!r}")
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://[^/\s]+(/\S*)?", s)
+    if not m or m.group(1).lower() not in schemes:
+        wanted = " or ".join(f"{x}://" for x in schemes)
+        raise ConfigError(key, f"expected a {wanted} URL, got {redact_url(s)!r}")
     return s
+
+
+#: api.version values of old files, and the source each means
+_VERSIONS = {"1.1": "twitter", "1": "twitter", "2": "x"}
+
+
+def _source(raw: object, version: object) -> str:
+    """``source:``, or what an old ``api.version`` means; a contradiction names both keys."""
+    if version is not None and str(version) not in _VERSIONS:
+        raise ConfigError("api.version", f"unknown version {version!r}: use source: "
+                          f"({' | '.join(catalog.SOURCE_NAMES)}) instead")
+    implied = _VERSIONS[str(version)] if version is not None else None
+    if raw is None:
+        return implied or "twitter"
+    source = _choice("source", raw, catalog.SOURCE_NAMES)
+    if implied is not None and implied != source:
+        raise ConfigError("source", f"source: {source} contradicts api.version: {version} "
+                          f"(which means source: {implied}); keep one of the two keys")
+    return str(source)
+
+
+def _names(key: str, v: object) -> tuple[str, ...]:
+    """A list of field names (``[a, b]`` or ``"a,b"``)."""
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list):
+        raise ConfigError(key, f"expected a list of names, got {_kind(v)}")
+    out = tuple(_str(key, i).strip() for i in items)
+    for name in out:
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+            raise ConfigError(key, f"not a field name: {name!r}")
+    return out
+
+
+#: the partitions each X stream takes (absent: none allowed)
+X_PARTITIONS = {"sample10": (1, 2), "firehose": (1, 20), "tweets-compliance": (1, 4),
+                "users-compliance": (1, 4)}
+
+
+def _x_section(raw: object, stream: str | None) -> XConfig:
+    fields = {f: _names for f in ("tweet_fields", "expansions", "user_fields", "media_fields",
+                                  "poll_fields", "place_fields")}
+    x = _fields("x", raw, {"partition": lambda k, v: _int(k, v, 1),
+                           "backfill_minutes": lambda k, v: _int(k, v, 0),
+                           "tier": lambda k, v: _choice(k, v, ("pay-per-use", "enterprise")),
+                           **fields})
+    if x.get("backfill_minutes", 0) > 5:
+        raise ConfigError("x.backfill_minutes", f"must be 0 to 5, got {x['backfill_minutes']}")
+    if stream is not None:
+        bounds = X_PARTITIONS.get(stream)
+        part = x.get("partition")
+        if bounds is None and part is not None:
+            raise ConfigError("x.partition", f"stream {stream} takes no partition")
+        if bounds is not None:
+            if part is None:
+                raise ConfigError("x.partition", f"required for stream {stream} ({bounds[0]}-{bounds[1]})")
+            if not bounds[0] <= part <= bounds[1]:
+                raise ConfigError("x.partition", f"must be {bounds[0]}-{bounds[1]} for stream {stream}, got {part}")
+    return XConfig(**x)
 
 
 def _credentials_from_url(kw: dict[str, Any]) -> None:
@@ -636,13 +753,13 @@ def start_warnings(c: Config) -> list[str]:
     if c.auth == "basic" and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
         out.append(f"api.url is http:// to {parts.hostname}: the Basic credentials (username, password) "
                    "cross the network in clear text; use https://")
-    if c.source is not None and c.source_secrets:
+    if c.file is not None and c.file_secrets:
         try:
-            mode = c.source.stat().st_mode
+            mode = c.file.stat().st_mode
         except OSError:
             mode = 0
         if mode & (stat.S_IRGRP | stat.S_IROTH):
-            out.append(f"config file {c.source} holds secrets ({', '.join(c.source_secrets)}) and is "
+            out.append(f"config file {c.file} holds secrets ({', '.join(c.file_secrets)}) and is "
                        f"readable by others (mode {stat.S_IMODE(mode):04o}): chmod 600 it, or move the "
                        "secrets to ${ENV} references or FLAMINGO_* variables")
     return out

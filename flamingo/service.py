@@ -25,10 +25,12 @@ from flamingo._reactor import FlamingoReactor, maybe_global_reactor
 from flamingo.app import App
 from flamingo.config import Config, start_warnings
 from flamingo.console import console_service
+from flamingo.dispatch.dispatcher import DeliveryService
 from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.logs import FlamingoLogs, logger
 from flamingo.stats import Stats
 from flamingo.store import Store
+from flamingo.stream.source import JournalTail
 from flamingo.stream.wader import Wader
 from flamingo.stream.wader_core import MessageSink
 from flamingo.web.server import web_service
@@ -80,7 +82,7 @@ def _built(part: T | None, name: str) -> T:
     return part
 
 
-def build_delivery(app: App) -> tuple[IService, MessageSink]:
+def build_delivery(app: App) -> tuple[DeliveryService, MessageSink]:
     """Sets ``app.delivery``; returns (service, MessageSink): the event log first, then Redis."""
     delivery = _build_delivery(app.config, _built(app.store, "store"), _built(app.stats, "stats"),
                                reactor=app.reactor)
@@ -88,8 +90,9 @@ def build_delivery(app: App) -> tuple[IService, MessageSink]:
     return delivery, delivery
 
 
-def build_wader(app: App, sink: MessageSink) -> IService:
-    wader = Wader(app.config, app.reactor, app.store, sink, app.stats)
+def build_wader(app: App, sink: MessageSink, journal: JournalTail | None = None) -> IService:
+    """Sets ``app.wader``; its source resumes from what ``journal`` holds last."""
+    wader = Wader(app.config, app.reactor, app.store, sink, app.stats, journal=journal)
     app.wader = wader
     return wader
 
@@ -128,7 +131,7 @@ class FlamingoService(MultiService):
         parts: list[tuple[str, IService | None]] = [("store", build_store(self.app))]
         delivery, sink = build_delivery(self.app)
         parts.append(("delivery", delivery))
-        parts.append(("wader", build_wader(self.app, sink)))
+        parts.append(("wader", build_wader(self.app, sink, delivery.journal)))
         parts.append(("web", build_web(self.app)))
         parts.append(("console", build_console(self.app)))
         for name, part in parts:
@@ -146,8 +149,8 @@ class FlamingoService(MultiService):
             return
         self._announced = True
         self.logs.start()
-        if self.config.source:
-            log.info("Loaded config file from {path}", path=str(self.config.source))
+        if self.config.file:
+            log.info("Loaded config file from {path}", path=str(self.config.file))
         log.info("Flamingod starting (version {version}, pid {pid}, stream {stream})",
                  version=__version__, pid=os.getpid(), stream=self.config.stream)
         for warning in start_warnings(self.config):

@@ -121,7 +121,7 @@ class Store:
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  reactor: IReactorTime | None = None, streams: tuple[str, ...] = ("filter",),
-                 health_interval: float = 1.0, data_dir: Path | None = None) -> None:
+                 health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter") -> None:
         reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
         self.host, self.port, self.password, self.db = host, port, password, db
@@ -130,6 +130,7 @@ class Store:
         self.available = False
         self.last_error: str | None = None
         self._default_streams = tuple(streams)
+        self.source = source  # whose param rules apply (catalog.py)
         self._params: dict[str, dict[str, list[str]]] = {}
         self._subs: dict[str, Subscription] = {}
         self._callbacks: list[ChangeCallback] = []
@@ -163,7 +164,7 @@ class Store:
     def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Store:
         r = config.redis
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
-                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,),
+                   db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,), source=config.source,
                    data_dir=config.data_dir)
 
     # --- keys -------------------------------------------------------------
@@ -310,7 +311,7 @@ class Store:
         try:
             given = {p: param_values(p, v) for p, v in params.items()}
             merged = {**self.params(stream), **given}
-            validate_params(stream, {k: v for k, v in merged.items() if v})
+            validate_params(stream, {k: v for k, v in merged.items() if v}, self.source)
         except ValidationError as e:
             return defer.fail(e)
         cmds: list[RedisCommand] = []
@@ -329,7 +330,7 @@ class Store:
             vals = param_values(param, values)
             current = self.params(stream)
             current[param] = sorted(set(current.get(param, [])) | set(vals))
-            validate_params(stream, current)
+            validate_params(stream, current, self.source)
         except ValidationError as e:
             return defer.fail(e)
         if not vals:
@@ -339,7 +340,7 @@ class Store:
     def remove_values(self, stream: str, param: str, values: Any) -> defer.Deferred[dict[str, list[str]]]:
         try:
             vals = param_values(param, values)
-            validate_params(stream, {param: vals} if vals else {})
+            validate_params(stream, {param: vals} if vals else {}, self.source)
         except ValidationError as e:
             return defer.fail(e)
         if param not in self.params(stream):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flamingo import catalog
 from flamingo.errors import ValidationError
 from flamingo.stream import predicates
 from flamingo.subscription import Subscription
@@ -16,8 +17,8 @@ from flamingo.subscription import Subscription
 __all__ = ["PARAM_RE", "STREAM_RE", "Target", "change_targets", "param_values", "validate_params",
            "boxes", "appends_only", "foreign_queue"]
 
-PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
-STREAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # Jetstream's are camelCase
+STREAM_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # Mastodon's have colons (hashtag:local)
 
 #: What a change notice asks to read again: ("params", stream, param or None)
 #: or ("subscription", name, None).
@@ -35,7 +36,8 @@ def change_targets(message: str) -> list[Target] | None:
     if kind == "subscriptions" and rest:
         return [("subscription", rest, None)]
     if kind == "params":
-        stream, _, param = rest.partition(":")
+        # a whole stream's notice names a stream; else the param is after the last colon
+        stream, param = (rest, "") if rest in catalog.all_streams() else rest.rpartition(":")[::2]
         if STREAM_RE.fullmatch(stream) and (not param or PARAM_RE.fullmatch(param)):
             return [("params", stream, param or None)]
     return None
@@ -81,8 +83,8 @@ def boxes(values: list[str]) -> list[str]:
     return [",".join(numbers[i : i + 4]) for i in range(0, len(numbers), 4)]
 
 
-def validate_params(stream: str, params: dict[str, list[str]]) -> None:
-    """Refuse what the Streaming API would refuse (predicates.py when present)."""
+def validate_params(stream: str, params: dict[str, list[str]], source: str = "twitter") -> None:
+    """Refuse what the source's API would refuse (v1.1: predicates.py; others: their param keys)."""
     if not STREAM_RE.fullmatch(stream):
         raise ValidationError("stream", f"not a stream name: {stream!r}")
     for param, values in params.items():
@@ -91,6 +93,13 @@ def validate_params(stream: str, params: dict[str, list[str]]) -> None:
         for v in values:
             if not isinstance(v, str) or not v.strip():
                 raise ValidationError(param, f"values must be non-empty strings, got {v!r}")
+    if source != "twitter":
+        unknown = catalog.unknown_params(source, params)
+        if unknown:
+            allowed = ", ".join(catalog.spec_for(source).params) or "none: rules instead"
+            raise ValidationError(unknown[0], f"unknown parameter {unknown[0]!r} for source {source} "
+                                  f"(its params: {allowed})")
+        return
     problems = predicates.validate_params(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
     # A filter stream without predicates is a valid state to store: the wader
     # waits for params (it is how a fresh daemon starts).

@@ -166,7 +166,7 @@ class FileTests(SynchronousTestCase):
     def test_source_recorded_and_dirs_created(self) -> None:
         p = self.write(f"username: u\npassword: p\ndata_dir: {self.dir / 'data'}\n")
         c = load(p)
-        self.assertEqual(c.source, p.resolve())
+        self.assertEqual(c.file, p.resolve())
         self.assertTrue((self.dir / "data").is_dir())
 
     def test_find_order(self) -> None:
@@ -207,7 +207,7 @@ class ExampleFileTests(SynchronousTestCase):
 
         def walk(cls: Any, prefix: str) -> None:
             for a in attrs.fields(cls):
-                if a.name in ("source", "source_secrets"):  # where it came from, not keys
+                if a.name in ("file", "file_secrets"):  # where it came from, not keys
                     continue
                 key = f"{prefix}{a.name}"
                 if attrs.has(a.type if isinstance(a.type, type) else type(a.default)) \

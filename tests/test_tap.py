@@ -35,7 +35,7 @@ class OptionsTests(SynchronousTestCase):
         o = Options()
         o.parseOptions(["-c", str(p)])
         self.assertEqual(o.config_obj.stream, "sample")
-        self.assertEqual(o.config_obj.source, p.resolve())
+        self.assertEqual(o.config_obj.file, p.resolve())
 
     def test_bad_config_is_one_line_system_exit(self) -> None:
         p = write(self.dir, "username: u\npassword: p\nstream: rivers\n")
@@ -43,7 +43,7 @@ class OptionsTests(SynchronousTestCase):
             Options().parseOptions(["--config", str(p)])
         self.assertEqual(str(cm.exception.code).splitlines(),
                          ["flamingo: config error: stream: must be one of filter, sample, "
-                          "firehose, got 'rivers'"])
+                          "firehose for source: twitter, got 'rivers'"])
 
     def test_pidfile_from_config_unless_given(self) -> None:
         from twisted.scripts.twistd import ServerOptions

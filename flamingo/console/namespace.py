@@ -15,10 +15,10 @@ import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from flamingo import documents
+from flamingo import catalog, documents
 from flamingo._types import JsonObject
 from flamingo.app import App
-from flamingo.config import SECRET_KEYS, STREAMS, Config
+from flamingo.config import SECRET_KEYS, Config
 from flamingo.errors import FlamingoError, NotFound
 
 if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
@@ -129,7 +129,8 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
         def get(cls, name: str) -> Stream:
             """The stream ``name``; NotFound for a name no stream has (REST answers 404)."""
             name = str(name)
-            if name not in STREAMS and (app.store is None or name not in app.store.stream_names()):
+            known = catalog.spec_for(app.config.source).streams
+            if name not in known and (app.store is None or name not in app.store.stream_names()):
                 raise NotFound("stream", name)
             return cls(name)
 

@@ -544,6 +544,26 @@ class Journal:
             idx += 1
         return out
 
+    def tail(self, max_events: int, max_bytes: int = 16 << 20) -> list[bytes]:
+        """The last ``max_events`` events still readable, oldest first: what a source
+        resumes from after a restart (Jetstream's cursor, the ids X or Mastodon repeat).
+        Unreadable ranges are skipped (``read`` reports them to the sink)."""
+        out: list[bytes] = []
+        seq = max(self.first_seq, self.last_seq - max_events + 1)
+        size = 0
+        while seq <= self.last_seq and size < max_bytes:
+            try:
+                lines = self.read(seq, max_events=self.last_seq - seq + 1, max_bytes=max_bytes - size)
+            except JournalGap as gap:
+                seq = gap.last + 1
+                continue
+            if not lines:
+                break
+            out.extend(lines)
+            size += sum(map(len, lines))
+            seq += len(lines)
+        return out
+
     def _drop_reader(self) -> None:
         if self._reader is not None:
             self._reader.close()

@@ -102,9 +102,9 @@ class V11Endpoint:
 
 
 def endpoint_for(config: Config) -> Endpoint:
-    """The endpoint the config asks for (``api.version``, ``stream``)."""
-    if config.api.version not in ("1.1", "1"):
-        raise ValueError(f"api.version {config.api.version!r} is not supported yet")
+    """The v1.1 endpoint the config asks for (``stream``)."""
+    if config.source != "twitter":
+        raise ValueError(f"source {config.source!r} has no v1.1 endpoint")
     return V11Endpoint(base_url=config.api.url, stream=config.stream,
                        delimited=config.wader.delimited,
                        stall_warnings=config.wader.stall_warnings)

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred
 
 from flamingo.stream.endpoints import StreamRequest
 
-__all__ = ["Retry", "Fatal", "Verdict", "Link", "LinkEvents", "Source"]
+__all__ = ["Retry", "Fatal", "Verdict", "Link", "LinkEvents", "Source", "JournalTail"]
 
 Params = Mapping[str, Sequence[str]]
 
@@ -77,6 +77,13 @@ class LinkEvents(Protocol):
 
     def ended(self, link: Link, verdict: Verdict) -> None:
         """An open connection ended without being closed on purpose."""
+
+
+class JournalTail(Protocol):
+    """The journal as a source sees it at start: what was last received, to resume from."""
+
+    def tail(self, max_events: int, max_bytes: int = 16 << 20) -> list[bytes]:
+        """The last events journaled, oldest first (readable ones only)."""
 
 
 class Source(Protocol):

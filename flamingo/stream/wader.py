@@ -31,7 +31,8 @@ from flamingo.logs import logger
 from flamingo.stream.backoff import Backoffs
 from flamingo.stream.endpoints import Endpoint
 from flamingo.stream.machine import Inputs, build_machine
-from flamingo.stream.source import Link, Source, Verdict
+from flamingo.stream.source import JournalTail, Link, Source, Verdict
+from flamingo.stream.sources import build_source
 from flamingo.stream.twitter import FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, V11Stats, auth_for
 from flamingo.stream.wader_core import Core, Links, MessageSink, ParamsReader, WaderState, WaderStats
 
@@ -51,15 +52,19 @@ class Wader(Service):
                  sink: MessageSink, stats: StreamStats | None = None,
                  clock: IReactorTime | None = None, agent: IAgent | None = None,
                  endpoint: Endpoint | None = None, auth: Auth | None = None,
-                 now: Callable[[], float] | None = None, source: Source | None = None) -> None:
+                 now: Callable[[], float] | None = None, source: Source | None = None,
+                 journal: JournalTail | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.store = store
         self.sink = sink
         self.stats: StreamStats = stats if stats is not None else _NoStats()
-        self.source: Source = source if source is not None else TwitterV11Source(
-            config, reactor, self.clock, self.stats, endpoint=endpoint, auth=auth, agent=agent)
+        if source is None and (endpoint is not None or auth is not None or agent is not None):
+            source = TwitterV11Source(config, reactor, self.clock, self.stats, endpoint=endpoint, auth=auth,
+                                      agent=agent)
+        self.source: Source = source if source is not None else build_source(
+            config, reactor, self.clock, self.stats, journal)
         self.backoffs = Backoffs(config.wader.backoff)
         self._core = Core(config=config, clock=self.clock,
                           now=now if now is not None else self.clock.seconds,

@@ -1,0 +1,38 @@
+"""Which ``Source`` a daemon runs: one per ``source:`` key (catalog.py lists them).
+
+A new source registers its builder in ``BUILDERS``; the wader asks
+``build_source`` and never names a source itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IReactorTime
+
+from flamingo.config import Config, ConfigError
+from flamingo.stream.source import JournalTail, Source
+from flamingo.stream.twitter import TwitterV11Source, V11Stats
+
+__all__ = ["build_source", "BUILDERS", "SourceBuilder"]
+
+#: (config, reactor, clock, stats, journal tail or None) -> Source
+SourceBuilder = Callable[[Config, IReactorTime, IReactorTime, V11Stats, JournalTail | None], Source]
+
+
+def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+             journal: JournalTail | None) -> Source:
+    return TwitterV11Source(config, reactor, clock, stats)
+
+
+BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter}
+
+
+def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+                 journal: JournalTail | None = None) -> Source:
+    """The source ``config.source`` names, resuming from ``journal`` when it has a position."""
+    try:
+        builder = BUILDERS[config.source]
+    except KeyError:
+        raise ConfigError("source", f"source {config.source!r} is not available in this build") from None
+    return builder(config, reactor, clock, stats, journal)
