@@ -53,7 +53,7 @@ class ReadBackTests(unittest.TestCase):
         self.addCleanup(j.close)
         big = [b'{"id":%d,"text":"%s"}' % (i, b"z" * 1000) for i in range(1, 3001)]  # ~3 MB: 3 chunks
         j.append(big)
-        reader = j._reader_at(j.segments[0], 1)
+        reader = j._reads._reader_at(j.segments[0], 1)
         calls = []
         real = journal_mod._Reader.lines
         self.patch(journal_mod._Reader, "lines", lambda self, *a: calls.append(a) or real(self, *a))

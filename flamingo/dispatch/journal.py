@@ -39,22 +39,21 @@ position; the dispatcher still hands them to Redis from memory.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo._types import JsonObject
 from flamingo.config import Config
+from flamingo.dispatch.journal_read import JournalGap, SegmentReads
+from flamingo.dispatch.journal_state import load_state, move_state, write_state
 from flamingo.dispatch.segments import (
     DIR_MODE,
     FILE_MODE,
-    READ_ERRORS,
     SEGMENT_NAME,
     Reader,
     Segment,
@@ -62,7 +61,6 @@ from flamingo.dispatch.segments import (
     gzip_file,
     new_epoch,
     one_per_position,
-    open_segment,
     sync_and_close,
     unlink_quietly,
 )
@@ -72,22 +70,11 @@ __all__ = ["Journal", "JournalGap", "one_line"]
 
 log = logger("flamingo.journal")
 
-_Reader = Reader  # the name tests patch
+_Reader = Reader  # the name tests patch (SegmentReads.reader_class is this class)
 
-STATE_FILE = "journal.state"
 _NL = b"\n"
 _IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
 SYMLINK = "event.log"
-
-
-class JournalGap(Exception):
-    """Positions ``first..last`` cannot be read back (file deleted, cut short, corrupt)."""
-
-    def __init__(self, first: int, last: int, reason: str) -> None:
-        super().__init__(f"positions {first}..{last}: {reason}")
-        self.first = first
-        self.last = last
-        self.reason = reason
 
 
 def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
@@ -138,7 +125,7 @@ class Journal:
         self._cur_opened = 0.0
         self._dirty = False
         self._sync_loop: task.LoopingCall | None = None
-        self._reader: _Reader | None = None
+        self._reads = SegmentReads(self)
         self._pending: set[defer.Deferred[Any]] = set()
         self._retry_at = 0.0
         self._last_end: int | None = None
@@ -168,7 +155,7 @@ class Journal:
         """Recover positions from disk and open the segment to append to."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-            self._prepare_state_dir()
+            move_state(self.dir, self.state_dir)
             self._scan()
             self.opened_last_seq = self.last_seq
             self._open_current()
@@ -195,24 +182,10 @@ class Journal:
             yield self._syncing
         self.sync()
         self._close_fd()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self._reads.drop()
         self._write_state()
         if self._pending:
             yield defer.DeferredList(list(self._pending), consumeErrors=True)
-
-    def _prepare_state_dir(self) -> None:
-        """Make the state directory (0700) and move journal.state out of the event dir."""
-        if self.state_dir == self.dir:
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        old, new = self.dir / STATE_FILE, self.state_dir / STATE_FILE
-        if old.exists() and not new.exists():
-            shutil.move(str(old), str(new))
-            log.info("moved {old} to {new} (state files live in data_dir)", old=str(old), new=str(new))
-        elif old.exists():
-            old.unlink()  # a stale copy: the one in data_dir is newer
 
     def _scan(self) -> None:
         by_first: dict[int, list[Segment]] = {}
@@ -223,33 +196,22 @@ class Journal:
             elif p.name.endswith(".gz.tmp") and p.name.startswith(self.kind + "-"):
                 unlink_quietly(p)  # a compression a crash interrupted
         self.segments = [one_per_position(same) for _, same in sorted(by_first.items())]
-        state: JsonObject = {}
-        try:
-            loaded = orjson.loads((self.state_dir / STATE_FILE).read_bytes())
-            if isinstance(loaded, dict):
-                state = loaded
-        except (OSError, orjson.JSONDecodeError):
-            pass
-        try:
-            state_next = int(state.get("next_seq", 1))
-        except (TypeError, ValueError):
-            state_next = 1
-        epoch = state.get("epoch")
-        if isinstance(epoch, str) and epoch:
-            self.epoch, self.epoch_recorded = epoch, True
+        state = load_state(self.state_dir)
+        if state.epoch is not None:
+            self.epoch, self.epoch_recorded = state.epoch, True
         else:
             self.epoch = new_epoch()
             # no segment and no state: a new journal; segments without state: positions
             # are known, the identity is not (an upgrade, or journal.state lost)
-            self.epoch_recorded = not self.segments and not state
-        next_seq = state_next
+            self.epoch_recorded = not self.segments and not state.found
+        next_seq = state.next_seq
         self._last_end = None
         if self.segments:
             last = self.segments[-1]
             self._last_end = last.first + count_lines(last)
             next_seq = max(next_seq, self._last_end)
         self.next_seq = max(1, next_seq)
-        if state.get("epoch") != self.epoch or state_next != self.next_seq:
+        if state.epoch != self.epoch or state.next_seq != self.next_seq:
             self._write_state(durable=True)
 
     def _open_current(self) -> None:
@@ -295,19 +257,7 @@ class Journal:
             log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=e)
 
     def _write_state(self, durable: bool = False) -> None:
-        """next_seq and the epoch; ``durable`` syncs it (a new epoch must outlive a crash)."""
-        tmp = self.state_dir / (STATE_FILE + ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            try:
-                os.write(fd, orjson.dumps({"next_seq": self.next_seq, "epoch": self.epoch}))
-                if durable and self.fsync != "no":
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.state_dir / STATE_FILE)
-        except OSError as e:
-            log.warn("cannot write {p}: {e}", p=str(self.state_dir / STATE_FILE), e=e)
+        write_state(self.state_dir, self.next_seq, self.epoch, durable and self.fsync != "no")
 
     # --- writing ----------------------------------------------------------------
 
@@ -507,96 +457,13 @@ class Journal:
 
         Raises ``JournalGap`` when the events at ``from_seq`` cannot be read (the events
         before an unreadable range are returned first; the next read raises)."""
-        out: list[bytes] = []
-        if from_seq < self.first_seq or from_seq > self.last_seq:
-            return out
-        idx = self._segment_index(from_seq)
-        seq = from_seq
-        size = 0
-        while idx < len(self.segments) and len(out) < max_events and size < max_bytes and seq <= self.last_seq:
-            seg = self.segments[idx]
-            end = self.segments[idx + 1].first if idx + 1 < len(self.segments) else self.next_seq
-            try:
-                reader = self._reader_at(seg, seq)
-                while seq < end and len(out) < max_events and size < max_bytes:
-                    want = min(end - seq, max_events - len(out))
-                    lines = reader.lines(want, max_bytes - size)
-                    if not lines:
-                        break
-                    out.extend(lines)
-                    size += sum(map(len, lines)) + len(lines)
-                    seq += len(lines)
-                reader.seq = seq
-                short = seq < end and len(out) < max_events and size < max_bytes
-                reason = "" if not short else (
-                    f"{seg.path.name} ends after {seq - seg.first} events, {end - seg.first} were written "
-                    "(cut short by a machine crash?)")
-            except READ_ERRORS as e:
-                self._drop_reader()
-                short, reason = True, f"{seg.path.name}: {getattr(e, 'strerror', None) or e}"
-            if short:
-                if out:
-                    return out  # what could be read first; the next read reports the gap
-                self._drop_reader()
-                raise JournalGap(seq, end - 1, reason)
-            if seq < end:
-                break
-            idx += 1
-        return out
+        return self._reads.read(from_seq, max_events, max_bytes)
 
     def tail(self, max_events: int, max_bytes: int = 16 << 20) -> list[bytes]:
         """The last ``max_events`` events still readable, oldest first: what a source
         resumes from after a restart (Jetstream's cursor, the ids X or Mastodon repeat).
         Unreadable ranges are skipped (``read`` reports them to the sink)."""
-        out: list[bytes] = []
-        seq = max(self.first_seq, self.last_seq - max_events + 1)
-        size = 0
-        while seq <= self.last_seq and size < max_bytes:
-            try:
-                lines = self.read(seq, max_events=self.last_seq - seq + 1, max_bytes=max_bytes - size)
-            except JournalGap as gap:
-                seq = gap.last + 1
-                continue
-            if not lines:
-                break
-            out.extend(lines)
-            size += sum(map(len, lines))
-            seq += len(lines)
-        return out
-
-    def _drop_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    def _segment_index(self, seq: int) -> int:
-        lo, hi = 0, len(self.segments) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.segments[mid].first <= seq:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-    def _reader_at(self, seg: Segment, seq: int) -> Reader:
-        r = self._reader
-        if r is not None and r.seq <= seq and (r.path == seg.path or
-                                               r.path.with_name(r.path.name + ".gz") == seg.path):
-            # forward in the same segment (the sink took some events from memory
-            # meanwhile): skip ahead instead of re-reading the segment from its start
-            if r.seq < seq:
-                r.skip(seq - r.seq)
-                r.seq = seq
-            return r
-        if r is not None:
-            r.close()
-            self._reader = None
-        f = open_segment(seg)
-        r = _Reader(seg.path, f, seg.first)
-        r.skip(seq - seg.first)
-        self._reader = r
-        return r
+        return self._reads.tail(max_events, max_bytes)
 
     # --- the spool's cleanup --------------------------------------------------------
 
@@ -607,9 +474,7 @@ class Journal:
         removed = 0
         while len(self.segments) > 1 and self.segments[1].first - 1 <= upto_seq:
             seg = self.segments.pop(0)
-            if self._reader is not None and self._reader.path == seg.path:
-                self._reader.close()
-                self._reader = None
+            self._reads.drop(seg.path)
             try:
                 seg.path.unlink()
             except FileNotFoundError:
