@@ -55,7 +55,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,7 @@ class Store:
         self._started: defer.Deferred[None] | None = None
         self._running = False
         self._down_at_start_logged = False
-        self.started_at = time.time()
+        self.started_at = self.reactor.seconds()
         self.epoch: str | None = None  # the marker this store last saw or wrote
         self.restores = 0  # times Redis came back empty and was re-seeded from memory
         self.last_restore: JsonObject | None = None
@@ -702,7 +701,7 @@ class Store:
             "EVAL", RESTORE, 3, self._epoch_key, self._subs_key, self._queues_key, epoch, self._channel, doc))
         if done == 1:
             self.restores += 1
-            self.last_restore = {"at": time.time(), "params": len(params), "subscriptions": len(subs)}
+            self.last_restore = {"at": self.reactor.seconds(), "params": len(params), "subscriptions": len(subs)}
             source = "memory" if self._loaded or self._adopted else f"the local copy {self.copy_path}"
             log.warn("Redis lost flamingo's keys (restarted without persistence?): restored {n} params "
                      "and {m} subscriptions from {source}", n=len(params), m=len(subs), source=source)

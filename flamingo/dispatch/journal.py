@@ -220,7 +220,7 @@ class Journal:
                 and not self._full(self.next_seq - last.first, last.bytes, None)):
             self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             self._cur_count = self.next_seq - last.first
-            self._cur_opened = time.time()
+            self._cur_opened = self.reactor.seconds()
             self._link(last.path)
             return
         self._new_segment()
@@ -240,7 +240,7 @@ class Journal:
         self.segments.append(Segment(path, self.next_seq, os.fstat(fd).st_size))
         self._fd = fd
         self._cur_count = 0
-        self._cur_opened = time.time()
+        self._cur_opened = self.reactor.seconds()
         self._write_state()
         self._link(path)
 
@@ -275,7 +275,7 @@ class Journal:
             return True
         if self.rotate_bytes is not None and nbytes >= self.rotate_bytes:
             return True
-        if self.rotate_age is not None and opened is not None and time.time() - opened >= self.rotate_age:
+        if self.rotate_age is not None and opened is not None and self.reactor.seconds() - opened >= self.rotate_age:
             return True
         return False
 
@@ -287,7 +287,7 @@ class Journal:
         if not frames:
             return self.next_seq
         if self._fd is None:
-            if time.monotonic() < self._retry_at or not self._reopen():
+            if self.reactor.seconds() < self._retry_at or not self._reopen():
                 self._lost(frames)
                 return None
         first = self.next_seq
@@ -430,11 +430,11 @@ class Journal:
         msg = f"{what} {self.dir}: {e.strerror or e}"
         self.errors += 1
         if self.error is None:
-            self.error_since = time.time()
+            self.error_since = self.reactor.seconds()
             log.critical("JOURNAL ERROR: cannot {msg}; events are delivered to Redis from memory "
                          "but NOT kept on disk until this is fixed (retrying)", msg=msg)
         self.error = msg
-        self._retry_at = time.monotonic() + self.retry_interval
+        self._retry_at = self.reactor.seconds() + self.retry_interval
         self._close_fd()
 
     def _close_fd(self) -> None:
