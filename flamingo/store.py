@@ -124,6 +124,7 @@ class Store:
                  health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter") -> None:
         reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
+        self.prefix = namespace  # what every key starts with (``{ns}`` in cluster mode)
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.reactor = reactor
@@ -362,11 +363,11 @@ class Store:
         flat: list[str] = []
         for k, v in sub.to_hash().items():
             flat += [k, v]
-        queue = sub.queue_key(self.namespace)
+        queue = sub.queue_key(self.prefix)
         mode = "append" if appends_only(sub) else "strict"
         d = self._timed(self._conn.execute_command(
             "EVAL", SAVE_SUBSCRIPTION, 4, self._sub_key(sub.name), self._subs_key, self._queues_key,
-            queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", *flat))
+            queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", ",".join(sub.groups), *flat))
 
         def saved(reply: Any) -> Any:
             if _s(reply) != "ok":
@@ -384,7 +385,7 @@ class Store:
             return defer.fail(NotFound("subscription", name))
         cmds: list[RedisCommand] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
         if drop_queue:
-            queue = sub.queue_key(self.namespace)
+            queue = sub.queue_key(self.prefix)
             cmds += [("DEL", queue), ("SREM", self._queues_key, queue)]
             self._own_queues.discard(queue)
         cmds.append(("PUBLISH", self._channel, f"subscriptions:{name}"))
@@ -439,6 +440,15 @@ class Store:
             except orjson.JSONDecodeError:
                 out_proc[_s(k)] = _s(v)
         return {"stats": orjson.loads(stats) if stats else None, "process": out_proc}
+
+    @defer.inlineCallbacks
+    def stream_info(self, key: str) -> Any:
+        """``(length, XINFO GROUPS reply)`` of a stream (``(0, [])`` when it does not exist)."""
+        length = yield self._timed(self._conn.execute_command("XLEN", key))
+        if not length:
+            return 0, []
+        groups = yield self._timed(self._conn.execute_command("XINFO", "GROUPS", key))
+        return int(length), groups
 
     # --- internals -------------------------------------------------------------
 
@@ -643,7 +653,7 @@ class Store:
     @defer.inlineCallbacks
     def _adopt_queues(self, subs: dict[str, Subscription]) -> Any:
         """The queues of subscriptions already in Redis are Flamingo's (installs from before ``<ns>:queues``)."""
-        queues = sorted({s.queue_key(self.namespace) for s in subs.values() if not appends_only(s)}
+        queues = sorted({s.queue_key(self.prefix) for s in subs.values() if not appends_only(s)}
                         - self._own_queues)
         if queues:
             try:
@@ -695,7 +705,7 @@ class Store:
                 flat += [k, v]
             subs.append([name, self._sub_key(name), flat])
         changes = [f"params:{s}" for s in sorted(params_copy)] + [f"subscriptions:{n}" for n in sorted(subs_copy)]
-        queues = sorted({s.queue_key(self.namespace) for s in subs_copy.values() if not appends_only(s)})
+        queues = sorted({s.queue_key(self.prefix) for s in subs_copy.values() if not appends_only(s)})
         doc = orjson.dumps({"params": params, "subs": subs, "queues": queues, "changes": changes})
         epoch = secrets.token_hex(8)
         done = yield self._timed(self._conn.execute_command(

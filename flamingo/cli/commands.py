@@ -30,6 +30,7 @@ from flamingo.cli.client import (
     resolve_url,
 )
 from flamingo.cli.format import SUB_COLUMNS, flatten, key_values, show_params, show_status, table
+from flamingo.cli.stream_tail import ensure_group, read_group
 
 __all__ = ["Context", "cmd_status", "cmd_top", "cmd_meta", "cmd_stream", "cmd_subscriptions",
            "cmd_subscribe", "cmd_unsubscribe", "cmd_restart", "cmd_tail", "cmd_console",
@@ -145,6 +146,8 @@ def cmd_subscribe(ctx: Context) -> int:
         body["filter"] = list(a.filter)
     if a.max_length is not None:
         body["max_length"] = a.max_length
+    if a.groups is not None:
+        body["groups"] = _csv(a.groups)
     sub = ctx.client().request("POST", "/subscriptions.json", body)
     return ctx.emit(sub, lambda s: table([s], SUB_COLUMNS))
 
@@ -203,6 +206,8 @@ def _queue_key(ctx: Context, redis: RespClient, namespace: str) -> str:
         fmt = b"raw"
     if fmt == b"resque":
         return f"resque:queue:{a.name}"
+    if fmt == b"stream":
+        return f"{namespace}:stream:{a.name}"
     return f"{namespace}:queue:{a.name}"
 
 
@@ -229,6 +234,22 @@ def cmd_tail(ctx: Context) -> int:
                 ctx.out.write(value.decode("utf-8", "replace") + "\n")
                 ctx.out.flush()
 
+        if a.group is not None or a.consumer is not None:
+            if a.group is None or a.consumer is None:
+                raise UsageError("--group and --consumer go together (a consumer group member reads a stream)")
+            if a.peek:
+                raise UsageError("--peek reads without a group: drop --group/--consumer")
+            if ensure_group(redis, key, a.group):
+                print(f"flamingo: made consumer group {a.group} on {key} (new entries only)", file=sys.stderr)
+            read_group(redis, key, a.group, a.consumer, show, count=a.n, idle=a.idle, claim_idle=a.claim_idle)
+            return OK
+        if redis.command("TYPE", key) == b"stream":
+            if not a.peek:
+                raise UsageError(f"{key} is a stream: read it with --group G --consumer C (or --peek)")
+            count = a.n if a.n is not None else 10
+            for _, fields in redis.command("XRANGE", key, "-", "+", "COUNT", max(count, 1)) or []:
+                show(_stream_event(fields))
+            return OK
         if a.peek:
             count = a.n if a.n is not None else 10
             for value in redis.command("LRANGE", key, 0, count - 1 if count > 0 else -1) or []:
@@ -254,6 +275,11 @@ def cmd_tail(ctx: Context) -> int:
         return OK
     finally:
         redis.close()
+
+
+def _stream_event(fields: list[bytes]) -> bytes:
+    pairs = dict(zip(fields[::2], fields[1::2]))
+    return pairs.get(b"event", b"")
 
 
 # --- console ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every batch is one pre-encoded ``EVALSHA`` of an atomic script
 (``transaction.py``): one ``RPUSH key v1 … vn`` per queue (plus ``LTRIM`` for a
-max length, ``SADD resque:queues`` for Resque) and ``SET <ns>:sink:checkpoint
+max length, ``SADD resque:queues`` for Resque; ``XADD`` per event for a stream) and ``SET <ns>:sink:checkpoint
 <position>:<epoch>``, applied only if every key has the right type and the
 checkpoint is still the one this sink read; otherwise nothing is written and
 the batch is retried after a backoff. One batch is in flight at a time;
@@ -105,6 +105,7 @@ class RedisSink:
         self.journal = journal
         self._subscriptions = subscriptions
         self.namespace = namespace
+        self.prefix = namespace  # what every key starts with (``{ns}`` in cluster mode)
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.batch_max = batch_max
@@ -398,8 +399,10 @@ class RedisSink:
             values = routes.values_for(sub)
             if not values:
                 continue
-            writes.append(QueueWrite(sub.queue_key(self.namespace).encode(), values, sub.max_length,
-                                     sub.name.encode() if sub.format == "resque" else None))
+            writes.append(QueueWrite(sub.queue_key(self.prefix).encode(), values, sub.max_length,
+                                     sub.name.encode() if sub.format == "resque" else None,
+                                     stream=sub.format == "stream",
+                                     groups=tuple(g.encode() for g in sub.groups)))
             plan.append((sub, len(values)))
         cp_value = checkpoint_value(new_cp, self.journal.epoch) if new_cp != self.checkpoint else None
         return encode_batch(self._ckey, self._cp_raw, cp_value, writes), plan, cp_value
@@ -428,12 +431,11 @@ class RedisSink:
                 self._mem -= it.nbytes
             else:
                 break
-        for (sub, count), length in zip(plan, result):
+        for (sub, count), (length, trimmed) in zip(plan, result):
             self.pushed += count
             self.queue_errors.pop(sub.name, None)
             if self.stats is not None:
-                trimmed = max(0, length - sub.max_length) if sub.max_length else 0
-                self.stats.queue(sub.name, length=length - trimmed, trimmed=trimmed, pushed=count)
+                self.stats.queue(sub.name, length=length, trimmed=trimmed, pushed=count)
         if self.error is not None:
             log.info("Redis deliveries flowing again")
             self.error = self.error_since = None
@@ -450,7 +452,7 @@ class RedisSink:
                 proto.transport.abortConnection()
             return
         for sub, _ in plan:
-            if sub.queue_key(self.namespace) in err or ("resque:queues" in err and sub.format == "resque"):
+            if sub.queue_key(self.prefix) in err or ("resque:queues" in err and sub.format == "resque"):
                 self.queue_errors[sub.name] = err
         self._set_error(f"batch refused, nothing delivered until this is fixed: {err}")
         self._scheduled = self.reactor.callLater(self._backoff(), self._pump)
