@@ -64,7 +64,7 @@ import orjson
 import txredisapi
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
@@ -72,6 +72,7 @@ from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
+from flamingo.redis_address import FAILOVER_ERRORS, endpoint_for
 from flamingo.store_copy import CopyFile, LocalCopy, copy_path
 from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
 from flamingo.store_rules import Target, appends_only, change_targets, foreign_queue, param_values, validate_params
@@ -121,10 +122,15 @@ class Store:
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  reactor: IReactorTime | None = None, streams: tuple[str, ...] = ("filter",),
-                 health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter") -> None:
+                 health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter",
+                 endpoint: IStreamClientEndpoint | None = None, where: str | None = None,
+                 prefix: str | None = None) -> None:
         reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
-        self.prefix = namespace  # what every key starts with (``{ns}`` in cluster mode)
+        self.prefix = prefix or namespace  # what every key starts with (``{ns}`` in cluster mode)
+        #: None: redis host:port; else an endpoint that finds the server at each (re)connect
+        self.endpoint = endpoint
+        self.where = where or f"{host}:{port}"
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.reactor = reactor
@@ -164,9 +170,12 @@ class Store:
     @classmethod
     def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Store:
         r = config.redis
+        endpoint, where = (None, None)
+        if r.sentinels or r.cluster:  # txredisapi connects with the global reactor
+            endpoint, where = endpoint_for(r, maybe_global_reactor(None))
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
                    db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,), source=config.source,
-                   data_dir=config.data_dir)
+                   data_dir=config.data_dir, endpoint=endpoint, where=where, prefix=r.prefix)
 
     # --- keys -------------------------------------------------------------
 
@@ -198,8 +207,15 @@ class Store:
         """Connect and load; fires after the first load, or after ``timeout`` if Redis is down."""
         self._running = True
         self._read_local()
-        self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
-                                               password=self.password, connectTimeout=self.timeout)
+        if self.endpoint is None:
+            self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
+                                                   password=self.password, connectTimeout=self.timeout)
+        else:
+            # lazyConnection's own factory, given our endpoint: every reconnect resolves again
+            conn_f = txredisapi.RedisFactory(self.where, self.db or None, 1, True, password=self.password)
+            conn_f.initialDelay, conn_f.maxDelay = 0.1, 2
+            conn_f.startConnecting(self.endpoint)
+            self._conn = conn_f.handler
         f = txredisapi.SubscriberFactory(isLazy=True)
         f.protocol = _ChangeListener
         f.store = self
@@ -207,8 +223,10 @@ class Store:
         f.maxDelay = 5
         # The same endpoint txredisapi builds for its own connections: getaddrinfo, so
         # IPv6-only hosts work, and the connect timeout bounds each attempt.
-        f.startConnecting(HostnameEndpoint(maybe_global_reactor(None), self.host, self.port,
-                                           timeout=self.timeout))
+        if self.endpoint is not None:
+            f.initialDelay, f.maxDelay = 0.1, 2
+        f.startConnecting(self.endpoint or HostnameEndpoint(maybe_global_reactor(None), self.host, self.port,
+                                                            timeout=self.timeout))
         self._listener_factory = f
         self._health.start(self._health_interval, now=True)
         self._started = defer.Deferred()
@@ -456,6 +474,11 @@ class Store:
         d.addTimeout(self.timeout, self.reactor)
 
         def unavailable(f: Failure) -> Any:
+            if f.check(txredisapi.ResponseError) and str(f.value).startswith(FAILOVER_ERRORS):
+                # a replica now (failover), or another node owns the slot: find the server again
+                self._drop_connections()
+                self._mark_down(str(f.value))
+                raise StoreUnavailable(f"Redis {self.where} is not the master: {f.value}")
             if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.ConnectionError,
                        ConnectionError, OSError):
                 why = _why(f, self.timeout)
@@ -463,6 +486,14 @@ class Store:
                 raise StoreUnavailable(f"Redis unreachable: {why}")
             return f
         return d.addErrback(unavailable)
+
+    def _drop_connections(self) -> None:
+        """Close the current connections; txredisapi reconnects through the endpoint, which resolves again."""
+        for conn in (self._conn, self._listener_factory):
+            factory = getattr(conn, "_factory", conn)  # the handler's factory, or the factory itself
+            for proto in list(getattr(factory, "pool", ()) or ()):
+                if proto.transport is not None:
+                    proto.transport.loseConnection()
 
     def _transaction(self, cmds: list[RedisCommand], publish: bool = True) -> defer.Deferred[Any]:
         """MULTI + cmds + EXEC in one pipeline write, with a timeout."""
@@ -495,16 +526,16 @@ class Store:
         if self.available:
             self.available = False
             log.error("Redis {addr} unreachable ({why}); running on last known params and "
-                      "subscriptions, reconnecting", addr=f"{self.host}:{self.port}", why=why)
+                      "subscriptions, reconnecting", addr=self.where, why=why)
         elif not self._loaded and not self._down_at_start_logged:
             self._down_at_start_logged = True
             if self._local is not None:
                 log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers, on the "
                          "params and subscriptions of the local copy {path} until then",
-                         addr=f"{self.host}:{self.port}", why=why, path=str(self.copy_path))
+                         addr=self.where, why=why, path=str(self.copy_path))
             else:
                 log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
-                         "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
+                         "or subscriptions until then)", addr=self.where, why=why)
         if not self._loaded:
             self._adopt_local()
 
@@ -551,7 +582,7 @@ class Store:
             if not self.available:
                 self.available = True
                 if self._loaded or self._down_at_start_logged:
-                    log.info("Redis {addr} reachable again", addr=f"{self.host}:{self.port}")
+                    log.info("Redis {addr} reachable again", addr=self.where)
                 return self._reload()
             return None
 
