@@ -531,6 +531,8 @@ def _build(data: dict[str, Any]) -> Config:
     if redis.get("sentinels") and not redis.get("master_name"):
         raise ConfigError("redis.master_name", "required with redis.sentinels (the name the sentinels "
                           "monitor, as in `sentinel monitor <name> ...`)")
+    if redis.get("cluster") and redis.get("db"):
+        raise ConfigError("redis.db", "Redis Cluster has only database 0")
     if redis.get("sentinels") and redis.get("cluster"):
         raise ConfigError("redis.cluster", "Redis Cluster fails over by itself: use redis.sentinels or "
                           "redis.cluster, not both")

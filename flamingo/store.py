@@ -16,6 +16,9 @@ Keys (namespace ``ns``)::
     <ns>:changes                    pub/sub: "params:<stream>:<param>" / "subscriptions:<name>"
     <ns>:store:epoch                a random id, written when the store first loads
 
+With ``redis.cluster`` every ``<ns>`` above is ``{<ns>}``: the hash tag puts all
+of a namespace's keys in one slot, so each MULTI and script stays on one shard.
+
 A change notice names what changed, and only that is read again; any other
 message (an older daemon's "params:<stream>", a hand-written "reload") and
 every reconnect read everything. A key of the wrong type, or a subscription
@@ -78,7 +81,12 @@ from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
 from flamingo.store_rules import Target, appends_only, change_targets, foreign_queue, param_values, validate_params
 from flamingo.subscription import Subscription
 
-__all__ = ["Store"]
+__all__ = ["Store", "CLUSTER_RESQUE"]
+
+#: Why a resque subscription is refused with redis.cluster.
+CLUSTER_RESQUE = ("format resque needs a Redis that is not a cluster: its keys (resque:queue:<name>, "
+                  "resque:queues) are fixed by Resque and cannot carry the namespace's hash tag, so they "
+                  "would sit on other shards than the batch that feeds them; use format stream or raw")
 
 log = logger("flamingo.store")
 
@@ -124,13 +132,14 @@ class Store:
                  reactor: IReactorTime | None = None, streams: tuple[str, ...] = ("filter",),
                  health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter",
                  endpoint: IStreamClientEndpoint | None = None, where: str | None = None,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None, cluster: bool = False) -> None:
         reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
         self.prefix = prefix or namespace  # what every key starts with (``{ns}`` in cluster mode)
         #: None: redis host:port; else an endpoint that finds the server at each (re)connect
         self.endpoint = endpoint
         self.where = where or f"{host}:{port}"
+        self.cluster = cluster
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.reactor = reactor
@@ -175,31 +184,32 @@ class Store:
             endpoint, where = endpoint_for(r, maybe_global_reactor(None))
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
                    db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,), source=config.source,
-                   data_dir=config.data_dir, endpoint=endpoint, where=where, prefix=r.prefix)
+                   data_dir=config.data_dir, endpoint=endpoint, where=where, prefix=r.prefix,
+                   cluster=r.cluster)
 
     # --- keys -------------------------------------------------------------
 
     @property
     def _channel(self) -> str:
-        return f"{self.namespace}:changes"
+        return f"{self.prefix}:changes"
 
     def _param_key(self, stream: str, param: str) -> str:
-        return f"{self.namespace}:streams:{stream}:{param}"
+        return f"{self.prefix}:streams:{stream}:{param}"
 
     def _sub_key(self, name: str) -> str:
-        return f"{self.namespace}:subscription:{name}"
+        return f"{self.prefix}:subscription:{name}"
 
     @property
     def _subs_key(self) -> str:
-        return f"{self.namespace}:subscriptions"
+        return f"{self.prefix}:subscriptions"
 
     @property
     def _epoch_key(self) -> str:
-        return f"{self.namespace}:store:epoch"
+        return f"{self.prefix}:store:epoch"
 
     @property
     def _queues_key(self) -> str:
-        return f"{self.namespace}:queues"
+        return f"{self.prefix}:queues"
 
     # --- lifecycle --------------------------------------------------------
 
@@ -376,6 +386,9 @@ class Store:
     def save_subscription(self, sub: Subscription) -> defer.Deferred[Subscription]:
         if not isinstance(sub, Subscription):
             return defer.fail(ValidationError("subscription", f"expected a Subscription, got {sub!r}"))
+        if self.cluster and sub.format == "resque":
+            return defer.fail(ValidationError("format", CLUSTER_RESQUE, limit="format: raw|envelope|stream "
+                                              "with redis.cluster"))
         if not self.available or self._conn is None:
             return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
         flat: list[str] = []
@@ -433,7 +446,7 @@ class Store:
                 "pid": os.getpid(), "running": running, "version": version}
 
     def write_meta(self, snapshot: JsonObject) -> defer.Deferred[Any]:
-        ns = self.namespace
+        ns = self.prefix
         proc = self.process_info()
         flat: list[str] = []
         for k, v in proc.items():
@@ -442,13 +455,13 @@ class Store:
                                   ("HSET", f"{ns}:meta:process", *flat)], publish=False)
 
     def _write_process(self, running: bool) -> defer.Deferred[Any]:
-        return self._transaction([("HSET", f"{self.namespace}:meta:process", "running",
+        return self._transaction([("HSET", f"{self.prefix}:meta:process", "running",
                                    orjson.dumps(running).decode())], publish=False)
 
     @defer.inlineCallbacks
     def read_meta(self) -> Any:
         """``{"stats": ..., "process": ...}`` as last written (by any daemon of this namespace)."""
-        ns = self.namespace
+        ns = self.prefix
         stats = yield self._timed(self._conn.get(f"{ns}:meta:stats"))
         proc = yield self._timed(self._conn.hgetall(f"{ns}:meta:process"))
         out_proc = {}
@@ -749,7 +762,7 @@ class Store:
                      "and {m} subscriptions from {source}", n=len(params), m=len(subs), source=source)
 
     def _reader(self) -> KeyReader:
-        return KeyReader(self._conn, self.namespace, self._warn_once)
+        return KeyReader(self._conn, self.prefix, self._warn_once)
 
     def _load(self) -> defer.Deferred[Any]:
         return self._reader().everything()

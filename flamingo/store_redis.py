@@ -86,7 +86,7 @@ class KeyReader:
     """Reads params and subscriptions of one namespace; ``warn(key, why)`` for a skipped key."""
 
     conn: Any  # a txredisapi connection (untyped library)
-    namespace: str
+    namespace: str  # the key prefix: the namespace, or {namespace} in cluster mode
     warn: Callable[[str, str], None]
 
     @defer.inlineCallbacks

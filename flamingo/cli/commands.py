@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -211,18 +212,41 @@ def _queue_key(ctx: Context, redis: RespClient, namespace: str) -> str:
     return f"{namespace}:queue:{a.name}"
 
 
+def _open_redis(host: str, port: int, password: str | None, db: int = 0) -> RespClient:
+    redis = RespClient(host, port)
+    if password:
+        redis.command("AUTH", password)
+    if db:
+        redis.command("SELECT", db)
+    return redis
+
+
+def _slot_owner(redis: RespClient, key: str, password: str | None) -> RespClient:
+    """Redis Cluster: the node that serves ``key``'s slot (the namespace's keys share one)."""
+    try:
+        redis.command("TYPE", key)
+        return redis
+    except ServerSaidNo as e:
+        moved = re.search(r"(?:MOVED|ASK) \d+ ([^\s:]*):(\d+)", str(e))
+        if moved is None:
+            raise
+    redis.close()
+    host = moved.group(1) or redis.address.rsplit(":", 1)[0]  # empty: the node that answered
+    return _open_redis(host.strip("[]"), int(moved.group(2)), password)
+
+
 def cmd_tail(ctx: Context) -> int:
     a = ctx.args
     host, port = _redis_address(ctx)
     namespace = a.namespace or (ctx.config.redis.namespace if ctx.config is not None else "flamingo")
-    redis = RespClient(host, port)
+    rc = ctx.config.redis if ctx.config is not None else None
+    if rc is not None and rc.cluster:
+        namespace = "{%s}" % namespace  # every key carries the hash tag
+    password = ctx.env.get("FLAMINGO_REDIS_PASSWORD") or (rc.password if rc else None)
+    redis = _open_redis(host, port, password, rc.db if rc is not None else 0)
     try:
-        rc = ctx.config.redis if ctx.config is not None else None
-        password = ctx.env.get("FLAMINGO_REDIS_PASSWORD") or (rc.password if rc else None)
-        if password:
-            redis.command("AUTH", password)
-        if rc is not None and rc.db:
-            redis.command("SELECT", rc.db)
+        if rc is not None and rc.cluster:
+            redis = _slot_owner(redis, f"{namespace}:subscriptions", password)
         key = _queue_key(ctx, redis, namespace)
         out = ctx.out.buffer if hasattr(ctx.out, "buffer") else None
 

@@ -43,11 +43,11 @@ class ChildDaemon:
     """One daemon: its directory, namespace, config; ``start()``/``stop()``; what it logged."""
 
     def __init__(self, owner: Any, redis: dict[str, Any], *, rate: float = 300, seed: int = 11,
-                 prefix: str = "c", emulator: Any = None) -> None:
+                 prefix: str = "c", emulator: Any = None, namespace: str | None = None) -> None:
         self.owner = owner
         self.dir = Path(tempfile.mkdtemp(prefix=f"flamingo-{prefix}-"))
         owner.addCleanup(shutil.rmtree, self.dir, True)
-        self.ns = prefix + uuid.uuid4().hex[:8]
+        self.ns = namespace or prefix + uuid.uuid4().hex[:8]
         self.emu = emulator or start_emulator(owner, seed=seed, rate=rate, size="small", keepalive=1.0,
                                               user="flamingo", password="pw")
         cfg = {
