@@ -20,6 +20,7 @@ from flamingo.store import Store
 from flamingo.subscription import Subscription
 from tests.support.child_daemon import ChildDaemon
 from tests.support.cluster import Cluster
+from tests.support.processes import run
 from tests.support.waiting import until
 
 AUTH = {"username": "u", "password": "p"}
@@ -99,5 +100,10 @@ class ClusterTests(unittest.TestCase):
             self.assertEqual(owner.command("XINFO", "GROUPS", f"{tag}:stream:s")[0][1], b"g")
             self.assertIn(f"Redis sink connected to {owner.address} (cluster slot of {tag})", d.log())
         self.assertEqual(old.command("KEYS", f"{daemons[0][2]}*"), [])  # nothing left behind
+        # `flamingo tail` with the config: asks the seed, follows MOVED to the slot's owner
+        d, owner, tag = daemons[1]
+        code, out, err = yield run(["-c", str(d.config), "tail", "q", "--peek", "-n", "3"], {})
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.encode().splitlines(), d.event_log()[:3])
         self.assertIn(f"Redis sink connected to {old.address}", daemons[0][0].log())  # before the move
         self.assertIn(f"Redis sink connected to {seed.address}", daemons[0][0].log())  # after it
