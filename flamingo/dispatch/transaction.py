@@ -81,7 +81,7 @@ for i = 1, nq do
       a = a + 1
     end
     len = redis.call('XLEN', key)
-    trimmed = before + n - len
+    trimmed = math.max(0, before + n - len)
   else
     while a <= stop do
       local e = math.min(a + 999, stop)
