@@ -19,7 +19,7 @@ from twisted.trial import unittest
 
 from flamingo.config import ConfigError, from_mapping
 from flamingo.dispatch.failover import ReleaseGate
-from flamingo.redis_address import MasterNotFound, SentinelResolver
+from flamingo.redis_address import MasterNotFound, ResolvingEndpoint, SentinelResolver
 from flamingo.subscription import Subscription
 from tests.support.child_daemon import ChildDaemon
 from tests.support.redis import RedisServer, free_port
@@ -89,6 +89,24 @@ class SentinelFailoverTests(unittest.TestCase):
         yield h.drained()
         self.assertEqual(lrange(g.replica, h.key("q")), events)  # no wait: WAIT already saw it there
         self.assertEqual(h.sink.wait_short, 0)
+
+    @defer.inlineCallbacks
+    def test_readonly_reconnects_and_resolves_again(self) -> Any:
+        """A server that answers READONLY (a replica now) is left: the next connect asks again
+        where the master is. Retrying on the same connection would never deliver."""
+        g = self.group
+        answers = [("127.0.0.1", g.replica.port)]  # first the stale answer, then the master
+
+        def resolve() -> Any:
+            return defer.succeed(answers.pop(0) if len(answers) > 1 else answers[0])
+        answers.append(("127.0.0.1", g.master.port))
+        h = Harness(self, g.master, subs=[Subscription.create("q")],
+                    endpoint=ResolvingEndpoint(reactor, resolve, 2.0), where="test master")
+        events = [tweet(i) for i in range(30)]
+        h.dispatcher.messages_received(events)
+        yield h.drained()
+        self.assertEqual(lrange(g.master, h.key("q")), events)
+        self.assertEqual(h.sink.address, f"127.0.0.1:{g.master.port}")
 
     @defer.inlineCallbacks
     def test_master_killed_mid_stream(self) -> Any:

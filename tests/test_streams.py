@@ -125,6 +125,23 @@ class StreamSubscriptionTests(unittest.TestCase):
         summary = r.command("XPENDING", key, "g1")
         self.assertEqual(summary[0], 0, "everything printed was acknowledged")
 
+        # saving again (a new group added) is idempotent: g1 keeps its position (BUSYGROUP is fine)
+        g1 = {g["name"]: g for g in parse_groups(r.command("XINFO", "GROUPS", key))}["g1"]
+        resp = yield treq.post(f"{url}/subscriptions.json",
+                               params={"name": "s", "format": "stream", "groups": "g1,g2,g3"})
+        body = yield resp.text()
+        self.assertEqual(resp.code, 200, body)
+        again = {g["name"]: g for g in parse_groups(r.command("XINFO", "GROUPS", key))}
+        self.assertEqual(set(again), {"g1", "g2", "g3"})
+        self.assertEqual(again["g1"]["last_delivered_id"], g1["last_delivered_id"])
+        # a stream is not BLPOPped: without a group, tail says how to read it; --peek shows entries
+        code, out, err = yield run(["-c", str(live.config_file), "tail", "s", "-n", "1"], {})
+        self.assertNotEqual(code, 0)
+        self.assertIn("read it with --group G --consumer C", err)
+        code, out, err = yield run(["-c", str(live.config_file), "tail", "s", "--peek", "-n", "2"], {})
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.encode().splitlines(), events[:2])
+
         # lag per group in REST, status, /metrics
         @defer.inlineCallbacks
         def stats() -> Any:  # noqa: ANN202
@@ -151,7 +168,7 @@ class StreamSubscriptionTests(unittest.TestCase):
         resp = yield treq.get(f"{url}/dashboard/data.json")
         snap = yield resp.json()
         row = next(s for s in snap["subscriptions"] if s["name"] == "s")
-        self.assertEqual({g["name"] for g in row["stream"]["groups"]}, {"g1", "g2"})
+        self.assertEqual({g["name"] for g in row["stream"]["groups"]}, {"g1", "g2", "g3"})
 
     @defer.inlineCallbacks
     def test_python_example_claims_a_dead_consumers_entries(self) -> Any:
