@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -20,6 +21,7 @@ from twisted.trial import unittest
 from flamingo.config import ConfigError, from_mapping
 from flamingo.dispatch.failover import ReleaseGate
 from flamingo.redis_address import MasterNotFound, ResolvingEndpoint, SentinelResolver
+from flamingo.store import Store
 from flamingo.subscription import Subscription
 from tests.support.child_daemon import ChildDaemon
 from tests.support.redis import RedisServer, free_port
@@ -107,6 +109,25 @@ class SentinelFailoverTests(unittest.TestCase):
         yield h.drained()
         self.assertEqual(lrange(g.master, h.key("q")), events)
         self.assertEqual(h.sink.address, f"127.0.0.1:{g.master.port}")
+
+    @defer.inlineCallbacks
+    def test_store_leaves_a_readonly_server(self) -> Any:
+        """The store's first write on a replica answers READONLY: it drops the connection and the
+        reconnect asks again where the master is."""
+        g = self.group
+        answers = [("127.0.0.1", g.replica.port), ("127.0.0.1", g.master.port)]
+
+        def resolve() -> Any:
+            return defer.succeed(answers.pop(0) if len(answers) > 1 else answers[0])
+        ns = "ro" + uuid.uuid4().hex[:8]
+        store = Store(namespace=ns, reactor=reactor, timeout=2.0,
+                      endpoint=ResolvingEndpoint(reactor, resolve, 2.0), where="test master")
+        self.addCleanup(store.stop)
+        store.start()
+        yield wait_for(lambda: store.available and g.master.command("GET", f"{ns}:store:epoch"),
+                       what="the store on the master")
+        yield store.save_subscription(Subscription.create("q"))
+        self.assertEqual(g.master.command("SMEMBERS", f"{ns}:subscriptions"), [b"q"])
 
     @defer.inlineCallbacks
     def test_master_killed_mid_stream(self) -> Any:
