@@ -158,6 +158,16 @@ class RedisConfig:
     timeout: float = 5.0  # seconds per command before Redis counts as unreachable
     batch_max: int = 5000  # events per MULTI/EXEC
     memory_max: int = 16 << 20  # bytes of events the sink holds in memory; beyond, read back from disk
+    #: Sentinel (host, port) pairs: the master of ``master_name`` is found through them
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    wait_replicas: int = 0  # WAIT for this many replicas after each batch (0: don't)
+    cluster: bool = False  # Redis Cluster: every key carries the hash tag {<namespace>}
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the namespace starts with: ``{ns}`` in cluster mode (one hash slot)."""
+        return "{%s}" % self.namespace if self.cluster else self.namespace
 
 
 @attrs.frozen
@@ -514,9 +524,18 @@ def _build(data: dict[str, Any]) -> Config:
     redis = _fields("redis", top.get("redis"), {
         "host": lambda k, v: _host_port(k, v, 6379), "namespace": _namespace,
         "password": _opt_str, "db": _int, "timeout": lambda k, v: _num(k, v, 0.01),
-        "batch_max": lambda k, v: _int(k, v, 1), "memory_max": lambda k, v: _int(k, v, 1 << 20)})
+        "batch_max": lambda k, v: _int(k, v, 1), "memory_max": lambda k, v: _int(k, v, 1 << 20),
+        "sentinels": _sentinels, "master_name": _opt_str, "wait_replicas": _int, "cluster": _bool})
     if "host" in redis:
         redis["host"], redis["port"] = redis["host"]
+    if redis.get("sentinels") and not redis.get("master_name"):
+        raise ConfigError("redis.master_name", "required with redis.sentinels (the name the sentinels "
+                          "monitor, as in `sentinel monitor <name> ...`)")
+    if redis.get("cluster") and redis.get("db"):
+        raise ConfigError("redis.db", "Redis Cluster has only database 0")
+    if redis.get("sentinels") and redis.get("cluster"):
+        raise ConfigError("redis.cluster", "Redis Cluster fails over by itself: use redis.sentinels or "
+                          "redis.cluster, not both")
     kw["redis"] = RedisConfig(**redis)
 
     web = _fields("web", top.get("web"), {
@@ -554,6 +573,15 @@ def _build(data: dict[str, Any]) -> Config:
         rate_limit=_backoff("wader.backoff.rate_limit", b.get("rate_limit"), d.rate_limit))
     kw["wader"] = WaderConfig(**wader)
     return Config(**kw)
+
+
+def _sentinels(key: str, v: object) -> tuple[tuple[str, int], ...]:
+    """``redis.sentinels``: a list of ``host:port`` (port 26379 when left out)."""
+    if isinstance(v, str):
+        v = [p for p in (x.strip() for x in v.split(",")) if p]
+    if not isinstance(v, list):
+        raise ConfigError(key, f"expected a list of host:port, got {_kind(v)}")
+    return tuple(_host_port(f"{key}[{i}]", x, 26379) for i, x in enumerate(v))
 
 
 def _host_names(key: str, v: object) -> tuple[str, ...]:

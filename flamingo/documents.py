@@ -15,7 +15,7 @@ from flamingo import __version__
 from flamingo._types import JsonObject
 from flamingo.app import App
 
-__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params",
+__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params", "stream_stats", "streams",
            "process_info", "meta_document", "status_document"]
 
 
@@ -36,6 +36,22 @@ def redis_status(app: App) -> dict[str, bool]:
 def stream_params(app: App) -> dict[str, list[str]]:
     """The configured stream's params from the store's copy ({} without a store)."""
     return app.store.params(app.config.stream) if app.store is not None else {}
+
+
+def stream_stats(app: App, name: str) -> JsonObject:
+    """A ``format: stream`` subscription's length, trims and consumer groups (lag, pending)."""
+    stats = app.stats
+    queue = stats.queues.get(name, {}) if stats is not None else {}
+    seen = stats.streams.get(name, {}) if stats is not None else {}
+    return {"length": queue.get("length"), "trimmed": queue.get("trimmed", 0),
+            "pushed": queue.get("pushed", 0), "groups": list(seen.get("groups") or []),
+            "at": seen.get("at")}
+
+
+def streams(app: App) -> JsonObject:
+    """``stream_stats`` of every stream subscription, by name."""
+    subs = app.store.subscriptions() if app.store is not None else {}
+    return {n: stream_stats(app, n) for n in sorted(subs) if subs[n].format == "stream"}
 
 
 def process_info(app: App, now: float) -> JsonObject:
@@ -68,5 +84,6 @@ def status_document(app: App, now: float) -> JsonObject:
         "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
         "redis": redis_status(app),
         "delivery": delivery,
+        "streams": streams(app),
         "process": process_info(app, now),
     }

@@ -83,6 +83,8 @@ class Stats:
         self.warnings: list[JsonObject] = []
         # delivery (set by the journal and the sink)
         self.queues: dict[str, dict[str, int]] = {}
+        #: format stream: each group's lag/pending as last read (XINFO GROUPS), per subscription
+        self.streams: dict[str, JsonObject] = {}
         self._providers: dict[str, Callable[[], Any]] = {}
 
     # --- hot path ---------------------------------------------------------
@@ -182,6 +184,16 @@ class Stats:
         q["trimmed"] += trimmed
         q["pushed"] += pushed
 
+    def stream_groups(self, name: str, groups: list[JsonObject], length: int | None) -> None:
+        """A stream subscription's consumer groups (``XINFO GROUPS``) and length, as just read."""
+        self.streams[name] = {"groups": groups, "at": self.clock.seconds()}
+        if length is not None:
+            self.queues.setdefault(name, {"length": 0, "trimmed": 0, "pushed": 0})["length"] = length
+
+    def forget_streams(self, keep: set[str]) -> None:
+        for name in set(self.streams) - keep:
+            del self.streams[name]
+
     def provide(self, name: str, fn: Callable[[], Any]) -> None:
         """Add ``fn()`` under ``name`` in every snapshot (journal, delivery status)."""
         self._providers[name] = fn
@@ -246,6 +258,7 @@ class Stats:
             "disconnects": list(self.disconnects),
             "warnings": list(self.warnings),
             "queues": {k: dict(v) for k, v in self.queues.items()},
+            "streams": {k: dict(v) for k, v in self.streams.items()},
         }
         for name, fn in self._providers.items():
             try:

@@ -16,6 +16,9 @@ Keys (namespace ``ns``)::
     <ns>:changes                    pub/sub: "params:<stream>:<param>" / "subscriptions:<name>"
     <ns>:store:epoch                a random id, written when the store first loads
 
+With ``redis.cluster`` every ``<ns>`` above is ``{<ns>}``: the hash tag puts all
+of a namespace's keys in one slot, so each MULTI and script stays on one shard.
+
 A change notice names what changed, and only that is read again; any other
 message (an older daemon's "params:<stream>", a hand-written "reload") and
 every reconnect read everything. A key of the wrong type, or a subscription
@@ -63,7 +66,7 @@ import orjson
 import txredisapi
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
@@ -71,12 +74,18 @@ from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
+from flamingo.redis_address import FAILOVER_ERRORS, endpoint_for
 from flamingo.store_copy import CopyFile, LocalCopy, copy_path
 from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
 from flamingo.store_rules import Target, appends_only, change_targets, foreign_queue, param_values, validate_params
 from flamingo.subscription import Subscription
 
-__all__ = ["Store"]
+__all__ = ["Store", "CLUSTER_RESQUE"]
+
+#: Why a resque subscription is refused with redis.cluster.
+CLUSTER_RESQUE = ("format resque needs a Redis that is not a cluster: its keys (resque:queue:<name>, "
+                  "resque:queues) are fixed by Resque and cannot carry the namespace's hash tag, so they "
+                  "would sit on other shards than the batch that feeds them; use format stream or raw")
 
 log = logger("flamingo.store")
 
@@ -120,9 +129,16 @@ class Store:
     def __init__(self, namespace: str = "flamingo", host: str = "127.0.0.1", port: int = 6379,
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  reactor: IReactorTime | None = None, streams: tuple[str, ...] = ("filter",),
-                 health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter") -> None:
+                 health_interval: float = 1.0, data_dir: Path | None = None, source: str = "twitter",
+                 endpoint: IStreamClientEndpoint | None = None, where: str | None = None,
+                 prefix: str | None = None, cluster: bool = False) -> None:
         reactor = maybe_global_reactor(reactor)
         self.namespace = namespace
+        self.prefix = prefix or namespace  # what every key starts with (``{ns}`` in cluster mode)
+        #: None: redis host:port; else an endpoint that finds the server at each (re)connect
+        self.endpoint = endpoint
+        self.where = where or f"{host}:{port}"
+        self.cluster = cluster
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.reactor = reactor
@@ -162,33 +178,37 @@ class Store:
     @classmethod
     def from_config(cls, config: Config, reactor: IReactorTime | None = None) -> Store:
         r = config.redis
+        endpoint, where = (None, None)
+        if r.sentinels or r.cluster:  # txredisapi connects with the global reactor
+            endpoint, where = endpoint_for(r, maybe_global_reactor(None))
         return cls(namespace=r.namespace, host=r.host, port=r.port, password=r.password,
                    db=r.db, timeout=r.timeout, reactor=reactor, streams=(config.stream,), source=config.source,
-                   data_dir=config.data_dir)
+                   data_dir=config.data_dir, endpoint=endpoint, where=where, prefix=r.prefix,
+                   cluster=r.cluster)
 
     # --- keys -------------------------------------------------------------
 
     @property
     def _channel(self) -> str:
-        return f"{self.namespace}:changes"
+        return f"{self.prefix}:changes"
 
     def _param_key(self, stream: str, param: str) -> str:
-        return f"{self.namespace}:streams:{stream}:{param}"
+        return f"{self.prefix}:streams:{stream}:{param}"
 
     def _sub_key(self, name: str) -> str:
-        return f"{self.namespace}:subscription:{name}"
+        return f"{self.prefix}:subscription:{name}"
 
     @property
     def _subs_key(self) -> str:
-        return f"{self.namespace}:subscriptions"
+        return f"{self.prefix}:subscriptions"
 
     @property
     def _epoch_key(self) -> str:
-        return f"{self.namespace}:store:epoch"
+        return f"{self.prefix}:store:epoch"
 
     @property
     def _queues_key(self) -> str:
-        return f"{self.namespace}:queues"
+        return f"{self.prefix}:queues"
 
     # --- lifecycle --------------------------------------------------------
 
@@ -196,8 +216,15 @@ class Store:
         """Connect and load; fires after the first load, or after ``timeout`` if Redis is down."""
         self._running = True
         self._read_local()
-        self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
-                                               password=self.password, connectTimeout=self.timeout)
+        if self.endpoint is None:
+            self._conn = txredisapi.lazyConnection(self.host, self.port, dbid=self.db or None,
+                                                   password=self.password, connectTimeout=self.timeout)
+        else:
+            # lazyConnection's own factory, given our endpoint: every reconnect resolves again
+            conn_f = txredisapi.RedisFactory(self.where, self.db or None, 1, True, password=self.password)
+            conn_f.initialDelay, conn_f.maxDelay = 0.1, 2
+            conn_f.startConnecting(self.endpoint)
+            self._conn = conn_f.handler
         f = txredisapi.SubscriberFactory(isLazy=True)
         f.protocol = _ChangeListener
         f.store = self
@@ -205,8 +232,10 @@ class Store:
         f.maxDelay = 5
         # The same endpoint txredisapi builds for its own connections: getaddrinfo, so
         # IPv6-only hosts work, and the connect timeout bounds each attempt.
-        f.startConnecting(HostnameEndpoint(maybe_global_reactor(None), self.host, self.port,
-                                           timeout=self.timeout))
+        if self.endpoint is not None:
+            f.initialDelay, f.maxDelay = 0.1, 2
+        f.startConnecting(self.endpoint or HostnameEndpoint(maybe_global_reactor(None), self.host, self.port,
+                                                            timeout=self.timeout))
         self._listener_factory = f
         self._health.start(self._health_interval, now=True)
         self._started = defer.Deferred()
@@ -356,16 +385,19 @@ class Store:
     def save_subscription(self, sub: Subscription) -> defer.Deferred[Subscription]:
         if not isinstance(sub, Subscription):
             return defer.fail(ValidationError("subscription", f"expected a Subscription, got {sub!r}"))
+        if self.cluster and sub.format == "resque":
+            return defer.fail(ValidationError("format", CLUSTER_RESQUE, limit="format: raw|envelope|stream "
+                                              "with redis.cluster"))
         if not self.available or self._conn is None:
             return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
         flat: list[str] = []
         for k, v in sub.to_hash().items():
             flat += [k, v]
-        queue = sub.queue_key(self.namespace)
+        queue = sub.queue_key(self.prefix)
         mode = "append" if appends_only(sub) else "strict"
         d = self._timed(self._conn.execute_command(
             "EVAL", SAVE_SUBSCRIPTION, 4, self._sub_key(sub.name), self._subs_key, self._queues_key,
-            queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", *flat))
+            queue, sub.name, mode, self._channel, f"subscriptions:{sub.name}", ",".join(sub.groups), *flat))
 
         def saved(reply: Any) -> Any:
             if _s(reply) != "ok":
@@ -383,7 +415,7 @@ class Store:
             return defer.fail(NotFound("subscription", name))
         cmds: list[RedisCommand] = [("SREM", self._subs_key, name), ("DEL", self._sub_key(name))]
         if drop_queue:
-            queue = sub.queue_key(self.namespace)
+            queue = sub.queue_key(self.prefix)
             cmds += [("DEL", queue), ("SREM", self._queues_key, queue)]
             self._own_queues.discard(queue)
         cmds.append(("PUBLISH", self._channel, f"subscriptions:{name}"))
@@ -413,7 +445,7 @@ class Store:
                 "pid": os.getpid(), "running": running, "version": version}
 
     def write_meta(self, snapshot: JsonObject) -> defer.Deferred[Any]:
-        ns = self.namespace
+        ns = self.prefix
         proc = self.process_info()
         flat: list[str] = []
         for k, v in proc.items():
@@ -422,13 +454,13 @@ class Store:
                                   ("HSET", f"{ns}:meta:process", *flat)], publish=False)
 
     def _write_process(self, running: bool) -> defer.Deferred[Any]:
-        return self._transaction([("HSET", f"{self.namespace}:meta:process", "running",
+        return self._transaction([("HSET", f"{self.prefix}:meta:process", "running",
                                    orjson.dumps(running).decode())], publish=False)
 
     @defer.inlineCallbacks
     def read_meta(self) -> Any:
         """``{"stats": ..., "process": ...}`` as last written (by any daemon of this namespace)."""
-        ns = self.namespace
+        ns = self.prefix
         stats = yield self._timed(self._conn.get(f"{ns}:meta:stats"))
         proc = yield self._timed(self._conn.hgetall(f"{ns}:meta:process"))
         out_proc = {}
@@ -439,12 +471,26 @@ class Store:
                 out_proc[_s(k)] = _s(v)
         return {"stats": orjson.loads(stats) if stats else None, "process": out_proc}
 
+    @defer.inlineCallbacks
+    def stream_info(self, key: str) -> Any:
+        """``(length, XINFO GROUPS reply)`` of a stream (``(0, [])`` when it does not exist)."""
+        length = yield self._timed(self._conn.execute_command("XLEN", key))
+        if not length:
+            return 0, []
+        groups = yield self._timed(self._conn.execute_command("XINFO", "GROUPS", key))
+        return int(length), groups
+
     # --- internals -------------------------------------------------------------
 
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         d.addTimeout(self.timeout, self.reactor)
 
         def unavailable(f: Failure) -> Any:
+            if f.check(txredisapi.ResponseError) and str(f.value).startswith(FAILOVER_ERRORS):
+                # a replica now (failover), or another node owns the slot: find the server again
+                self._drop_connections()
+                self._mark_down(str(f.value))
+                raise StoreUnavailable(f"Redis {self.where} is not the master: {f.value}")
             if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.ConnectionError,
                        ConnectionError, OSError):
                 why = _why(f, self.timeout)
@@ -452,6 +498,14 @@ class Store:
                 raise StoreUnavailable(f"Redis unreachable: {why}")
             return f
         return d.addErrback(unavailable)
+
+    def _drop_connections(self) -> None:
+        """Close the current connections; txredisapi reconnects through the endpoint, which resolves again."""
+        for conn in (self._conn, self._listener_factory):
+            factory = getattr(conn, "_factory", conn)  # the handler's factory, or the factory itself
+            for proto in list(getattr(factory, "pool", ()) or ()):
+                if proto.transport is not None:
+                    proto.transport.loseConnection()
 
     def _transaction(self, cmds: list[RedisCommand], publish: bool = True) -> defer.Deferred[Any]:
         """MULTI + cmds + EXEC in one pipeline write, with a timeout."""
@@ -484,16 +538,16 @@ class Store:
         if self.available:
             self.available = False
             log.error("Redis {addr} unreachable ({why}); running on last known params and "
-                      "subscriptions, reconnecting", addr=f"{self.host}:{self.port}", why=why)
+                      "subscriptions, reconnecting", addr=self.where, why=why)
         elif not self._loaded and not self._down_at_start_logged:
             self._down_at_start_logged = True
             if self._local is not None:
                 log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers, on the "
                          "params and subscriptions of the local copy {path} until then",
-                         addr=f"{self.host}:{self.port}", why=why, path=str(self.copy_path))
+                         addr=self.where, why=why, path=str(self.copy_path))
             else:
                 log.warn("Redis {addr} unreachable at start ({why}); retrying until it answers (no params "
-                         "or subscriptions until then)", addr=f"{self.host}:{self.port}", why=why)
+                         "or subscriptions until then)", addr=self.where, why=why)
         if not self._loaded:
             self._adopt_local()
 
@@ -540,7 +594,7 @@ class Store:
             if not self.available:
                 self.available = True
                 if self._loaded or self._down_at_start_logged:
-                    log.info("Redis {addr} reachable again", addr=f"{self.host}:{self.port}")
+                    log.info("Redis {addr} reachable again", addr=self.where)
                 return self._reload()
             return None
 
@@ -642,7 +696,7 @@ class Store:
     @defer.inlineCallbacks
     def _adopt_queues(self, subs: dict[str, Subscription]) -> Any:
         """The queues of subscriptions already in Redis are Flamingo's (installs from before ``<ns>:queues``)."""
-        queues = sorted({s.queue_key(self.namespace) for s in subs.values() if not appends_only(s)}
+        queues = sorted({s.queue_key(self.prefix) for s in subs.values() if not appends_only(s)}
                         - self._own_queues)
         if queues:
             try:
@@ -694,7 +748,7 @@ class Store:
                 flat += [k, v]
             subs.append([name, self._sub_key(name), flat])
         changes = [f"params:{s}" for s in sorted(params_copy)] + [f"subscriptions:{n}" for n in sorted(subs_copy)]
-        queues = sorted({s.queue_key(self.namespace) for s in subs_copy.values() if not appends_only(s)})
+        queues = sorted({s.queue_key(self.prefix) for s in subs_copy.values() if not appends_only(s)})
         doc = orjson.dumps({"params": params, "subs": subs, "queues": queues, "changes": changes})
         epoch = secrets.token_hex(8)
         done = yield self._timed(self._conn.execute_command(
@@ -707,7 +761,7 @@ class Store:
                      "and {m} subscriptions from {source}", n=len(params), m=len(subs), source=source)
 
     def _reader(self) -> KeyReader:
-        return KeyReader(self._conn, self.namespace, self._warn_once)
+        return KeyReader(self._conn, self.prefix, self._warn_once)
 
     def _load(self) -> defer.Deferred[Any]:
         return self._reader().everything()

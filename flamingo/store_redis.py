@@ -45,9 +45,11 @@ return 1
 """
 
 # KEYS: subscription hash, subscriptions set, queues set, queue key; ARGV: name,
-# mode, channel, change message, field, value, ... Refuses (returns the key's
-# type) when the queue exists and is not Flamingo's; modes: "strict" (any
-# existing key refuses), "append" (an existing list is allowed, not adopted).
+# mode, channel, change message, groups (comma-separated, "" for none), field,
+# value, ... Refuses (returns the key's type) when the queue exists and is not
+# Flamingo's; modes: "strict" (any existing key refuses), "append" (an existing
+# list is allowed, not adopted). A stream's consumer groups are made at "$"
+# (MKSTREAM), idempotently: a group that exists (BUSYGROUP) keeps its position.
 SAVE_SUBSCRIPTION = b"""
 local q = KEYS[4]
 local mode = ARGV[2]
@@ -59,8 +61,16 @@ if redis.call('SISMEMBER', KEYS[3], q) == 0 then
     return t
   end
 end
+if ARGV[5] ~= '' then
+  local t = redis.call('TYPE', q)['ok']
+  if t == 'none' or t == 'stream' then
+    for g in string.gmatch(ARGV[5], '[^,]+') do
+      redis.pcall('XGROUP', 'CREATE', q, g, '$', 'MKSTREAM')
+    end
+  end
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 'ok'
@@ -76,7 +86,7 @@ class KeyReader:
     """Reads params and subscriptions of one namespace; ``warn(key, why)`` for a skipped key."""
 
     conn: Any  # a txredisapi connection (untyped library)
-    namespace: str
+    namespace: str  # the key prefix: the namespace, or {namespace} in cluster mode
     warn: Callable[[str, str], None]
 
     @defer.inlineCallbacks

@@ -1,4 +1,4 @@
-"""A subscription: one Redis list fed with the events a consumer asked for.
+"""A subscription: one Redis list (or stream) fed with the events a consumer asked for.
 
 Pure data: validated once in ``Subscription.create`` (errors name the field,
 REST turns them into 422), encoded to and from the Redis hash
@@ -19,7 +19,7 @@ from flamingo.errors import ValidationError
 
 __all__ = ["Subscription", "FORMATS", "KNOWN_TYPES", "NAME_RE"]
 
-FORMATS = ("raw", "envelope", "resque")
+FORMATS = ("raw", "envelope", "resque", "stream")
 
 #: Types message_type() produces for v1.1; any other identifier is allowed too
 #: (a single-key control message is typed by its key).
@@ -54,14 +54,15 @@ class Subscription:
     types: tuple[str, ...] | None = None
     filter: tuple[str, ...] = ()
     max_length: int | None = None
+    groups: tuple[str, ...] = ()  # format stream: consumer groups made with the stream
 
     @classmethod
     def create(cls, name: Any, **options: Any) -> Subscription:
         """Validate and build; raises ValidationError naming the field."""
-        unknown = set(options) - {"format", "types", "filter", "max_length"}
+        unknown = set(options) - {"format", "types", "filter", "max_length", "groups"}
         if unknown:
             field = sorted(unknown)[0]
-            raise ValidationError(field, "unknown option (allowed: format, types, filter, max_length)")
+            raise ValidationError(field, "unknown option (allowed: format, types, filter, max_length, groups)")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ValidationError("name", f"must match [A-Za-z0-9_.:-]{{1,64}}, got {name!r}",
                                   limit="name: [A-Za-z0-9_.:-]{1,64}")
@@ -99,12 +100,15 @@ class Subscription:
                 max_length = int(max_length)
             if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
                 raise ValidationError("max_length", f"must be an integer >= 1, got {max_length!r}")
-        return cls(name=name, format=fmt, types=types, filter=terms, max_length=max_length)
+        groups = _groups(options.get("groups"), fmt)
+        return cls(name=name, format=fmt, types=types, filter=terms, max_length=max_length, groups=groups)
 
     def queue_key(self, namespace: str) -> str:
-        """The Redis list this subscription's events go to."""
+        """The Redis list (or stream) this subscription's events go to."""
         if self.format == "resque":
             return f"resque:queue:{self.name}"
+        if self.format == "stream":
+            return f"{namespace}:stream:{self.name}"
         return f"{namespace}:queue:{self.name}"
 
     def wants_type(self, event_type: str) -> bool:
@@ -112,16 +116,20 @@ class Subscription:
 
     def to_dict(self) -> JsonObject:
         """JSON-ready (REST, console, meta)."""
-        return {"name": self.name, "format": self.format,
-                "types": list(self.types) if self.types is not None else None,
-                "filter": list(self.filter), "max_length": self.max_length}
+        doc: JsonObject = {"name": self.name, "format": self.format,
+                           "types": list(self.types) if self.types is not None else None,
+                           "filter": list(self.filter), "max_length": self.max_length}
+        if self.format == "stream":
+            doc["groups"] = list(self.groups)
+        return doc
 
     def to_hash(self) -> dict[str, str]:
         """The fields of ``<ns>:subscription:<name>`` (lists as JSON, absent = empty string)."""
         return {"format": self.format,
                 "types": orjson.dumps(list(self.types)).decode() if self.types is not None else "",
                 "filter": orjson.dumps(list(self.filter)).decode() if self.filter else "",
-                "max_length": str(self.max_length) if self.max_length is not None else ""}
+                "max_length": str(self.max_length) if self.max_length is not None else "",
+                "groups": orjson.dumps(list(self.groups)).decode() if self.groups else ""}
 
     @classmethod
     def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> Subscription:
@@ -142,4 +150,18 @@ class Subscription:
                     raise ValidationError(k, f"invalid JSON list {s!r}") from None
             return s
         return cls.create(name, format=get("format") or None, types=lst("types"),
-                          filter=lst("filter"), max_length=get("max_length").strip() or None)
+                          filter=lst("filter"), max_length=get("max_length").strip() or None,
+                          groups=lst("groups"))
+
+
+def _groups(value: Any, fmt: str) -> tuple[str, ...]:
+    """``groups``: consumer group names, for ``format: stream`` only."""
+    groups = tuple(dict.fromkeys(_tuple_of_str("groups", value or ())))
+    if groups and fmt != "stream":
+        raise ValidationError("groups", f"consumer groups need format: stream, not {fmt}")
+    for g in groups:
+        if not NAME_RE.fullmatch(g):
+            raise ValidationError("groups", f"each group must match [A-Za-z0-9_.:-]{{1,64}}, got {g!r}")
+    if len(groups) > 32:
+        raise ValidationError("groups", f"at most 32 groups, got {len(groups)}", limit="groups: at most 32")
+    return groups

@@ -256,6 +256,8 @@ class OpenDaemonTests(BrowserTestCase):
         yield self.live.app.store.save_subscription(
             Subscription.create(
                 "a-rather-long-subscription-name", format="envelope", types=["tweet", "delete"]))
+        yield self.live.app.store.save_subscription(
+            Subscription.create("tweets", format="stream", groups=["workers"]))
         yield self.browse(self.open, self.live.base, None)
         cookies = yield self.browse(lambda d: d.get_cookies())
         self.assertEqual(cookies, [])
@@ -277,6 +279,17 @@ class OpenDaemonTests(BrowserTestCase):
 
         scroll_width, client_width = yield self.browse(on_a_phone)
         self.assertLessEqual(scroll_width, client_width)  # no sideways scrolling of the page
+
+        def group_lag(driver: Any) -> str:
+            """The consumer-group table: the stream's group, with a lag Redis reported."""
+            cell = f'{hook("stream-groups")} tr[data-group="tweets/workers"] [data-field="lag"]'
+            self.wait(driver, lambda d: d.find_elements("css selector", cell)
+                      and d.find_element("css selector", cell).text.isdigit(),
+                      "the consumer group's lag never showed")
+            return driver.find_element("css selector", cell).text
+
+        lag = yield self.browse(group_lag)
+        self.assertGreaterEqual(int(lag), 0)
 
 
 class DemoTests(unittest.SynchronousTestCase):

@@ -33,7 +33,7 @@ class SubscriptionTests(unittest.SynchronousTestCase):
             self.assertIn("{1,64}", cm.exception.limit)  # REST's 422 names the limit
         with self.assertRaises(ValidationError) as cm:
             Subscription.create("ok", format="xml")
-        self.assertEqual(cm.exception.limit, "format: raw|envelope|resque")
+        self.assertEqual(cm.exception.limit, "format: raw|envelope|resque|stream")
 
     def test_types_and_filter_normalised(self):
         s = Subscription.create("q", types="tweet, delete", filter=["cats", "cats", "dogs"])

@@ -84,7 +84,7 @@ class ScriptTests(unittest.SynchronousTestCase):
         writes = [QueueWrite(q1, [b"a", b"b", b"c"], max_length=2),
                   QueueWrite(q2, [b"a"], resque_name=b"n" + ns.encode())]
         self.addCleanup(r.command, "SREM", "resque:queues", "n" + ns)
-        self.assertEqual(call(r, b"".join(encode_batch(ck, b"", b"3:e", writes))), [3, 1])
+        self.assertEqual(call(r, b"".join(encode_batch(ck, b"", b"3:e", writes))), [[2, 1], [1, 0]])
         self.assertEqual(r.command("LRANGE", q1, "0", "-1"), [b"b", b"c"])
         self.assertEqual(r.command("GET", ck), b"3:e")
         self.assertEqual(r.command("SISMEMBER", "resque:queues", "n" + ns), 1)
@@ -96,6 +96,36 @@ class ScriptTests(unittest.SynchronousTestCase):
         self.assertEqual(r.command("LRANGE", q1, "0", "-1"), [b"b", b"c"])  # nothing written
         self.assertEqual(r.command("GET", ck), b"3:e")
         big = [QueueWrite(q1, [b"v%d" % i for i in range(2500)])]  # more than one unpack chunk
-        self.assertEqual(call(r, b"".join(encode_batch(ck, b"3:e", None, big))), [2502])
+        self.assertEqual(call(r, b"".join(encode_batch(ck, b"3:e", None, big))), [[2502, 0]])
         self.assertEqual(r.command("GET", ck), b"3:e")
         r.command("DEL", q1, q2, ck)
+
+    def test_streams(self):
+        """XADD per event with type and event fields; groups made with a new stream; the type check."""
+        r = shared_redis()
+        ns = "x" + uuid.uuid4().hex[:8]
+        ck, sk, lk = f"{ns}:cp".encode(), f"{ns}:stream:s".encode(), f"{ns}:queue:l".encode()
+        values = [b"tweet\n{\"id\":%d}" % i for i in range(5)]
+        writes = [QueueWrite(sk, values, stream=True, groups=(b"g1", b"g2")), QueueWrite(lk, [b"x"])]
+        self.assertEqual(call(r, b"".join(encode_batch(ck, b"", b"5:e", writes))), [[5, 0], [1, 0]])
+        entries = r.command("XRANGE", sk, "-", "+")
+        self.assertEqual([e[1] for e in entries][:2], [[b"type", b"tweet", b"event", b'{"id":0}'],
+                                                      [b"type", b"tweet", b"event", b'{"id":1}']])
+        groups = {g[1] for g in r.command("XINFO", "GROUPS", sk)}
+        self.assertEqual(groups, {b"g1", b"g2"})  # made before the first entry: they see all 5
+        got = r.command("XREADGROUP", "GROUP", "g1", "c", "STREAMS", sk, ">")
+        self.assertEqual(len(got[0][1]), 5)
+        # MAXLEN ~: trimmed counted as what left the stream
+        many = [QueueWrite(sk, [b"t\n%d" % i for i in range(400)], max_length=10, stream=True)]
+        (length, trimmed), = call(r, b"".join(encode_batch(ck, b"5:e", b"405:e", many)))
+        self.assertEqual(length + trimmed, 405)
+        self.assertGreater(trimmed, 0)
+        self.assertEqual(r.command("XLEN", sk), length)
+        # a list where a stream should be refuses the whole batch
+        r.command("DEL", sk)
+        r.command("RPUSH", sk, "x")
+        wrong = call(r, b"".join(encode_batch(ck, b"405:e", b"410:e", writes)))
+        self.assertIn(f"WRONGTYPE {ns}:stream:s holds a list, not a stream", str(wrong))
+        self.assertEqual(r.command("LLEN", lk), 1)
+        self.assertEqual(r.command("GET", ck), b"405:e")
+        r.command("DEL", sk, lk, ck)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -30,6 +31,7 @@ from flamingo.cli.client import (
     resolve_url,
 )
 from flamingo.cli.format import SUB_COLUMNS, flatten, key_values, show_params, show_status, table
+from flamingo.cli.stream_tail import ensure_group, read_group
 
 __all__ = ["Context", "cmd_status", "cmd_top", "cmd_meta", "cmd_stream", "cmd_subscriptions",
            "cmd_subscribe", "cmd_unsubscribe", "cmd_restart", "cmd_tail", "cmd_console",
@@ -145,6 +147,8 @@ def cmd_subscribe(ctx: Context) -> int:
         body["filter"] = list(a.filter)
     if a.max_length is not None:
         body["max_length"] = a.max_length
+    if a.groups is not None:
+        body["groups"] = _csv(a.groups)
     sub = ctx.client().request("POST", "/subscriptions.json", body)
     return ctx.emit(sub, lambda s: table([s], SUB_COLUMNS))
 
@@ -203,21 +207,46 @@ def _queue_key(ctx: Context, redis: RespClient, namespace: str) -> str:
         fmt = b"raw"
     if fmt == b"resque":
         return f"resque:queue:{a.name}"
+    if fmt == b"stream":
+        return f"{namespace}:stream:{a.name}"
     return f"{namespace}:queue:{a.name}"
+
+
+def _open_redis(host: str, port: int, password: str | None, db: int = 0) -> RespClient:
+    redis = RespClient(host, port)
+    if password:
+        redis.command("AUTH", password)
+    if db:
+        redis.command("SELECT", db)
+    return redis
+
+
+def _slot_owner(redis: RespClient, key: str, password: str | None) -> RespClient:
+    """Redis Cluster: the node that serves ``key``'s slot (the namespace's keys share one)."""
+    try:
+        redis.command("TYPE", key)
+        return redis
+    except ServerSaidNo as e:
+        moved = re.search(r"(?:MOVED|ASK) \d+ ([^\s:]*):(\d+)", str(e))
+        if moved is None:
+            raise
+    redis.close()
+    host = moved.group(1) or redis.address.rsplit(":", 1)[0]  # empty: the node that answered
+    return _open_redis(host.strip("[]"), int(moved.group(2)), password)
 
 
 def cmd_tail(ctx: Context) -> int:
     a = ctx.args
     host, port = _redis_address(ctx)
     namespace = a.namespace or (ctx.config.redis.namespace if ctx.config is not None else "flamingo")
-    redis = RespClient(host, port)
+    rc = ctx.config.redis if ctx.config is not None else None
+    if rc is not None and rc.cluster:
+        namespace = "{%s}" % namespace  # every key carries the hash tag
+    password = ctx.env.get("FLAMINGO_REDIS_PASSWORD") or (rc.password if rc else None)
+    redis = _open_redis(host, port, password, rc.db if rc is not None else 0)
     try:
-        rc = ctx.config.redis if ctx.config is not None else None
-        password = ctx.env.get("FLAMINGO_REDIS_PASSWORD") or (rc.password if rc else None)
-        if password:
-            redis.command("AUTH", password)
-        if rc is not None and rc.db:
-            redis.command("SELECT", rc.db)
+        if rc is not None and rc.cluster:
+            redis = _slot_owner(redis, f"{namespace}:subscriptions", password)
         key = _queue_key(ctx, redis, namespace)
         out = ctx.out.buffer if hasattr(ctx.out, "buffer") else None
 
@@ -229,6 +258,22 @@ def cmd_tail(ctx: Context) -> int:
                 ctx.out.write(value.decode("utf-8", "replace") + "\n")
                 ctx.out.flush()
 
+        if a.group is not None or a.consumer is not None:
+            if a.group is None or a.consumer is None:
+                raise UsageError("--group and --consumer go together (a consumer group member reads a stream)")
+            if a.peek:
+                raise UsageError("--peek reads without a group: drop --group/--consumer")
+            if ensure_group(redis, key, a.group):
+                print(f"flamingo: made consumer group {a.group} on {key} (new entries only)", file=sys.stderr)
+            read_group(redis, key, a.group, a.consumer, show, count=a.n, idle=a.idle, claim_idle=a.claim_idle)
+            return OK
+        if redis.command("TYPE", key) == b"stream":
+            if not a.peek:
+                raise UsageError(f"{key} is a stream: read it with --group G --consumer C (or --peek)")
+            count = a.n if a.n is not None else 10
+            for _, fields in redis.command("XRANGE", key, "-", "+", "COUNT", max(count, 1)) or []:
+                show(_stream_event(fields))
+            return OK
         if a.peek:
             count = a.n if a.n is not None else 10
             for value in redis.command("LRANGE", key, 0, count - 1 if count > 0 else -1) or []:
@@ -254,6 +299,11 @@ def cmd_tail(ctx: Context) -> int:
         return OK
     finally:
         redis.close()
+
+
+def _stream_event(fields: list[bytes]) -> bytes:
+    pairs = dict(zip(fields[::2], fields[1::2]))
+    return pairs.get(b"event", b"")
 
 
 # --- console ------------------------------------------------------------------------------

@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("subscribe", "create (or replace) a subscription", cmd_subscribe)
     p.add_argument("name")
-    p.add_argument("--format", choices=("raw", "envelope", "resque"))
+    p.add_argument("--format", choices=("raw", "envelope", "resque", "stream"))
+    p.add_argument("--groups", action="append", metavar="GROUP[,GROUP]",
+                   help="format stream: consumer groups to create (XGROUP CREATE ... $ MKSTREAM)")
     p.add_argument("--types", action="append", metavar="TYPE[,TYPE]",
                    help="event types to deliver, e.g. tweet,delete (default all)")
     p.add_argument("--filter", nargs="+", metavar="TERM",
@@ -154,7 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this long without an event")
     p.add_argument("--redis", metavar="HOST:PORT", help="Redis address (default from the config)")
     p.add_argument("--namespace", help="key namespace (default from the config, else flamingo)")
-    p.add_argument("--queue", metavar="KEY", help="read this Redis list instead")
+    p.add_argument("--queue", metavar="KEY", help="read this Redis list (or stream) instead")
+    p.add_argument("--group", metavar="G", help="format stream: read as a member of consumer group G "
+                   "(XREADGROUP), acknowledging each event (XACK); made at $ if missing")
+    p.add_argument("--consumer", metavar="C", help="with --group: this consumer's name")
+    p.add_argument("--claim-idle", type=float, default=60.0, metavar="SECONDS",
+                   help="with --group: take over entries other consumers left unacknowledged this long "
+                        "(XAUTOCLAIM; default 60)")
 
     p = add("console", "open the live console in the daemon (runs ssh)", cmd_console)
     p.add_argument("--user", "-l", help="user name to send (any; the key decides)")

@@ -33,8 +33,9 @@ Flamingo console (Python, inside the running daemon). What is here:
   s = Stream.get('filter')        a stream; Stream.all() lists them
   s.params                        its params, live: s.params['track'] = ['a', 'b']
   s.params.add('track', 'x')      also .remove('track', 'x'), .delete('track'), .all()
-  Subscription('example').save()  also format='raw'|'envelope'|'resque', types=[...],
-                                  filter=[...], max_length=N; Subscription.all(),
+  Subscription('example').save()  also format='raw'|'envelope'|'resque'|'stream', types=[...],
+                                  filter=[...], max_length=N, groups=[...] (stream);
+                                  Subscription.all(),
                                   Subscription.find('example').delete()
   meta()                          what /meta.json shows
   status()                        what /status.json shows

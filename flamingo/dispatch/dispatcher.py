@@ -24,6 +24,7 @@ from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
+from flamingo.dispatch.stream_groups import GroupWatch
 from flamingo.logs import logger
 from flamingo.stats import Stats
 from flamingo.stream.messages import message_type, parse_limit
@@ -103,6 +104,7 @@ class DeliveryService(service.Service):
         self.store = store
         self.meta_interval = meta_interval
         self.dispatcher = Dispatcher(journal, sink, stats)
+        self.groups = GroupWatch(store, stats, min(2.0, meta_interval), reactor) if store is not None else None
         stats.provide("journal", journal.status)
         stats.provide("delivery", self._delivery_stats)
 
@@ -120,11 +122,15 @@ class DeliveryService(service.Service):
             self.sink.start()
         if self.store is not None:
             self.store.start_meta(self.stats.snapshot, self.meta_interval)
+        if self.groups is not None:
+            self.groups.start()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         """Flush: everything received is on disk; Redis gets it within ``flush_timeout``."""
         super().stopService()
+        if self.groups is not None:
+            self.groups.stop()
         if self.sink is not None:
             d = self.sink.drained()
             d.addTimeout(self.flush_timeout, self.reactor)

@@ -2,7 +2,10 @@
 
 ``raw``: the event as received. ``envelope``: ``{"type":T,"event":E}``.
 ``resque``: ``{"class":"HandleFlamingoEvent","args":[T,E]}`` — what the
-original's Resque workers (``examples/Rakefile``) expect. An ``invalid``
+original's Resque workers (``examples/Rakefile``) expect. ``stream``:
+``<type>\n<event>``, which the batch script splits into one stream entry's
+``type`` and ``event`` fields (an event never holds a raw newline: the
+dispatcher keeps each on one line). An ``invalid``
 event (not JSON) is embedded as a JSON string so the payload stays JSON.
 """
 
@@ -34,7 +37,12 @@ def resque(event: bytes, etype: str) -> bytes:
             + _embed(event, etype) + b"]}")
 
 
-BUILDERS: dict[str, Callable[[bytes, str], bytes]] = {"raw": raw, "envelope": envelope, "resque": resque}
+def stream(event: bytes, etype: str) -> bytes:
+    return etype.encode() + b"\n" + _embed(event, etype)
+
+
+BUILDERS: dict[str, Callable[[bytes, str], bytes]] = {"raw": raw, "envelope": envelope, "resque": resque,
+                                                      "stream": stream}
 
 
 def build(fmt: str, event: bytes, etype: str) -> bytes:

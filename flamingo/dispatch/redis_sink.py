@@ -2,7 +2,7 @@
 
 Every batch is one pre-encoded ``EVALSHA`` of an atomic script
 (``transaction.py``): one ``RPUSH key v1 … vn`` per queue (plus ``LTRIM`` for a
-max length, ``SADD resque:queues`` for Resque) and ``SET <ns>:sink:checkpoint
+max length, ``SADD resque:queues`` for Resque; ``XADD`` per event for a stream) and ``SET <ns>:sink:checkpoint
 <position>:<epoch>``, applied only if every key has the right type and the
 checkpoint is still the one this sink read; otherwise nothing is written and
 the batch is retried after a backoff. One batch is in flight at a time;
@@ -42,12 +42,13 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo._types import JsonObject
 from flamingo.config import Config
+from flamingo.dispatch.failover import HOLD_WITH_SENTINEL, ReleaseGate
 from flamingo.dispatch.journal import Journal, JournalGap
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
@@ -62,6 +63,7 @@ from flamingo.dispatch.transaction import (
     resume_point,
 )
 from flamingo.logs import logger
+from flamingo.redis_address import FAILOVER_ERRORS, endpoint_for
 from flamingo.stats import Stats
 from flamingo.stream.messages import message_type
 from flamingo.stream.predicates import TermMatcher
@@ -73,6 +75,7 @@ log = logger("flamingo.sink")
 
 CHECKPOINT_FILE = "sink-{namespace}.checkpoint"
 WAIT_FOR_SUBSCRIPTIONS = 0.2  # seconds between looks while the store has not loaded yet
+CLUSTER_RESQUE = "format resque cannot be delivered in cluster mode (resque:* keys cannot carry the hash tag)"
 
 
 class BadCheckpoint(Exception):
@@ -100,11 +103,19 @@ class RedisSink:
                  password: str | None = None, db: int = 0, timeout: float = 5.0,
                  batch_max: int = 5000, batch_bytes: int = 2 << 20, max_memory: int = 16 << 20,
                  reactor: IReactorTime | None = None,
-                 stats: Stats | None = None, reconnect_max: float = 2.0) -> None:
+                 stats: Stats | None = None, reconnect_max: float = 2.0,
+                 endpoint: IStreamClientEndpoint | None = None, where: str | None = None,
+                 prefix: str | None = None, wait_replicas: int = 0, cluster: bool = False) -> None:
         reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self._subscriptions = subscriptions
         self.namespace = namespace
+        self.prefix = prefix or namespace  # what every key starts with (``{ns}`` in cluster mode)
+        self.endpoint = endpoint  # None: redis host:port; else one that resolves at each connect
+        self.where = where or f"{host}:{port}"
+        self.wait_replicas = wait_replicas
+        self.cluster = cluster
+        self._gate = ReleaseGate(HOLD_WITH_SENTINEL if endpoint is not None and not cluster else 0.0)
         self.host, self.port, self.password, self.db = host, port, password, db
         self.timeout = timeout
         self.batch_max = batch_max
@@ -113,7 +124,7 @@ class RedisSink:
         self.reactor = reactor
         self.stats = stats
         self.reconnect_max = reconnect_max
-        self._ckey = f"{namespace}:sink:checkpoint".encode()
+        self._ckey = f"{self.prefix}:sink:checkpoint".encode()
         self.checkpoint: int | None = None
         self._cp_raw = b""  # the checkpoint value in Redis as last read or written ("" = none)
         # the highest checkpoint this process sent (committed or maybe: a timed-out batch
@@ -148,14 +159,22 @@ class RedisSink:
         self.lost_events = 0  # not journaled and dropped from memory: gone
         self.gap_events = 0  # positions the journal could not give back (deleted, cut short)
         self.queue_errors: dict[str, str] = {}
+        self.redelivered = 0  # events a new master lacked after a failover, sent again from the journal
+        self.failovers = 0  # reconnects that found another server holding an older checkpoint
+        self.wait_short = 0  # batches WAIT did not see on wait_replicas replicas in time
+        self.address: str | None = None  # the server of the current connection
 
     @classmethod
     def from_config(cls, config: Config, journal: Journal, subscriptions: Callable[[], dict[str, Subscription] | None],
                     reactor: IReactorTime | None = None, stats: Stats | None = None) -> RedisSink:
         r = config.redis
+        endpoint, where = (None, None)
+        if r.sentinels or r.cluster:
+            endpoint, where = endpoint_for(r, maybe_global_reactor(reactor))
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
                    password=r.password, db=r.db, timeout=r.timeout, batch_max=r.batch_max,
-                   max_memory=r.memory_max, reactor=reactor, stats=stats)
+                   max_memory=r.memory_max, reactor=reactor, stats=stats, endpoint=endpoint, where=where,
+                   prefix=r.prefix, wait_replicas=r.wait_replicas, cluster=r.cluster)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -293,7 +312,9 @@ class RedisSink:
                 return
         payload, plan, cp_value = self._encode(subs, frames, types, new_cp)
         self._written_upto = max(self._written_upto, new_cp)
-        d = self._proto.send(payload, 1)
+        if self.wait_replicas:
+            payload.append(command("WAIT", self.wait_replicas, max(1, int(self.timeout * 500))))
+        d = self._proto.send(payload, 2 if self.wait_replicas else 1)
         d.addTimeout(self.timeout, self.reactor)
         self._inflight = d
         d.addCallbacks(self._committed, self._transaction_failed,
@@ -302,7 +323,7 @@ class RedisSink:
 
     def _idle(self) -> None:
         if self._caught_up() and self.checkpoint is not None:  # caught up implies a checkpoint
-            self.journal.release(self.checkpoint)
+            self._release(self.checkpoint)
             self._attempt = 0
             self.progress_at = self.reactor.seconds()
             self._fire_drained()
@@ -395,11 +416,16 @@ class RedisSink:
         plan: list[tuple[Subscription, int]] = []
         routes = Routes(frames, types, self._matcher)
         for sub in subs.values():
+            if self.cluster and sub.format == "resque":
+                self.queue_errors[sub.name] = CLUSTER_RESQUE
+                continue
             values = routes.values_for(sub)
             if not values:
                 continue
-            writes.append(QueueWrite(sub.queue_key(self.namespace).encode(), values, sub.max_length,
-                                     sub.name.encode() if sub.format == "resque" else None))
+            writes.append(QueueWrite(sub.queue_key(self.prefix).encode(), values, sub.max_length,
+                                     sub.name.encode() if sub.format == "resque" else None,
+                                     stream=sub.format == "stream",
+                                     groups=tuple(g.encode() for g in sub.groups)))
             plan.append((sub, len(values)))
         cp_value = checkpoint_value(new_cp, self.journal.epoch) if new_cp != self.checkpoint else None
         return encode_batch(self._ckey, self._cp_raw, cp_value, writes), plan, cp_value
@@ -415,7 +441,17 @@ class RedisSink:
         if cp_value is not None:
             self._cp_raw = cp_value
         self._mirror(new_cp)
-        self.journal.release(new_cp)  # the spool drops segments every event of which is in Redis
+        replicated = False
+        if self.wait_replicas:
+            acks = replies[1]
+            replicated = isinstance(acks, int) and acks >= self.wait_replicas
+            if not replicated:
+                self.wait_short += 1
+                if self.wait_short == 1 or self.wait_short % 1000 == 0:
+                    log.warn("WAIT: a batch reached {n} of {want} replicas in time ({total} batches so far); "
+                             "a failover now could lose it from Redis (the journal keeps it)",
+                             n=acks, want=self.wait_replicas, total=self.wait_short)
+        self._release(new_cp, replicated)  # the spool drops segments every event of which is in Redis
         self.transactions += 1
         self.delivered += n
         self._attempt = 0
@@ -428,12 +464,11 @@ class RedisSink:
                 self._mem -= it.nbytes
             else:
                 break
-        for (sub, count), length in zip(plan, result):
+        for (sub, count), (length, trimmed) in zip(plan, result):
             self.pushed += count
             self.queue_errors.pop(sub.name, None)
             if self.stats is not None:
-                trimmed = max(0, length - sub.max_length) if sub.max_length else 0
-                self.stats.queue(sub.name, length=length - trimmed, trimmed=trimmed, pushed=count)
+                self.stats.queue(sub.name, length=length, trimmed=trimmed, pushed=count)
         if self.error is not None:
             log.info("Redis deliveries flowing again")
             self.error = self.error_since = None
@@ -441,7 +476,7 @@ class RedisSink:
 
     def _refused(self, err: str, plan: list[tuple[Subscription, int]]) -> None:
         """Redis wrote nothing of the batch: say why, and retry it after a backoff (nothing skipped)."""
-        if err.startswith(MOVED) or err.startswith("NOSCRIPT"):
+        if err.startswith(MOVED) or err.startswith("NOSCRIPT") or err.startswith(FAILOVER_ERRORS):
             # another writer moved the checkpoint (a late batch of an earlier connection),
             # or the script is gone (SCRIPT FLUSH): reconnect, which re-reads both
             self._set_error(f"batch refused: {err}")
@@ -450,7 +485,7 @@ class RedisSink:
                 proto.transport.abortConnection()
             return
         for sub, _ in plan:
-            if sub.queue_key(self.namespace) in err or ("resque:queues" in err and sub.format == "resque"):
+            if sub.queue_key(self.prefix) in err or ("resque:queues" in err and sub.format == "resque"):
                 self.queue_errors[sub.name] = err
         self._set_error(f"batch refused, nothing delivered until this is fixed: {err}")
         self._scheduled = self.reactor.callLater(self._backoff(), self._pump)
@@ -499,7 +534,8 @@ class RedisSink:
         if not self._running or self._connecting:
             return
         self._connecting = True
-        ep = endpoints.HostnameEndpoint(self.reactor, self.host, self.port, timeout=max(1, int(self.timeout)))
+        ep = self.endpoint or endpoints.HostnameEndpoint(self.reactor, self.host, self.port,
+                                                         timeout=max(1, int(self.timeout)))
         d = endpoints.connectProtocol(ep, RespProtocol())
         d.addTimeout(self.timeout, self.reactor)
         d.addCallback(self._handshake)
@@ -560,19 +596,43 @@ class RedisSink:
             return
         self._client_id = client_id if self.fencing else None
         self._run_id = run_id
+        self._after_failover(cp)
         self.checkpoint = cp
         self._cp_raw = raw if raw is not None else b""
         self._written_upto = max(self._written_upto, cp)
         self._proto = proto
         self.connected = True
         proto.lost_d.addCallback(self._lost, proto)
-        log.info("Redis sink connected to {addr}, resuming after position {cp}",
-                 addr=f"{self.host}:{self.port}", cp=self.checkpoint)
+        peer = proto.transport.getPeer()
+        self.address = f"{getattr(peer, 'host', self.host)}:{getattr(peer, 'port', self.port)}"
+        log.info("Redis sink connected to {addr} ({where}), resuming after position {cp}",
+                 addr=self.address, where=self.where, cp=self.checkpoint)
         if self.error is not None and not self.queue_errors:
             # a connection error is over once connected; a refused batch (queue_errors)
             # stays until a batch commits, and a refusal seen again sets it again
             self.error = self.error_since = None
         self._schedule()
+
+    def _after_failover(self, cp: int) -> None:
+        """A reconnect that finds an older checkpoint than this process last committed: the server
+        lost the newest batches (a failover to a replica that had not got them). Resuming from
+        ``cp`` re-delivers them from the journal; say so and count them."""
+        known = self.checkpoint
+        if known is None:  # a restart: the local copy is the last position this sink committed
+            mirror = self._read_mirror()
+            known = mirror[0] if mirror is not None and mirror[1] in (None, self.journal.epoch) else None
+        if known is not None and cp < known:
+            lost = known - cp
+            self.failovers += 1
+            self.redelivered += lost
+            log.warn("Redis at {addr} lacks positions {a}..{b} that the previous server had acknowledged "
+                     "(asynchronous replication, failover?): delivering these {n} events again from the "
+                     "journal", addr=self.where, a=cp + 1, b=known, n=lost)
+
+    def _release(self, cp: int, replicated: bool = False) -> None:
+        upto = self._gate.releasable(self.reactor.seconds(), cp, replicated)
+        if upto is not None:
+            self.journal.release(upto)
 
     def _fence_needed(self, run_id: bytes | None) -> bool:
         return self._client_id is not None and run_id is not None and run_id == self._run_id
@@ -632,7 +692,7 @@ class RedisSink:
         if failure.check(BadCheckpoint):
             self._set_error(failure.getErrorMessage())
         else:
-            self._set_error(f"cannot connect to {self.host}:{self.port}: "
+            self._set_error(f"cannot connect to {self.where}: "
                             f"{failure.getErrorMessage() or failure.type.__name__}")
         self._retry()
 
@@ -661,7 +721,8 @@ class RedisSink:
         backlog = self.backlog()
         if backlog == 0 and self._running:
             self.progress_at = self.reactor.seconds()
-        return {"redis": f"{self.host}:{self.port}", "connected": self.connected,
+        return {"redis": self.address or self.where, "where": self.where, "connected": self.connected,
+                "redelivered": self.redelivered, "failovers": self.failovers, "wait_short": self.wait_short,
                 "checkpoint": self.checkpoint, "backlog": backlog,
                 "memory_bytes": self._mem, "delivered": self.delivered, "pushed": self.pushed,
                 "transactions": self.transactions, "memory_dropped": self.memory_dropped,

@@ -183,7 +183,9 @@ class FlamingoApi:
 
     def _subscription_doc(self, sub: Subscription) -> JsonObject:
         doc = sub.to_dict()
-        doc["queue"] = sub.queue_key(self.store.namespace)
+        doc["queue"] = sub.queue_key(self.store.prefix)
+        if sub.format == "stream":
+            doc["stream"] = documents.stream_stats(self.flamingo, sub.name)
         return doc
 
     def _subscription(self, name: str) -> Subscription:
@@ -319,7 +321,7 @@ class FlamingoApi:
         if given.has("name") and given.one("name") != name:
             raise BadRequest("a subscription cannot be renamed", {"field": "name"})
         options = {"format": old.format, "types": old.types, "filter": old.filter,
-                   "max_length": old.max_length}
+                   "max_length": old.max_length, "groups": old.groups}
         changes = _subscription_options(given)
         if not changes:
             raise BadRequest("no options given", {"options": ["format", "types", "filter",
@@ -405,7 +407,7 @@ class FlamingoApi:
         return body
 
 
-_SUB_OPTIONS = ("format", "types", "filter", "max_length")
+_SUB_OPTIONS = ("format", "types", "filter", "max_length", "groups")
 
 
 def _subscription_options(given: RequestParams) -> JsonObject:
@@ -419,4 +421,6 @@ def _subscription_options(given: RequestParams) -> JsonObject:
         out["filter"] = tuple(given.split("filter") or ())
     if given.has("max_length"):
         out["max_length"] = _params.parse_int("max_length", given.one("max_length"))
+    if given.has("groups"):
+        out["groups"] = tuple(given.split("groups") or ())
     return out

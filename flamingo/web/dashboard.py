@@ -164,15 +164,17 @@ def snapshot(app: App) -> JsonObject:
         "sink": delivery.get("redis") or {},
         "backlog": delivery.get("backlog"),
         "redis": documents.redis_status(app),
-        "subscriptions": [_subscription(subs[n], queues.get(n) or {}, store.namespace)
+        "subscriptions": [_subscription(app, subs[n], queues.get(n) or {}, store.prefix)
                           for n in sorted(subs)] if store is not None else [],
     }
 
 
-def _subscription(sub: Subscription, queue: dict[str, int], namespace: str) -> JsonObject:
+def _subscription(app: App, sub: Subscription, queue: dict[str, int], prefix: str) -> JsonObject:
     doc = sub.to_dict()
-    doc["queue"] = sub.queue_key(namespace)
+    doc["queue"] = sub.queue_key(prefix)
     doc["length"] = queue.get("length")
     doc["trimmed"] = queue.get("trimmed", 0)
     doc["pushed"] = queue.get("pushed", 0)
+    if sub.format == "stream":
+        doc["stream"] = documents.stream_stats(app, sub.name)
     return doc

@@ -207,6 +207,7 @@ class FlamingoCollector(Collector):
         yield q_len
         yield q_trim
         yield q_push
+        yield from self._groups(snap)
         redis_up = _get(status, "redis", "connected")
         if redis_up is None and app.store is not None:
             redis_up = app.store.available
@@ -214,6 +215,28 @@ class FlamingoCollector(Collector):
         fam.add_metric([], 1.0 if redis_up else 0.0)
         yield fam
 
+
+    def _groups(self, snap: JsonMapping) -> Iterator[Metric]:
+        """format stream: each consumer group's lag and pending entries (XINFO GROUPS)."""
+        lag = GaugeMetricFamily("flamingo_stream_group_lag",
+                                "Stream entries not yet delivered to the consumer group",
+                                labels=["subscription", "group"])
+        pending = GaugeMetricFamily("flamingo_stream_group_pending",
+                                    "Entries delivered to the group and not yet acknowledged (XACK)",
+                                    labels=["subscription", "group"])
+        streams = snap.get("streams")
+        if isinstance(streams, Mapping):
+            for name, st in sorted(streams.items()):
+                groups = st.get("groups") if isinstance(st, Mapping) else None
+                for g in groups if isinstance(groups, list) else ():
+                    if not isinstance(g, Mapping):
+                        continue
+                    for fam, key in ((lag, "lag"), (pending, "pending")):
+                        n = _num(g.get(key))
+                        if n is not None:
+                            fam.add_metric([str(name), str(g.get("name"))], n)
+        yield lag
+        yield pending
 
     def _ready(self, readiness: Readiness) -> Iterator[Metric]:
         """What /ready says, as gauges an alert can name."""

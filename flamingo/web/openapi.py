@@ -59,13 +59,27 @@ SCHEMAS: JsonObject = {
         "required": ["name", "format", "types", "filter", "max_length", "queue"],
         "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-            "format": {"type": "string", "enum": ["raw", "envelope", "resque"]},
+            "format": {"type": "string", "enum": ["raw", "envelope", "resque", "stream"]},
             "types": {"type": ["array", "null"], "items": {"type": "string"}},
             "filter": _STR_LIST,
             "max_length": {"type": ["integer", "null"], "minimum": 1},
+            "groups": _STR_LIST,
+            "stream": {"$ref": "#/components/schemas/StreamStats"},
             "queue": {"type": "string"},
             "deleted": {"type": "boolean"},
             "queue_dropped": {"type": "boolean"},
+        },
+    },
+    "StreamStats": {
+        "type": "object",
+        "description": "format stream: length, trims and each consumer group's lag and pending",
+        "properties": {
+            "length": {"type": ["integer", "null"]}, "trimmed": {"type": "integer"},
+            "pushed": {"type": "integer"}, "at": _NULLABLE_NUM,
+            "groups": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "consumers": {"type": ["integer", "null"]},
+                "pending": {"type": ["integer", "null"]}, "lag": {"type": ["integer", "null"]},
+                "last_delivered_id": {"type": ["string", "null"]}}}},
         },
     },
     "SubscriptionList": {"type": "array",
@@ -73,7 +87,9 @@ SCHEMAS: JsonObject = {
     "SubscriptionOptions": {
         "type": "object",
         "properties": {
-            "format": {"type": "string", "enum": ["raw", "envelope", "resque"]},
+            "format": {"type": "string", "enum": ["raw", "envelope", "resque", "stream"]},
+            "groups": {"type": ["string", "number", "array", "null"],
+                       "items": {"type": ["string", "number"]}},
             "types": {"type": ["string", "number", "array", "null"],
                       "items": {"type": ["string", "number"]}},
             "filter": {"type": ["string", "number", "array", "null"],
@@ -97,7 +113,7 @@ SCHEMAS: JsonObject = {
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "process"],
+                     "journal_backlog", "redis", "delivery", "streams", "process"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -109,6 +125,8 @@ SCHEMAS: JsonObject = {
             "redis": {"type": "object", "required": ["available"],
                       "properties": {"available": {"type": "boolean"}}},
             "delivery": {"type": "object"},
+            "streams": {"type": "object", "description": "format stream subscriptions by name",
+                        "additionalProperties": {"$ref": "#/components/schemas/StreamStats"}},
             "process": {"$ref": "#/components/schemas/Process"},
         },
     },
@@ -201,7 +219,7 @@ def _body(properties: JsonObject) -> JsonObject:
 
 
 _SUB_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
-_FORMAT = {"type": "string", "enum": ["raw", "envelope", "resque"]}
+_FORMAT = {"type": "string", "enum": ["raw", "envelope", "resque", "stream"]}
 _MAX_LENGTH = {"type": "integer", "minimum": 1}
 #: What the server takes for a list-like parameter in a body: "a,b", 5, [a, 5], or null (unset).
 _LIST_OR_STR = {"type": ["string", "number", "array", "null"],
@@ -251,7 +269,8 @@ def _operation(method: str, path: str) -> JsonObject:
         ok = _json(_ref("SubscriptionList"))
     elif key == ("POST", "/subscriptions.json"):
         params = [_query("name", "Subscription name ([A-Za-z0-9_.:-]{1,64})", _SUB_NAME),
-                  _query("format", "raw | envelope | resque", _FORMAT),
+                  _query("format", "raw | envelope | resque | stream", _FORMAT),
+                  _query("groups", "format stream: comma-separated consumer groups to create"),
                   _query("types", "Comma-separated event types (default: all)"),
                   _query("filter", "Comma-separated terms an event must contain"),
                   _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
@@ -263,7 +282,8 @@ def _operation(method: str, path: str) -> JsonObject:
         params = [_SUB]
         errors += ["404"]
         if method == "PATCH":
-            params += [_query("format", "raw | envelope | resque", _FORMAT),
+            params += [_query("format", "raw | envelope | resque | stream", _FORMAT),
+                       _query("groups", "format stream: comma-separated consumer groups"),
                        _query("types", "Comma-separated event types"),
                        _query("filter", "Comma-separated terms"),
                        _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]

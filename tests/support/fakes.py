@@ -20,6 +20,7 @@ class MemoryStore:
 
     available = True
     namespace = "flamingo"
+    prefix = "flamingo"
 
     def __init__(self, params: dict[str, dict[str, list[str]]] | None = None) -> None:
         self._params = {k: dict(v) for k, v in (params or {}).items()}

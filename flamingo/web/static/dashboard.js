@@ -112,6 +112,7 @@
 
     renderParams(d.stream || {});
     renderSubscriptions(d.subscriptions || []);
+    renderGroups(d.subscriptions || []);
     renderChart(d.history || []);
   }
 
@@ -180,6 +181,33 @@
     for (const tr of Array.from(body.rows)) {
       if (!seen.has(tr.dataset.subscription)) tr.remove();
     }
+  }
+
+  function renderGroups(subs) {
+    const body = $('[data-testid="stream-groups"] tbody');
+    const rows = [];
+    for (const sub of subs) {
+      for (const g of (sub.stream && sub.stream.groups) || []) rows.push([sub.name, g]);
+    }
+    hook("stream-groups-box").hidden = !rows.length;
+    while (body.rows.length > rows.length) body.deleteRow(-1);
+    rows.forEach(([name, g], i) => {
+      let tr = body.rows[i];
+      if (!tr) {
+        tr = body.insertRow();
+        for (const field of ["subscription", "group", "lag", "pending", "consumers"]) {
+          const td = tr.insertCell();
+          td.dataset.field = field;
+          if (field !== "subscription" && field !== "group") td.className = "num";
+        }
+      }
+      tr.dataset.group = `${name}/${g.name}`;
+      text($('[data-field="subscription"]', tr), name);
+      text($('[data-field="group"]', tr), g.name);
+      text($('[data-field="lag"]', tr), g.lag);
+      text($('[data-field="pending"]', tr), g.pending);
+      text($('[data-field="consumers"]', tr), g.consumers);
+    });
   }
 
   function subscriptionRow(name) {
@@ -299,7 +327,7 @@
     event.preventDefault();
     const form = event.currentTarget;
     const params = {};
-    for (const name of ["name", "format", "types", "filter", "max_length"]) {
+    for (const name of ["name", "format", "types", "filter", "max_length", "groups"]) {
       const v = form.elements[name].value.trim();
       if (v || name === "name") params[name] = v;
     }
