@@ -224,13 +224,27 @@ class TimelineTests(TestCase):
     def test_keepalives_every_interval_when_nothing_matches(self) -> Any:
         clock = Clock()
         emu = start_x_emulator(self, clock=clock, rate=10, keepalive=5)
-        client = yield stream(self, emu, FILTER)  # no rules: nothing to send
+        yield rules_post(emu, {"add": [{"value": "zzzqqqx"}]})  # matches nothing
+        client = yield stream(self, emu, FILTER)
         for _ in range(3):
             clock.advance(5)
         yield client.wait_for(lambda: len(lines(client)) >= 3)
         self.assertEqual(lines(client), [b"", b"", b""])
         clock.advance(4.9)
         self.assertEqual(emu.journal[-1].bytes_sent, 6)
+
+    @defer.inlineCallbacks
+    def test_the_filter_stream_without_rules_is_409(self) -> Any:
+        emu = start_x_emulator(self)
+        client = yield request(emu.port, "GET", FILTER, testcase=self)
+        yield client.closed
+        self.assertEqual(client.status, 409)
+        body = orjson.loads(client.raw.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual((body["title"], body["connection_issue"]), ("ConnectionException", "RuleConfigurationIssue"))
+        self.assertEqual(emu.x.counters["no_rules"], 1)
+        relaxed = start_x_emulator(self, allow_no_rules=True)
+        client = yield stream(self, relaxed, FILTER)
+        self.assertEqual(client.status, 200)
 
 
 class PureTests(SynchronousTestCase):

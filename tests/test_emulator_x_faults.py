@@ -30,7 +30,7 @@ class ConnectionLimitTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_second_connection_gets_too_many_connections(self) -> Any:
-        emu = start_x_emulator(self)
+        emu = start_x_emulator(self, allow_no_rules=True)
         first = yield stream(self, emu, FILTER)
         self.assertEqual(first.status, 200)
         second = yield request(emu.port, "GET", FILTER, testcase=self)
@@ -56,7 +56,7 @@ class ConnectionLimitTests(TestCase):
 
     @defer.inlineCallbacks
     def test_enterprise_allows_two(self) -> Any:
-        emu = start_x_emulator(self, tier="enterprise")
+        emu = start_x_emulator(self, tier="enterprise", allow_no_rules=True)
         for expected in (200, 200, 429):
             client = yield stream(self, emu, FILTER)
             self.assertEqual(client.status, expected)
@@ -108,7 +108,7 @@ class InStreamErrorTests(TestCase):
     @defer.inlineCallbacks
     def test_shutdown_sends_operational_disconnect_to_every_stream(self) -> Any:
         clock = Clock()
-        emu = start_x_emulator(self, clock=clock, rate=1)
+        emu = start_x_emulator(self, clock=clock, rate=1, allow_no_rules=True)
         client = yield stream(self, emu, FILTER)
         emu.broadcast_disconnect(1, "Shutdown")
         yield client.closed

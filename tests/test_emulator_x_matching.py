@@ -267,7 +267,7 @@ class StreamMatchingTests(TestCase):
     @defer.inlineCallbacks
     def test_rules_change_the_live_stream_after_the_delay_without_reconnect(self) -> Any:
         clock = Clock()
-        emu = start_x_emulator(self, clock=clock, rate=50, keepalive=0, rules_delay=5)
+        emu = start_x_emulator(self, clock=clock, rate=50, keepalive=0, rules_delay=5, allow_no_rules=True)
         client = yield stream(self, emu, FILTER)
         r = yield rules_post(emu, {"add": [{"value": "the OR a OR love", "tag": "common"}]})
         rule_id = r.json()["data"][0]["id"]
@@ -291,6 +291,7 @@ class StreamMatchingTests(TestCase):
     @defer.inlineCallbacks
     def test_a_rate_0_stream_with_nothing_to_match_wakes_up_for_a_new_rule(self) -> Any:
         emu = start_x_emulator(self)
+        yield rules_post(emu, {"add": [{"value": "zzzqqqx"}]})  # matches nothing
         client = yield stream(self, emu, FILTER)
         self.assertEqual(posts(client), [])
         yield rules_post(emu, {"add": [{"value": "#python", "tag": "py"}]})

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
            "(default: the tier's)")
     b("--max-rules", type=int, metavar="N", help="override the tier's rule count limit")
     b("--max-rule-length", type=int, metavar="N", help="override the tier's rule length limit")
+    b("--allow-no-rules", action="store_true",
+      help="let the filter stream connect while the app has no rules (X answers 409 RuleConfigurationIssue)")
     return p
 
 
@@ -149,6 +151,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         connections=args.connections,
         max_rules=args.max_rules,
         max_rule_length=args.max_rule_length,
+        allow_no_rules=args.allow_no_rules,
     )
 
 

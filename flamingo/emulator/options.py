@@ -32,7 +32,9 @@ class EmulatorOptions:
     (``pay-per-use``: 1,000 rules of at most 1,024 characters, one
     connection per stream; ``enterprise``: 25,000 of 2,048, two
     connections) unless ``max_rules`` / ``max_rule_length`` /
-    ``connections`` say otherwise; ``rules_delay`` is how long a committed
+    ``connections`` say otherwise; the filter stream answers 409 while the
+    app has no rules, as X does (``allow_no_rules`` lets it connect and
+    send keep-alives); ``rules_delay`` is how long a committed
     rule change takes to reach the live stream; ``rules_rate`` rules POSTs
     (and ``connect_rate`` stream connections) are allowed per
     ``rate_window`` seconds (X: 100 and 50 per 15 minutes). ``keepalive``
@@ -72,6 +74,7 @@ class EmulatorOptions:
     connections: int | None = None
     max_rules: int | None = None
     max_rule_length: int | None = None
+    allow_no_rules: bool = False
 
     @property
     def keepalive_seconds(self) -> float:

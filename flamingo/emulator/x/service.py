@@ -21,6 +21,7 @@ from flamingo.emulator.x.corpus import corpus_for
 from flamingo.emulator.x.limits import RateWindow
 from flamingo.emulator.x.problems import (
     invalid_request,
+    no_rules,
     status_problem,
     too_many_connections,
     too_many_requests,
@@ -69,7 +70,7 @@ class XService:
         self.api = RulesApi(self.rules, self.tier, emu.clock)
         #: open streams by (path, partition): X allows ``connections_allowed`` of each
         self.open: dict[tuple[str, int | None], list[StreamSession]] = {}
-        self.counters = {"too_many_connections": 0, "rate_limited": 0}
+        self.counters = {"too_many_connections": 0, "rate_limited": 0, "no_rules": 0}
 
     def endpoints(self) -> dict[str, Endpoint]:
         from flamingo.emulator.server import Endpoint
@@ -132,6 +133,10 @@ class XService:
         if not self.connect_limit.take():
             self.counters["rate_limited"] += 1
             self._answer(proto, record, 429, too_many_requests(), self.connect_limit.headers())
+            return
+        if parsed.spec.name == "filter" and not self.rules.rules and not self.emu.options.allow_no_rules:
+            self.counters["no_rules"] += 1
+            self._answer(proto, record, 409, orjson.dumps(no_rules()), self.connect_limit.headers())
             return
         key = (request.path, parsed.partition)
         sessions = [s for s in self.open.get(key, []) if not s.closed]
