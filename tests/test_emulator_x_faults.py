@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from flamingo.emulator.cli import build_parser, options_from_args
 from tests.support.emulator import request
-from tests.support.xemu import FILTER, lines, posts, rules_post, start_x_emulator, stream
+from tests.support.xemu import FILTER, call, lines, posts, rules_post, start_x_emulator, stream
 
 SAMPLE = "/2/tweets/sample/stream"
 CONNECTION_EXCEPTION = {"title": "ConnectionException",
@@ -53,6 +53,31 @@ class ConnectionLimitTests(TestCase):
         from tests.support.waiting import until
 
         yield until(lambda: len([s for s in emu.x.open.get((path, None), []) if not s.closed]) == n)
+
+    @defer.inlineCallbacks
+    def test_the_connections_api_lists_and_ends_a_stale_connection(self) -> Any:
+        emu = start_x_emulator(self, allow_no_rules=True)
+        stale = yield stream(self, emu, FILTER)
+        listed = yield call(emu, "GET", "/2/connections")
+        self.assertEqual(listed.status, 200)
+        (active,) = listed.json()["data"]
+        self.assertEqual(active["endpoint_name"], "filtered_stream")
+        self.assertNotIn("disconnected_at", active)
+        killed = yield call(emu, "DELETE", "/2/connections/all")
+        self.assertEqual(killed.json()["data"], {"successful_kills": 1, "failed_kills": 0,
+                                                 "results": [{"uuid": active["id"], "success": True}]})
+        yield stale.closed
+        fresh = yield stream(self, emu, FILTER)
+        self.assertEqual(fresh.status, 200)
+        old = yield call(emu, "GET", "/2/connections", status="inactive")
+        (gone,) = old.json()["data"]
+        self.assertEqual(gone["id"], active["id"])
+        self.assertIn("DELETE /2/connections/all", gone["disconnect_reason"])
+        everything = yield call(emu, "GET", "/2/connections", status="all", max_results=1)
+        self.assertEqual(everything.json()["meta"]["result_count"], 1)
+        self.assertIn("next_token", everything.json()["meta"])
+        bad = yield call(emu, "GET", "/2/connections", status="sometimes")
+        self.assertEqual(bad.status, 400)
 
     @defer.inlineCallbacks
     def test_enterprise_allows_two(self) -> Any:

@@ -17,6 +17,7 @@ import orjson
 from flamingo.emulator.http import HTTPServerProtocol, Request
 from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.session import StreamSession
+from flamingo.emulator.x.connections import ENDPOINT_NAMES, HISTORY, XConnection, kill_all, list_connections
 from flamingo.emulator.x.corpus import corpus_for
 from flamingo.emulator.x.limits import RateWindow
 from flamingo.emulator.x.problems import (
@@ -41,9 +42,10 @@ from flamingo.emulator.x.stream import (
 if TYPE_CHECKING:  # pragma: no cover
     from flamingo.emulator.server import Emulator, Endpoint
 
-__all__ = ["XService", "TIERS", "RULES_PATH"]
+__all__ = ["XService", "TIERS", "RULES_PATH", "CONNECTIONS_PATH"]
 
 RULES_PATH = "/2/tweets/search/stream/rules"
+CONNECTIONS_PATH = "/2/connections"
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 #: tier -> (rules, characters per rule, connections per stream)
@@ -71,12 +73,16 @@ class XService:
         #: open streams by (path, partition): X allows ``connections_allowed`` of each
         self.open: dict[tuple[str, int | None], list[StreamSession]] = {}
         self.counters = {"too_many_connections": 0, "rate_limited": 0, "no_rules": 0}
+        #: every streaming connection served (the last ``HISTORY``), for the Connections API
+        self.connections: list[XConnection] = []
 
     def endpoints(self) -> dict[str, Endpoint]:
         from flamingo.emulator.server import Endpoint
 
         table = {path: Endpoint(spec.name, ("GET",), self._stream_handler) for path, spec in STREAMS.items()}
         table[RULES_PATH] = Endpoint("rules", ("GET", "POST"), self._rules_handler)
+        table[CONNECTIONS_PATH] = Endpoint("connections", ("GET",), self._connections_handler)
+        table[CONNECTIONS_PATH + "/all"] = Endpoint("connections", ("DELETE",), self._connections_handler)
         return table
 
     # -- errors -------------------------------------------------------------
@@ -111,6 +117,14 @@ class XService:
         else:
             code, body = self.api.get(request.query_pairs)
         self._answer(proto, record, code, body, limit.headers())
+
+    def _connections_handler(self, emu: Emulator, proto: HTTPServerProtocol, request: Request,
+                             record: ConnectionRecord) -> None:
+        if request.method == "DELETE":
+            code, body = kill_all(self.connections)
+        else:
+            code, body = list_connections(self.connections, request.query_pairs)
+        self._answer(proto, record, code, body, {})
 
     def _rules_changed(self) -> None:
         """Rate 0 filter streams that found nothing to send idle; a new rule may wake them."""
@@ -175,6 +189,8 @@ class XService:
             group = self.open.get(key, [])
             if session in group:
                 group.remove(session)
+            conn.disconnected_at = emu.clock.seconds()
+            conn.disconnect_reason = session.record.close_reason
             emu._session_closed(session)
 
         session = XStreamSession(
@@ -183,6 +199,9 @@ class XService:
             faults=emu.faults.take_stream_faults(), stall_queue=opts.stall_queue,
             random_disconnects=opts.random_disconnects, seed=opts.seed + len(emu.journal),
             capture=capture, on_close=closed)
+        conn = XConnection(len(emu.journal), ENDPOINT_NAMES[spec.name], emu.clock.seconds(), session.close)
+        self.connections.append(conn)
+        del self.connections[:-HISTORY]
         proto.on_lost = session.connection_lost
         self.open.setdefault(key, []).append(session)
         emu.sessions.append(session)
