@@ -272,3 +272,48 @@ class PureTests(SynchronousTestCase):
         self.assertGreater(sum("python" in f.hashtags for f in facts), 20)
         self.assertGreater(len({f.lang for f in facts}), 5)
         self.assertGreater(sum(bool(f.mentions) for f in facts), 300)
+
+
+class RecoveryTests(TestCase):
+    """``start_time``/``end_time``: re-stream a window of the world, then disconnect."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_recovery_re_streams_the_window_then_disconnects(self) -> Any:
+        clock = Clock()
+        clock.advance(1_767_225_600)  # 2026-01-01T00:00:00Z
+        emu = start_x_emulator(self, clock=clock, rate=10, keepalive=0, connections=2)
+        live = yield stream(self, emu, "/2/tweets/firehose/stream", partition=1)
+        for second in range(1, 61):
+            clock.advance(1)  # a minute: 600 positions, 30 in partition 1 of 20
+            yield live.wait_for(lambda: len(lines(live)) >= second // 2)
+        seen = lines(live)
+        self.assertEqual(len(seen), 30)
+        again = yield stream(self, emu, "/2/tweets/firehose/stream", partition=1,
+                             start_time="2026-01-01T00:00:20Z", end_time="2026-01-01T00:00:40Z")
+        clock.advance(0.1)
+        yield again.closed
+        self.assertEqual(lines(again), seen[10:20])  # positions 200..399: the same bytes, oldest first
+        self.assertEqual(emu.journal[-1].close_reason, "recovery complete")
+
+    @defer.inlineCallbacks
+    def test_recovery_errors(self) -> Any:
+        clock = Clock()
+        clock.advance(1_767_225_600 + 3 * 86400)
+        emu = start_x_emulator(self, clock=clock, rate=10)
+        zero = start_x_emulator(self)
+        for target, who in (
+            ("/2/tweets/sample/stream?start_time=2026-01-04T00:00:00Z", emu),  # the 1% sample: no recovery
+            ("/2/tweets/firehose/stream?partition=1&start_time=yesterday", emu),
+            ("/2/tweets/firehose/stream?partition=1&end_time=2026-01-04T00:00:00Z", emu),
+            ("/2/tweets/firehose/stream?partition=1&start_time=2026-01-04T00:00:10Z"
+             "&end_time=2026-01-04T00:00:05Z", emu),
+            ("/2/tweets/firehose/stream?partition=1&start_time=2026-01-01T00:00:00Z", emu),  # over 24 h back
+            ("/2/tweets/firehose/stream?partition=1&start_time=2026-01-04T00:00:00Z", zero),  # rate 0
+        ):
+            client = yield request(who.port, "GET", target, testcase=self)
+            yield client.closed
+            self.assertEqual(client.status, 400, target)
+            body = orjson.loads(client.raw.split(b"\r\n\r\n", 1)[1])
+            self.assertEqual(body["title"], "Invalid Request", target)

@@ -48,6 +48,7 @@ RULES_PATH = "/2/tweets/search/stream/rules"
 CONNECTIONS_PATH = "/2/connections"
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 
+RECOVERY_WINDOW = 24 * 3600.0
 #: tier -> (rules, characters per rule, connections per stream)
 TIERS = {"pay-per-use": (1000, 1024, 1), "enterprise": (25000, 2048, 2)}
 
@@ -144,6 +145,11 @@ class XService:
         if not isinstance(parsed, StreamRequest):
             self._answer(proto, record, 400, invalid_request(parsed), {})
             return
+        if parsed.start_time is not None:
+            problem = self._recovery_problem(parsed.start_time)
+            if problem:
+                self._answer(proto, record, 400, invalid_request([("start_time", None, problem)]), {})
+                return
         if not self.connect_limit.take():
             self.counters["rate_limited"] += 1
             self._answer(proto, record, 429, too_many_requests(), self.connect_limit.headers())
@@ -160,6 +166,14 @@ class XService:
             return
         self._open_stream(proto, request, record, parsed, key)
 
+    def _recovery_problem(self, start_time: float) -> str | None:
+        if self.world.rate <= 0:
+            return "The emulator re-streams start_time/end_time only with a rate (--rate > 0): at rate 0 " \
+                   "posts have no time"
+        if start_time < self.clock.seconds() - RECOVERY_WINDOW:
+            return "The `start_time` must be within the last 24 hours"
+        return None
+
     def _open_stream(self, proto: HTTPServerProtocol, request: Request, record: ConnectionRecord,
                      parsed: StreamRequest, key: tuple[str, int | None]) -> None:
         emu, opts = self.emu, self.emu.options
@@ -172,8 +186,12 @@ class XService:
         else:
             events = self.corpus.tweet_events if spec.content == "tweet_events" else self.corpus.user_events
             lines = [orjson.dumps(e)[:-1] for e in events]
+        start, end = self.world.start(parsed.backfill_minutes), None
+        if parsed.start_time is not None:
+            start = self.world.position_at(parsed.start_time)
+            end = self.world.position_at(parsed.end_time if parsed.end_time is not None else emu.clock.seconds())
         source = XStreamSource(
-            self.world, lines, start=self.world.start(parsed.backfill_minutes),
+            self.world, lines, start=start, end=end,
             match=self.rules.suffix if spec.name == "filter" else None,
             partition=(spec.partitions, parsed.partition) if spec.partitions and parsed.partition else None)
         accept = request.headers.get("accept-encoding", "").lower()
