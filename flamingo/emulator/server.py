@@ -288,9 +288,7 @@ class Emulator:
             return
         opts = self.options
         delimited = params.get("delimited") == ["length"]
-        accept = request.headers.get("accept-encoding", "").lower()
-        gzip = any(tok.split(";")[0].strip() == "gzip" and "q=0" not in tok.replace(" ", "")
-                   for tok in accept.split(","))
+        gzip = request.accepts_gzip
         record.outcome, record.gzip, record.delimited = "streaming", gzip, delimited
         filter_params = {k: v for k, v in params.items() if k in PREDICATE_KEYS} if stream == "filter" else {}
         if opts.replay:

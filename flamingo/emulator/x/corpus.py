@@ -123,6 +123,7 @@ class XCorpus:
         self.tweet_events = [self._tweet_event(i) for i in range(n_events)]
         self.user_events = [self._user_event(i) for i in range(n_events)]
         self._rendered: dict[FieldSet, list[bytes]] = {}
+        self._compliance: dict[str, list[bytes]] = {}
 
     # -- users -------------------------------------------------------------
     def _user(self, i: int) -> JsonObject:
@@ -381,6 +382,14 @@ class XCorpus:
         if includes:
             line["includes"] = includes
         return line
+
+    def compliance_lines(self, content: str) -> list[bytes]:
+        """The compliance events (``tweet_events`` or ``user_events``) rendered like ``rendered``."""
+        cached = self._compliance.get(content)
+        if cached is None:
+            events = self.tweet_events if content == "tweet_events" else self.user_events
+            cached = self._compliance[content] = [orjson.dumps(e)[:-1] for e in events]
+        return cached
 
     def rendered(self, fields: FieldSet) -> list[bytes]:
         """Every post's line for these fields, without its closing brace (see ``stream.py``)."""

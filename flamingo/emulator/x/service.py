@@ -49,6 +49,7 @@ CONNECTIONS_PATH = "/2/connections"
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 RECOVERY_WINDOW = 24 * 3600.0
+RULES_GET_RATE = 450  # X: GET rules 450 / 15 min per app
 #: tier -> (rules, characters per rule, connections per stream)
 TIERS = {"pay-per-use": (1000, 1024, 1), "enterprise": (25000, 2048, 2)}
 
@@ -68,7 +69,7 @@ class XService:
         self.rules = RuleBook([p.facts for p in self.corpus.posts], emu.clock, opts.rules_delay)
         self.rules.listeners.append(self._rules_changed)
         self.rules_post_limit = RateWindow(opts.rules_rate, opts.rate_window, emu.clock)
-        self.rules_get_limit = RateWindow(450, opts.rate_window, emu.clock)
+        self.rules_get_limit = RateWindow(RULES_GET_RATE, opts.rate_window, emu.clock)
         self.connect_limit = RateWindow(opts.connect_rate, opts.rate_window, emu.clock)
         self.api = RulesApi(self.rules, self.tier, emu.clock)
         #: open streams by (path, partition): X allows ``connections_allowed`` of each
@@ -184,8 +185,7 @@ class XService:
         if spec.content == "posts":
             lines = self.corpus.rendered(parsed.fields)
         else:
-            events = self.corpus.tweet_events if spec.content == "tweet_events" else self.corpus.user_events
-            lines = [orjson.dumps(e)[:-1] for e in events]
+            lines = self.corpus.compliance_lines(spec.content)
         start, end = self.world.start(parsed.backfill_minutes), None
         if parsed.start_time is not None:
             start = self.world.position_at(parsed.start_time)
@@ -194,9 +194,7 @@ class XService:
             self.world, lines, start=start, end=end,
             match=self.rules.suffix if spec.name == "filter" else None,
             partition=(spec.partitions, parsed.partition) if spec.partitions and parsed.partition else None)
-        accept = request.headers.get("accept-encoding", "").lower()
-        gzip = any(tok.split(";")[0].strip() == "gzip" and "q=0" not in tok.replace(" ", "")
-                   for tok in accept.split(","))
+        gzip = request.accepts_gzip
         record.outcome, record.gzip = "streaming", gzip
         capture: list[bytes] | None = None
         if opts.record:
