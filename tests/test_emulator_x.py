@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -12,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from flamingo.emulator import EmulatorOptions
 from flamingo.emulator.corpus import ID_LOW_DIGITS
 from flamingo.emulator.x.corpus import USER_FIELDS, FieldSet, XCorpus, corpus_for
-from flamingo.emulator.x.stream import STREAMS, StreamRequest, parse_stream_request
+from flamingo.emulator.x.stream import STREAMS, StreamRequest, XStreamSource, XWorld, parse_stream_request
 from tests.support.emulator import request
 from tests.support.xemu import FILTER, lines, posts, rules_post, start_x_emulator, stream
 
@@ -317,3 +319,38 @@ class RecoveryTests(TestCase):
             self.assertEqual(client.status, 400, target)
             body = orjson.loads(client.raw.split(b"\r\n\r\n", 1)[1])
             self.assertEqual(body["title"], "Invalid Request", target)
+
+
+class SourceProperties(SynchronousTestCase):
+    """``XStreamSource`` is a pure function of positions: however it is read, the same lines."""
+
+    @given(st.lists(st.tuples(st.integers(1, 50), st.integers(1, 20_000)), min_size=1, max_size=40),
+           st.sampled_from([None, (2, 1), (2, 2), (20, 7)]), st.booleans())
+    def test_reading_in_any_pieces_gives_the_same_lines(self, pieces: list[tuple[int, int]],
+                                                        partition: Any, filtered: bool) -> None:
+        lines = corpus_for(1).rendered(FieldSet())
+        match = (lambda i: b',"matching_rules":[{"id":"1"}]}' if i % 3 == 0 else None) if filtered else None
+        clock = Clock()
+        world = XWorld(10.0, clock)
+        clock.advance(500)  # 5,000 positions due
+        whole = XStreamSource(world, lines, start=0, match=match, partition=partition)
+        expected, _ = whole.take(10**6, 10**9)
+        parts = XStreamSource(world, lines, start=0, match=match, partition=partition)
+        got = b""
+        for count, size in pieces:
+            data, n = parts.take(count, size)
+            self.assertLessEqual(n, count)
+            self.assertEqual(data.count(b"\r\n"), n)
+            got += data
+        while True:
+            data, n = parts.take(1000, 1 << 20)
+            if not n:
+                break
+            got += data
+        self.assertEqual(got, expected)
+        if partition is not None:
+            parts_n, part = partition
+            for line in got.split(b"\r\n")[:-1]:
+                position = (int(orjson.loads(line)["data"]["id"]) // 10**ID_LOW_DIGITS - 150_000_000_001) \
+                    * len(lines) + int(orjson.loads(line)["data"]["id"]) % 10**ID_LOW_DIGITS
+                self.assertEqual(position % parts_n, part - 1)
