@@ -238,3 +238,8 @@ class CliTests(SynchronousTestCase):
 
         fault = Fault.parse("status:code=503,seconds=30")
         self.assertEqual((fault.code, fault.seconds), (503, 30.0))
+
+    def test_replay_is_refused_for_x(self) -> None:
+        with self.assertRaises(ValueError) as raised:
+            options_from_args(build_parser().parse_args(["--source", "x", "--replay", "events.log"]))
+        self.assertIn("--replay", str(raised.exception))

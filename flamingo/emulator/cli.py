@@ -25,22 +25,29 @@ EPILOG = (
     "    - {kind: status, code: 503, times: 2}\n"
     "    - {kind: close_after, after: 100}\n"
     "    - {stall: 95, after: 10}\n\n"
-    "X API v2 (--source x): GET /2/tweets/search/stream, /2/tweets/sample/stream, "
-    "/2/tweets/sample10/stream?partition=1, /2/tweets/firehose/stream?partition=1, "
-    "/2/tweets/compliance/stream?partition=1, /2/users/compliance/stream?partition=1; "
-    "GET/POST /2/tweets/search/stream/rules. The disconnect fault sends X's operational-disconnect "
-    "line, connection_limit its TooManyConnections line.\n\n"
+    "X API v2 (--source x):\n"
+    "  GET /2/tweets/search/stream, /2/tweets/sample/stream, /2/tweets/sample10/stream?partition=1,\n"
+    "      /2/tweets/firehose/stream?partition=1, /2/tweets/compliance/stream?partition=1,\n"
+    "      /2/users/compliance/stream?partition=1\n"
+    "  GET/POST /2/tweets/search/stream/rules; GET /2/connections; DELETE /2/connections/all\n"
+    "  the disconnect fault sends X's operational-disconnect line, connection_limit its\n"
+    "  TooManyConnections line\n\n"
     "example:\n"
     "  flamingo emulator --user u --password p --rate 50 &\n"
-    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json"
+    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json\n\n"
+    "  flamingo emulator --source x --bearer-token T --rate 50 &\n"
+    "  curl -H 'Authorization: Bearer T' -H 'Content-Type: application/json' \\\n"
+    "    -d '{\"add\":[{\"value\":\"#python OR love\",\"tag\":\"py\"}]}' "
+    "http://127.0.0.1:8080/2/tweets/search/stream/rules\n"
+    "  curl -N -H 'Authorization: Bearer T' http://127.0.0.1:8080/2/tweets/search/stream"
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flamingo emulator",
-        description="A faithful local Streaming API (v1.1): realistic seeded tweets, the real "
-        "framing, auth, limits and scripted faults. With no credentials it accepts any request, "
+        description="A faithful local Streaming API (v1.1, or X API v2 with --source x): realistic "
+        "seeded posts, the real framing, auth, limits and scripted faults. With no credentials it accepts any request, "
         "so it listens beyond loopback (--host) only with credentials configured.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -76,6 +76,10 @@ class EmulatorOptions:
     max_rule_length: int | None = None
     allow_no_rules: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        if self.source == "x" and self.replay:
+            raise ValueError("--replay is for the v1.1 emulator; --source x generates its posts")
+
     @property
     def keepalive_seconds(self) -> float:
         """The keep-alive interval in effect (0 = never)."""
