@@ -83,6 +83,7 @@ class XService:
 
         table = {path: Endpoint(spec.name, ("GET",), self._stream_handler) for path, spec in STREAMS.items()}
         table[RULES_PATH] = Endpoint("rules", ("GET", "POST"), self._rules_handler)
+        table[RULES_PATH + "/counts"] = Endpoint("rules", ("GET",), self._rules_handler)
         table[CONNECTIONS_PATH] = Endpoint("connections", ("GET",), self._connections_handler)
         table[CONNECTIONS_PATH + "/all"] = Endpoint("connections", ("DELETE",), self._connections_handler)
         return table
@@ -116,6 +117,8 @@ class XService:
             return
         if request.method == "POST":
             code, body = self.api.post(request.query_pairs, request.body)
+        elif request.path.endswith("/counts"):
+            code, body = self.api.counts(request.query_pairs)
         else:
             code, body = self.api.get(request.query_pairs)
         self._answer(proto, record, code, body, limit.headers())
