@@ -80,6 +80,44 @@ class ConnectionLimitTests(TestCase):
         self.assertEqual(bad.status, 400)
 
     @defer.inlineCallbacks
+    def test_a_vanished_client_still_counts_for_stale_seconds(self) -> Any:
+        clock = Clock()
+        emu = start_x_emulator(self, clock=clock, allow_no_rules=True, stale_seconds=30)
+        first = yield stream(self, emu, FILTER)
+        yield first.close()
+        yield emu.streams_closed()
+        refused = yield request(emu.port, "GET", FILTER, testcase=self)
+        yield refused.closed
+        self.assertEqual(refused.status, 429)
+        self.assertEqual(body_of(refused)["connection_issue"], "TooManyConnections")
+        listed = yield call(emu, "GET", "/2/connections")
+        self.assertEqual(len(listed.json()["data"]), 1)  # X still sees it
+        clock.advance(30)
+        again = yield stream(self, emu, FILTER)
+        self.assertEqual(again.status, 200)
+        yield again.close()
+        yield emu.streams_closed()
+        # ... or the app ends it at once
+        killed = yield call(emu, "DELETE", "/2/connections/all")
+        self.assertEqual(killed.json()["data"]["successful_kills"], 1)
+        fresh = yield stream(self, emu, FILTER)
+        self.assertEqual(fresh.status, 200)
+        gone = yield call(emu, "GET", "/2/connections", status="inactive")
+        self.assertEqual([c["disconnect_reason"] for c in gone.json()["data"]],
+                         ["terminated by DELETE /2/connections/all", "stale connection timed out"])
+
+    @defer.inlineCallbacks
+    def test_pending_rule_changes_do_not_outlive_the_emulator(self) -> Any:
+        from twisted.internet import reactor
+
+        emu = start_x_emulator(self, rules_delay=60)
+        yield rules_post(emu, {"add": [{"value": "cat"}]})
+        calls = len(reactor.getDelayedCalls())
+        yield emu.stop()
+        self.assertLess(len(reactor.getDelayedCalls()), calls)
+        self.assertEqual(emu.x.rules.effective, ())
+
+    @defer.inlineCallbacks
     def test_enterprise_allows_two(self) -> Any:
         emu = start_x_emulator(self, tier="enterprise", allow_no_rules=True)
         for expected in (200, 200, 429):
@@ -220,12 +258,13 @@ class CliTests(SynchronousTestCase):
         args = build_parser().parse_args(
             ["--source", "x", "--tier", "enterprise", "--rules-delay", "20", "--rules-rate", "5",
              "--connect-rate", "7", "--rate-window", "60", "--connections", "3", "--max-rules", "10",
-             "--max-rule-length", "50", "--bearer-token", "T", "--keepalive", "2"])
+             "--max-rule-length", "50", "--bearer-token", "T", "--keepalive", "2", "--stale-seconds", "9",
+             "--allow-no-rules"])
         opts = options_from_args(args)
         self.assertEqual((opts.source, opts.tier, opts.rules_delay, opts.rules_rate, opts.connect_rate,
                           opts.rate_window, opts.connections, opts.max_rules, opts.max_rule_length,
-                          opts.keepalive_seconds),
-                         ("x", "enterprise", 20.0, 5, 7, 60.0, 3, 10, 50, 2.0))
+                          opts.keepalive_seconds, opts.stale_seconds, opts.allow_no_rules),
+                         ("x", "enterprise", 20.0, 5, 7, 60.0, 3, 10, 50, 2.0, 9.0, True))
 
     def test_defaults(self) -> None:
         opts = options_from_args(build_parser().parse_args(["--source", "x"]))

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
            "(default: the tier's)")
     b("--max-rules", type=int, metavar="N", help="override the tier's rule count limit")
     b("--max-rule-length", type=int, metavar="N", help="override the tier's rule length limit")
+    b("--stale-seconds", type=float, default=0.0, metavar="SECONDS",
+      help="a stream whose client went away still counts against --connections for SECONDS, as X "
+           "notices late (TooManyConnections until then, or DELETE /2/connections/all; default 0)")
     b("--allow-no-rules", action="store_true",
       help="let the filter stream connect while the app has no rules (X answers 409 RuleConfigurationIssue)")
     return p
@@ -159,6 +162,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         max_rules=args.max_rules,
         max_rule_length=args.max_rule_length,
         allow_no_rules=args.allow_no_rules,
+        stale_seconds=args.stale_seconds,
     )
 
 

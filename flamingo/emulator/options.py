@@ -34,7 +34,9 @@ class EmulatorOptions:
     connections) unless ``max_rules`` / ``max_rule_length`` /
     ``connections`` say otherwise; the filter stream answers 409 while the
     app has no rules, as X does (``allow_no_rules`` lets it connect and
-    send keep-alives); ``rules_delay`` is how long a committed
+    send keep-alives); ``stale_seconds`` is how long a connection whose
+    client went away still counts against the allowance (X notices late;
+    ``DELETE /2/connections/all`` ends it at once); ``rules_delay`` is how long a committed
     rule change takes to reach the live stream; ``rules_rate`` rules POSTs
     (and ``connect_rate`` stream connections) are allowed per
     ``rate_window`` seconds (X: 100 and 50 per 15 minutes). ``keepalive``
@@ -75,6 +77,7 @@ class EmulatorOptions:
     max_rules: int | None = None
     max_rule_length: int | None = None
     allow_no_rules: bool = False
+    stale_seconds: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
         if self.source == "x" and self.replay:

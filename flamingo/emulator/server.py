@@ -167,6 +167,8 @@ class Emulator:
             self._port = None
         for session in list(self.sessions):
             session.close("emulator stopped", abort=True)
+        if self.x is not None:
+            self.x.stop()
         for proto in list(self._factory.protocols):
             d: defer.Deferred = defer.Deferred()
             self._factory.waiters.setdefault(proto, []).append(d)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import orjson
+from twisted.internet.interfaces import IDelayedCall
 
 from flamingo.emulator.http import HTTPServerProtocol, Request
 from flamingo.emulator.journal import ConnectionRecord
@@ -77,6 +78,34 @@ class XService:
         self.counters = {"too_many_connections": 0, "rate_limited": 0, "no_rules": 0}
         #: every streaming connection served (the last ``HISTORY``), for the Connections API
         self.connections: list[XConnection] = []
+        #: connections whose client went away that X still counts, by (path, partition)
+        self.stale: dict[tuple[str, int | None], list[XConnection]] = {}
+        self._stale_timers: dict[int, IDelayedCall] = {}
+
+    def stop(self) -> None:
+        """Cancel the timers of pending rule changes and stale connections."""
+        self.rules.cancel()
+        for timer in self._stale_timers.values():
+            if timer.active():
+                timer.cancel()
+        self._stale_timers.clear()
+
+    def _hold_stale(self, key: tuple[str, int | None], conn: XConnection) -> None:
+        """X keeps counting a connection whose client vanished until it notices (``stale_seconds``)."""
+        self.stale.setdefault(key, []).append(conn)
+        conn.close = lambda reason: self._release(key, conn, reason)
+        self._stale_timers[conn.serial] = self.clock.callLater(
+            self.emu.options.stale_seconds, self._release, key, conn, "stale connection timed out")
+
+    def _release(self, key: tuple[str, int | None], conn: XConnection, reason: str) -> None:
+        timer = self._stale_timers.pop(conn.serial, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        group = self.stale.get(key, [])
+        if conn in group:
+            group.remove(conn)
+        conn.disconnected_at = self.clock.seconds()
+        conn.disconnect_reason = reason
 
     def endpoints(self) -> dict[str, Endpoint]:
         from flamingo.emulator.server import Endpoint
@@ -164,7 +193,7 @@ class XService:
             return
         key = (request.path, parsed.partition)
         sessions = [s for s in self.open.get(key, []) if not s.closed]
-        if len(sessions) >= self.connections_allowed:
+        if len(sessions) + len(self.stale.get(key, ())) >= self.connections_allowed:
             self.counters["too_many_connections"] += 1
             self._answer(proto, record, 429, orjson.dumps(too_many_connections()), self.connect_limit.headers())
             return
@@ -208,8 +237,11 @@ class XService:
             group = self.open.get(key, [])
             if session in group:
                 group.remove(session)
-            conn.disconnected_at = emu.clock.seconds()
-            conn.disconnect_reason = session.record.close_reason
+            if session.record.close_reason == "client closed" and opts.stale_seconds > 0:
+                self._hold_stale(key, conn)
+            else:
+                conn.disconnected_at = emu.clock.seconds()
+                conn.disconnect_reason = session.record.close_reason
             emu._session_closed(session)
 
         session = XStreamSession(
