@@ -202,6 +202,19 @@ class InStreamErrorTests(TestCase):
         yield client.wait_for(lambda: len(posts(client)) > 3)
 
     @defer.inlineCallbacks
+    def test_repeat_sends_recent_posts_again(self) -> Any:
+        emu = start_x_emulator(self)
+        emu.faults.repeat(5, after=20)
+        emu.faults.close_after(30)
+        client = yield stream(self, emu, SAMPLE)
+        yield client.closed
+        raw = lines(client)
+        self.assertEqual(len(raw), 35)
+        self.assertEqual(raw[20:25], raw[15:20])  # the same bytes again, after newer ones
+        ids = [orjson.loads(line)["data"]["id"] for line in raw]
+        self.assertEqual(len(set(ids)), 30)
+
+    @defer.inlineCallbacks
     def test_malformed_line(self) -> Any:
         emu = start_x_emulator(self)
         emu.faults.malformed_json(after=1)
@@ -271,6 +284,12 @@ class CliTests(SynchronousTestCase):
         self.assertEqual((opts.tier, opts.rules_delay, opts.rules_rate, opts.connect_rate, opts.keepalive_seconds),
                          ("pay-per-use", 0.0, 100, 50, 20.0))
         self.assertEqual(options_from_args(build_parser().parse_args([])).keepalive_seconds, 30.0)
+
+    def test_repeat_fault_parses(self) -> None:
+        from flamingo.emulator import Fault
+
+        fault = Fault.parse("repeat:count=50,after=1000")
+        self.assertEqual((fault.kind, fault.count, fault.after), ("repeat", 50, 1000))
 
     def test_status_fault_with_seconds_parses(self) -> None:
         from flamingo.emulator import Fault

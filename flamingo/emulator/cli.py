@@ -19,7 +19,7 @@ EPILOG = (
     "GET /1.1/statuses/firehose.json\n\n"
     "faults (--fault KIND[:key=value,...], repeatable; or a YAML --script):\n"
     + "\n".join(f"  {kind:<18} {text}" for kind, text in KINDS.items())
-    + "\n  keys: after=N times=K code=C seconds=T bytes=B data=TEXT length=absurd|truncated\n\n"
+    + "\n  keys: after=N times=K code=C seconds=T bytes=B data=TEXT length=absurd|truncated count=N\n\n"
     "script file (YAML):\n"
     "  faults:\n"
     "    - {kind: status, code: 503, times: 2}\n"

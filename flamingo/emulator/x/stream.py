@@ -20,6 +20,7 @@ effective rule, each once, with every matching rule in ``matching_rules``.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -202,6 +203,18 @@ class XStreamSource:
         self.match = match
         self.partition = partition
         self.cursor = start
+        self.recent: deque[bytes] | None = None  # the last lines sent, kept for the repeat fault
+
+    def remember(self, n: int) -> None:
+        """Keep the last ``n`` lines sent (for ``again``)."""
+        keep = n if self.recent is None else max(n, self.recent.maxlen or 0)
+        self.recent = deque(self.recent or (), maxlen=keep)
+
+    def again(self, n: int) -> list[bytes]:
+        """The last ``n`` lines sent, oldest first (X sometimes sends posts twice)."""
+        if not self.recent or n <= 0:
+            return []
+        return list(self.recent)[-n:]
 
     def lag(self) -> int:
         """Positions due that this connection has not read yet."""
@@ -250,6 +263,8 @@ class XStreamSource:
             world.served = max(world.served, pos)
         if not out:
             return b"", 0
+        if self.recent is not None:
+            self.recent.extend(out)
         return b"\r\n".join(out) + b"\r\n", len(out)
 
 
@@ -259,8 +274,15 @@ class XStreamSession(StreamSession):
     A disconnect (scripted, shutdown, a client too slow) is X's
     ``operational-disconnect`` error line, then the connection closes; the
     ``connection_limit`` fault is the ``TooManyConnections`` error line.
-    A recovery stream closes once it has sent its window.
+    A recovery stream closes once it has sent its window; the ``repeat``
+    fault re-sends the last posts (duplicates, out of order, as X may).
     """
+
+    def start(self) -> None:
+        repeats = [f.count for f in self.faults if f.kind == "repeat"]
+        if repeats and isinstance(self.source, XStreamSource):
+            self.source.remember(max(repeats))
+        super().start()
 
     def _flush_backlog(self) -> None:
         super()._flush_backlog()
@@ -286,6 +308,10 @@ class XStreamSession(StreamSession):
         if fault.kind == "connection_limit":
             self.send_message(error_line(too_many_connections()))
             self.close("fault connection_limit")
+        elif fault.kind == "repeat" and isinstance(self.source, XStreamSource):
+            lines = self.source.again(fault.count)
+            if lines:
+                self._send_messages(b"\r\n".join(lines) + b"\r\n", len(lines))
         elif fault.kind == "malformed_json":
             self._wire(b'{"data":{"id":"1","text":"unterminated\r\n')
         else:
