@@ -215,6 +215,23 @@ class InStreamErrorTests(TestCase):
         self.assertEqual(len(set(ids)), 30)
 
     @defer.inlineCallbacks
+    def test_the_post_cap_ends_streams_and_refuses_new_ones(self) -> Any:
+        emu = start_x_emulator(self, post_cap=25)
+        client = yield stream(self, emu, SAMPLE)
+        yield client.closed
+        got = posts(client)
+        self.assertEqual(len(got), 26)
+        error = got[-1]["errors"][0]
+        self.assertEqual((error["title"], error["type"]),
+                         ("UsageCapExceeded", "https://api.x.com/2/problems/usage-capped"))
+        refused = yield request(emu.port, "GET", SAMPLE, testcase=self)
+        yield refused.closed
+        self.assertEqual(refused.status, 429)
+        self.assertEqual(body_of(refused)["title"], "UsageCapExceeded")
+        compliance = yield stream(self, emu, "/2/tweets/compliance/stream", partition=1)
+        self.assertEqual(compliance.status, 200)  # compliance events are not posts
+
+    @defer.inlineCallbacks
     def test_malformed_line(self) -> Any:
         emu = start_x_emulator(self)
         emu.faults.malformed_json(after=1)
@@ -272,12 +289,12 @@ class CliTests(SynchronousTestCase):
             ["--source", "x", "--tier", "enterprise", "--rules-delay", "20", "--rules-rate", "5",
              "--connect-rate", "7", "--rate-window", "60", "--connections", "3", "--max-rules", "10",
              "--max-rule-length", "50", "--bearer-token", "T", "--keepalive", "2", "--stale-seconds", "9",
-             "--allow-no-rules"])
+             "--allow-no-rules", "--post-cap", "1000"])
         opts = options_from_args(args)
         self.assertEqual((opts.source, opts.tier, opts.rules_delay, opts.rules_rate, opts.connect_rate,
                           opts.rate_window, opts.connections, opts.max_rules, opts.max_rule_length,
-                          opts.keepalive_seconds, opts.stale_seconds, opts.allow_no_rules),
-                         ("x", "enterprise", 20.0, 5, 7, 60.0, 3, 10, 50, 2.0, 9.0, True))
+                          opts.keepalive_seconds, opts.stale_seconds, opts.allow_no_rules, opts.post_cap),
+                         ("x", "enterprise", 20.0, 5, 7, 60.0, 3, 10, 50, 2.0, 9.0, True, 1000))
 
     def test_defaults(self) -> None:
         opts = options_from_args(build_parser().parse_args(["--source", "x"]))

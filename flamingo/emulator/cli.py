@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     b("--stale-seconds", type=float, default=0.0, metavar="SECONDS",
       help="a stream whose client went away still counts against --connections for SECONDS, as X "
            "notices late (TooManyConnections until then, or DELETE /2/connections/all; default 0)")
+    b("--post-cap", type=int, metavar="N",
+      help="after N posts delivered (all streams), streams end with UsageCapExceeded and new ones "
+           "get 429, as at X's monthly cap (default: no cap)")
     b("--allow-no-rules", action="store_true",
       help="let the filter stream connect while the app has no rules (X answers 409 RuleConfigurationIssue)")
     return p
@@ -163,6 +166,7 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         max_rule_length=args.max_rule_length,
         allow_no_rules=args.allow_no_rules,
         stale_seconds=args.stale_seconds,
+        post_cap=args.post_cap,
     )
 
 

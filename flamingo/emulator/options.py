@@ -36,7 +36,9 @@ class EmulatorOptions:
     app has no rules, as X does (``allow_no_rules`` lets it connect and
     send keep-alives); ``stale_seconds`` is how long a connection whose
     client went away still counts against the allowance (X notices late;
-    ``DELETE /2/connections/all`` ends it at once); ``rules_delay`` is how long a committed
+    ``DELETE /2/connections/all`` ends it at once); ``post_cap`` posts
+    delivered app-wide end every stream with X's ``UsageCapExceeded``
+    (and 429 at connect) — X's monthly cap; ``rules_delay`` is how long a committed
     rule change takes to reach the live stream; ``rules_rate`` rules POSTs
     (and ``connect_rate`` stream connections) are allowed per
     ``rate_window`` seconds (X: 100 and 50 per 15 minutes). ``keepalive``
@@ -78,6 +80,7 @@ class EmulatorOptions:
     max_rule_length: int | None = None
     allow_no_rules: bool = False
     stale_seconds: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    post_cap: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.source == "x" and self.replay:

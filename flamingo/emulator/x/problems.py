@@ -13,7 +13,7 @@ import orjson
 from flamingo._types import JsonObject
 
 __all__ = ["PROBLEMS", "problem", "invalid_request", "unauthorized", "too_many_requests", "too_many_connections",
-           "no_rules", "operational_disconnect", "status_problem", "error_line"]
+           "no_rules", "usage_capped", "operational_disconnect", "status_problem", "error_line"]
 
 PROBLEMS = "https://api.x.com/2/problems/"
 
@@ -72,6 +72,12 @@ def no_rules() -> JsonObject:
     return problem("ConnectionException", "You must define rules using the POST /2/tweets/search/stream/rules "
                    "endpoint before connecting to filtered stream.", "streaming-connection",
                    connection_issue="RuleConfigurationIssue")
+
+
+def usage_capped() -> JsonObject:
+    """The app has used its post allowance (X: 429 at connect, and the stream ends)."""
+    return problem("UsageCapExceeded", "Usage cap exceeded: Monthly product cap", "usage-capped",
+                   period="Monthly", scope="Product")
 
 
 def operational_disconnect() -> JsonObject:

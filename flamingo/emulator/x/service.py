@@ -20,7 +20,7 @@ from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.x.connections import ENDPOINT_NAMES, HISTORY, XConnection, kill_all, list_connections
 from flamingo.emulator.x.corpus import corpus_for
-from flamingo.emulator.x.limits import RateWindow
+from flamingo.emulator.x.limits import RateWindow, UsageCap
 from flamingo.emulator.x.problems import (
     invalid_request,
     no_rules,
@@ -28,6 +28,7 @@ from flamingo.emulator.x.problems import (
     too_many_connections,
     too_many_requests,
     unauthorized,
+    usage_capped,
 )
 from flamingo.emulator.x.rulesapi import RulesApi, Tier
 from flamingo.emulator.x.ruleset import RuleBook
@@ -72,10 +73,12 @@ class XService:
         self.rules_post_limit = RateWindow(opts.rules_rate, opts.rate_window, emu.clock)
         self.rules_get_limit = RateWindow(RULES_GET_RATE, opts.rate_window, emu.clock)
         self.connect_limit = RateWindow(opts.connect_rate, opts.rate_window, emu.clock)
+        #: the app's post allowance across its streams (``post_cap``; compliance events do not count)
+        self.usage = UsageCap(opts.post_cap)
         self.api = RulesApi(self.rules, self.tier, emu.clock)
         #: open streams by (path, partition): X allows ``connections_allowed`` of each
         self.open: dict[tuple[str, int | None], list[StreamSession]] = {}
-        self.counters = {"too_many_connections": 0, "rate_limited": 0, "no_rules": 0}
+        self.counters = {"too_many_connections": 0, "rate_limited": 0, "no_rules": 0, "usage_capped": 0}
         #: every streaming connection served (the last ``HISTORY``), for the Connections API
         self.connections: list[XConnection] = []
         #: connections whose client went away that X still counts, by (path, partition)
@@ -187,6 +190,10 @@ class XService:
             self.counters["rate_limited"] += 1
             self._answer(proto, record, 429, too_many_requests(), self.connect_limit.headers())
             return
+        if parsed.spec.content == "posts" and not self.usage.remaining():
+            self.counters["usage_capped"] += 1
+            self._answer(proto, record, 429, orjson.dumps(usage_capped()), self.connect_limit.headers())
+            return
         if parsed.spec.name == "filter" and not self.rules.rules and not self.emu.options.allow_no_rules:
             self.counters["no_rules"] += 1
             self._answer(proto, record, 409, orjson.dumps(no_rules()), self.connect_limit.headers())
@@ -225,7 +232,8 @@ class XService:
         source = XStreamSource(
             self.world, lines, start=start, end=end,
             match=self.rules.suffix if spec.name == "filter" else None,
-            partition=(spec.partitions, parsed.partition) if spec.partitions and parsed.partition else None)
+            partition=(spec.partitions, parsed.partition) if spec.partitions and parsed.partition else None,
+            cap=self.usage if spec.content == "posts" else None)
         gzip = request.accepts_gzip
         record.outcome, record.gzip = "streaming", gzip
         capture: list[bytes] | None = None

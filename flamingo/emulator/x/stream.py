@@ -39,7 +39,8 @@ from flamingo.emulator.x.corpus import (
     USER_FIELDS,
     FieldSet,
 )
-from flamingo.emulator.x.problems import error_line, operational_disconnect, too_many_connections
+from flamingo.emulator.x.limits import UsageCap
+from flamingo.emulator.x.problems import error_line, operational_disconnect, too_many_connections, usage_capped
 
 __all__ = ["StreamSpec", "STREAMS", "StreamRequest", "parse_stream_request", "XWorld", "XStreamSource",
            "XStreamSession", "RATE0_BACKFILL_PER_MINUTE"]
@@ -196,8 +197,11 @@ class XStreamSource:
 
     def __init__(self, world: XWorld, lines: Sequence[bytes], *, start: int,
                  match: Callable[[int], bytes | None] | None = None,
-                 partition: tuple[int, int] | None = None, end: int | None = None):
+                 partition: tuple[int, int] | None = None, end: int | None = None,
+                 cap: UsageCap | None = None):
         self.world = world
+        self.cap = cap  # the app's post allowance: at 0 the stream ends (``capped``)
+        self.capped = False
         self.end = end  # recovery: stop before this position, then the session closes
         self.lines = lines
         self.match = match
@@ -231,6 +235,11 @@ class XStreamSource:
         self.cursor = max(self.cursor, self.world.head())
 
     def take(self, max_messages: int, max_bytes: int) -> tuple[bytes, int]:
+        if self.cap is not None:
+            max_messages = min(max_messages, self.cap.remaining())
+            if max_messages <= 0:
+                self.capped = True
+                return b"", 0
         world, lines, match = self.world, self.lines, self.match
         n = len(lines)
         parts, part = self.partition or (1, 1)
@@ -263,6 +272,8 @@ class XStreamSource:
             world.served = max(world.served, pos)
         if not out:
             return b"", 0
+        if self.cap is not None:
+            self.cap.spend(len(out))
         if self.recent is not None:
             self.recent.extend(out)
         return b"\r\n".join(out) + b"\r\n", len(out)
@@ -286,17 +297,23 @@ class XStreamSession(StreamSession):
 
     def _flush_backlog(self) -> None:
         super()._flush_backlog()
-        self._end_recovery()
+        self._check_end()
 
     def _pump(self) -> None:
         super()._pump()
-        self._end_recovery()
+        self._check_end()
 
-    def _end_recovery(self) -> None:
-        """A recovery stream (``start_time``) disconnects once its window is sent, as X's does."""
+    def _check_end(self) -> None:
+        """A recovery stream (``start_time``) disconnects once its window is sent, as X's does;
+        any stream ends with a ``UsageCapExceeded`` line once the app's post allowance is used."""
         source = self.source
-        if isinstance(source, XStreamSource) and source.done and not self.closed:
+        if not isinstance(source, XStreamSource) or self.closed:
+            return
+        if source.done:
             self.close("recovery complete")
+        elif source.capped or (source.cap is not None and not source.cap.remaining()):
+            self.send_message(error_line(usage_capped()))
+            self.close("usage cap exceeded")
 
     def disconnect(self, code: int, reason: str | None = None) -> None:
         if self.closed:
