@@ -27,7 +27,7 @@ __all__ = ["Fault", "FaultPlan", "KINDS", "STATUS_CODES"]
 
 #: kind -> short description (also shown by ``flamingo emulator --help``)
 KINDS: dict[str, str] = {
-    "status": "answer HTTP status CODE to the next TIMES connection attempts",
+    "status": "answer HTTP status CODE to the next TIMES connection attempts (or to all for SECONDS)",
     "refuse": "reset every connection attempt for SECONDS (from now)",
     "close_after": "close the stream after AFTER messages",
     "close_mid_message": "after AFTER messages, send half of the next one and close",
@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "bad_length": "after AFTER messages send a truncated (LENGTH=truncated) or absurd (LENGTH=absurd) length prefix",
     "connection_limit": "after AFTER messages send the plain-text line 'Exceeded connection limit for user'",
     "disconnect": "after AFTER messages send a disconnect message with CODE, then close",
+    "repeat": "(X) after AFTER messages send the last COUNT posts again: duplicates, out of order",
 }
 STATUS_CODES = (401, 403, 404, 406, 413, 416, 420, 429, 500, 503)
 STATUS_KINDS = ("status", "refuse")
@@ -70,6 +71,7 @@ class Fault:
     bytes: int = 1
     data: builtins.bytes | None = None  # builtins: the field above is named bytes
     length: str = "absurd"
+    count: int = 1
 
     def __attrs_post_init__(self) -> None:
         if self.kind == "status" and self.code is None:
@@ -102,10 +104,10 @@ class Fault:
             raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(KINDS)})")
         if isinstance(d.get("data"), str):
             d["data"] = d["data"].encode()
-        unknown = set(d) - {"after", "times", "code", "seconds", "bytes", "data", "length"}
+        unknown = set(d) - {"after", "times", "code", "seconds", "bytes", "data", "length", "count"}
         if unknown:
             raise ValueError(f"unknown fault option(s) {sorted(unknown)}")
-        for key, number in (("after", int), ("times", int), ("code", int), ("bytes", int),
+        for key, number in (("after", int), ("times", int), ("code", int), ("bytes", int), ("count", int),
                             ("seconds", float)):
             if key in d and d[key] is not None:
                 try:
@@ -134,21 +136,27 @@ class FaultPlan:
         self._now = now
         self.pending: list[Fault] = []
         self.refuse_until = 0.0
+        #: (code, until): status faults with ``seconds`` answer every attempt until then
+        self.status_windows: list[tuple[int, float]] = []
 
     # -- building ----------------------------------------------------------
     def add(self, *faults: Fault) -> None:
         for fault in faults:
             if fault.kind == "refuse":
                 self.refuse_until = max(self.refuse_until, self._now() + fault.seconds)
+            elif fault.kind == "status" and fault.seconds > 0 and fault.code is not None:
+                self.status_windows.append((fault.code, self._now() + fault.seconds))
             else:
                 self.pending.append(fault)
 
     def clear(self) -> None:
         self.pending.clear()
         self.refuse_until = 0.0
+        self.status_windows.clear()
 
-    def respond_status(self, code: int, times: int = 1) -> None:
-        self.add(Fault("status", code=code, times=times))
+    def respond_status(self, code: int, times: int = 1, seconds: float = 0.0) -> None:
+        """Answer ``code`` to the next ``times`` attempts, or to every attempt for ``seconds``."""
+        self.add(Fault("status", code=code, times=times, seconds=seconds))
 
     def refuse(self, seconds: float) -> None:
         self.add(Fault("refuse", seconds=seconds))
@@ -177,6 +185,10 @@ class FaultPlan:
     def connection_limit(self, after: int = 0, times: int = 1) -> None:
         self.add(Fault("connection_limit", after=after, times=times))
 
+    def repeat(self, count: int, after: int = 0, times: int = 1) -> None:
+        """X only: after ``after`` posts, send the last ``count`` again."""
+        self.add(Fault("repeat", after=after, count=count, times=times))
+
     def disconnect(self, code: int, after: int = 0, times: int = 1) -> None:
         self.add(Fault("disconnect", after=after, code=code, times=times))
 
@@ -186,6 +198,10 @@ class FaultPlan:
 
     def take_status(self) -> int | None:
         """The status to answer this attempt with, if one is scripted."""
+        now = self._now()
+        self.status_windows = [(code, until) for code, until in self.status_windows if now < until]
+        if self.status_windows:
+            return self.status_windows[0][0]
         for fault in self.pending:
             if fault.kind == "status":
                 self._use(fault)
