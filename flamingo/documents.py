@@ -15,7 +15,7 @@ from flamingo import __version__
 from flamingo._types import JsonObject
 from flamingo.app import App
 
-__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params",
+__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params", "cursor_status",
            "process_info", "meta_document", "status_document"]
 
 
@@ -36,6 +36,11 @@ def redis_status(app: App) -> dict[str, bool]:
 def stream_params(app: App) -> dict[str, list[str]]:
     """The configured stream's params from the store's copy ({} without a store)."""
     return app.store.params(app.config.stream) if app.store is not None else {}
+
+
+def cursor_status(app: App) -> JsonObject | None:
+    """Jetstream's resume cursor and lag (None for sources without a cursor)."""
+    return app.stats.provided("cursor") if app.stats is not None else None
 
 
 def process_info(app: App, now: float) -> JsonObject:
@@ -65,6 +70,8 @@ def status_document(app: App, now: float) -> JsonObject:
         "request_line": state.get("request_line"),
         "connected_since": state.get("connected_since"),
         "stream": {"name": app.config.stream, "params": stream_params(app)},
+        "source": app.config.source,
+        "cursor": cursor_status(app),
         "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
         "redis": redis_status(app),
         "delivery": delivery,

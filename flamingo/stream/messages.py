@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from flamingo.stream import jetstream_events
+
 __all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
 
 CONTROL_TYPES = frozenset({"delete", "scrub_geo", "limit", "status_withheld", "user_withheld",
@@ -35,6 +37,8 @@ def message_type(raw: bytes) -> str:
     """``"tweet"``, a control type, another single key's name, ``"unknown"`` or ``"invalid"``."""
     if raw.startswith(_PREFIX) and raw.endswith(b"}"):
         return "tweet"
+    if raw.startswith(jetstream_events.PREFIX):  # Bluesky: the collection NSID, identity, account
+        return jetstream_events.event_type(raw)
     try:
         obj = _loads(raw)
     except _JSONDecodeError:

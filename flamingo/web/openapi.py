@@ -110,6 +110,10 @@ SCHEMAS: JsonObject = {
                       "properties": {"available": {"type": "boolean"}}},
             "delivery": {"type": "object"},
             "process": {"$ref": "#/components/schemas/Process"},
+            "source": {"type": "string"},
+            "cursor": {"type": ["object", "null"], "description":
+                       "Jetstream: time_us of the newest event handed on, lag_seconds (now - time_us), "
+                       "the cursor the connection asked for (requested), journaled_at_start"},
         },
     },
     "Restart": {
