@@ -75,6 +75,7 @@ class JetstreamSource:
         self.window = ResumeWindow(size=config.wader.dedupe_window)
         self.journaled: int | None = None  # the newest time_us in the journal at start
         self.requested: int | None = None  # the cursor the current connection asked for
+        self.since: int | None = None  # when the first connection was asked for (µs, our clock)
         self.connections = 0
         if journal is not None:
             self._resume_from(journal)
@@ -102,7 +103,9 @@ class JetstreamSource:
         collections, dids = wanted(params)
         query: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
         query += [("wantedDids", d) for d in dids]
-        cursor = self.window.cursor(self.rewind_us)
+        cursor = self.window.cursor(self.rewind_us, self.since)
+        if self.since is None:
+            self.since = int(self.clock.seconds() * 1_000_000)
         self.requested = cursor
         if cursor is not None:
             query.append(("cursor", str(cursor)))

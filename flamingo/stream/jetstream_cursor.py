@@ -52,12 +52,16 @@ class ResumeWindow:
                 n += 1
         return n
 
-    def cursor(self, rewind_us: int) -> int | None:
-        """The ``cursor`` of the next connection (None: live, nothing received yet)."""
+    def cursor(self, rewind_us: int, since: int | None = None) -> int | None:
+        """The ``cursor`` of the next connection: ``rewind_us`` before the newest event
+        handed on; before any, ``rewind_us`` before ``since`` (when the first
+        connection was asked for, so a first connection that ended before its
+        first event leaves no gap); None (live) for the very first."""
         self.resume_point = self.last
-        if self.last is None:
+        base = self.last if self.last is not None else since
+        if base is None:
             return None
-        return max(0, self.last - rewind_us)
+        return max(0, base - rewind_us)
 
     def is_repeat(self, h: EventHead) -> bool:
         if h.key in self._keys:
