@@ -190,9 +190,11 @@ class SourceTests(SynchronousTestCase):
     def test_resume_from_the_journal(self) -> None:
         journal = Tail([b"not jetstream", commit(5_000_000), commit(9_000_000, rkey="x")])
         s = source(journal, rewind=2)
+        self.assertEqual(journal.asked, [])  # the journal opens after the source is built
+        self.assertIn("cursor=7000000", s.request({}).url)
         self.assertEqual(journal.asked, [100])
         self.assertEqual(s.journaled, 9_000_000)
-        self.assertIn("cursor=7000000", s.request({}).url)
+        self.assertIn("cursor=7000000", s.request({}).url)  # read once
         self.assertEqual(s.cursor_status()["time_us"], 9_000_000)
         # the replay from 7 s: the journaled event is dropped, the new one kept
         self.assertIsNone(s.decode(commit(9_000_000, rkey="x"), False))

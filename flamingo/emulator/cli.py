@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from flamingo.emulator import jet_cli
 from flamingo.emulator.faults import KINDS, Fault
 from flamingo.emulator.options import EmulatorOptions
 
@@ -27,7 +28,8 @@ EPILOG = (
     "    - {stall: 95, after: 10}\n\n"
     "example:\n"
     "  flamingo emulator --user u --password p --rate 50 &\n"
-    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json"
+    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json\n\n"
+    + jet_cli.EPILOG
 )
 
 
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
+    a("--source", choices=("twitter", "jetstream"), default="twitter",
+      help="which API to emulate: twitter (v1.1, the default) or jetstream (Bluesky)")
     a("--host", default="127.0.0.1",
       help="interface to listen on (default 127.0.0.1); beyond loopback only with credentials "
            "(--user/--password, --bearer-token or --oauth-consumer-key/--oauth-consumer-secret)")
@@ -80,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-connections", type=int, default=100, metavar="N",
       help="open connections at most, streams included; one more gets 503 and is closed "
            "(default 100)")
+    jet_cli.add_arguments(p)
     return p
 
 
@@ -121,6 +126,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.source == "jetstream":
+        return jet_cli.run(args)
     try:
         faults = [Fault.parse(spec) for spec in args.fault]
         if args.script:

@@ -289,6 +289,11 @@ class JetstreamEmulator:
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None
 
+    def pause(self) -> None:
+        """Stop making events at ``rate`` (what was made is still served)."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
     def make(self, n: int) -> None:
         """Make ``n`` events now (tests; the CLI's ``--rate`` does it on a timer)."""
         self.timeline.make(n)

@@ -77,12 +77,12 @@ class JetstreamSource:
         self.requested: int | None = None  # the cursor the current connection asked for
         self.since: int | None = None  # when the first connection was asked for (µs, our clock)
         self.connections = 0
-        if journal is not None:
-            self._resume_from(journal)
+        self._journal = journal  # read at the first request: the journal opens when delivery starts
         self._zstd = (zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(dictionary()))
                       if self.compress else None)
 
     def _resume_from(self, journal: JournalTail) -> None:
+        self._journal = None
         frames = journal.tail(self.window.size)
         n = self.window.seed(frames)
         if n:
@@ -100,6 +100,8 @@ class JetstreamSource:
 
     def request(self, params: Params) -> StreamRequest:
         """The next connection's request (called at every connect: the cursor moves on)."""
+        if self._journal is not None:
+            self._resume_from(self._journal)
         collections, dids = wanted(params)
         query: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
         query += [("wantedDids", d) for d in dids]
