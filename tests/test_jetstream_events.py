@@ -145,6 +145,17 @@ class RoutingTests(SynchronousTestCase):
         self.assertFalse(self.routed(like, "release"))  # only posts have text to match
 
 
+class SubscriptionTypesTests(SynchronousTestCase):
+    def test_collection_nsids_are_types(self) -> None:
+        sub = Subscription.create("bsky", types=["app.bsky.feed.post", "identity"])
+        self.assertEqual(sub.types, ("app.bsky.feed.post", "identity"))
+        frames = [commit(1), commit(2, collection="app.bsky.feed.like"), identity(3)]
+        routes = Routes(frames, [message_type(f) for f in frames], lambda f: TermMatcher(f))
+        self.assertEqual(routes.values_for(sub), [frames[0], frames[2]])
+        with self.assertRaises(ValidationError):
+            Subscription.create("bad", types=['x"y'])
+
+
 class WindowTests(SynchronousTestCase):
     def test_cursor_rewinds_from_the_last(self) -> None:
         w = ResumeWindow(size=10)
