@@ -96,7 +96,7 @@ class Silent(protocol.Protocol):
     """Accepts the TCP connection and never answers the handshake."""
 
 
-class WebSocketLinkTests(TestCase):
+class LinkTestBase(TestCase):
     timeout = 20
 
     def serve(self, **script: Any) -> str:
@@ -130,6 +130,8 @@ class WebSocketLinkTests(TestCase):
         self.addCleanup(cleanup)
         return link
 
+
+class WebSocketLinkTests(LinkTestBase):
     @defer.inlineCallbacks
     def test_open_messages_send_close(self) -> Any:
         url = self.serve(send=[(b'{"a":1}', False), (b"\x00binary", True)])
@@ -295,6 +297,39 @@ class WebSocketLinkTests(TestCase):
         yield until(lambda: "ended" in self.events.names())
         self.assertIsInstance(self.events.last(), Retry)
         self.assertEqual(self.events.frames, [])
+
+
+class TlsTests(LinkTestBase):
+    def serve_tls(self) -> tuple[str, Any]:
+        from tests.test_wader import _self_signed_context
+
+        ctx = _self_signed_context()
+        factory = WebSocketServerFactory()
+        factory.protocol = Server
+        factory.script, factory.requests, factory.peers, factory.received, factory.pings = {}, [], [], [], 0
+        port = reactor.listenSSL(0, factory, ctx, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.server = factory
+        from twisted.internet import ssl
+
+        return f"wss://127.0.0.1:{port.getHost().port}/subscribe", ssl.Certificate(ctx.certificate)
+
+    @defer.inlineCallbacks
+    def test_wss_certificate_is_verified(self) -> Any:
+        url, _ = self.serve_tls()
+        self.link(url)
+        yield until(lambda: self.events.names() == ["refused"])
+        self.assertEqual(self.events.last().cause, "network")
+        self.assertEqual(self.server.requests, [])  # no handshake reached the server
+        from service_identity.exceptions import VerificationError
+
+        self.flushLoggedErrors(VerificationError)
+
+    @defer.inlineCallbacks
+    def test_wss_with_a_trusted_certificate_opens(self) -> Any:
+        url, cert = self.serve_tls()
+        self.link(url, trust=cert)
+        yield until(lambda: self.events.names() == ["responded"])
 
 
 class VerdictTests(TestCase):

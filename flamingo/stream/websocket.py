@@ -33,7 +33,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 
 from flamingo.logs import logger
@@ -148,7 +148,8 @@ class WebSocketLink:
     def __init__(self, request: StreamRequest, headers: Mapping[str, str], decoder: FrameDecoder,
                  events: LinkEvents, *, reactor: object, clock: IReactorTime, turns: IReactorTime,
                  stats: FrameStats, connect_timeout: float, ping_interval: float,
-                 max_message_bytes: int, user_agent: str, close_timeout: float = 2.0) -> None:
+                 max_message_bytes: int, user_agent: str, close_timeout: float = 2.0,
+                 trust: Certificate | None = None) -> None:
         self.request = request
         self.decoder = decoder
         self.events = events
@@ -176,7 +177,8 @@ class WebSocketLink:
         self.factory = _factory(request.url, headers, user_agent, max_message_bytes, reactor)
         self.factory.link = self
         self.timeout_call: IDelayedCall | None = clock.callLater(connect_timeout, self._timed_out)
-        self.connect_d: defer.Deferred[IProtocol] | None = _endpoint(reactor, request.url).connect(self.factory)
+        self.connect_d: defer.Deferred[IProtocol] | None = _endpoint(reactor, request.url, trust).connect(
+            self.factory)
         self.connect_d.addCallbacks(self._connected, self._connect_failed)
 
     @property
@@ -377,13 +379,14 @@ def _factory(url: str, headers: Mapping[str, str], user_agent: str, max_message_
     return factory
 
 
-def _endpoint(reactor: object, url: str) -> IStreamClientEndpoint:
-    """TCP to the URL's host; TLS with the host's certificate checked for wss."""
+def _endpoint(reactor: object, url: str, trust: Certificate | None = None) -> IStreamClientEndpoint:
+    """TCP to the URL's host; TLS with the host's certificate checked for wss (against the
+    platform's trust store, or ``trust``)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
     endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port)
     if secure:
-        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        endpoint = wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), endpoint)
     return endpoint
