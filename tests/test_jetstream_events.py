@@ -167,6 +167,7 @@ class WindowTests(SynchronousTestCase):
         w = ResumeWindow(size=10)
         w.seed([commit(100, rkey="a")])
         w.cursor(50)
+        w.opening()
         self.assertTrue(w.is_repeat(head(commit(100, rkey="a"))))  # type: ignore[arg-type]
         self.assertFalse(w.is_repeat(head(commit(100, rkey="b"))))  # type: ignore[arg-type]
         self.assertFalse(w.is_repeat(head(commit(99, rkey="c"))))  # type: ignore[arg-type]
@@ -176,6 +177,7 @@ class WindowTests(SynchronousTestCase):
         w.seed([commit(t, rkey=str(t)) for t in (1, 2, 3, 4)])
         self.assertEqual(w.floor, 2)
         w.cursor(10)
+        w.opening()
         self.assertTrue(w.is_repeat(head(commit(1, rkey="1"))))  # type: ignore[arg-type]
         self.assertTrue(w.is_repeat(head(commit(4, rkey="4"))))  # type: ignore[arg-type]
         self.assertFalse(w.is_repeat(head(commit(5, rkey="5"))))  # type: ignore[arg-type]
@@ -206,6 +208,7 @@ class SourceTests(SynchronousTestCase):
         self.assertEqual(journal.asked, [100])
         self.assertEqual(s.journaled, 9_000_000)
         self.assertIn("cursor=7000000", s.request({}).url)  # read once
+        s.window.opening()  # what open() does when it connects with that request
         self.assertEqual(s.cursor_status()["time_us"], 9_000_000)
         # the replay from 7 s: the journaled event is dropped, the new one kept
         self.assertIsNone(s.decode(commit(9_000_000, rkey="x"), False))

@@ -99,16 +99,14 @@ class JetstreamSource:
     # -- the request ----------------------------------------------------------------
 
     def request(self, params: Params) -> StreamRequest:
-        """The next connection's request (called at every connect: the cursor moves on)."""
+        """The request a connection would make now (the wader also asks it to check params:
+        nothing changes here; ``open`` is the connection)."""
         if self._journal is not None:
             self._resume_from(self._journal)
         collections, dids = wanted(params)
         query: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
         query += [("wantedDids", d) for d in dids]
         cursor = self.window.cursor(self.rewind_us, self.since)
-        if self.since is None:
-            self.since = int(self.clock.seconds() * 1_000_000)
-        self.requested = cursor
         if cursor is not None:
             query.append(("cursor", str(cursor)))
         if self.compress:
@@ -124,6 +122,10 @@ class JetstreamSource:
 
     def open(self, request: StreamRequest, events: LinkEvents) -> WebSocketLink:
         self.connections += 1
+        self.window.opening()
+        self.requested = next((int(v) for k, v in request.form if k == "cursor"), None)
+        if self.since is None:
+            self.since = int(self.clock.seconds() * 1_000_000)
         w = self.config.wader
         headers = {"Socket-Encoding": "zstd"} if self.compress else {}
         return WebSocketLink(request, headers, self.decode, events, reactor=self.reactor,

@@ -55,13 +55,17 @@ class ResumeWindow:
     def cursor(self, rewind_us: int, since: int | None = None) -> int | None:
         """The ``cursor`` of the next connection: ``rewind_us`` before the newest event
         handed on; before any, ``rewind_us`` before ``since`` (when the first
-        connection was asked for, so a first connection that ended before its
-        first event leaves no gap); None (live) for the very first."""
-        self.resume_point = self.last
+        connection was opened, so a first connection that ended before its
+        first event leaves no gap); None (live) for the very first. Pure: asking
+        is not connecting (``opening`` marks the resume point)."""
         base = self.last if self.last is not None else since
         if base is None:
             return None
         return max(0, base - rewind_us)
+
+    def opening(self) -> None:
+        """A connection opens now with ``cursor()``: what came before is the resume point."""
+        self.resume_point = self.last
 
     def is_repeat(self, h: EventHead) -> bool:
         if h.key in self._keys:
