@@ -300,6 +300,8 @@ class JetstreamEmulator:
 
     def _tick(self) -> None:
         due = int(self.options.rate * (self.clock.seconds() - self._t0)) - self._made_since
+        # a late tick catches up over the next ones: never a long pause for the readers
+        due = min(due, max(1, int(self.options.rate * self.options.tick * 4)))
         if due > 0:
             self._made_since += due
             self.timeline.make(due)
