@@ -168,6 +168,26 @@ class WebSocketLinkTests(LinkTestBase):
         self.assertEqual(self.stats.errors, [("zstd", b"bad")])
 
     @defer.inlineCallbacks
+    def test_garbage_is_counted_and_logged_sparingly(self) -> Any:
+        from twisted.logger import globalLogPublisher
+
+        lines: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, lines.append)
+
+        def decode(payload: bytes, binary: bool) -> bytes | None:
+            if payload.startswith(b"bad"):
+                raise FrameError("zstd", payload)
+            return payload
+
+        url = self.serve(send=[(b"bad%d" % i, True) for i in range(100)] + [(b"ok", False)])
+        self.link(url, decoder=decode)
+        yield until(lambda: self.events.frames == [b"ok"])
+        self.assertEqual(len(self.stats.errors), 100)
+        warned = [e for e in lines if "Undecodable" in str(e.get("log_format", ""))]
+        self.assertEqual([e["n"] for e in warned], [1, 2, 4, 8, 16, 32, 64])
+
+    @defer.inlineCallbacks
     def test_refused_handshake_by_status(self) -> Any:
         for status, expected in ((401, Fatal("http 401", "")), (403, Fatal("http 403", "")),
                                  (429, Retry("rate_limit", "")), (503, Retry("http", "")),

@@ -173,6 +173,7 @@ class WebSocketLink:
         self.close_call: IDelayedCall | None = None
         self.pings_sent = 0
         self.pongs = 0
+        self.error_counts: dict[str, int] = {}
         self.done: defer.Deferred[None] = defer.Deferred()
         self.factory = _factory(request.url, headers, user_agent, max_message_bytes, reactor)
         self.factory.link = self
@@ -235,8 +236,10 @@ class WebSocketLink:
             event = self.decoder(payload, is_binary)
         except FrameError as e:
             self.stats.parse_error(e.kind, e.sample or payload[:120], 1)
-            log.warn("Undecodable WebSocket message ({kind}): {sample!r}", kind=e.kind,
-                     sample=(e.sample or payload)[:120])
+            n = self.error_counts[e.kind] = self.error_counts.get(e.kind, 0) + 1
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... of a kind: never a log flood
+                log.warn("Undecodable WebSocket message ({kind}, #{n} on this connection): {sample!r}",
+                         kind=e.kind, n=n, sample=(e.sample or payload)[:120])
             event = None
         except EndNotice as e:
             self.notice = e.verdict
