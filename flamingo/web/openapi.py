@@ -97,7 +97,7 @@ SCHEMAS: JsonObject = {
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "process"],
+                     "journal_backlog", "redis", "delivery", "process", "source", "cursor"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
