@@ -47,6 +47,13 @@ class CursorStatusTests(SynchronousTestCase):
         self.assertEqual(ns["status"]()["cursor"]["time_us"], 1_700_000_000_000_000)
         self.assertEqual(ns["meta"]()["cursor"]["lag_seconds"], 10.0)
 
+    def test_cli_status_shows_the_cursor(self) -> None:
+        from flamingo.cli.format import show_status
+
+        text = show_status(documents.status_document(self.app, self.clock.seconds()))
+        self.assertIn("cursor", text)
+        self.assertIn("1700000000000000 (lag 10.0 s)", text)
+
     def test_twitter_has_no_cursor(self) -> None:
         config = from_mapping({"username": "u", "password": "p"}, environ={})
         app = App(config=config, reactor=self.clock, store=None, stats=Stats(clock=self.clock),
