@@ -186,6 +186,27 @@ class JetstreamWaderTests(TestCase):
         self.assertEqual(self.wader.state.name, "connected")
 
     @defer.inlineCallbacks
+    def test_many_dids_go_in_the_hello_not_the_url(self) -> Any:
+        self.emu_clock = task.Clock()
+        self.emu_clock.advance(1_700_000_000)
+        self.emu = start_jetstream(self, clock=self.emu_clock, seed=7, users=300)
+        dids = self.emu.timeline.corpus.dids[:200]
+        w = self.make({"wantedDids": dids})
+        w.startService()
+        yield self.connected()
+        record = self.emu.connections[0]
+        self.assertEqual(record.params.get("requireHello"), ["true"])
+        self.assertNotIn("wantedDids", record.params)
+        self.assertIn("wantedDids=(200 DIDs)", w.state.request_line or "")
+        yield until(lambda: record.options_updates)
+        self.assertEqual(sorted(record.options_updates[0]["wantedDids"]), sorted(dids))
+        self.produce(300)
+        expected = self.expected()
+        self.assertTrue(expected)
+        yield self.settle(lambda: len(self.sink.frames) >= len(expected))
+        self.assertEqual(self.sink.frames, expected)
+
+    @defer.inlineCallbacks
     def test_bad_options_close_1008_is_fatal(self) -> Any:
         w = self.make()
         w.startService()

@@ -8,7 +8,8 @@ them over WebSocket as Jetstream does:
   (400 for bad params, as Jetstream answers), ``Socket-Encoding: zstd`` too;
 - ``cursor`` replays from the first event at or after it, then goes live;
 - ``{"type":"options_update","payload":{…}}`` changes the filter on the open
-  socket (bad options: close 1008, as Jetstream does);
+  socket (bad options: close 1008, as Jetstream does); with
+  ``requireHello=true`` nothing is sent before the first one;
 - compressed messages are binary zstd frames made with Jetstream's dictionary;
 - identity and account events pass any collection filter;
 - scripted faults (``jet_faults``): drop, close, ConsumerTooSlow, stall, refuse.
@@ -136,6 +137,7 @@ class _Sender:
         self.fault = fault
         self.paused = False
         self.stalled = False
+        self.waiting = False  # requireHello: nothing is sent before the first options_update
         self.done = False
         self.call: IDelayedCall | None = None
         proto.tcp.registerProducer(self, True)
@@ -165,7 +167,7 @@ class _Sender:
 
     def pump(self) -> None:
         self.call = None
-        if self.done or self.paused or self.stalled:
+        if self.done or self.paused or self.stalled or self.waiting:
             return
         if self._fault_due():
             return
@@ -344,6 +346,7 @@ class JetstreamEmulator:
         pos = self.timeline.position(record.cursor)
         record.start = pos
         sender = _Sender(self, proto, pos, wants, record.compress, self.faults.for_connection())
+        sender.waiting = params.get("requireHello", [""])[0] == "true"
         sender.wake()
         return sender
 
@@ -371,6 +374,9 @@ class JetstreamEmulator:
             proto.sender.wants = Wants.of(collections, dids)
             size = body.get("maxMessageSizeBytes")
             proto.sender.max_size = size if isinstance(size, int) and size > 0 else 0
+            if proto.sender.waiting:
+                proto.sender.waiting = False
+                proto.sender.wake()
 
     def closed(self, proto: _Server) -> None:
         if proto in self.open:

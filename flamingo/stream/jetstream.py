@@ -44,6 +44,9 @@ __all__ = ["JetstreamSource", "JetstreamStats", "dictionary", "PING_INTERVAL", "
 
 log = logger("flamingo.wader")
 
+#: more DIDs than this go in an options_update sent on open (``requireHello=true``),
+#: not in the URL: 10,000 DIDs would make a ~330 KB request line
+HELLO_DIDS = 50
 #: seconds between pings: a connection that stops answering stalls within
 #: ``wader.stall_timeout`` (30 s for Jetstream)
 PING_INTERVAL = 15.0
@@ -78,6 +81,7 @@ class JetstreamSource:
         self.since: int | None = None  # when the first connection was asked for (µs, our clock)
         self.connections = 0
         self._journal = journal  # read at the first request: the journal opens when delivery starts
+        self._hellos: dict[str, tuple[bytes, ...]] = {}
         self._zstd = (zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(dictionary()))
                       if self.compress else None)
 
@@ -105,7 +109,10 @@ class JetstreamSource:
             self._resume_from(self._journal)
         collections, dids = wanted(params)
         query: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
-        query += [("wantedDids", d) for d in dids]
+        if len(dids) > HELLO_DIDS:  # a long list goes in the first message, not the URL
+            query.append(("requireHello", "true"))
+        else:
+            query += [("wantedDids", d) for d in dids]
         cursor = self.window.cursor(self.rewind_us, self.since)
         if cursor is not None:
             query.append(("cursor", str(cursor)))
@@ -118,7 +125,10 @@ class JetstreamSource:
             shown.insert(len(collections), ("wantedDids", f"({len(dids)} DIDs)" if len(dids) > 3
                                             else ",".join(dids)))
         line = "/subscribe" + ("?" + "&".join(f"{k}={v}" for k, v in shown) if shown else "")
-        return StreamRequest("GET", base + path, None, tuple(query), line)
+        request = StreamRequest("GET", base + path, None, tuple(query), line)
+        # the options a requireHello connection sends first (kept for open(), by URL)
+        self._hellos = {request.url: (self._options_update(params),)} if len(dids) > HELLO_DIDS else {}
+        return request
 
     def open(self, request: StreamRequest, events: LinkEvents) -> WebSocketLink:
         self.connections += 1
@@ -128,21 +138,25 @@ class JetstreamSource:
             self.since = int(self.clock.seconds() * 1_000_000)
         w = self.config.wader
         headers = {"Socket-Encoding": "zstd"} if self.compress else {}
+        hello = self._hellos.get(request.url, ())
         return WebSocketLink(request, headers, self.decode, events, reactor=self.reactor,
                              clock=self.clock, turns=self.reactor, stats=self.stats,
                              connect_timeout=w.connect_timeout, ping_interval=PING_INTERVAL,
                              max_message_bytes=w.max_message_bytes,
-                             user_agent=f"Flamingo/{__version__}")
+                             user_agent=f"Flamingo/{__version__}", hello=hello)
 
     def apply_params(self, link: Link, params: Params) -> bool:
         """``options_update`` on the open socket; False (reconnect) when it is not open."""
         if not isinstance(link, WebSocketLink):
             return False
+        return link.send(self._options_update(params))
+
+    @staticmethod
+    def _options_update(params: Params) -> bytes:
         collections, dids = wanted(params)
-        message = {"type": "options_update",
-                   "payload": {"wantedCollections": collections, "wantedDids": dids,
-                               "maxMessageSizeBytes": 0}}
-        return link.send(orjson.dumps(message))
+        return orjson.dumps({"type": "options_update",
+                             "payload": {"wantedCollections": collections, "wantedDids": dids,
+                                         "maxMessageSizeBytes": 0}})
 
     def close_idle(self) -> None:
         pass  # nothing outlives a WebSocket connection

@@ -9,7 +9,9 @@ HTTP lines. What differs per API stays with the source:
   is no event; it raises ``FrameError`` for a message it cannot read (counted,
   the rest flows) and ``EndNotice`` for a server's "I am closing because..."
   (Jetstream's ``ConsumerTooSlow``), whose verdict the end then carries;
-- ``send()`` carries client messages (``options_update``, ``subscribe``).
+- ``send()`` carries client messages (``options_update``, ``subscribe``), and
+  ``hello`` messages go out as soon as the socket opens, before anything is
+  reported (Jetstream's ``requireHello``, Mastodon's subscriptions).
 
 Dead connections: the link pings every ``ping_interval`` seconds; a pong, like
 every message, is ``alive``, so a peer that stopped answering stalls the
@@ -25,7 +27,7 @@ an open connection by ``close_verdict``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
@@ -149,7 +151,7 @@ class WebSocketLink:
                  events: LinkEvents, *, reactor: object, clock: IReactorTime, turns: IReactorTime,
                  stats: FrameStats, connect_timeout: float, ping_interval: float,
                  max_message_bytes: int, user_agent: str, close_timeout: float = 2.0,
-                 trust: Certificate | None = None) -> None:
+                 trust: Certificate | None = None, hello: Sequence[bytes] = ()) -> None:
         self.request = request
         self.decoder = decoder
         self.events = events
@@ -159,6 +161,7 @@ class WebSocketLink:
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.close_timeout = close_timeout
+        self.hello = tuple(hello)
         self.protocol: _Protocol | None = None
         self.is_open = False
         self.closing = False  # ended on purpose: nothing more is reported
@@ -221,6 +224,8 @@ class WebSocketLink:
         if self.closing:
             return
         self.is_open = True
+        for message in self.hello:  # what the server needs first (Jetstream's requireHello)
+            protocol.sendMessage(message, isBinary=False)  # type: ignore[no-untyped-call]  # autobahn
         self.events.responded(self)
         if self.closing:  # closed on hearing the answer
             return
