@@ -165,12 +165,22 @@ class WindowTests(SynchronousTestCase):
 
     def test_repeats_by_key_even_at_the_same_time(self) -> None:
         w = ResumeWindow(size=10)
-        w.seed([commit(100, rkey="a")])
+        w.seed([commit(90, rkey="first"), commit(100, rkey="a")])
         w.cursor(50)
         w.opening()
         self.assertTrue(w.is_repeat(head(commit(100, rkey="a"))))  # type: ignore[arg-type]
         self.assertFalse(w.is_repeat(head(commit(100, rkey="b"))))  # type: ignore[arg-type]
-        self.assertFalse(w.is_repeat(head(commit(99, rkey="c"))))  # type: ignore[arg-type]
+        self.assertFalse(w.is_repeat(head(commit(95, rkey="c"))))  # type: ignore[arg-type]
+
+    def test_a_replay_from_before_the_first_event_is_not_delivered(self) -> None:
+        w = ResumeWindow(size=10)
+        w.cursor(50)
+        w.opening()  # the first connection: live, no cursor
+        w.handed_on(head(commit(100, rkey="first")))  # type: ignore[arg-type]
+        self.assertEqual(w.cursor(50), 50)
+        w.opening()
+        self.assertTrue(w.is_repeat(head(commit(80, rkey="before"))))  # type: ignore[arg-type]
+        self.assertFalse(w.is_repeat(head(commit(101, rkey="after"))))  # type: ignore[arg-type]
 
     def test_forgotten_and_before_the_resume_point_is_a_repeat(self) -> None:
         w = ResumeWindow(size=2)

@@ -8,6 +8,7 @@ retry or a stall), the emulator's ``time_us`` on ``self.emu_clock``.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from twisted.internet import defer, reactor, task
@@ -35,7 +36,7 @@ class Frames:
         return self.frames[-max_events:]
 
 
-class JetstreamWaderTests(TestCase):
+class JetstreamBase(TestCase):
     timeout = 60
 
     def make(self, params: dict[str, list[str]] | None = None, compress: bool = True,
@@ -83,6 +84,8 @@ class JetstreamWaderTests(TestCase):
         return self.settle(lambda: self.wader.state.name == "connected" and
                            len([c for c in self.emu.connections if c.start is not None]) >= n)
 
+
+class JetstreamWaderTests(JetstreamBase):
     @defer.inlineCallbacks
     def check_exactly_once(self, compress: bool) -> Any:
         w = self.make(compress=compress)
@@ -236,3 +239,63 @@ class JetstreamWaderTests(TestCase):
         expected = self.expected()
         yield self.settle(lambda: len(first.frames) >= len(expected))
         self.assertEqual(first.frames, expected)
+
+
+class FaultScriptTests(JetstreamBase):
+    """Random fault scripts (replayable by seed) against one stream: exactly once, whatever happens."""
+
+    @defer.inlineCallbacks
+    def check_script(self, seed: int) -> Any:
+        rnd = random.Random(seed)
+        faults = []
+        for _ in range(6):
+            kind = rnd.choice(["drop", "close", "too_slow", "stall", "refuse"])
+            if kind == "refuse":
+                faults.append(JetFault("refuse", times=rnd.randint(1, 2), code=rnd.choice([503, 429, 500])))
+            elif kind == "close":
+                faults.append(JetFault("close", after=rnd.randrange(100), code=rnd.choice([1000, 1001, 1011, 1013])))
+            else:
+                faults.append(JetFault(kind, after=rnd.randrange(100), seconds=10_000))
+        w = self.make(compress=rnd.random() < 0.7)
+        self.emu.faults.add(*faults)
+        w.startService()
+        stalled: set[int] = set()
+
+        def step() -> None:
+            self.clock.advance(0)
+            s = self.wader.state
+            if s.name == "retrying" and s.next_attempt_at is not None:
+                self.clock.advance(max(0.0, s.next_attempt_at - self.clock.seconds()))
+            for record in self.emu.connections:  # a stalled server: let the stall timer fire
+                if record.fault == "stall" and record.number not in stalled:
+                    stalled.add(record.number)
+                    self.clock.advance(31)
+
+        made = 0
+        while made < 1000 or self.emu.faults.pending:  # events flow until every fault has fired
+            self.assertLess(made, 30_000, f"seed {seed}: faults left {self.emu.faults.pending}")
+            self.produce(20)
+            made += 20
+            step()
+            yield task.deferLater(reactor, 0.002, lambda: None)  # the stream flows between batches
+
+        def done() -> bool:
+            step()
+            return self.wader.state.name == "connected" and len(self.sink.frames) >= len(expected)
+
+        self.produce(100)
+        start = next(c.start for c in self.emu.connections if c.start is not None)
+        expected = self.emu.timeline.matching(Wants.of(POSTS["wantedCollections"], []), start)
+        yield until(done, timeout=60)
+        fired = [c.fault or (f"refused {c.refused}" if c.refused else None) for c in self.emu.connections]
+        self.assertEqual(len(self.sink.frames), len(expected), f"seed {seed}: {fired}")
+        self.assertEqual(self.sink.frames, expected, f"seed {seed}: {fired}")
+
+    def test_script_1(self) -> Any:
+        return self.check_script(1)
+
+    def test_script_2(self) -> Any:
+        return self.check_script(2)
+
+    def test_script_3(self) -> Any:
+        return self.check_script(3)

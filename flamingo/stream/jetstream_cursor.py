@@ -14,7 +14,10 @@ repeats is dropped before the journal:
   received before what the journal holds.
 
 The window is bounded (``size`` keys, oldest forgotten first) and remembers
-the newest ``time_us`` it forgot (``floor``), so the second rule is exact for
+the newest ``time_us`` it forgot (``floor``; before anything is forgotten,
+just before the first event ever handed on: a rewind past the first
+connection's start brings events Flamingo never subscribed to, and they are
+dropped too), so the second rule is exact for
 a server whose ``time_us`` grows with its own order (Jetstream's does: it is
 the time the instance saw the event) and never drops an event the window can
 decide by key.
@@ -76,6 +79,10 @@ class ResumeWindow:
     def handed_on(self, h: EventHead) -> None:
         """``h`` goes on to the journal: remember it."""
         keys = self._keys
+        if self.floor is None and not keys:
+            # the first event ever: what a later replay brings from before it was never
+            # subscribed to (the first connection is live, without a cursor)
+            self.floor = h.time_us - 1
         if h.key not in keys:
             keys[h.key] = h.time_us
             while len(keys) > self.size:
