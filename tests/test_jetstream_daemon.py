@@ -114,3 +114,30 @@ class JetstreamDaemonTests(TestCase):
         self.assertEqual(len(queue), len(expected), "duplicates or extras")
         self.assertEqual(queue, expected)
         self.assertIn("Jetstream: resuming after time_us", (self.dir / "flamingo.log").read_text())
+
+    @defer.inlineCallbacks
+    def test_kill_9_again_during_the_replay_then_restart_exactly_once(self) -> Any:
+        """The second kill lands while the restarted daemon is still replaying the window."""
+        proc, child = self.start()
+        yield until(lambda: self.queue_length() >= 100, timeout=60)
+        proc.signalProcess("KILL")
+        yield child.ended
+        down_at = self.emu.timeline.end
+        yield until(lambda: self.emu.timeline.end >= down_at + 600)
+        before = self.queue_length()
+        proc, child = self.start()
+        yield until(lambda: self.queue_length() >= before + 20, timeout=60)  # replaying now
+        proc.signalProcess("KILL")
+        code = yield child.ended
+        self.assertEqual(code, -signal.SIGKILL)
+        proc, child = self.start()
+        yield until(lambda: len(self.emu.connections) >= 3 and self.queue_length() >= before + 300, timeout=60)
+        self.emu.pause()
+        expected = self.emu.timeline.matching(Wants.of(WANTED, []), self.emu.connections[0].start)
+        yield until(lambda: self.queue_length() >= len(expected), timeout=60)
+        proc.signalProcess("TERM")
+        code = yield child.ended
+        self.assertEqual(code, 0, child.out.decode(errors="replace")[-3000:])
+        queue = self.queue()
+        self.assertEqual(len(queue), len(expected), "missing, duplicates or extras")
+        self.assertEqual(queue, expected)
