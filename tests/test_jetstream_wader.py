@@ -187,6 +187,7 @@ class JetstreamWaderTests(JetstreamBase):
         self.assertEqual(self.sink.frames, before + likes)
         self.assertEqual(len(self.emu.connections), 1)  # no reconnect
         self.assertEqual(self.wader.state.name, "connected")
+        self.assertIn("wantedCollections=app.bsky.feed.like", self.wader.state.request_line or "")
 
     @defer.inlineCallbacks
     def test_many_dids_go_in_the_hello_not_the_url(self) -> Any:

@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlencode
 
+import attrs
 import orjson
 import zstandard
 from twisted.internet.interfaces import IReactorTime
@@ -108,27 +109,31 @@ class JetstreamSource:
         if self._journal is not None:
             self._resume_from(self._journal)
         collections, dids = wanted(params)
+        query, line = self._query(collections, dids, self.window.cursor(self.rewind_us, self.since))
+        base = self.config.api.url.rstrip("/")
+        path = "/subscribe" + (f"?{urlencode(query)}" if query else "")
+        request = StreamRequest("GET", base + path, None, tuple(query), line)
+        # the options a requireHello connection sends first (kept for open(), by URL)
+        self._hellos = {request.url: (self._options_update(params),)} if len(dids) > HELLO_DIDS else {}
+        return request
+
+    def _query(self, collections: list[str], dids: list[str],
+               cursor: int | None) -> tuple[list[tuple[str, str]], str]:
+        """The query, and the request line status and logs show (no DID list of thousands)."""
         query: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
         if len(dids) > HELLO_DIDS:  # a long list goes in the first message, not the URL
             query.append(("requireHello", "true"))
         else:
             query += [("wantedDids", d) for d in dids]
-        cursor = self.window.cursor(self.rewind_us, self.since)
         if cursor is not None:
             query.append(("cursor", str(cursor)))
         if self.compress:
             query.append(("compress", "true"))
-        base = self.config.api.url.rstrip("/")
-        path = "/subscribe" + (f"?{urlencode(query)}" if query else "")
         shown = [(k, v) for k, v in query if k != "wantedDids"]
         if dids:
             shown.insert(len(collections), ("wantedDids", f"({len(dids)} DIDs)" if len(dids) > 3
                                             else ",".join(dids)))
-        line = "/subscribe" + ("?" + "&".join(f"{k}={v}" for k, v in shown) if shown else "")
-        request = StreamRequest("GET", base + path, None, tuple(query), line)
-        # the options a requireHello connection sends first (kept for open(), by URL)
-        self._hellos = {request.url: (self._options_update(params),)} if len(dids) > HELLO_DIDS else {}
-        return request
+        return query, "/subscribe" + ("?" + "&".join(f"{k}={v}" for k, v in shown) if shown else "")
 
     def open(self, request: StreamRequest, events: LinkEvents) -> WebSocketLink:
         self.connections += 1
@@ -149,7 +154,11 @@ class JetstreamSource:
         """``options_update`` on the open socket; False (reconnect) when it is not open."""
         if not isinstance(link, WebSocketLink):
             return False
-        return link.send(self._options_update(params))
+        if not link.send(self._options_update(params)):
+            return False
+        _, line = self._query(*wanted(params), self.requested)
+        link.request = attrs.evolve(link.request, request_line=line)  # what status shows from now on
+        return True
 
     @staticmethod
     def _options_update(params: Params) -> bytes:
