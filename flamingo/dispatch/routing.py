@@ -1,7 +1,7 @@
 """Which values each subscription gets from one batch (pure; shared work per frame).
 
 A subscription gets an event when its ``types`` allow it and its term filter
-(tweets only) matches. Lines that are not JSON (type ``invalid``: a stray
+(tweets and Bluesky posts only) matches. Lines that are not JSON (type ``invalid``: a stray
 ``Exceeded connection limit`` or a torn ``{"not json``) are kept in the event
 log and counted, but go only to a subscription whose ``types`` names
 ``invalid`` explicitly: every consumer of a raw queue would fail on them.

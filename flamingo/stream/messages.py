@@ -3,7 +3,9 @@
 A v1.1 message whose only top-level key is a control key is of that type
 (``delete``, ``scrub_geo``, ``limit``, ``status_withheld``, ``user_withheld``,
 ``disconnect``, ``warning``, or any other single key, typed by its name);
-everything else shaped like a tweet is ``tweet``; what is not a JSON object is
+everything else shaped like a tweet is ``tweet``; a Bluesky Jetstream event
+(``{"did"…``) is typed by ``jetstream_events`` (its collection NSID,
+``identity``, ``account``); what is not a JSON object is
 ``invalid`` (counted, still journaled and delivered).
 
 Fast path: statuses from Twitter start with ``{"created_at"`` and end with
