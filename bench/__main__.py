@@ -26,6 +26,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--jetstream" in args:  # the Jetstream scenarios (bench/jetstream.py): steady and catch-up
+        from bench import jetstream
+
+        return jetstream.main([x for x in args if x != "--jetstream"])
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="about one minute: fewer, shorter rounds")
     p.add_argument("--scenario", action="append", choices=[s.key for s in SCENARIOS],

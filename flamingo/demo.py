@@ -29,6 +29,9 @@ __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashb
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
 DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yml")
+#: SOURCE=jetstream: Bluesky posts and graph events from the Jetstream emulator
+JETSTREAM_CONFIG = Path(__file__).resolve().with_name("demo_jetstream.yml")
+JETSTREAM_WANTED = ["app.bsky.feed.post", "app.bsky.graph.*"]
 
 
 def start_redis(directory: Path) -> RedisServer:
@@ -52,6 +55,13 @@ def describe(raw: bytes) -> str:
         text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
         kind = "retweet" if "retweeted_status" in m else "tweet  "
         return f"{kind} @{user}: " + " ".join(text.split())[:90]
+    if "did" in m and "time_us" in m:  # Bluesky (Jetstream)
+        c = m.get("commit")
+        commit: dict[str, Any] = c if isinstance(c, dict) else {}
+        r = commit.get("record")
+        record: dict[str, Any] = r if isinstance(r, dict) else {}
+        what = commit.get("collection") or m.get("kind", "?")
+        return f"{what:22s} " + " ".join(str(record.get("text", record.get("subject", ""))).split())[:80]
     for key in ("delete", "limit", "scrub_geo", "status_withheld", "user_withheld",
                 "disconnect", "warning"):
         if key in m:
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                              "else until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=5.0, help="emulator messages per second")
     parser.add_argument("--dir", default="run/demo", help="working directory (default run/demo)")
+    parser.add_argument("--source", choices=("twitter", "jetstream"), default="twitter",
+                        help="the API to demo (make run SOURCE=jetstream): twitter v1.1 or Bluesky Jetstream")
     args = parser.parse_args(argv)
 
     from twisted.internet import defer, reactor, task
@@ -125,18 +137,29 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.dir).resolve()
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    if not DEMO_CONFIG.is_file():
-        raise SystemExit(f"{DEMO_CONFIG} not found: the package is incomplete (reinstall flamingo)")
+    config = JETSTREAM_CONFIG if args.source == "jetstream" else DEMO_CONFIG
+    if not config.is_file():
+        raise SystemExit(f"{config} not found: the package is incomplete (reinstall flamingo)")
 
     redis = start_redis(base / "redis")
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
-    redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
+    emu: Any
+    if args.source == "jetstream":
+        from flamingo.emulator.jet_server import JetOptions, JetstreamEmulator
 
-    emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
-                                   size="realistic", user="demo", password="demo-password"),
-                   reactor=reactor)
-    emu.start("127.0.0.1", 0)
-    say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+        redis.command("SADD", "flamingo:streams:subscribe:wantedCollections", *JETSTREAM_WANTED)
+        emu = JetstreamEmulator(JetOptions(seed=int(time.time()) % 1000, rate=args.rate * 4),
+                                reactor=reactor)
+        emu.start("127.0.0.1", 0)
+        say(f"emulator         {emu.url}/subscribe  (Bluesky Jetstream, {args.rate * 4:g} events/s, "
+            f"wantedCollections={','.join(JETSTREAM_WANTED)})")
+    else:
+        redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
+        emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
+                                       size="realistic", user="demo", password="demo-password"),
+                       reactor=reactor)
+        emu.start("127.0.0.1", 0)
+        say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
     web_port = free_port()
     # A fresh web.token for each run (FLAMINGO_WEB_TOKEN overrides the config):
     # the dashboard link below carries it once, then its cookie does.
@@ -158,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             out.close()
             ended.callback(getattr(reason.value, "exitCode", None) or 0)
 
-    cmd = _twistd_command(DEMO_CONFIG)
-    say(f"flamingod        twistd -n flamingo -c {DEMO_CONFIG}  (log: {base / 'flamingo.log'})")
+    cmd = _twistd_command(config)
+    say(f"flamingod        twistd -n flamingo -c {config}  (log: {base / 'flamingo.log'})")
     say(f"dashboard        {dashboard_url(web_port, token)}")
     say(f"                 (terminal: FLAMINGO_URL=http://127.0.0.1:{web_port} "
         f"FLAMINGO_WEB_TOKEN={token} flamingo top)")
@@ -210,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             if timer.active():
                 timer.cancel()
             show()
+            sent = (sum(c.sent for c in emu.connections) if args.source == "jetstream"
+                    else sum(r.messages_sent for r in emu.journal))
             say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, "
-                  f"{sum(r.messages_sent for r in emu.journal)} sent by the emulator")
+                  f"{sent} sent by the emulator")
         yield emu.stop()
         redis.stop()
 

@@ -16,6 +16,7 @@ from flamingo._types import JsonObject
 from flamingo.app import App
 
 __all__ = ["wader_state", "delivery_status", "redis_status", "stream_params", "stream_stats", "streams",
+           "cursor_status",
            "process_info", "meta_document", "status_document"]
 
 
@@ -52,6 +53,9 @@ def streams(app: App) -> JsonObject:
     """``stream_stats`` of every stream subscription, by name."""
     subs = app.store.subscriptions() if app.store is not None else {}
     return {n: stream_stats(app, n) for n in sorted(subs) if subs[n].format == "stream"}
+def cursor_status(app: App) -> JsonObject | None:
+    """Jetstream's resume cursor and lag (None for sources without a cursor)."""
+    return app.stats.provided("cursor") if app.stats is not None else None
 
 
 def process_info(app: App, now: float) -> JsonObject:
@@ -81,6 +85,8 @@ def status_document(app: App, now: float) -> JsonObject:
         "request_line": state.get("request_line"),
         "connected_since": state.get("connected_since"),
         "stream": {"name": app.config.stream, "params": stream_params(app)},
+        "source": app.config.source,
+        "cursor": cursor_status(app),
         "journal_backlog": delivery.get("backlog", delivery.get("journal_backlog")),
         "redis": redis_status(app),
         "delivery": delivery,

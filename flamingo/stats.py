@@ -198,6 +198,11 @@ class Stats:
         """Add ``fn()`` under ``name`` in every snapshot (journal, delivery status)."""
         self._providers[name] = fn
 
+    def provided(self, name: str) -> Any:
+        """What ``provide(name, ...)``'s function says now; None when nothing provides it."""
+        fn = self._providers.get(name)
+        return fn() if fn is not None else None
+
     # --- reading ----------------------------------------------------------------
 
     def coverage(self) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 
 from flamingo import catalog
 from flamingo.errors import ValidationError
-from flamingo.stream import predicates
+from flamingo.stream import jetstream_events, predicates
 from flamingo.subscription import Subscription
 
 __all__ = ["PARAM_RE", "STREAM_RE", "Target", "change_targets", "param_values", "validate_params",
@@ -99,6 +99,8 @@ def validate_params(stream: str, params: dict[str, list[str]], source: str = "tw
             allowed = ", ".join(catalog.spec_for(source).params) or "none: rules instead"
             raise ValidationError(unknown[0], f"unknown parameter {unknown[0]!r} for source {source} "
                                   f"(its params: {allowed})")
+        if source == "jetstream":
+            jetstream_events.check_params(params)
         return
     problems = predicates.validate_params(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
     # A filter stream without predicates is a valid state to store: the wader

@@ -27,7 +27,8 @@ KNOWN_TYPES = ("tweet", "delete", "scrub_geo", "limit", "status_withheld", "user
                "disconnect", "warning", "invalid")
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: dots and dashes: Bluesky's types are collection NSIDs (app.bsky.feed.post)
+_TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,316}")
 MAX_TERMS = 400
 MAX_TERM_BYTES = 60
 

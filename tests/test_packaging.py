@@ -60,6 +60,11 @@ class WheelContents(unittest.TestCase):
                      "twisted/plugins/flamingo_plugin.py"):
             self.assertIn(name, self.names)
 
+    def test_jetstream_dictionary_ships_with_its_licence(self) -> None:
+        for name in ("zstd_dictionary", "LICENSE-DUAL", "LICENSE-MIT", "LICENSE-APACHE", "README.md"):
+            self.assertIn("flamingo/stream/jetstream_data/" + name, self.names)
+        self.assertIn("flamingo/demo_jetstream.yml", self.names)
+
     def test_type_marker_ships(self) -> None:
         """PEP 561: without py.typed, users' type checkers ignore flamingo's annotations."""
         self.assertIn("flamingo/py.typed", self.names)

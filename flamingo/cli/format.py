@@ -81,6 +81,10 @@ def show_status(doc: JsonObject) -> str:
         lines.append(("stream", stream.get("name")))
         for k, v in sorted(params.items()):
             lines.append((f"  {k}", ", ".join(v)))
+    cursor = doc.get("cursor")
+    if isinstance(cursor, dict):  # Jetstream: where a reconnect resumes, and how far behind
+        lag = cursor.get("lag_seconds")
+        lines.append(("cursor", f"{cursor.get('time_us')} (lag {lag} s)" if lag is not None else "-"))
     lines.append(("journal backlog", doc.get("journal_backlog")))
     redis = doc.get("redis") or {}
     lines.append(("redis", "reachable" if redis.get("available") else "UNREACHABLE"))

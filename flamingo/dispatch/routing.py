@@ -1,7 +1,7 @@
 """Which values each subscription gets from one batch (pure; shared work per frame).
 
 A subscription gets an event when its ``types`` allow it and its term filter
-(tweets only) matches. Lines that are not JSON (type ``invalid``: a stray
+(tweets and Bluesky posts only) matches. Lines that are not JSON (type ``invalid``: a stray
 ``Exceeded connection limit`` or a torn ``{"not json``) are kept in the event
 log and counted, but go only to a subscription whose ``types`` names
 ``invalid`` explicitly: every consumer of a raw queue would fail on them.
@@ -15,12 +15,15 @@ from typing import Any
 import orjson
 
 from flamingo.dispatch.payloads import BUILDERS
+from flamingo.stream.jetstream_events import POST, post_haystack
 from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
 from flamingo.subscription import Subscription
 
 __all__ = ["Routes", "INVALID"]
 
 INVALID = "invalid"
+#: types whose text term filters match, and how to find it (tweets; Bluesky posts)
+_HAYSTACKS: dict[str, Callable[[Any], Any]] = {"tweet": haystack, POST: post_haystack}
 
 
 class Routes:
@@ -59,7 +62,8 @@ class Routes:
         return values
 
     def _matches(self, matcher: TermMatcher, i: int, frame: bytes, etype: str) -> bool:
-        if etype != "tweet":
+        build = _HAYSTACKS.get(etype)
+        if build is None:
             return False
         if matcher.wants_prefilter():
             # most tweets are ruled out on their bytes, unparsed
@@ -71,7 +75,7 @@ class Routes:
         hay = self._hays.get(i)
         if hay is None:
             try:
-                hay = self._hays[i] = haystack(orjson.loads(frame)) or False
+                hay = self._hays[i] = build(orjson.loads(frame)) or False
             except orjson.JSONDecodeError:
                 hay = self._hays[i] = False
         return hay is not False and bool(matcher.matches_haystack(hay))

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from flamingo.emulator import jet_cli
 from flamingo.emulator.faults import KINDS, Fault
 from flamingo.emulator.options import EmulatorOptions
 
@@ -39,7 +40,8 @@ EPILOG = (
     "  curl -H 'Authorization: Bearer T' -H 'Content-Type: application/json' \\\n"
     "    -d '{\"add\":[{\"value\":\"#python OR love\",\"tag\":\"py\"}]}' "
     "http://127.0.0.1:8080/2/tweets/search/stream/rules\n"
-    "  curl -N -H 'Authorization: Bearer T' http://127.0.0.1:8080/2/tweets/search/stream"
+    "  curl -N -H 'Authorization: Bearer T' http://127.0.0.1:8080/2/tweets/search/stream\n\n"
+    + jet_cli.EPILOG
 )
 
 
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
+    a("--source", choices=("twitter", "x", "jetstream"), default="twitter",
+      help="which API to emulate: twitter (v1.1, the default), x (X API v2: streams, rules, matching) "
+           "or jetstream (Bluesky)")
     a("--host", default="127.0.0.1",
       help="interface to listen on (default 127.0.0.1); beyond loopback only with credentials "
            "(--user/--password, --bearer-token or --oauth-consumer-key/--oauth-consumer-secret)")
@@ -94,8 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
            "(default 100)")
     x = p.add_argument_group("X API v2 (--source x)")
     b = x.add_argument
-    b("--source", choices=("twitter", "x"), default="twitter",
-      help="the API to speak: twitter (v1.1, the default) or x (X API v2: streams, rules, matching)")
     b("--tier", choices=("pay-per-use", "enterprise"), default="pay-per-use",
       help="rule limits: pay-per-use 1,000 rules of <= 1,024 chars, 1 connection per stream; "
            "enterprise 25,000 of <= 2,048, 2 connections (default pay-per-use)")
@@ -120,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
            "get 429, as at X's monthly cap (default: no cap)")
     b("--allow-no-rules", action="store_true",
       help="let the filter stream connect while the app has no rules (X answers 409 RuleConfigurationIssue)")
+    jet_cli.add_arguments(p)
     return p
 
 
@@ -173,6 +177,8 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.source == "jetstream":
+        return jet_cli.run(args)
     try:
         faults = [Fault.parse(spec) for spec in args.fault]
         if args.script:

@@ -3,7 +3,9 @@
 A v1.1 message whose only top-level key is a control key is of that type
 (``delete``, ``scrub_geo``, ``limit``, ``status_withheld``, ``user_withheld``,
 ``disconnect``, ``warning``, or any other single key, typed by its name);
-everything else shaped like a tweet is ``tweet``; what is not a JSON object is
+everything else shaped like a tweet is ``tweet``; a Bluesky Jetstream event
+(``{"did"…``) is typed by ``jetstream_events`` (its collection NSID,
+``identity``, ``account``); what is not a JSON object is
 ``invalid`` (counted, still journaled and delivered).
 
 Fast path: statuses from Twitter start with ``{"created_at"`` and end with
@@ -20,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from flamingo.stream import jetstream_events
+
 __all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
 
 CONTROL_TYPES = frozenset({"delete", "scrub_geo", "limit", "status_withheld", "user_withheld",
@@ -35,6 +39,8 @@ def message_type(raw: bytes) -> str:
     """``"tweet"``, a control type, another single key's name, ``"unknown"`` or ``"invalid"``."""
     if raw.startswith(_PREFIX) and raw.endswith(b"}"):
         return "tweet"
+    if raw.startswith(jetstream_events.PREFIX):  # Bluesky: the collection NSID, identity, account
+        return jetstream_events.event_type(raw)
     try:
         obj = _loads(raw)
     except _JSONDecodeError:

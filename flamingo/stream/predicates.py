@@ -29,6 +29,7 @@ __all__ = [
     "Predicates",
     "TermMatcher",
     "haystack",
+    "Haystack",
     "prefilter_view",
     "validate_params",
     "split_values",
@@ -291,6 +292,10 @@ class _Haystack:
                 tokens.add("@" + m)
             self._tokens = frozenset(tokens)
         return self._tokens
+
+
+#: built by other sources' text extractors (jetstream_events.post_haystack)
+Haystack = _Haystack
 
 
 def _haystack(tweet: JsonMapping) -> _Haystack:

@@ -7,10 +7,13 @@ A new source registers its builder in ``BUILDERS``; the wader asks
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo.config import Config, ConfigError
+from flamingo.stats import Stats
+from flamingo.stream.jetstream import JetstreamSource, JetstreamStats
 from flamingo.stream.source import JournalTail, Source
 from flamingo.stream.twitter import TwitterV11Source, V11Stats
 
@@ -25,7 +28,16 @@ def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: 
     return TwitterV11Source(config, reactor, clock, stats)
 
 
-BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter}
+def _jetstream(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+               journal: JournalTail | None) -> Source:
+    # the wader hands its StreamStats, which counts duplicates too
+    source = JetstreamSource(config, reactor, clock, cast(JetstreamStats, stats), journal)
+    if isinstance(stats, Stats):
+        stats.provide("cursor", source.cursor_status)
+    return source
+
+
+BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "jetstream": _jetstream}
 
 
 def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,

@@ -183,7 +183,8 @@ class Core:
             return False  # no params left: the wader closes the stream and waits
         if not self.source.apply_params(link, params):
             return False
-        log.info("Stream params applied on the open connection")
+        log.info("Stream params applied on the open connection: {line}", line=link.request_line)
+        self.state = attrs.evolve(self.state, request_line=link.request_line)  # status shows them
         return True
 
     def open_replacement(self, request: StreamRequest) -> Link:

@@ -117,6 +117,10 @@ class FlamingoCollector(Collector):
             ("flamingo_coverage_percent", ("limit", "coverage"),
              "Tweets delivered / (delivered + skipped), in percent"),
             ("flamingo_keepalives", ("connection", "keepalives"), "Keep-alive newlines received"),
+            ("flamingo_cursor_time_us", ("cursor", "time_us"),
+             "Jetstream: time_us of the newest event handed on (the resume cursor)"),
+            ("flamingo_cursor_lag_seconds", ("cursor", "lag_seconds"),
+             "Jetstream: now minus the newest event's time_us"),
         ):
             fam = GaugeMetricFamily(name, doc)
             v = _num(_get(snap, *path))

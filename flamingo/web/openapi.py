@@ -113,7 +113,7 @@ SCHEMAS: JsonObject = {
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "streams", "process"],
+                     "journal_backlog", "redis", "delivery", "streams", "process", "source", "cursor"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -128,6 +128,10 @@ SCHEMAS: JsonObject = {
             "streams": {"type": "object", "description": "format stream subscriptions by name",
                         "additionalProperties": {"$ref": "#/components/schemas/StreamStats"}},
             "process": {"$ref": "#/components/schemas/Process"},
+            "source": {"type": "string"},
+            "cursor": {"type": ["object", "null"], "description":
+                       "Jetstream: time_us of the newest event handed on, lag_seconds (now - time_us), "
+                       "the cursor the connection asked for (requested), journaled_at_start"},
         },
     },
     "Restart": {
