@@ -45,6 +45,11 @@ setup(
         # rich: `flamingo top`, the live terminal view (tables, sparkline, key-free
         # refresh); well kept, pure Python, no curses dependency.
         "rich>=13.7",
+        # autobahn: the WebSocket client (Jetstream, Mastodon) on Twisted; the
+        # well-kept RFC 6455 implementation with Twisted support (pings, close codes).
+        "autobahn>=23.1",
+        # zstandard: Jetstream's compress=true frames are zstd with a custom dictionary.
+        "zstandard>=0.22",
     ],
     extras_require={
         "test": [
