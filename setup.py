@@ -45,6 +45,8 @@ setup(
         # rich: `flamingo top`, the live terminal view (tables, sparkline, key-free
         # refresh); well kept, pure Python, no curses dependency.
         "rich>=13.7",
+        # treq: the Mastodon source's REST calls (discovery, health, gap filling).
+        "treq>=24.9",
         # autobahn: the WebSocket client (Jetstream, Mastodon) on Twisted; the
         # well-kept RFC 6455 implementation with Twisted support (pings, close codes).
         "autobahn>=23.1",

@@ -25,7 +25,17 @@ def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: 
     return TwitterV11Source(config, reactor, clock, stats)
 
 
+def _mastodon(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+              journal: JournalTail | None) -> Source:
+    from flamingo.stream.mastodon import MastodonSource, MastodonStats
+
+    if not isinstance(stats, MastodonStats):  # the wader's figures count duplicates too
+        raise TypeError("the mastodon source needs stats that count duplicates")
+    return MastodonSource(config, reactor, clock, stats, journal)
+
+
 BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter}
+BUILDERS["mastodon"] = _mastodon
 
 
 def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,

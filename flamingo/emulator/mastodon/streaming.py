@@ -192,16 +192,20 @@ class _WsState(Session):
             self.keys.discard(key)
 
     def _send(self, obj: object) -> None:
+        if self.proto.state != WebSocketServerProtocol.STATE_OPEN:
+            return  # dropped or closing: its onClose is on the way
         self.proto.sendMessage(orjson.dumps(obj))  # type: ignore[no-untyped-call]  # autobahn's is untyped
 
     def send_event(self, key: StreamKey, event: Event) -> None:
         self._send({"stream": list(key), "event": event.name, "payload": event.payload})
 
     def heartbeat(self) -> None:
-        self.proto.sendPing()
+        if self.proto.state == WebSocketServerProtocol.STATE_OPEN:
+            self.proto.sendPing()
 
     def drop(self) -> None:
         self.stop_beat()
+        self.stalled = True  # nothing more is sent
         self.proto.dropConnection(abort=True)
 
     def stall(self, on: bool) -> None:
@@ -230,6 +234,7 @@ class _SseState(Session):
 
     def drop(self) -> None:
         self.stop_beat()
+        self.stalled = True
         transport = self.request.channel.transport
         if transport is not None:
             transport.abortConnection()  # type: ignore[attr-defined]  # a TCP transport
