@@ -1,8 +1,8 @@
 """Server-sent events: a framer (pure) and a ``Link`` over one HTTP response.
 
 ``SseParser`` follows the HTML living standard's parsing rules: lines end in
-CRLF, LF or CR (a CR at the end of a chunk waits for the next one, which may
-start with its LF), ``:`` starts a comment (Mastodon's ``:thump``
+CRLF, LF or CR (a CR ends its line at once; an LF opening the next chunk
+is its pair, skipped), ``:`` starts a comment (Mastodon's ``:thump``
 heartbeat, counted), ``event:`` names the event, ``data:`` lines join with
 LF, a blank line dispatches. Any split of the byte stream parses the same.
 An over-long line or event is skipped and counted, never buffered without
@@ -42,7 +42,7 @@ _EOL = re.compile(rb"\r\n|\n|\r")
 @attrs.frozen
 class SseEvent:
     event: str
-    data: bytes | None  # data lines joined by LF; None when the event had none
+    data: bytes  # data lines joined by LF
 
 
 class SseParser:
@@ -52,13 +52,19 @@ class SseParser:
         self.max_event_bytes = max_event_bytes
         self._buf = bytearray()
         self._skipping = False  # inside an over-long line: drop up to its end
+        self._after_cr = False  # the last chunk ended in CR
         self._event = ""
         self._data: list[bytes] = []
         self._size = 0
+        self._broken = False  # the current event lost a line: dropped at its blank line
         self.heartbeats = 0
         self.errors = 0
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        if self._after_cr and chunk:
+            self._after_cr = False
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]  # the LF of a CRLF split across chunks
         self._buf += chunk
         out: list[SseEvent] = []
         pos = 0
@@ -67,12 +73,14 @@ class SseParser:
             m = _EOL.search(buf, pos)
             if m is None:
                 break
-            if m.group() == b"\r" and m.end() == len(buf):
-                break  # maybe the first half of CRLF: wait for the next byte
             line = bytes(buf[pos:m.start()])
             pos = m.end()
-            if self._skipping:
+            if m.group() == b"\r" and pos == len(buf):
+                self._after_cr = True  # a CR ends the line now; an LF that follows is skipped
+            if self._skipping:  # the end of an over-long line: its event is dropped too
                 self._skipping = False
+                self._reset()
+                self._broken = True
                 continue
             event = self._line(line)
             if event is not None:
@@ -100,14 +108,16 @@ class SseParser:
             if self._size > self.max_event_bytes:
                 self.errors += 1
                 self._reset()
+                self._broken = True
                 return None
             self._data.append(value)
         return None  # id, retry and unknown fields: ignored (Mastodon sends no ids)
 
     def _dispatch(self) -> SseEvent | None:
-        if not self._data and not self._event:
+        if not self._data or self._broken:  # no data: nothing to dispatch (the standard's rule)
+            self._reset()
             return None
-        event = SseEvent(self._event or "message", b"\n".join(self._data) if self._data else None)
+        event = SseEvent(self._event or "message", b"\n".join(self._data))
         self._reset()
         return event
 
@@ -115,6 +125,7 @@ class SseParser:
         self._event = ""
         self._data = []
         self._size = 0
+        self._broken = False
 
 
 #: the source's reading of a batch of events: message bytes for the wader
