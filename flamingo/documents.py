@@ -16,7 +16,7 @@ from flamingo._types import JsonObject
 from flamingo.app import App
 
 __all__ = ["wader_state", "delivery_status", "redis_status", "stream_params",
-           "process_info", "meta_document", "status_document"]
+           "process_info", "meta_document", "status_document", "source_document"]
 
 
 def wader_state(app: App) -> JsonObject | None:
@@ -47,11 +47,21 @@ def process_info(app: App, now: float) -> JsonObject:
             "uptime": (now - started) if started else None}
 
 
+def source_document(app: App) -> JsonObject:
+    """The source's name and its own figures (Mastodon: streaming server, newest ids,
+    gap-fill counts), as the source provides them to the stats under its name."""
+    doc: JsonObject = {"name": app.config.source}
+    extra = app.stats.provided(app.config.source) if app.stats is not None else None
+    if isinstance(extra, dict):
+        doc.update(extra)
+    return doc
+
+
 def meta_document(app: App, now: float) -> JsonObject:
     """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
     snapshot = app.stats.snapshot() if app.stats is not None else {}
     return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
-            "wader": wader_state(app)}
+            "wader": wader_state(app), "source": source_document(app)}
 
 
 def status_document(app: App, now: float) -> JsonObject:
@@ -69,4 +79,5 @@ def status_document(app: App, now: float) -> JsonObject:
         "redis": redis_status(app),
         "delivery": delivery,
         "process": process_info(app, now),
+        "source": source_document(app),
     }

@@ -186,6 +186,11 @@ class Stats:
         """Add ``fn()`` under ``name`` in every snapshot (journal, delivery status)."""
         self._providers[name] = fn
 
+    def provided(self, name: str) -> Any:
+        """What the provider ``name`` gives now (None without one): one part, without a snapshot."""
+        fn = self._providers.get(name)
+        return fn() if fn is not None else None
+
     # --- reading ----------------------------------------------------------------
 
     def coverage(self) -> float:

@@ -26,7 +26,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from tests.support.masto import http_client, start_masto
-from tests.support.redis import shared_redis
+from tests.support.redis import free_port, shared_redis
 from tests.test_daemon import TWISTD, _Child, until
 
 
@@ -115,7 +115,8 @@ class MastodonDaemonTests(TestCase):
 
     @defer.inlineCallbacks
     def test_kill_9_then_restart_fills_the_gap_exactly_once(self) -> Any:
-        self.configure()
+        port = free_port()
+        self.configure(web_port=port)
         proc, child = self.start()
         yield until(lambda: len(self.queue()) >= 40, timeout=60)
         proc.signalProcess("KILL")
@@ -127,7 +128,20 @@ class MastodonDaemonTests(TestCase):
         logged = len(self.event_log())
         yield until(lambda: len(self.event_log()) >= logged + 80 and len(self.queue()) == len(self.event_log()),
                     timeout=60)
+        http = http_client(self)
+        status = json.loads((yield (yield http.get(f"http://127.0.0.1:{port}/status.json")).content()))
+        meta = json.loads((yield (yield http.get(f"http://127.0.0.1:{port}/meta.json")).content()))
+        metrics = (yield (yield http.get(f"http://127.0.0.1:{port}/metrics")).content()).decode()
         out = yield self.stop(proc, child)
+        for doc in (status, meta):
+            gap = doc["source"]["gap_fill"]
+            self.assertEqual(doc["source"]["name"], "mastodon")
+            self.assertEqual(gap["fills"], 1)
+            self.assertGreater(gap["statuses"], 0)
+            self.assertEqual((gap["truncated"], gap["failed"]), (0, 0))
+        self.assertEqual(status["source"]["streaming_url"], self.emu.streaming_url)
+        filled = status["source"]["gap_fill"]["statuses"]
+        self.assertIn(f"flamingo_gap_fill_statuses_total {float(filled)}", metrics)
         log = (self.dir / "flamingo.log").read_text()
         self.assertIn("Resuming Mastodon streams from the journal", log)
         self.assertIn("Gap filled:", log)
@@ -137,8 +151,6 @@ class MastodonDaemonTests(TestCase):
 
     @defer.inlineCallbacks
     def test_401_is_fatal_in_status_with_the_servers_message(self) -> Any:
-        from tests.support.redis import free_port
-
         port = free_port()
         self.configure(token="wrong", web_port=port)
         proc, child = self.start()

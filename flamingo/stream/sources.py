@@ -27,11 +27,15 @@ def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: 
 
 def _mastodon(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
               journal: JournalTail | None) -> Source:
+    from flamingo.stats import Stats
     from flamingo.stream.mastodon import MastodonSource, MastodonStats
 
     if not isinstance(stats, MastodonStats):  # the wader's figures count duplicates too
         raise TypeError("the mastodon source needs stats that count duplicates")
-    return MastodonSource(config, reactor, clock, stats, journal)
+    source = MastodonSource(config, reactor, clock, stats, journal)
+    if isinstance(stats, Stats):  # /meta.json, /status.json, /metrics: the gap fill's figures
+        stats.provide("mastodon", source.status)
+    return source
 
 
 BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter}

@@ -87,17 +87,25 @@ SCHEMAS: JsonObject = {
                        "host": {"type": "string"}, "running": {"type": "boolean"},
                        "started_at": _NULLABLE_NUM, "uptime": _NULLABLE_NUM},
     },
+    "Source": {
+        "type": "object", "required": ["name"],
+        "description": "The source and its own figures (mastodon: streaming_url, transport, "
+                       "newest_ids, gap_fill {fills, statuses, pages, truncated, failed, running, "
+                       "last_at, last, rate_limit})",
+        "properties": {"name": {"type": "string"}},
+    },
     "Meta": {
         "type": "object",
-        "required": ["process", "stream", "wader"],
+        "required": ["process", "stream", "wader", "source"],
         "properties": {"process": {"$ref": "#/components/schemas/Process"},
                        "stream": {"type": "string"},
-                       "wader": {"$ref": "#/components/schemas/WaderState"}},
+                       "wader": {"$ref": "#/components/schemas/WaderState"},
+                       "source": {"$ref": "#/components/schemas/Source"}},
     },
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "process"],
+                     "journal_backlog", "redis", "delivery", "process", "source"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -110,6 +118,7 @@ SCHEMAS: JsonObject = {
                       "properties": {"available": {"type": "boolean"}}},
             "delivery": {"type": "object"},
             "process": {"$ref": "#/components/schemas/Process"},
+            "source": {"$ref": "#/components/schemas/Source"},
         },
     },
     "Restart": {
