@@ -160,3 +160,16 @@ class RestHelperTests(SynchronousTestCase):
         b.read(Headers({b"x-ratelimit-remaining": [b"15"], b"x-ratelimit-reset": [b"2026-01-01T00:05:00Z"]}))
         self.assertTrue(b.low())
         self.assertEqual(b.to_dict(), {"limit": 300, "remaining": 15, "reset": "2026-01-01T00:05:00Z"})
+
+
+class ParamRuleTests(SynchronousTestCase):
+    def test_tags_and_list_ids_checked_in_the_store(self) -> None:
+        from flamingo.errors import ValidationError
+        from flamingo.store_rules import validate_params
+
+        validate_params("hashtag", {"tag": ["#Python", "café", "日本"]}, source="mastodon")
+        validate_params("list", {"list": ["42"]}, source="mastodon")
+        for params in ({"tag": ["two words"]}, {"tag": ["a/b"]}, {"list": ["1?x"]}, {"track": ["x"]}):
+            with self.assertRaises(ValidationError) as caught:
+                validate_params("hashtag", params, source="mastodon")
+            self.assertIn(caught.exception.field, ("tag", "list", "track"))

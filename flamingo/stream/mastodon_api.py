@@ -21,7 +21,7 @@ import orjson
 __all__ = ["StreamKey", "Shaped", "subscriptions", "needs_params", "subscribe_message",
            "streaming_base", "ws_url", "http_url", "sse_path", "timeline_path", "parse_link",
            "id_key", "is_newer", "shape", "shape_status", "shape_sse", "read_shaped", "ShapeError",
-           "STRING_PAYLOADS", "key_of", "read_ws", "newest_ids"]
+           "STRING_PAYLOADS", "param_problem", "key_of", "read_ws", "newest_ids"]
 
 StreamKey = tuple[str, ...]
 
@@ -41,6 +41,22 @@ class ShapeError(ValueError):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind
+
+
+_TAG_RE = re.compile(r"#?[\w·]{1,100}")
+_LIST_RE = re.compile(r"[\w-]{1,64}")
+
+
+def param_problem(params: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """(param, message) for a value Mastodon would refuse: tags are word characters
+    (an optional leading ``#``), list ids short word strings."""
+    for value in params.get("tag", ()):
+        if not _TAG_RE.fullmatch(value.strip()):
+            return "tag", f"not a hashtag: {value!r} (letters, digits, _ and an optional leading #)"
+    for value in params.get("list", ()):
+        if not _LIST_RE.fullmatch(value.strip()):
+            return "list", f"not a list id: {value!r}"
+    return None
 
 
 def needs_params(stream: str) -> bool:
