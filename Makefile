@@ -12,6 +12,7 @@ QUICK  ?=
 
 help:
 	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
+	@echo "               (SOURCE=mastodon: the Mastodon emulator, #fediverse and #python)"
 	@echo "make test    - make check, then the whole test suite (starts its own redis-server)"
 	@echo "make check   - ruff (lint) and mypy (strict over flamingo/, config in pyproject.toml)"
 	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"
@@ -58,7 +59,7 @@ screenshot: install
 	$(PY) -m tests.dashboard_screenshot docs/dashboard.png
 
 run: install
-	$(PY) -m flamingo.demo
+	$(PY) -m flamingo.demo $(if $(SOURCE),--source $(SOURCE))
 
 # The static checks first: a lint or type error fails `make test` before pytest runs.
 check: install

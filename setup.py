@@ -25,7 +25,7 @@ setup(
     # The dashboard's page, CSS, JS and vendored uPlot (with its LICENSE), and
     # the demo's config (`python -m flamingo.demo` after a plain `pip install .`).
     # py.typed (PEP 561): type checkers of code that imports flamingo read its annotations.
-    package_data={"flamingo": ["py.typed", "demo.yml", "web/static/*", "web/static/vendor/uplot/*"]},
+    package_data={"flamingo": ["py.typed", "demo.yml", "demo-mastodon.yml", "web/static/*", "web/static/vendor/uplot/*"]},
     include_package_data=True,
     install_requires=[
         # The design card's packages.

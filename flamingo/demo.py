@@ -29,6 +29,9 @@ __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashb
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
 DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yml")
+#: source: mastodon (``make run SOURCE=mastodon``): the hashtag stream, these tags
+MASTODON_TAGS = ["fediverse", "python"]
+DEMO_MASTODON_CONFIG = Path(__file__).resolve().with_name("demo-mastodon.yml")
 
 
 def start_redis(directory: Path) -> RedisServer:
@@ -47,6 +50,8 @@ def describe(raw: bytes) -> str:
         return f"(not JSON) {raw[:60]!r}"
     if not isinstance(m, dict):
         return "(unexpected) " + raw[:60].decode("utf-8", "replace")
+    if isinstance(m.get("event"), str) and isinstance(m.get("stream"), list):
+        return _describe_mastodon(m)
     if "text" in m or "full_text" in m:
         user = (m.get("user") or {}).get("screen_name", "?")
         text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
@@ -57,6 +62,18 @@ def describe(raw: bytes) -> str:
         if key in m:
             return f"{key:7s} " + orjson.dumps(m[key]).decode()[:90]
     return "event   " + raw[:90].decode("utf-8", "replace")
+
+
+def _describe_mastodon(m: dict[str, Any]) -> str:
+    """``update  hashtag python @acct: text`` for a Mastodon event as queued."""
+    import re
+
+    where = " ".join(str(s) for s in m["stream"])
+    payload = m.get("payload")
+    if isinstance(payload, dict) and isinstance(payload.get("account"), dict):
+        text = re.sub(r"<[^>]+>", " ", str(payload.get("content", "")))
+        return f"{m['event']:<7} {where} @{payload['account'].get('acct', '?')}: " + " ".join(text.split())[:80]
+    return f"{m['event']:<7} {where} " + orjson.dumps(payload).decode()[:80]
 
 
 class EventTail:
@@ -113,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after this long (default: 20 s under CI or without a TTY, "
                              "else until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=5.0, help="emulator messages per second")
+    parser.add_argument("--source", choices=("twitter", "mastodon"), default="twitter",
+                        help="twitter (the v1.1 emulator, default) or mastodon (the Mastodon emulator: "
+                             "#fediverse and #python over one WebSocket, gaps filled from REST)")
     parser.add_argument("--dir", default="run/demo", help="working directory (default run/demo)")
     args = parser.parse_args(argv)
 
@@ -121,29 +141,48 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.python.failure import Failure
 
     from flamingo.emulator import Emulator, EmulatorOptions
+    from flamingo.emulator.mastodon import MastodonEmulator, MastoOptions
 
     base = Path(args.dir).resolve()
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    if not DEMO_CONFIG.is_file():
-        raise SystemExit(f"{DEMO_CONFIG} not found: the package is incomplete (reinstall flamingo)")
+    config = DEMO_MASTODON_CONFIG if args.source == "mastodon" else DEMO_CONFIG
+    if not config.is_file():
+        raise SystemExit(f"{config} not found: the package is incomplete (reinstall flamingo)")
 
     redis = start_redis(base / "redis")
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
-    redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
+    source_env: dict[str, str] = {}
+    emu: Emulator | MastodonEmulator
+    if args.source == "mastodon":
+        redis.command("SADD", "flamingo:streams:hashtag:tag", *MASTODON_TAGS)
+        source_env["DEMO_MASTODON_TOKEN"] = secrets.token_urlsafe(18)
+        masto = emu = MastodonEmulator(MastoOptions(access_token=source_env["DEMO_MASTODON_TOKEN"],
+                                                    seed=int(time.time()) % 1000, rate=args.rate),
+                                       reactor=reactor)
+        masto.start("127.0.0.1", 0, 0)
+        say(f"emulator         {masto.url}  (a Mastodon instance, {args.rate:g} statuses/s; "
+            f"streaming server {masto.streaming_url})")
 
-    emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
-                                   size="realistic", user="demo", password="demo-password"),
-                   reactor=reactor)
-    emu.start("127.0.0.1", 0)
-    say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+        def made() -> str:
+            return f"{len(masto.timeline.made)} made by the emulator"
+    else:
+        redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
+        v11 = emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
+                                             size="realistic", user="demo", password="demo-password"),
+                             reactor=reactor)
+        v11.start("127.0.0.1", 0)
+        say(f"emulator         {v11.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+
+        def made() -> str:
+            return f"{sum(r.messages_sent for r in v11.journal)} sent by the emulator"
     web_port = free_port()
     # A fresh web.token for each run (FLAMINGO_WEB_TOKEN overrides the config):
     # the dashboard link below carries it once, then its cookie does.
     token = os.environ.get("FLAMINGO_WEB_TOKEN") or secrets.token_urlsafe(18)
     env = {**os.environ, "DEMO_API_URL": emu.url, "DEMO_DIR": str(base),
            "DEMO_REDIS_PORT": str(redis.port), "DEMO_WEB_PORT": str(web_port),
-           "FLAMINGO_WEB_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+           "FLAMINGO_WEB_TOKEN": token, "PYTHONUNBUFFERED": "1", **source_env}
 
     out = open(base / "twistd.out", "wb")
     ended: defer.Deferred[int] = defer.Deferred()
@@ -158,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             out.close()
             ended.callback(getattr(reason.value, "exitCode", None) or 0)
 
-    cmd = _twistd_command(DEMO_CONFIG)
-    say(f"flamingod        twistd -n flamingo -c {DEMO_CONFIG}  (log: {base / 'flamingo.log'})")
+    cmd = _twistd_command(config)
+    say(f"flamingod        twistd -n flamingo -c {config}  (log: {base / 'flamingo.log'})")
     say(f"dashboard        {dashboard_url(web_port, token)}")
     say(f"                 (terminal: FLAMINGO_URL=http://127.0.0.1:{web_port} "
         f"FLAMINGO_WEB_TOKEN={token} flamingo top)")
@@ -210,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if timer.active():
                 timer.cancel()
             show()
-            say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, "
-                  f"{sum(r.messages_sent for r in emu.journal)} sent by the emulator")
+            say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, {made()}")
         yield emu.stop()
         redis.stop()
 
