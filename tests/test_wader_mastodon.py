@@ -193,6 +193,30 @@ class GapTests(MastodonWaderBase):
         self.assertEqual(ids, self.emu.timeline.expected(("public",)))
 
     @defer.inlineCallbacks
+    def test_live_events_during_the_fill_come_after_it_and_repeats_are_dropped(self) -> None:
+        w = self.make(stream="public", params={})
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(1)
+        self.emu.timeline.make(5)
+        yield until(lambda: len(self.sink.frames) == 5)
+        self.emu.hold_timelines = defer.Deferred()  # the REST API is slow to answer
+        self.emu.drop()
+        self.emu.timeline.make(30)  # the gap
+        yield self.reconnected()
+        yield until(lambda: self.emu.counters["timelines_held"] == 1 and self.source.gap.running)
+        live = self.emu.timeline.make(20)  # streamed live while the fill waits: held back
+        yield until(lambda: any(s.sent == 20 for s in self.emu.subscribers()))
+        self.assertEqual(len(self.sink.frames), 5)
+        self.emu.hold_timelines.callback(None)  # the page now holds the gap and the 20 live ones
+        yield until(lambda: len(self.sink.frames) == 55)
+        ids = [e["payload"]["id"] for e in events(self.sink.frames)]
+        self.assertEqual(ids, self.emu.timeline.expected(("public",)))  # in order, each once
+        self.assertEqual(ids[-20:], [m.id for m in live])
+        self.assertEqual(self.stats.counters["duplicates"], 20)
+        self.assertEqual(self.source.gap.statuses, 50)
+
+    @defer.inlineCallbacks
     def test_gap_max_bounds_a_fill(self) -> None:
         w = self.make(stream="public", params={}, gap_max=50)
         w.startService()
@@ -213,7 +237,7 @@ class GapTests(MastodonWaderBase):
     @defer.inlineCallbacks
     def test_rest_rate_limit_stops_the_fill(self) -> None:
         w = self.make(stream="public", params={})
-        self.emu.rate_limit.limit = 4  # discovery + health + this many pages in the window
+        self.emu.rate_limit.limit = 4  # the fill stops at its reserve: remaining 1 after 3 pages
         w.startService()
         self.clock.advance(0)
         yield self.subscribed(1)

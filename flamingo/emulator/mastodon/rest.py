@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import attrs
 import orjson
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from flamingo.emulator.mastodon.corpus import LOCAL_DOMAIN
 from flamingo.emulator.mastodon.streaming import json_error, token_of
@@ -97,6 +97,18 @@ class RestResource(Resource):
             return json_error(request, 404, "Record not found")
         if key[0] in ("list", "user") and token is None:
             return json_error(request, 401, "The access token is invalid")
+        gate = emu.hold_timelines
+        if gate is not None and not gate.called:  # a slow server: answered when released
+            emu.counters["timelines_held"] += 1
+
+            def answer(result: object) -> object:
+                if not request.finished and not getattr(request, "_disconnected", False):
+                    request.write(self._timeline(request, path, key))
+                    request.finish()
+                return result
+
+            gate.addCallback(answer)
+            return NOT_DONE_YET  # type: ignore[return-value]  # twisted.web's int marker
         return self._timeline(request, path, key)
 
     def _timeline_key(self, path: str, request: Request) -> StreamKey | None:

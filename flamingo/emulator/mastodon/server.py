@@ -85,9 +85,11 @@ class MastodonEmulator:
         self.rate_limit = RateLimit(self.options.rate_limit, self.options.rate_period)
         self.sessions: list[Session] = []
         self.client_messages: list[dict[str, Any]] = []  # subscribe/unsubscribe as received
+        #: while set and not fired, timeline requests wait (a slow REST API; tests release it)
+        self.hold_timelines: defer.Deferred[None] | None = None
         self.counters = {"websocket_connections": 0, "sse_connections": 0, "refused": 0,
                          "unauthorized": 0, "rest_requests": 0, "timeline_pages": 0,
-                         "rate_limited": 0, "drops": 0}
+                         "rate_limited": 0, "drops": 0, "timelines_held": 0}
         self._ports: list[IListeningPort] = []
         self.host = "127.0.0.1"
         self.port = 0
