@@ -19,10 +19,9 @@ already passed on (or journaled) are dropped by id (``RecentIds``, counted in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import attrs
 from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -47,20 +46,20 @@ from flamingo.stream.mastodon_api import (
     read_shaped,
     read_ws,
     shape_sse,
-    shape_status,
     sse_path,
     subscribe_message,
     subscriptions,
     timeline_path,
     ws_url,
 )
-from flamingo.stream.mastodon_rest import GapResult, MastodonRest, RestError, failure_verdict
+from flamingo.stream.mastodon_gap import GapStats, fill_gaps, label
+from flamingo.stream.mastodon_rest import MastodonRest, failure_verdict, plain_words
 from flamingo.stream.overlap import RecentIds
-from flamingo.stream.source import Fatal, JournalTail, Link, LinkEvents, Params, Retry, Verdict
+from flamingo.stream.source import JournalTail, Link, LinkEvents, Params, Retry, Verdict
 from flamingo.stream.sse import SseEvent, SseLink
 from flamingo.stream.websocket import WebSocketLink
 
-__all__ = ["MastodonSource", "MastodonLink", "GapStats", "MastodonStats", "TAIL_EVENTS"]
+__all__ = ["MastodonSource", "MastodonLink", "MastodonStats", "TAIL_EVENTS"]
 
 log = logger("flamingo.wader")
 
@@ -77,34 +76,11 @@ class MastodonStats(Protocol):
     def duplicates(self, n: int) -> None: ...
 
 
-@attrs.define
-class GapStats:
-    """Gap-fill figures for /status.json, /meta.json and /metrics."""
-
-    fills: int = 0  # gap fills run (one per reconnect or restart with known positions)
-    statuses: int = 0  # statuses the fills passed on (repeats not counted)
-    pages: int = 0  # REST pages read
-    truncated: int = 0  # streams whose gap was not closed (gap_max, rate limit)
-    failed: int = 0  # streams whose fill failed (the REST API's error)
-    running: bool = False
-    last_at: float | None = None
-    last: dict[str, JsonObject] = attrs.Factory(dict)  # per stream: since_id, filled, pages, complete, reason
-
-    def to_dict(self, budget: dict[str, object]) -> JsonObject:
-        return {"fills": self.fills, "statuses": self.statuses, "pages": self.pages,
-                "truncated": self.truncated, "failed": self.failed, "running": self.running,
-                "last_at": self.last_at, "last": dict(self.last), "rate_limit": budget}
-
-
-def _label(key: StreamKey) -> str:
-    return ":".join(key) if key[0] not in ("hashtag", "hashtag:local", "list") else f"{key[0]} {key[1]}"
-
-
 class MastodonSource:
     """Any instance's streaming API; ``reactor`` connects, ``clock`` times."""
 
     def __init__(self, config: Config, reactor: IReactorTime, clock: IReactorTime, stats: MastodonStats,
-                 journal: JournalTail | None = None, now: Any = None) -> None:
+                 journal: JournalTail | None = None, now: Callable[[], float] | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.clock = clock
@@ -146,7 +122,7 @@ class MastodonSource:
                 self.seen.add(s.dedupe)
         if self.newest:
             log.info("Resuming Mastodon streams from the journal: {streams}",
-                     streams=", ".join(f"{_label(k)} after {v}" for k, v in sorted(self.newest.items())))
+                     streams=", ".join(f"{label(k)} after {v}" for k, v in sorted(self.newest.items())))
 
     def pass_on(self, events: Sequence[Shaped]) -> list[bytes]:
         """Drop repeats, note the newest ids, give the frames to hand to the wader."""
@@ -195,13 +171,14 @@ class MastodonSource:
     # -- the REST side ---------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def prepare(self) -> Any:  # Generator of Deferreds: the streaming server's base URL
+    def prepare(self) -> Generator[defer.Deferred[Any], Any, str]:
         """Discovery (cached until a connection is refused) and the health check."""
         if self.streaming is None:
             self.streaming = yield self.rest.discover(self.config.api.url)
             log.info("Mastodon streaming server: {url}", url=self.streaming)
-        yield self.rest.health(self.streaming)
-        return self.streaming
+        base: str = self.streaming
+        yield self.rest.health(base)
+        return base
 
     def forget_discovery(self) -> None:
         self.streaming = self.conf.streaming_url
@@ -211,45 +188,14 @@ class MastodonSource:
             return []
         return [k for k in keys if k in self.newest and timeline_path(k) is not None]
 
-    @defer.inlineCallbacks
-    def fill(self, keys: Sequence[StreamKey]) -> Any:  # Generator of Deferreds: list[Shaped]
+    def fill(self, keys: Sequence[StreamKey]) -> defer.Deferred[list[Shaped]]:
         """Each stream's gap since its newest id, all streams merged in id order."""
-        gap = self.gap
-        gap.fills += 1
-        gap.running = True
-        gap.last_at = self.now()
-        out: list[tuple[tuple[int, str], StreamKey, Shaped]] = []
-        try:
-            for key in keys:
-                since = self.newest[key]
-                try:
-                    result: GapResult = yield self.rest.fill(self.config.api.url, key, since, self.conf.gap_max)
-                except RestError as e:
-                    gap.failed += 1
-                    gap.last[_label(key)] = {"since_id": since, "filled": 0, "complete": False,
-                                             "reason": e.verdict.message}
-                    log.error("Gap fill of {stream} failed: {message}; statuses since {since} may be "
-                              "missing", stream=_label(key), message=e.verdict.message, since=since)
-                    continue
-                gap.pages += result.pages
-                if not result.complete:
-                    gap.truncated += 1
-                    log.warn("Gap fill of {stream} stopped ({reason}) after {n} statuses: older ones "
-                             "since {since} are missing", stream=_label(key), reason=result.reason,
-                             n=len(result.statuses), since=since)
-                gap.last[_label(key)] = {"since_id": since, "filled": len(result.statuses),
-                                         "pages": result.pages, "complete": result.complete,
-                                         "reason": result.reason}
-                for sid, body in result.statuses:
-                    out.append(((len(sid), sid), key, shape_status(key, body, sid)))
-        finally:
-            gap.running = False
-        out.sort(key=lambda t: (t[0], t[1]))
-        return [s for _, _, s in out]
+        return fill_gaps(self.rest, self.config.api.url, {k: self.newest[k] for k in keys},
+                         self.conf.gap_max, self.gap, self.now())
 
     def status(self) -> JsonObject:
         return {"streaming_url": self.streaming, "transport": self.conf.transport,
-                "newest_ids": {_label(k): v for k, v in sorted(self.newest.items())},
+                "newest_ids": {label(k): v for k, v in sorted(self.newest.items())},
                 "gap_fill": self.gap.to_dict(self.rest.budget.to_dict())}
 
 
@@ -273,17 +219,6 @@ class _Inner:
 
     def ended(self, link: Link, verdict: Verdict) -> None:
         self.outer.inner_failed(link, verdict)
-
-
-def _mastodon_words(verdict: Verdict) -> Verdict:
-    """A refused handshake's JSON body (``{"error": ...}``) as the server's plain words."""
-    head, sep, body = verdict.message.partition(": ")
-    if sep and body.startswith("{"):
-        from flamingo.stream.mastodon_rest import server_words
-
-        message = f"{head}: {server_words(body)}"
-        return Fatal(verdict.cause, message) if isinstance(verdict, Fatal) else Retry(verdict.cause, message)
-    return verdict
 
 
 class MastodonLink:
@@ -375,7 +310,7 @@ class MastodonLink:
             return
         self.filling = True
         log.info("Filling the gap since the last events from REST: {streams}",
-                 streams=", ".join(_label(k) for k in due))
+                 streams=", ".join(label(k) for k in due))
         self.step = self.source.fill(due)
         self.step.addCallbacks(self._filled, self._fill_failed)
         self.step.addErrback(lambda f: log.failure("Mastodon gap fill bug", f))
@@ -441,7 +376,7 @@ class MastodonLink:
         for key in keys:
             if key not in old:
                 ws.send(subscribe_message(key))
-        log.info("Mastodon subscriptions now: {streams}", streams=", ".join(_label(k) for k in keys))
+        log.info("Mastodon subscriptions now: {streams}", streams=", ".join(label(k) for k in keys))
         self.keys = list(keys)
         return True
 
@@ -458,7 +393,7 @@ class MastodonLink:
                 other.close()
         if self.step is not None:
             self.step.cancel()
-        self._report(_mastodon_words(verdict))
+        self._report(plain_words(verdict))
 
     def _report(self, verdict: Verdict) -> None:
         if self.reported or self.closing:

@@ -36,7 +36,8 @@ from flamingo.stream.mastodon_api import (
 )
 from flamingo.stream.source import Fatal, Retry, Verdict
 
-__all__ = ["MastodonRest", "RestError", "RateBudget", "GapResult", "server_words", "PAGE_LIMIT"]
+__all__ = ["MastodonRest", "RestError", "RateBudget", "GapResult", "server_words", "plain_words",
+           "failure_verdict", "PAGE_LIMIT"]
 
 PAGE_LIMIT = 40  # Mastodon's maximum page
 MAX_BODY = 4 << 20
@@ -60,6 +61,15 @@ def server_words(body: bytes | str) -> str:
     return text.strip()[:200]
 
 
+def plain_words(verdict: Verdict) -> Verdict:
+    """A refused handshake's JSON body (``{"error": ...}``) as the server's plain words."""
+    head, sep, body = verdict.message.partition(": ")
+    if sep and body.startswith("{"):
+        message = f"{head}: {server_words(body)}"
+        return Fatal(verdict.cause, message) if isinstance(verdict, Fatal) else Retry(verdict.cause, message)
+    return verdict
+
+
 def status_verdict(code: int, phrase: str, body: bytes) -> Verdict:
     words = server_words(body)
     message = f"HTTP {code} {phrase}".rstrip() + (f": {words}" if words else "")
@@ -75,7 +85,7 @@ class RateBudget:
     remaining: int | None = None
     reset: str | None = None
 
-    def read(self, headers: Any) -> None:  # Any: twisted's Headers (untyped getRawHeaders)
+    def read(self, headers: Headers) -> None:
         def one(name: bytes) -> str | None:
             values = headers.getRawHeaders(name)
             return values[0].decode("latin-1") if values else None
