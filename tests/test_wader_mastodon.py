@@ -133,6 +133,28 @@ class LiveTests(MastodonWaderBase):
                          {("hashtag", "python"), ("hashtag", "rust")} & {k for m in made for k in m.keys})
 
     @defer.inlineCallbacks
+    def test_a_refused_subscription_is_logged_and_the_rest_flows(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        seen: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "error" in event:
+                seen.append(str(event["error"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        w = self.make(stream="list", params={"list": ["999", "42"]})
+        w.startService()
+        self.clock.advance(0)
+        yield until(lambda: w.state.name == "connected" and seen)
+        self.assertEqual(seen, ["Not authorized to stream this list"])
+        made = self.emu.timeline.make(60)
+        want = sum(1 for m in made if ("list", "42") in m.keys)
+        self.assertGreater(want, 0)
+        yield until(lambda: len(self.sink.frames) == want)
+
+    @defer.inlineCallbacks
     def test_delete_events_pass_through(self) -> None:
         w = self.make(stream="public", params={})
         self.emu.timeline.options = type(self.emu.timeline.options)(rate=0, delete_share=0.3, seed=9,

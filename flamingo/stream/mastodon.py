@@ -53,7 +53,7 @@ from flamingo.stream.mastodon_api import (
     ws_url,
 )
 from flamingo.stream.mastodon_gap import GapStats, fill_gaps, label
-from flamingo.stream.mastodon_rest import MastodonRest, failure_verdict, plain_words
+from flamingo.stream.mastodon_rest import MastodonRest, failure_verdict, plain_words, server_words
 from flamingo.stream.overlap import RecentIds
 from flamingo.stream.source import JournalTail, Link, LinkEvents, Params, Retry, Verdict
 from flamingo.stream.sse import SseEvent, SseLink
@@ -356,6 +356,8 @@ class MastodonLink:
                 continue
             if s is not None:
                 shaped.append(s)
+            elif reader is read_ws:  # the server's error frame: a subscription it refused
+                log.warn("The Mastodon streaming server says: {error}", error=server_words(frame))
         if self.filling or not self.live:
             self.buffer.extend(shaped)
             return
