@@ -15,8 +15,8 @@ from flamingo import __version__
 from flamingo._types import JsonObject
 from flamingo.app import App
 
-__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params",
-           "process_info", "meta_document", "status_document", "source_document"]
+__all__ = ["wader_state", "delivery_status", "redis_status", "stream_params", "gap_fill_status",
+           "process_info", "meta_document", "status_document"]
 
 
 def wader_state(app: App) -> JsonObject | None:
@@ -38,6 +38,12 @@ def stream_params(app: App) -> dict[str, list[str]]:
     return app.store.params(app.config.stream) if app.store is not None else {}
 
 
+def gap_fill_status(app: App) -> JsonObject | None:
+    """Mastodon's gap fills: counts, the last fill per stream, the newest ids, the REST
+    budget (None for sources without gap filling)."""
+    return app.stats.provided("gap_fill") if app.stats is not None else None
+
+
 def process_info(app: App, now: float) -> JsonObject:
     """pid, version, host, running (as ``<ns>:meta:process``), start time and uptime."""
     started = app.started_at or None
@@ -47,21 +53,11 @@ def process_info(app: App, now: float) -> JsonObject:
             "uptime": (now - started) if started else None}
 
 
-def source_document(app: App) -> JsonObject:
-    """The source's name and its own figures (Mastodon: streaming server, newest ids,
-    gap-fill counts), as the source provides them to the stats under its name."""
-    doc: JsonObject = {"name": app.config.source}
-    extra = app.stats.provided(app.config.source) if app.stats is not None else None
-    if isinstance(extra, dict):
-        doc.update(extra)
-    return doc
-
-
 def meta_document(app: App, now: float) -> JsonObject:
     """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
     snapshot = app.stats.snapshot() if app.stats is not None else {}
     return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
-            "wader": wader_state(app), "source": source_document(app)}
+            "wader": wader_state(app)}
 
 
 def status_document(app: App, now: float) -> JsonObject:
@@ -79,5 +75,6 @@ def status_document(app: App, now: float) -> JsonObject:
         "redis": redis_status(app),
         "delivery": delivery,
         "process": process_info(app, now),
-        "source": source_document(app),
+        "source": app.config.source,
+        "gap_fill": gap_fill_status(app),
     }

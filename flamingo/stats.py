@@ -187,7 +187,7 @@ class Stats:
         self._providers[name] = fn
 
     def provided(self, name: str) -> Any:
-        """What the provider ``name`` gives now (None without one): one part, without a snapshot."""
+        """What ``provide(name, ...)``'s function says now; None when nothing provides it."""
         fn = self._providers.get(name)
         return fn() if fn is not None else None
 

@@ -133,14 +133,14 @@ class MastodonDaemonTests(TestCase):
         meta = json.loads((yield (yield http.get(f"http://127.0.0.1:{port}/meta.json")).content()))
         metrics = (yield (yield http.get(f"http://127.0.0.1:{port}/metrics")).content()).decode()
         out = yield self.stop(proc, child)
+        self.assertEqual(status["source"], "mastodon")
         for doc in (status, meta):
-            gap = doc["source"]["gap_fill"]
-            self.assertEqual(doc["source"]["name"], "mastodon")
+            gap = doc["gap_fill"]
             self.assertEqual(gap["fills"], 1)
             self.assertGreater(gap["statuses"], 0)
             self.assertEqual((gap["truncated"], gap["failed"]), (0, 0))
-        self.assertEqual(status["source"]["streaming_url"], self.emu.streaming_url)
-        filled = status["source"]["gap_fill"]["statuses"]
+        self.assertEqual(status["gap_fill"]["streaming_url"], self.emu.streaming_url)
+        filled = status["gap_fill"]["statuses"]
         self.assertIn(f"flamingo_gap_fill_statuses_total {float(filled)}", metrics)
         log = (self.dir / "flamingo.log").read_text()
         self.assertIn("Resuming Mastodon streams from the journal", log)

@@ -194,9 +194,10 @@ class MastodonSource:
                          self.conf.gap_max, self.gap, self.now())
 
     def status(self) -> JsonObject:
-        return {"streaming_url": self.streaming, "transport": self.conf.transport,
+        """The gap fill's figures, with where the next one starts and the streaming server."""
+        return {**self.gap.to_dict(self.rest.budget.to_dict()),
                 "newest_ids": {label(k): v for k, v in sorted(self.newest.items())},
-                "gap_fill": self.gap.to_dict(self.rest.budget.to_dict())}
+                "streaming_url": self.streaming, "transport": self.conf.transport}
 
 
 class _Inner:

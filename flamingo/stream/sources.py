@@ -34,7 +34,7 @@ def _mastodon(config: Config, reactor: IReactorTime, clock: IReactorTime, stats:
         raise TypeError("the mastodon source needs stats that count duplicates")
     source = MastodonSource(config, reactor, clock, stats, journal)
     if isinstance(stats, Stats):  # /meta.json, /status.json, /metrics: the gap fill's figures
-        stats.provide("mastodon", source.status)
+        stats.provide("gap_fill", source.status)
     return source
 
 

@@ -135,7 +135,7 @@ class FlamingoCollector(Collector):
 
     def _gap_fill(self, snap: JsonMapping) -> Iterator[Metric]:
         """Mastodon: statuses recovered from the REST timelines after reconnects and restarts."""
-        gap = _get(snap, "mastodon", "gap_fill")
+        gap = snap.get("gap_fill")
         if not isinstance(gap, Mapping):
             return
         for name, key, doc in (

@@ -87,25 +87,17 @@ SCHEMAS: JsonObject = {
                        "host": {"type": "string"}, "running": {"type": "boolean"},
                        "started_at": _NULLABLE_NUM, "uptime": _NULLABLE_NUM},
     },
-    "Source": {
-        "type": "object", "required": ["name"],
-        "description": "The source and its own figures (mastodon: streaming_url, transport, "
-                       "newest_ids, gap_fill {fills, statuses, pages, truncated, failed, running, "
-                       "last_at, last, rate_limit})",
-        "properties": {"name": {"type": "string"}},
-    },
     "Meta": {
         "type": "object",
-        "required": ["process", "stream", "wader", "source"],
+        "required": ["process", "stream", "wader"],
         "properties": {"process": {"$ref": "#/components/schemas/Process"},
                        "stream": {"type": "string"},
-                       "wader": {"$ref": "#/components/schemas/WaderState"},
-                       "source": {"$ref": "#/components/schemas/Source"}},
+                       "wader": {"$ref": "#/components/schemas/WaderState"}},
     },
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "process", "source"],
+                     "journal_backlog", "redis", "delivery", "process", "source", "gap_fill"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -118,7 +110,11 @@ SCHEMAS: JsonObject = {
                       "properties": {"available": {"type": "boolean"}}},
             "delivery": {"type": "object"},
             "process": {"$ref": "#/components/schemas/Process"},
-            "source": {"$ref": "#/components/schemas/Source"},
+            "source": {"type": "string"},
+            "gap_fill": {"type": ["object", "null"], "description":
+                         "Mastodon: fills, statuses, pages, truncated, failed, running, last_at, last "
+                         "(per stream: since_id, filled, pages, complete, reason), rate_limit, "
+                         "newest_ids (per stream), streaming_url, transport"},
         },
     },
     "Restart": {
