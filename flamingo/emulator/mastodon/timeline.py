@@ -107,6 +107,7 @@ class Timeline:
         self.made: list[Made] = []
         self.kept: list[_Kept] = []  # increasing id order
         self.by_key: dict[StreamKey, list[_Kept]] = {}
+        self.key_ids: dict[StreamKey, list[tuple[int, str]]] = {}  # by_key's ids, for bisect
         self.by_id: dict[str, _Kept] = {}
         self.seq = 0
         self.notification_ids = 9_000_000
@@ -227,6 +228,7 @@ class Timeline:
         self.by_id[kept.id] = kept
         for key in kept.keys:
             self.by_key.setdefault(key, []).append(kept)
+            self.key_ids.setdefault(key, []).append(_idkey(kept.id))
         excess = len(self.kept) - self.options.retain
         if excess > 0:
             old, self.kept = self.kept[:excess], self.kept[excess:]
@@ -236,6 +238,7 @@ class Timeline:
                     lst = self.by_key[key]
                     if lst and lst[0] is k:
                         lst.pop(0)
+                        self.key_ids[key].pop(0)
 
     # -- reading ------------------------------------------------------------------
 
@@ -243,7 +246,7 @@ class Timeline:
              min_id: str | None = None, limit: int = 20) -> list[bytes]:
         """Statuses of one timeline, newest first, as Mastodon pages them."""
         kept = self.by_key.get(key, [])
-        keys = [_idkey(k.id) for k in kept]
+        keys = self.key_ids.get(key, [])
         hi = bisect.bisect_left(keys, _idkey(max_id)) if max_id else len(kept)
         lo = bisect.bisect_right(keys, _idkey(since_id)) if since_id else 0
         if min_id:
