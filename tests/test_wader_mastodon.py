@@ -313,14 +313,33 @@ class SseTests(MastodonWaderBase):
         yield until(lambda: w.state.name == "connected" and len(self.emu.subscribers("sse")) == 2)
         self.emu.timeline.make(80)
         yield until(lambda: len(self.sink.frames) == self.expected_count(KEYS))
-        self.clock.advance(15)  # the emulator's :thump
-        yield until(lambda: self.stats.counters.get("keepalives", 0) >= 2)
+        yield until(lambda: self.stats.counters.get("keepalives", 0) >= 2)  # each response's ":)"
+        self.clock.advance(15)  # the emulator's :thump, on both
+        yield until(lambda: self.stats.counters.get("keepalives", 0) >= 4)
         self.emu.drop()
         self.emu.timeline.make(120)
         yield self.reconnected()
         yield until(lambda: len(self.sink.frames) == self.expected_count(KEYS))
         self.assert_exactly_once(KEYS)
         self.assertEqual(self.emu.counters["websocket_connections"], 0)
+
+    @defer.inlineCallbacks
+    def test_one_silent_sse_response_among_live_ones_is_a_stall(self) -> None:
+        w = self.make(transport="sse")
+        w.startService()
+        self.clock.advance(0)
+        yield until(lambda: w.state.name == "connected" and len(self.emu.subscribers("sse")) == 2)
+        self.emu.subscribers("sse")[0].stall(True)  # silent; the other keeps thumping
+        beats = self.stats.counters.get("keepalives", 0)
+        for i in range(1, 6):  # 75 s of :thump on one response only; the stall timeout is 60 s
+            self.clock.advance(15)
+            yield until(lambda: self.stats.counters.get("keepalives", 0) >= beats + i  # it arrived
+                        or w.state.name != "connected")
+            if w.state.name != "connected":
+                break
+        yield until(lambda: w.state.cause == "stall" or "stall" in self.stats.attempts)
+        self.clock.advance(1)
+        yield until(lambda: w.state.name == "connected" and self.emu.counters["sse_connections"] == 4)
 
     @defer.inlineCallbacks
     def test_sse_params_change_reconnects(self) -> None:

@@ -213,7 +213,7 @@ class _Inner:
         self.outer.inner_failed(link, verdict)
 
     def alive(self, link: Link) -> None:
-        self.outer.inner_alive()
+        self.outer.inner_alive(link)
 
     def messages(self, link: Link, frames: list[bytes]) -> None:
         self.outer.inner_messages(link, frames)
@@ -233,6 +233,9 @@ class MastodonLink:
         self.events = events
         self.inner: list[WebSocketLink | SseLink] = []
         self.waiting: set[int] = set()  # transport links not responded yet
+        #: links heard from since ``alive`` was last passed on: it is passed on once every
+        #: one of them has been (one silent SSE response among live ones is still a stall)
+        self.fresh: set[int] = set()
         self.buffer: list[Shaped] = []
         self.filling = False
         self.live = False
@@ -340,8 +343,12 @@ class MastodonLink:
 
     # -- live ---------------------------------------------------------------------------------
 
-    def inner_alive(self) -> None:
-        if not self.closing:
+    def inner_alive(self, link: Link) -> None:
+        if self.closing:
+            return
+        self.fresh.add(id(link))
+        if len(self.fresh) >= len(self.inner):
+            self.fresh.clear()
             self.events.alive(self)
 
     def inner_messages(self, link: Link, frames: list[bytes]) -> None:
