@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from flamingo.config import from_mapping
-from flamingo.stream.mastodon import MastodonSource
+from flamingo.stream.mastodon import MastodonLink, MastodonSource
 from flamingo.stream.wader import Wader
 from tests.support.fakes import MemoryStore
 from tests.support.masto import start_masto
@@ -281,9 +281,16 @@ class GapTests(MastodonWaderBase):
         yield self.subscribed(2)
         self.emu.timeline.make(20)
         yield until(lambda: len(self.sink.frames) == self.expected_count(KEYS))
+        link = self.wader.active
+        assert isinstance(link, MastodonLink) and link.websocket is not None
+        ws = link.websocket
+        for i in range(1, 6):  # 75 s of pings every 15 s, each answered: alive, no stall
+            self.clock.advance(15)
+            yield until(lambda: ws.pongs >= i)
+        self.assertEqual((w.state.name, self.stats.attempts), ("connected", ["initial"]))
         self.emu.stall(1000)  # silent: no events, no pongs
         self.emu.timeline.make(50)
-        for _ in range(6):  # pings every 15 s go unanswered; the stall timer (60 s) fires
+        for _ in range(4):  # pings go unanswered; the stall timer (60 s) fires
             self.clock.advance(15)
         yield until(lambda: "stall" in self.stats.attempts or w.state.cause == "stall")
         self.clock.advance(1)
