@@ -144,10 +144,13 @@ class MastodonRest:
         return h
 
     @defer.inlineCallbacks
-    def get(self, url: str, auth: bool = True) -> Generator[defer.Deferred[Any], Any, tuple[Any, bytes]]:
-        """(response, body); a network failure or timeout is a RestError(Retry network)."""
+    def get(self, url: str, auth: bool = True,
+            follow: bool = False) -> Generator[defer.Deferred[Any], Any, tuple[Any, bytes]]:
+        """(response, body); a network failure or timeout is a RestError(Retry network).
+        Redirects are followed only where asked (discovery: an instance that moved),
+        never with the token."""
         try:
-            d = self.http.get(url, headers=self._headers(auth), allow_redirects=False)
+            d = self.http.get(url, headers=self._headers(auth), allow_redirects=follow)
             d.addTimeout(self.timeout, self.clock)
             response = yield d
             d2 = response.content()
@@ -165,7 +168,7 @@ class MastodonRest:
     @defer.inlineCallbacks
     def discover(self, api_url: str) -> Generator[defer.Deferred[Any], Any, str]:
         """The streaming server's base URL, from the instance document."""
-        response, body = yield self.get(http_url(api_url, "/api/v2/instance"), auth=False)
+        response, body = yield self.get(http_url(api_url, "/api/v2/instance"), auth=False, follow=True)
         if response.code != 200:
             raise RestError(status_verdict(response.code, response.phrase.decode("latin-1"), body))
         try:
