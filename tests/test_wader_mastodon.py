@@ -313,6 +313,15 @@ class FatalTests(MastodonWaderBase):
 
 class SseTests(MastodonWaderBase):
     @defer.inlineCallbacks
+    def test_sse_401_is_fatal_with_the_servers_message(self) -> None:
+        w = self.make(transport="sse", token="wrong")
+        w.startService()
+        self.clock.advance(0)
+        yield until(lambda: w.state.name == "fatal")
+        self.assertEqual((w.state.cause, w.state.message), ("http 401", "HTTP 401 Unauthorized: Invalid access token"))
+        yield until(lambda: not self.emu.subscribers())
+
+    @defer.inlineCallbacks
     def test_sse_one_response_per_stream_thump_and_gap(self) -> None:
         w = self.make(transport="sse")
         w.startService()

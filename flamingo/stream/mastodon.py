@@ -273,10 +273,11 @@ class MastodonLink:
                 reactor=src.reactor, clock=src.clock, turns=src.reactor, stats=src.stats,
                 connect_timeout=w.connect_timeout, ping_interval=min(15.0, w.stall_timeout / 3),
                 max_message_bytes=w.max_message_bytes, user_agent=src.user_agent)
-            self.inner.append(link)
-            self.waiting.add(id(link))
+            self._opened_inner(link)
             return
         for key in self.keys:
+            if self.closing:  # an earlier response was refused at once: open no more
+                return
             path, query = sse_path(key)
             req = StreamRequest("GET", http_url(base, path, query), None, (), self.request_line)
             headers = Headers({b"User-Agent": [src.user_agent.encode()],
@@ -284,8 +285,14 @@ class MastodonLink:
             sse = SseLink(req, headers, _sse_decoder(key, src.stats), _Inner(self), agent=src.agent, clock=src.clock,
                           stats=src.stats, connect_timeout=w.connect_timeout,
                           max_event_bytes=w.max_message_bytes)
-            self.inner.append(sse)
-            self.waiting.add(id(sse))
+            self._opened_inner(sse)
+
+    def _opened_inner(self, link: WebSocketLink | SseLink) -> None:
+        self.inner.append(link)
+        if self.closing:  # it failed inside its constructor, or a sibling did
+            link.close()
+        elif not link.finished:
+            self.waiting.add(id(link))
 
     def _prepare_failed(self, failure: Failure) -> None:
         self.step = None
