@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.mastodon_api import (
@@ -145,7 +146,7 @@ class MastodonRest:
 
     @defer.inlineCallbacks
     def get(self, url: str, auth: bool = True,
-            follow: bool = False) -> Generator[defer.Deferred[Any], Any, tuple[Any, bytes]]:
+            follow: bool = False) -> Generator[defer.Deferred[Any], Any, tuple[IResponse, bytes]]:
         """(response, body); a network failure or timeout is a RestError(Retry network).
         Redirects are followed only where asked (discovery: an instance that moved),
         never with the token."""

@@ -16,10 +16,12 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
 from flamingo.emulator.mastodon.faults import MastoFault, MastoFaults
 from flamingo.emulator.mastodon.rest import RateLimit, RestResource, instance_document
 from flamingo.emulator.mastodon.streaming import Session, StreamingResource
@@ -65,7 +67,7 @@ class _QuietSite(Site):
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource)  # type: ignore[no-untyped-call]  # twisted.web's Site
 
-    def log(self, request: Any) -> None:  # Any: twisted's Request (no access log lines)
+    def log(self, request: http.Request) -> None:  # no access log lines
         pass
 
 
@@ -84,7 +86,7 @@ class MastodonEmulator:
         self.faults = MastoFaults(self.clock.seconds)
         self.rate_limit = RateLimit(self.options.rate_limit, self.options.rate_period)
         self.sessions: list[Session] = []
-        self.client_messages: list[dict[str, Any]] = []  # subscribe/unsubscribe as received
+        self.client_messages: list[JsonObject] = []  # subscribe/unsubscribe as received
         #: while set and not fired, timeline requests wait (a slow REST API; tests release it)
         self.hold_timelines: defer.Deferred[None] | None = None
         self.counters = {"websocket_connections": 0, "sse_connections": 0, "refused": 0,

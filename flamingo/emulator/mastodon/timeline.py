@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import attrs
 import orjson
@@ -213,7 +212,7 @@ class Timeline:
 
     def _edit(self) -> Made:
         kept = self.rng.choice(self._live())
-        status: dict[str, Any] = orjson.loads(kept.body)
+        status: JsonObject = orjson.loads(kept.body)
         edited = self.corpus.edited(status, self.clock.seconds())
         kept.body = orjson.dumps(edited)
         return self._emit("status.update", kept.body.decode(), kept.keys, kept.id, kept.id)
