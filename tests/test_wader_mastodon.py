@@ -299,6 +299,31 @@ class GapTests(MastodonWaderBase):
         self.assert_exactly_once(KEYS)
 
 
+class UserStreamTests(MastodonWaderBase):
+    @defer.inlineCallbacks
+    def test_home_and_notifications_and_the_home_timeline_fills_the_gap(self) -> None:
+        w = self.make(stream="user", params={})
+        self.emu.timeline.options = type(self.emu.timeline.options)(rate=0, mention_share=0.2, direct_share=0,
+                                                                     seed=6)
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(1)
+        self.emu.timeline.make(100)
+        live = [m for m in self.emu.timeline.made if ("user",) in m.keys]
+        yield until(lambda: len(self.sink.frames) == len(live))
+        kinds = Counter(e["event"] for e in events(self.sink.frames))
+        self.assertEqual(set(kinds), {"update", "notification"})
+        self.emu.drop()
+        self.emu.timeline.make(100)
+        yield self.reconnected()
+        yield until(lambda: self.source.gap.fills == 1 and not self.source.gap.running)
+        self.emu.timeline.make(20)
+        yield until(lambda: len(self.updates_by_stream().get(("user",), [])) == len(
+            self.emu.timeline.expected(("user",))))
+        self.assert_exactly_once([("user",)])  # home statuses: live, filled, live
+        self.assertEqual(self.source.gap.last["user"]["complete"], True)
+
+
 class FatalTests(MastodonWaderBase):
     @defer.inlineCallbacks
     def test_401_is_fatal_with_the_servers_message(self) -> None:
