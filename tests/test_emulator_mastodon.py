@@ -272,3 +272,64 @@ class StreamingTests(TestCase):
         self.assertEqual((r.code, (yield r.content())), (200, b"OK"))
         c2 = yield ws_client(self, emu, query="?stream=public")
         self.assertTrue(c2.opened.called)
+
+
+class CommandLineTests(TestCase):
+    """``flamingo emulator --source mastodon`` as a user runs it: a real subprocess."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_runs_serves_and_applies_a_scripted_refusal(self) -> None:
+        import re
+        import sys
+        from pathlib import Path
+
+        from twisted.internet import reactor
+
+        from tests.test_daemon import _Child
+
+        flamingo = str(Path(sys.executable).with_name("flamingo"))
+        child = _Child()
+        proc = reactor.spawnProcess(child, flamingo, [
+            flamingo, "emulator", "--source", "mastodon", "--port", "0", "--streaming-port", "0",
+            "--access-token", "s3cret", "--rate", "50", "--fault", "refuse:after=10,seconds=3600"], env=None)
+        self.addCleanup(lambda: proc.pid is None or proc.signalProcess("KILL"))
+        yield until(lambda: b"listening on" in child.out, timeout=30)
+        m = re.search(rb"listening on (http://127\.0\.0\.1:\d+) \(streaming: ws://127\.0\.0\.1:(\d+)\)", child.out)
+        assert m is not None, child.out
+        url, sport = m.group(1).decode(), int(m.group(2))
+        self.assertNotIn(b"s3cret", child.out)
+        http = http_client(self)
+        r = yield http.get(url + "/api/v2/instance")
+        doc = orjson.loads((yield r.content()))
+        self.assertEqual(doc["configuration"]["urls"]["streaming"], f"ws://127.0.0.1:{sport}")
+        health = f"http://127.0.0.1:{sport}/api/v1/streaming/health"
+
+        @defer.inlineCallbacks
+        def refusing() -> object:
+            r = yield http.get(health)
+            yield r.content()
+            return r.code == 502
+
+        for _ in range(600):  # statuses are made at 50/s; the 10th starts the refusal
+            if (yield refusing()):
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        else:
+            self.fail("the scripted refusal never started")
+        @defer.inlineCallbacks
+        def statuses() -> object:
+            r = yield http.get(url + "/api/v1/timelines/public?limit=40", headers={"Authorization": "Bearer s3cret"})
+            return len(orjson.loads((yield r.content())))
+
+        for _ in range(600):  # REST answers during the refusal, and statuses keep coming
+            if (yield statuses()) == 40:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        else:
+            self.fail("statuses stopped being made during the refusal")
+        self.assertTrue((yield refusing()))
+        proc.signalProcess("TERM")
+        code = yield child.ended
+        self.assertEqual(code, 0, child.out[-2000:])
