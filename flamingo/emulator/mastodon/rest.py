@@ -101,8 +101,11 @@ class RestResource(Resource):
         if gate is not None and not gate.called:  # a slow server: answered when released
             emu.counters["timelines_held"] += 1
 
+            gone: list[object] = []
+            request.notifyFinish().addBoth(gone.append)  # the client went away meanwhile
+
             def answer(result: object) -> object:
-                if not request.finished and not getattr(request, "_disconnected", False):
+                if not gone:
                     request.write(self._timeline(request, path, key))
                     request.finish()
                 return result

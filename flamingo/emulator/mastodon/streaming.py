@@ -140,27 +140,30 @@ class WsSession(WebSocketServerProtocol):
     """One multiplexed WebSocket connection."""
 
     factory: _WsFactory
+    session: _WsState | None = None  # set by the handshake
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
-        self.session = _WsState(self.factory.emu, self)
+        self.session = session = _WsState(self.factory.emu, self)
         stream = _first(request.params, "stream")
         if stream:  # a single-purpose connection: ?stream=hashtag&tag=...
             try:
-                self.session.keys.add(stream_key(stream, _first(request.params, "tag"),
+                session.keys.add(stream_key(stream, _first(request.params, "tag"),
                                                  _first(request.params, "list")))
             except StreamError:
                 pass
         return request.protocols[0] if request.protocols else None
 
     def onOpen(self) -> None:
-        self.factory.emu.session_opened(self.session)
-        self.session.start_beat(self.factory.emu.options.ping_interval)
+        if self.session is not None:
+            self.factory.emu.session_opened(self.session)
+            self.session.start_beat(self.factory.emu.options.ping_interval)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.session.message(payload)
+        if self.session is not None:
+            self.session.message(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if hasattr(self, "session"):  # no session: the handshake never got that far
+        if self.session is not None:  # None: the handshake never got that far
             self.session.stop_beat()
             self.factory.emu.session_closed(self.session)
 
