@@ -114,6 +114,15 @@ class LiveTests(MastodonWaderBase):
         self.assertEqual(w.state.request_line, "/api/v1/streaming?stream=hashtag&tag=fediverse,python")
 
     @defer.inlineCallbacks
+    def test_discovery_from_v1_instance_on_older_servers(self) -> None:
+        w = self.make()
+        self.emu.instance_v2 = False
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(2)
+        self.assertEqual(self.source.streaming, self.emu.streaming_url)
+
+    @defer.inlineCallbacks
     def test_subscribe_and_unsubscribe_without_reconnecting(self) -> None:
         w = self.make()
         w.startService()
@@ -237,6 +246,26 @@ class GapTests(MastodonWaderBase):
         self.assertEqual(ids[-20:], [m.id for m in live])
         self.assertEqual(self.stats.counters["duplicates"], 20)
         self.assertEqual(self.source.gap.statuses, 50)
+
+    @defer.inlineCallbacks
+    def test_a_failing_rest_api_is_counted_and_the_stream_goes_live(self) -> None:
+        w = self.make(stream="public", params={})
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(1)
+        self.emu.timeline.make(3)
+        yield until(lambda: len(self.sink.frames) == 3)
+        self.emu.fail_timelines = 503
+        self.emu.drop()
+        self.emu.timeline.make(10)  # lost: the timeline cannot be read
+        yield self.reconnected()
+        yield until(lambda: self.source.gap.failed == 1 and not self.source.gap.running)
+        self.assertIn("HTTP 503", str(self.source.gap.last["public"]["reason"]))
+        self.assertIn("Something went wrong", str(self.source.gap.last["public"]["reason"]))
+        live = self.emu.timeline.make(5)
+        yield until(lambda: len(self.sink.frames) == 8)
+        self.assertEqual([e["payload"]["id"] for e in events(self.sink.frames)][3:], [m.id for m in live])
+        self.assertEqual(w.state.name, "connected")
 
     @defer.inlineCallbacks
     def test_gap_max_bounds_a_fill(self) -> None:

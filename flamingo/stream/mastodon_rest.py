@@ -168,14 +168,19 @@ class MastodonRest:
 
     @defer.inlineCallbacks
     def discover(self, api_url: str) -> Generator[defer.Deferred[Any], Any, str]:
-        """The streaming server's base URL, from the instance document."""
+        """The streaming server's base URL, from the instance document: ``/api/v2/instance``
+        (Mastodon 4.0+), else ``/api/v1/instance`` (older servers and other implementations)."""
         response, body = yield self.get(http_url(api_url, "/api/v2/instance"), auth=False, follow=True)
+        path = "/api/v2/instance"
+        if response.code in (404, 410):
+            path = "/api/v1/instance"
+            response, body = yield self.get(http_url(api_url, path), auth=False, follow=True)
         if response.code != 200:
             raise RestError(status_verdict(response.code, response.phrase.decode("latin-1"), body))
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise RestError(Retry("http", "/api/v2/instance is not JSON")) from None
+            raise RestError(Retry("http", f"{path} is not JSON")) from None
         return streaming_base(doc, api_url)
 
     @defer.inlineCallbacks

@@ -77,8 +77,11 @@ class RestResource(Resource):
         if path == "/api/v1/streaming" or path.startswith("/api/v1/streaming/"):
             request.redirect(emu.streaming_url.replace("ws", "http", 1).encode() + request.uri)
             return b""
-        if path == "/api/v2/instance":
+        if path == "/api/v2/instance" and emu.instance_v2:
             return self._json(request, emu.instance_document())
+        if path == "/api/v1/instance":  # 3.x's shape: urls.streaming_api
+            return self._json(request, {"uri": LOCAL_DOMAIN, "title": "Mastodon (Flamingo emulator)",
+                                        "version": "3.5.3", "urls": {"streaming_api": emu.streaming_url}})
         token = token_of(request)
         if token is not None:
             problem = emu.token_problem(token, streaming=False)
@@ -95,6 +98,8 @@ class RestResource(Resource):
         key = self._timeline_key(path, request)
         if key is None:
             return json_error(request, 404, "Record not found")
+        if emu.fail_timelines is not None:  # a REST API in trouble (tests)
+            return json_error(request, emu.fail_timelines, "Something went wrong on our end")
         if key[0] in ("list", "user") and token is None:
             return json_error(request, 401, "The access token is invalid")
         gate = emu.hold_timelines

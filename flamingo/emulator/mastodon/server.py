@@ -89,6 +89,10 @@ class MastodonEmulator:
         self.client_messages: list[JsonObject] = []  # subscribe/unsubscribe as received
         #: while set and not fired, timeline requests wait (a slow REST API; tests release it)
         self.hold_timelines: defer.Deferred[None] | None = None
+        #: while set, timeline requests are answered with this status (a REST API in trouble)
+        self.fail_timelines: int | None = None
+        #: False: /api/v2/instance is 404, as on servers before Mastodon 4.0 (v1's document only)
+        self.instance_v2 = True
         self.counters = {"websocket_connections": 0, "sse_connections": 0, "refused": 0,
                          "unauthorized": 0, "rest_requests": 0, "timeline_pages": 0,
                          "rate_limited": 0, "drops": 0, "timelines_held": 0}
