@@ -208,6 +208,26 @@ class GapTests(MastodonWaderBase):
         self.assertEqual(self.stats.counters.get("duplicates", 0), 0)
 
     @defer.inlineCallbacks
+    def test_refused_websocket_upgrade_then_the_gap_filled(self) -> None:
+        w = self.make()
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(2)
+        self.emu.timeline.make(30)
+        yield until(lambda: len(self.sink.frames) == self.expected_count(KEYS))
+        self.emu.refuse(8, health=True)  # health says OK; the upgrade gets 502
+        yield self.reconnected()
+        yield until(lambda: w.state.name == "retrying" and w.state.cause == "http")
+        self.assertIn("HTTP 502", w.state.message)
+        self.assertIn("the streaming server is down", w.state.message)
+        self.emu.timeline.make(150)
+        self.clock.advance(9)
+        yield self.subscribed(4)
+        yield until(lambda: len(self.sink.frames) == self.expected_count(KEYS))
+        self.assert_exactly_once(KEYS)
+        self.assertEqual(self.emu.counters["refused"], 1)
+
+    @defer.inlineCallbacks
     def test_gap_filled_statuses_come_in_id_order_before_live_ones(self) -> None:
         w = self.make(stream="public", params={})
         w.startService()

@@ -54,13 +54,15 @@ class MastoFaults:
     now: Callable[[], float]
     pending: list[MastoFault] = attrs.Factory(list)
     refuse_until: float = 0.0
+    health_ok: bool = False  # refusing: /health still answers OK (only the streams are refused)
     fired: list[tuple[float, MastoFault]] = attrs.Factory(list)
 
     def refusing(self) -> bool:
         return self.now() < self.refuse_until
 
-    def refuse(self, seconds: float) -> None:
+    def refuse(self, seconds: float, health: bool = False) -> None:
         self.refuse_until = max(self.refuse_until, self.now() + seconds)
+        self.health_ok = health
 
     def due(self, made: int) -> list[MastoFault]:
         """Faults whose ``after`` is reached, removed from the plan."""

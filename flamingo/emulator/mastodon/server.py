@@ -170,9 +170,10 @@ class MastodonEmulator:
             s.drop()
         return len(sessions)
 
-    def refuse(self, seconds: float) -> None:
-        """Streaming answers 502 for ``seconds`` (statuses keep being made); open ones are dropped."""
-        self.faults.refuse(seconds)
+    def refuse(self, seconds: float, health: bool = False) -> None:
+        """Streaming answers 502 for ``seconds`` (statuses keep being made); open ones are
+        dropped. ``health``: the health check still says OK (only upgrades and SSE refused)."""
+        self.faults.refuse(seconds, health)
         self.drop()
 
     def stall(self, seconds: float) -> None:

@@ -272,7 +272,7 @@ class StreamingResource(Resource):
         path = full[len("api/v1/streaming"):].strip("/")
         refusing = emu.faults.refusing()
         if path == "health":
-            if refusing:
+            if refusing and not emu.faults.health_ok:
                 request.setResponseCode(502)
                 return b"Bad Gateway"
             request.setHeader("content-type", "text/plain")
