@@ -19,3 +19,12 @@ class MastodonGapBenchTests(TestCase):
         self.assertGreater(seconds, 0)
         self.assertGreaterEqual(pages, 3)  # 40 a page
         self.assertGreater(size, 2000)
+
+    @defer.inlineCallbacks
+    def test_live_statuses_are_measured(self) -> Any:
+        from bench.mastodon_gap import measure_live
+
+        for transport in ("websocket", "sse"):
+            seconds, size = yield measure_live(reactor, 200, transport)
+            self.assertGreater(seconds, 0)
+            self.assertGreater(size, 2000)
