@@ -150,6 +150,27 @@ class MastodonDaemonTests(TestCase):
         self.assertNotIn("Traceback", out)
 
     @defer.inlineCallbacks
+    def test_params_changed_over_rest_subscribe_on_the_open_socket(self) -> Any:
+        port = free_port()
+        self.configure(web_port=port)
+        proc, child = self.start()
+        yield until(lambda: len([m for m in self.emu.client_messages if m["type"] == "subscribe"]) == 2, timeout=60)
+        http = http_client(self)
+        r = yield http.put(f"http://127.0.0.1:{port}/streams/hashtag/tag.json?values=python,rust")
+        self.assertEqual(r.code, 200, (yield r.content()))
+        yield until(lambda: len(self.emu.client_messages) == 4, timeout=60)
+        self.assertEqual(sorted((m["type"], m["tag"]) for m in self.emu.client_messages[2:]),
+                         [("subscribe", "rust"), ("unsubscribe", "fediverse")])
+        yield until(lambda: any(json.loads(q)["stream"] == ["hashtag", "rust"] for q in self.queue()), timeout=60)
+        r = yield http.put(f"http://127.0.0.1:{port}/streams/hashtag/tag.json?values=two%20words")
+        self.assertEqual(r.code, 422)
+        self.assertTrue(json.loads((yield r.content()))["error"].startswith("tag: not a hashtag"))
+        out = yield self.stop(proc, child)
+        self.assertEqual(self.emu.counters["websocket_connections"], 1)
+        self.assertIn("Stream params applied on the open connection", (self.dir / "flamingo.log").read_text())
+        self.assertNotIn("Traceback", out)
+
+    @defer.inlineCallbacks
     def test_401_is_fatal_in_status_with_the_servers_message(self) -> Any:
         port = free_port()
         self.configure(token="wrong", web_port=port)

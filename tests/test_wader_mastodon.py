@@ -135,6 +135,8 @@ class LiveTests(MastodonWaderBase):
                          [("unsubscribe", "fediverse"), ("subscribe", "rust")])
         self.assertEqual(self.emu.counters["websocket_connections"], 1)
         self.assertEqual(self.stats.attempts, ["initial"])
+        assert w.active is not None
+        self.assertEqual(w.active.request_line, "/api/v1/streaming?stream=hashtag&tag=python,rust")
         made = self.emu.timeline.make(100)
         want = sum(1 for m in made for k in (("hashtag", "python"), ("hashtag", "rust")) if k in m.keys)
         yield until(lambda: len(self.sink.frames) == want)

@@ -147,6 +147,10 @@ class MastodonSource:
         keys = subscriptions(self.stream, params)
         if needs_params(self.stream) and not keys:
             return None
+        return self.request_for(keys)
+
+    def request_for(self, keys: Sequence[StreamKey]) -> StreamRequest:
+        """The (secret-free) request line and the subscriptions, in a ``StreamRequest``."""
         shown = ",".join(k[1] for k in keys if len(k) > 1)
         param = "tag" if self.stream.startswith("hashtag") else "list"
         line = f"/api/v1/streaming?stream={self.stream}" + (f"&{param}={shown}" if shown else "")
@@ -162,7 +166,7 @@ class MastodonSource:
         if self.conf.transport != "websocket" or not isinstance(link, MastodonLink):
             return False  # SSE: one response per subscription, reconnected
         keys = subscriptions(self.stream, params)
-        return bool(keys) and link.resubscribe(keys)
+        return bool(keys) and link.resubscribe(keys, self.request_for(keys))
 
     def close_idle(self) -> None:
         self.pool.closeCachedConnections()
@@ -380,8 +384,9 @@ class MastodonLink:
         if out:
             self.events.messages(self, out)
 
-    def resubscribe(self, keys: list[StreamKey]) -> bool:
-        """Subscribe and unsubscribe on the open socket; False when it is not open."""
+    def resubscribe(self, keys: list[StreamKey], request: StreamRequest) -> bool:
+        """Subscribe and unsubscribe on the open socket; False when it is not open.
+        ``request`` is the new request line (logs, and the next state report)."""
         ws = self.websocket
         if ws is None or not ws.is_open or self.closing:
             return False
@@ -395,6 +400,7 @@ class MastodonLink:
                 ws.send(subscribe_message(key))
         log.info("Mastodon subscriptions now: {streams}", streams=", ".join(label(k) for k in keys))
         self.keys = list(keys)
+        self.request = request
         return True
 
     # -- the end ---------------------------------------------------------------------------------
