@@ -290,6 +290,49 @@ class GapTests(MastodonWaderBase):
         self.assertEqual(w.state.name, "connected")
 
     @defer.inlineCallbacks
+    def test_a_crawling_rest_api_cannot_hold_live_events_without_bound(self) -> None:
+        w = self.make(stream="public", params={})
+        self.source.hold_max_bytes = 30_000  # about ten statuses
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(1)
+        self.emu.timeline.make(3)
+        yield until(lambda: len(self.sink.frames) == 3)
+        self.emu.hold_timelines = defer.Deferred()  # the fill's first page never comes
+        self.emu.drop()
+        self.emu.timeline.make(10)
+        yield self.reconnected()
+        yield until(lambda: self.emu.counters["timelines_held"] == 1 and self.source.gap.running)
+        live = self.emu.timeline.make(25)
+        yield until(lambda: len(self.sink.frames) == 28)  # the fill abandoned, the held events on
+        self.assertEqual([e["payload"]["id"] for e in events(self.sink.frames)][3:], [m.id for m in live])
+        self.assertEqual((self.source.gap.failed, self.source.gap.running), (1, False))
+        self.emu.hold_timelines.callback(None)  # the late answer changes nothing
+        self.emu.timeline.make(2)
+        yield until(lambda: len(self.sink.frames) == 30)
+
+    @defer.inlineCallbacks
+    def test_a_rest_page_that_never_comes_times_out(self) -> None:
+        w = self.make(stream="public", params={})
+        w.startService()
+        self.clock.advance(0)
+        yield self.subscribed(1)
+        self.emu.timeline.make(3)
+        yield until(lambda: len(self.sink.frames) == 3)
+        self.emu.hold_timelines = defer.Deferred()
+        self.emu.drop()
+        self.emu.timeline.make(10)
+        yield self.reconnected()
+        yield until(lambda: self.emu.counters["timelines_held"] == 1 and self.source.gap.running)
+        live = self.emu.timeline.make(4)
+        self.clock.advance(self.config.wader.connect_timeout + 1)  # the page's timeout, on the clock
+        yield until(lambda: len(self.sink.frames) == 7)
+        self.assertEqual([e["payload"]["id"] for e in events(self.sink.frames)][3:], [m.id for m in live])
+        self.assertEqual(self.source.gap.failed, 1)
+        self.assertIn("no answer", str(self.source.gap.last["public"]["reason"]))
+        self.emu.hold_timelines.callback(None)
+
+    @defer.inlineCallbacks
     def test_gap_max_bounds_a_fill(self) -> None:
         w = self.make(stream="public", params={}, gap_max=50)
         w.startService()

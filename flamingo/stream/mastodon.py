@@ -59,12 +59,15 @@ from flamingo.stream.source import JournalTail, Link, LinkEvents, Params, Retry,
 from flamingo.stream.sse import SseEvent, SseLink
 from flamingo.stream.websocket import WebSocketLink
 
-__all__ = ["MastodonSource", "MastodonLink", "MastodonStats", "TAIL_EVENTS"]
+__all__ = ["MastodonSource", "MastodonLink", "MastodonStats", "TAIL_EVENTS", "HOLD_MAX_BYTES"]
 
 log = logger("flamingo.wader")
 
 #: events read back from the journal at start for the newest ids and the dedupe window
 TAIL_EVENTS = 20_000
+#: live events held while a gap fill runs, at most (bytes): a REST API that crawls must not
+#: grow memory without bound; past it the fill is abandoned and the held events go on
+HOLD_MAX_BYTES = 64 << 20
 
 
 @runtime_checkable
@@ -100,6 +103,7 @@ class MastodonSource:
         self.newest: dict[StreamKey, str] = {}
         self.gap = GapStats()
         self.streaming: str | None = self.conf.streaming_url
+        self.hold_max_bytes = HOLD_MAX_BYTES
         self._resumed = False
 
     @property
@@ -241,6 +245,7 @@ class MastodonLink:
         #: one of them has been (one silent SSE response among live ones is still a stall)
         self.fresh: set[int] = set()
         self.buffer: list[Shaped] = []
+        self.buffer_bytes = 0
         self.filling = False
         self.live = False
         self.opened = False  # the wader was told ``responded``
@@ -335,6 +340,7 @@ class MastodonLink:
         if self.closing:
             return
         buffered, self.buffer = self.buffer, []
+        self.buffer_bytes = 0
         self.filling, self.live = False, True
         before = len(statuses)
         frames = self.source.pass_on(statuses)
@@ -350,6 +356,15 @@ class MastodonLink:
         if failure.check(defer.CancelledError) or self.closing:
             return
         log.failure("Gap fill failed", failure)
+        self._filled([])
+
+    def _abandon_fill(self) -> None:
+        log.error("Gap fill abandoned: {n} live events ({mb:.1f} MB) held while it ran; statuses of the "
+                  "gap not read yet are missing", n=len(self.buffer), mb=self.buffer_bytes / 1e6)
+        self.source.gap.failed += 1
+        step, self.step = self.step, None
+        if step is not None:
+            step.cancel()
         self._filled([])
 
     # -- live ---------------------------------------------------------------------------------
@@ -379,6 +394,9 @@ class MastodonLink:
                 log.warn("The Mastodon streaming server says: {error}", error=server_words(frame))
         if self.filling or not self.live:
             self.buffer.extend(shaped)
+            self.buffer_bytes += sum(len(s.frame) for s in shaped)
+            if self.filling and self.buffer_bytes > self.source.hold_max_bytes:
+                self._abandon_fill()
             return
         out = self.source.pass_on(shaped)
         if out:

@@ -20,8 +20,10 @@ import attrs
 import orjson
 from treq.client import HTTPClient
 from twisted.internet import defer
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -150,21 +152,35 @@ class MastodonRest:
         """(response, body); a network failure or timeout is a RestError(Retry network).
         Redirects are followed only where asked (discovery: an instance that moved),
         never with the token."""
+        timed_out: list[bool] = []
         try:
-            d = self.http.get(url, headers=self._headers(auth), allow_redirects=follow)
-            d.addTimeout(self.timeout, self.clock)
-            response = yield d
-            d2 = response.content()
-            d2.addTimeout(self.timeout, self.clock)
-            body = yield d2
-        except defer.CancelledError:
-            raise
-        except defer.TimeoutError:
-            raise RestError(Retry("network", f"no answer from {urlsplit(url).netloc} within {self.timeout}s")) from None
-        except Exception as e:  # connection refused, DNS, TLS: the network's
-            raise RestError(Retry("network", f"{urlsplit(url).netloc}: {e}")) from None
+            response = yield self._bounded(
+                self.http.get(url, headers=self._headers(auth), allow_redirects=follow), timed_out)
+            body = yield self._bounded(response.content(), timed_out)
+        except Exception as e:
+            where = urlsplit(url).netloc
+            if timed_out:
+                raise RestError(Retry("network", f"no answer from {where} within {self.timeout}s")) from None
+            if _cancelled(e):
+                raise defer.CancelledError() from None  # the caller gave up: not the network's fault
+            raise RestError(Retry("network", f"{where}: {e}")) from None  # refused, DNS, TLS, reset
         self.budget.read(response.headers)
         return response, body[:MAX_BODY]
+
+    def _bounded(self, d: defer.Deferred[Any], timed_out: list[bool]) -> defer.Deferred[Any]:
+        """``d``, cancelled after ``timeout`` seconds on the clock (noted in ``timed_out``)."""
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.clock.callLater(self.timeout, expire)
+
+        def settled(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(settled)
 
     @defer.inlineCallbacks
     def discover(self, api_url: str) -> Generator[defer.Deferred[Any], Any, str]:
@@ -240,6 +256,15 @@ class MastodonRest:
         if len(ordered) > gap_max:
             ordered = ordered[len(ordered) - gap_max:]  # the newest: nearest to the live stream
         return GapResult(key, since_id, ordered, pages, complete, reason)
+
+
+def _cancelled(e: BaseException) -> bool:
+    """A request given up by its caller (treq wraps the CancelledError)."""
+    if isinstance(e, (defer.CancelledError, ConnectingCancelledError)):
+        return True
+    if isinstance(e, (ResponseNeverReceived, ResponseFailed)):
+        return any(r.check(defer.CancelledError) for r in e.reasons)
+    return False
 
 
 def failure_verdict(failure: Failure) -> Verdict:
