@@ -173,3 +173,52 @@ class ParamRuleTests(SynchronousTestCase):
             with self.assertRaises(ValidationError) as caught:
                 validate_params("hashtag", params, source="mastodon")
             self.assertIn(caught.exception.field, ("tag", "list", "track"))
+
+
+class _ForwardTail:
+    """A journal's tail as ``Journal.tail`` reads it: from ``last - n + 1`` forward, to the byte cap."""
+
+    def __init__(self, events: list[bytes]) -> None:
+        self.events = events
+        self.asked: list[int] = []
+
+    def tail(self, max_events: int, max_bytes: int = 16 << 20) -> list[bytes]:
+        self.asked.append(max_events)
+        out, size = [], 0
+        for e in self.events[-max_events:]:
+            if size + len(e) > max_bytes:
+                break
+            out.append(e)
+            size += len(e)
+        return out
+
+
+class ResumeTests(SynchronousTestCase):
+    def source(self, journal: _ForwardTail, **wader: int) -> object:
+        from twisted.internet.task import Clock
+
+        from flamingo.config import from_mapping
+        from flamingo.stream.mastodon import MastodonSource
+        from tests.support.fakes import NullStats
+
+        config = from_mapping({"source": "mastodon", "stream": "hashtag", "api": {"url": "http://127.0.0.1:9"},
+                               "bearer_token": "t", "wader": wader}, environ={})
+        clock = Clock()
+        src = MastodonSource(config, clock, clock, NullStats(), journal)  # type: ignore[arg-type]
+        self.addCleanup(src.close_idle)
+        return src
+
+    def test_the_newest_ids_even_when_the_tail_hits_its_byte_cap(self) -> None:
+        from flamingo.stream import mastodon
+
+        big = b"x" * 20_000
+        events = [shape_status(("hashtag", "a" if i % 2 else "b"),
+                               orjson.dumps({"id": str(10_000 + i), "pad": big.decode()}), str(10_000 + i)).frame
+                  for i in range(5000)]
+        journal = _ForwardTail(events)
+        self.patch(mastodon, "TAIL_BYTES", 10 << 20)  # 500 of these events at most
+        src = self.source(journal, max_message_bytes=65536)
+        src.resume()  # type: ignore[attr-defined]
+        self.assertEqual(src.newest, {("hashtag", "a"): "14999", ("hashtag", "b"): "14998"})  # type: ignore[attr-defined]
+        self.assertGreater(len(journal.asked), 1)
+        self.assertIn(("update", ("hashtag", "a"), "14999"), src.seen)  # type: ignore[attr-defined]

@@ -59,12 +59,15 @@ from flamingo.stream.source import JournalTail, Link, LinkEvents, Params, Retry,
 from flamingo.stream.sse import SseEvent, SseLink
 from flamingo.stream.websocket import WebSocketLink
 
-__all__ = ["MastodonSource", "MastodonLink", "MastodonStats", "TAIL_EVENTS", "HOLD_MAX_BYTES"]
+__all__ = ["MastodonSource", "MastodonLink", "MastodonStats", "TAIL_EVENTS", "TAIL_BYTES", "HOLD_MAX_BYTES"]
 
 log = logger("flamingo.wader")
 
-#: events read back from the journal at start for the newest ids and the dedupe window
-TAIL_EVENTS = 20_000
+#: events read back from the journal at start for the newest ids and the dedupe window,
+#: and the bytes they may take (a journal's tail stops at its byte cap, from the oldest
+#: end: fewer events are asked for until the newest are surely in)
+TAIL_EVENTS = 4_000
+TAIL_BYTES = 64 << 20
 #: live events held while a gap fill runs, at most (bytes): a REST API that crawls must not
 #: grow memory without bound; past it the fill is abandoned and the held events go on
 HOLD_MAX_BYTES = 64 << 20
@@ -119,7 +122,7 @@ class MastodonSource:
         self._resumed = True
         if self.journal is None:
             return
-        shaped = [s for s in (read_shaped(f) for f in self.journal.tail(TAIL_EVENTS)) if s is not None]
+        shaped = [s for s in (read_shaped(f) for f in self._journal_tail(self.journal)) if s is not None]
         self.newest.update(newest_ids(shaped))
         for s in shaped:
             if s.dedupe is not None:
@@ -127,6 +130,17 @@ class MastodonSource:
         if self.newest:
             log.info("Resuming Mastodon streams from the journal: {streams}",
                      streams=", ".join(f"{label(k)} after {v}" for k, v in sorted(self.newest.items())))
+
+    def _journal_tail(self, journal: JournalTail) -> list[bytes]:
+        """The journal's last events, the very last included: a tail cut by its byte cap
+        (read oldest first) would miss the newest ids, so ask for fewer until it is not."""
+        n, biggest = TAIL_EVENTS, self.config.wader.max_message_bytes
+        while True:
+            events = journal.tail(n, TAIL_BYTES)
+            size = sum(map(len, events))
+            if len(events) >= n or size + biggest <= TAIL_BYTES or n <= 1:
+                return events
+            n //= 2
 
     def pass_on(self, events: Sequence[Shaped]) -> list[bytes]:
         """Drop repeats, note the newest ids, give the frames to hand to the wader."""
