@@ -13,6 +13,7 @@ QUICK  ?=
 help:
 	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
 	@echo "               (SOURCE=jetstream: Bluesky Jetstream over WebSocket)"
+	@echo "               (SOURCE=mastodon: the Mastodon emulator, #fediverse and #python)"
 	@echo "make test    - make check, then the whole test suite (starts its own redis-server)"
 	@echo "make check   - ruff (lint) and mypy (strict over flamingo/, config in pyproject.toml)"
 	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"

@@ -25,7 +25,7 @@ setup(
     # The dashboard's page, CSS, JS and vendored uPlot (with its LICENSE), and
     # the demo's config (`python -m flamingo.demo` after a plain `pip install .`).
     # py.typed (PEP 561): type checkers of code that imports flamingo read its annotations.
-    package_data={"flamingo": ["py.typed", "demo.yml", "demo_jetstream.yml", "web/static/*", "web/static/vendor/uplot/*",
+    package_data={"flamingo": ["py.typed", "demo.yml", "demo_jetstream.yml", "demo-mastodon.yml", "web/static/*", "web/static/vendor/uplot/*",
                               # Jetstream's zstd dictionary, with its licence and provenance
                               "stream/jetstream_data/*"]},
     include_package_data=True,
@@ -47,6 +47,8 @@ setup(
         # rich: `flamingo top`, the live terminal view (tables, sparkline, key-free
         # refresh); well kept, pure Python, no curses dependency.
         "rich>=13.7",
+        # treq: the Mastodon source's REST calls (discovery, health, gap filling).
+        "treq>=24.9",
         # autobahn: the WebSocket client (Jetstream, Mastodon) on Twisted; the
         # well-kept RFC 6455 implementation with Twisted support (pings, close codes).
         "autobahn>=23.1",

@@ -32,6 +32,9 @@ DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yml")
 #: SOURCE=jetstream: Bluesky posts and graph events from the Jetstream emulator
 JETSTREAM_CONFIG = Path(__file__).resolve().with_name("demo_jetstream.yml")
 JETSTREAM_WANTED = ["app.bsky.feed.post", "app.bsky.graph.*"]
+#: source: mastodon (``make run SOURCE=mastodon``): the hashtag stream, these tags
+MASTODON_TAGS = ["fediverse", "python"]
+DEMO_MASTODON_CONFIG = Path(__file__).resolve().with_name("demo-mastodon.yml")
 
 
 def start_redis(directory: Path) -> RedisServer:
@@ -50,11 +53,8 @@ def describe(raw: bytes) -> str:
         return f"(not JSON) {raw[:60]!r}"
     if not isinstance(m, dict):
         return "(unexpected) " + raw[:60].decode("utf-8", "replace")
-    if "text" in m or "full_text" in m:
-        user = (m.get("user") or {}).get("screen_name", "?")
-        text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
-        kind = "retweet" if "retweeted_status" in m else "tweet  "
-        return f"{kind} @{user}: " + " ".join(text.split())[:90]
+    if isinstance(m.get("event"), str) and isinstance(m.get("stream"), list):
+        return _describe_mastodon(m)
     if "did" in m and "time_us" in m:  # Bluesky (Jetstream)
         c = m.get("commit")
         commit: dict[str, Any] = c if isinstance(c, dict) else {}
@@ -62,11 +62,28 @@ def describe(raw: bytes) -> str:
         record: dict[str, Any] = r if isinstance(r, dict) else {}
         what = commit.get("collection") or m.get("kind", "?")
         return f"{what:22s} " + " ".join(str(record.get("text", record.get("subject", ""))).split())[:80]
+    if "text" in m or "full_text" in m:
+        user = (m.get("user") or {}).get("screen_name", "?")
+        text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
+        kind = "retweet" if "retweeted_status" in m else "tweet  "
+        return f"{kind} @{user}: " + " ".join(text.split())[:90]
     for key in ("delete", "limit", "scrub_geo", "status_withheld", "user_withheld",
                 "disconnect", "warning"):
         if key in m:
             return f"{key:7s} " + orjson.dumps(m[key]).decode()[:90]
     return "event   " + raw[:90].decode("utf-8", "replace")
+
+
+def _describe_mastodon(m: dict[str, Any]) -> str:
+    """``update  hashtag python @acct: text`` for a Mastodon event as queued."""
+    import re
+
+    where = " ".join(str(s) for s in m["stream"])
+    payload = m.get("payload")
+    if isinstance(payload, dict) and isinstance(payload.get("account"), dict):
+        text = re.sub(r"<[^>]+>", " ", str(payload.get("content", "")))
+        return f"{m['event']:<7} {where} @{payload['account'].get('acct', '?')}: " + " ".join(text.split())[:80]
+    return f"{m['event']:<7} {where} " + orjson.dumps(payload).decode()[:80]
 
 
 class EventTail:
@@ -123,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after this long (default: 20 s under CI or without a TTY, "
                              "else until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=5.0, help="emulator messages per second")
+    parser.add_argument("--source", choices=("twitter", "jetstream", "mastodon"), default="twitter",
+                        help="the API to demo (make run SOURCE=...): twitter (the v1.1 emulator, default), "
+                             "jetstream (Bluesky Jetstream over WebSocket) or mastodon (the Mastodon emulator: "
+                             "#fediverse and #python over one WebSocket, gaps filled from REST)")
     parser.add_argument("--dir", default="run/demo", help="working directory (default run/demo)")
-    parser.add_argument("--source", choices=("twitter", "jetstream"), default="twitter",
-                        help="the API to demo (make run SOURCE=jetstream): twitter v1.1 or Bluesky Jetstream")
     args = parser.parse_args(argv)
 
     from twisted.internet import defer, reactor, task
@@ -133,40 +152,59 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.python.failure import Failure
 
     from flamingo.emulator import Emulator, EmulatorOptions
+    from flamingo.emulator.jet_server import JetOptions, JetstreamEmulator
+    from flamingo.emulator.mastodon import MastodonEmulator, MastoOptions
 
     base = Path(args.dir).resolve()
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    config = JETSTREAM_CONFIG if args.source == "jetstream" else DEMO_CONFIG
+    config = {"mastodon": DEMO_MASTODON_CONFIG, "jetstream": JETSTREAM_CONFIG}.get(args.source, DEMO_CONFIG)
     if not config.is_file():
         raise SystemExit(f"{config} not found: the package is incomplete (reinstall flamingo)")
 
     redis = start_redis(base / "redis")
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
-    emu: Any
+    source_env: dict[str, str] = {}
+    emu: Emulator | MastodonEmulator | JetstreamEmulator
     if args.source == "jetstream":
-        from flamingo.emulator.jet_server import JetOptions, JetstreamEmulator
-
         redis.command("SADD", "flamingo:streams:subscribe:wantedCollections", *JETSTREAM_WANTED)
-        emu = JetstreamEmulator(JetOptions(seed=int(time.time()) % 1000, rate=args.rate * 4),
-                                reactor=reactor)
-        emu.start("127.0.0.1", 0)
-        say(f"emulator         {emu.url}/subscribe  (Bluesky Jetstream, {args.rate * 4:g} events/s, "
+        jet = emu = JetstreamEmulator(JetOptions(seed=int(time.time()) % 1000, rate=args.rate * 4),
+                                      reactor=reactor)
+        jet.start("127.0.0.1", 0)
+        say(f"emulator         {jet.url}/subscribe  (Bluesky Jetstream, {args.rate * 4:g} events/s, "
             f"wantedCollections={','.join(JETSTREAM_WANTED)})")
+
+        def made() -> str:
+            return f"{sum(c.sent for c in jet.connections)} sent by the emulator"
+    elif args.source == "mastodon":
+        redis.command("SADD", "flamingo:streams:hashtag:tag", *MASTODON_TAGS)
+        source_env["DEMO_MASTODON_TOKEN"] = secrets.token_urlsafe(18)
+        masto = emu = MastodonEmulator(MastoOptions(access_token=source_env["DEMO_MASTODON_TOKEN"],
+                                                    seed=int(time.time()) % 1000, rate=args.rate),
+                                       reactor=reactor)
+        masto.start("127.0.0.1", 0, 0)
+        say(f"emulator         {masto.url}  (a Mastodon instance, {args.rate:g} statuses/s; "
+            f"streaming server {masto.streaming_url})")
+
+        def made() -> str:
+            return f"{len(masto.timeline.made)} made by the emulator"
     else:
         redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
-        emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
-                                       size="realistic", user="demo", password="demo-password"),
-                       reactor=reactor)
-        emu.start("127.0.0.1", 0)
-        say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+        v11 = emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
+                                             size="realistic", user="demo", password="demo-password"),
+                             reactor=reactor)
+        v11.start("127.0.0.1", 0)
+        say(f"emulator         {v11.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+
+        def made() -> str:
+            return f"{sum(r.messages_sent for r in v11.journal)} sent by the emulator"
     web_port = free_port()
     # A fresh web.token for each run (FLAMINGO_WEB_TOKEN overrides the config):
     # the dashboard link below carries it once, then its cookie does.
     token = os.environ.get("FLAMINGO_WEB_TOKEN") or secrets.token_urlsafe(18)
     env = {**os.environ, "DEMO_API_URL": emu.url, "DEMO_DIR": str(base),
            "DEMO_REDIS_PORT": str(redis.port), "DEMO_WEB_PORT": str(web_port),
-           "FLAMINGO_WEB_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+           "FLAMINGO_WEB_TOKEN": token, "PYTHONUNBUFFERED": "1", **source_env}
 
     out = open(base / "twistd.out", "wb")
     ended: defer.Deferred[int] = defer.Deferred()
@@ -233,10 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             if timer.active():
                 timer.cancel()
             show()
-            sent = (sum(c.sent for c in emu.connections) if args.source == "jetstream"
-                    else sum(r.messages_sent for r in emu.journal))
-            say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, "
-                  f"{sent} sent by the emulator")
+            say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, {made()}")
         yield emu.stop()
         redis.stop()
 

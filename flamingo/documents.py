@@ -16,7 +16,7 @@ from flamingo._types import JsonObject
 from flamingo.app import App
 
 __all__ = ["wader_state", "delivery_status", "redis_status", "stream_params", "stream_stats", "streams",
-           "cursor_status",
+           "cursor_status", "gap_fill_status",
            "process_info", "meta_document", "status_document"]
 
 
@@ -53,9 +53,17 @@ def streams(app: App) -> JsonObject:
     """``stream_stats`` of every stream subscription, by name."""
     subs = app.store.subscriptions() if app.store is not None else {}
     return {n: stream_stats(app, n) for n in sorted(subs) if subs[n].format == "stream"}
+
+
 def cursor_status(app: App) -> JsonObject | None:
     """Jetstream's resume cursor and lag (None for sources without a cursor)."""
     return app.stats.provided("cursor") if app.stats is not None else None
+
+
+def gap_fill_status(app: App) -> JsonObject | None:
+    """Mastodon's gap fills: counts, the last fill per stream, the newest ids, the REST
+    budget (None for sources without gap filling)."""
+    return app.stats.provided("gap_fill") if app.stats is not None else None
 
 
 def process_info(app: App, now: float) -> JsonObject:
@@ -92,4 +100,5 @@ def status_document(app: App, now: float) -> JsonObject:
         "delivery": delivery,
         "streams": streams(app),
         "process": process_info(app, now),
+        "gap_fill": gap_fill_status(app),
     }

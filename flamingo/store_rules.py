@@ -101,6 +101,12 @@ def validate_params(stream: str, params: dict[str, list[str]], source: str = "tw
                                   f"(its params: {allowed})")
         if source == "jetstream":
             jetstream_events.check_params(params)
+        if source == "mastodon":
+            from flamingo.stream.mastodon_api import param_problem
+
+            problem = param_problem(params)
+            if problem is not None:
+                raise ValidationError(*problem)
         return
     problems = predicates.validate_params(stream, {k: list(v) for k, v in params.items() if v}, allow_count=True)
     # A filter stream without predicates is a valid state to store: the wader

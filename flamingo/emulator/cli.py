@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("--source", choices=("twitter", "x", "jetstream"), default="twitter",
-      help="which API to emulate: twitter (v1.1, the default), x (X API v2: streams, rules, matching) "
-           "or jetstream (Bluesky)")
+    a("--source", choices=("twitter", "x", "jetstream", "mastodon"), default="twitter",
+      help="which API to emulate: twitter (v1.1, the default), x (X API v2: streams, rules, matching), "
+           "jetstream (Bluesky) or mastodon (see --source mastodon --help)")
     a("--host", default="127.0.0.1",
       help="interface to listen on (default 127.0.0.1); beyond loopback only with credentials "
            "(--user/--password, --bearer-token or --oauth-consumer-key/--oauth-consumer-secret)")
@@ -174,7 +174,28 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
     )
 
 
+def source_of(argv: list[str]) -> tuple[str, list[str]]:
+    """The ``--source`` value (default twitter) and the other arguments."""
+    rest, source, i = [], "twitter", 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--source" and i + 1 < len(argv):
+            source, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--source="):
+            source = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return source, rest
+
+
 def main(argv: list[str]) -> int:
+    source, others = source_of(argv)
+    if source == "mastodon":
+        from flamingo.emulator.mastodon.cli import main as mastodon_main
+
+        return mastodon_main(others)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.source == "jetstream":

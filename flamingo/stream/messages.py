@@ -8,6 +8,10 @@ everything else shaped like a tweet is ``tweet``; a Bluesky Jetstream event
 ``identity``, ``account``); what is not a JSON object is
 ``invalid`` (counted, still journaled and delivered).
 
+Mastodon events (queued as ``{"event": NAME, "stream": [...], "payload": ...}``,
+built by ``mastodon_api.shape``) are typed by their event name: ``update``,
+``delete``, ``status.update``, ``notification``...
+
 Fast path: statuses from Twitter start with ``{"created_at"`` and end with
 ``}``; they are typed without parsing (a few hundred ns). A status that is
 truncated in its middle but keeps both ends would be typed ``tweet``: framing
@@ -31,6 +35,9 @@ CONTROL_TYPES = frozenset({"delete", "scrub_geo", "limit", "status_withheld", "u
 _TWEET_KEYS = ("text", "full_text", "id_str", "created_at", "extended_tweet", "retweeted_status")
 _TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _PREFIX = b'{"created_at"'
+#: Mastodon events as queued: ``{"event":"status.update","stream":[...],"payload":...}``
+_EVENT_PREFIX = b'{"event":"'
+_EVENT_RE = re.compile(rb'[a-z][a-z_.]{0,63}')
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
@@ -41,6 +48,11 @@ def message_type(raw: bytes) -> str:
         return "tweet"
     if raw.startswith(jetstream_events.PREFIX):  # Bluesky: the collection NSID, identity, account
         return jetstream_events.event_type(raw)
+    if raw.startswith(_EVENT_PREFIX):
+        end = raw.find(b'"', 10)
+        name = raw[10:end]
+        if end > 0 and _EVENT_RE.fullmatch(name):
+            return name.decode()
     try:
         obj = _loads(raw)
     except _JSONDecodeError:

@@ -37,7 +37,20 @@ def _jetstream(config: Config, reactor: IReactorTime, clock: IReactorTime, stats
     return source
 
 
-BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "jetstream": _jetstream}
+def _mastodon(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+              journal: JournalTail | None) -> Source:
+    from flamingo.stats import Stats
+    from flamingo.stream.mastodon import MastodonSource, MastodonStats
+
+    if not isinstance(stats, MastodonStats):  # the wader's figures count duplicates too
+        raise TypeError("the mastodon source needs stats that count duplicates")
+    source = MastodonSource(config, reactor, clock, stats, journal)
+    if isinstance(stats, Stats):  # /meta.json, /status.json, /metrics: the gap fill's figures
+        stats.provide("gap_fill", source.status)
+    return source
+
+
+BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "jetstream": _jetstream, "mastodon": _mastodon}
 
 
 def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,

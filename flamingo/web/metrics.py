@@ -84,6 +84,7 @@ class FlamingoCollector(Collector):
         yield from self._events(snap)
         yield from self._connection(app, snap)
         yield from self._delivery(app, snap)
+        yield from self._gap_fill(snap)
         if self.readiness is not None:
             yield from self._ready(self.readiness)
 
@@ -135,6 +136,30 @@ class FlamingoCollector(Collector):
         yield _labelled(CounterMetricFamily(
             "flamingo_parse_errors", "Frames that could not be parsed, by kind", labels=["kind"]),
             _get(snap, "parse_errors", "by_kind"))
+
+    def _gap_fill(self, snap: JsonMapping) -> Iterator[Metric]:
+        """Mastodon: statuses recovered from the REST timelines after reconnects and restarts."""
+        gap = snap.get("gap_fill")
+        if not isinstance(gap, Mapping):
+            return
+        for name, key, doc in (
+            ("flamingo_gap_fills", "fills", "Gap fills run (after a reconnect or restart)"),
+            ("flamingo_gap_fill_statuses", "statuses", "Statuses recovered by gap fills"),
+            ("flamingo_gap_fill_pages", "pages", "REST timeline pages read by gap fills"),
+            ("flamingo_gap_fill_truncated", "truncated", "Streams whose gap was not closed (gap_max, rate limit)"),
+            ("flamingo_gap_fill_failed", "failed", "Streams whose gap fill failed"),
+        ):
+            fam: Family = CounterMetricFamily(name, doc)
+            v = _num(gap.get(key))
+            if v is not None:
+                fam.add_metric([], v)
+            yield fam
+        fam = GaugeMetricFamily("flamingo_rest_ratelimit_remaining",
+                                "REST requests left in the account's rate-limit window (X-RateLimit-Remaining)")
+        v = _num(_get(gap, "rate_limit", "remaining"))
+        if v is not None:
+            fam.add_metric([], v)
+        yield fam
 
     def _connection(self, app: App, snap: JsonMapping) -> Iterator[Metric]:
         yield _labelled(CounterMetricFamily(

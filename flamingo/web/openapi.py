@@ -113,7 +113,7 @@ SCHEMAS: JsonObject = {
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "streams", "process", "source", "cursor"],
+                     "journal_backlog", "redis", "delivery", "streams", "process", "source", "cursor", "gap_fill"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -132,6 +132,10 @@ SCHEMAS: JsonObject = {
             "cursor": {"type": ["object", "null"], "description":
                        "Jetstream: time_us of the newest event handed on, lag_seconds (now - time_us), "
                        "the cursor the connection asked for (requested), journaled_at_start"},
+            "gap_fill": {"type": ["object", "null"], "description":
+                         "Mastodon: fills, statuses, pages, truncated, failed, running, last_at, last "
+                         "(per stream: since_id, filled, pages, complete, reason), rate_limit, "
+                         "newest_ids (per stream), streaming_url, transport"},
         },
     },
     "Restart": {
