@@ -98,3 +98,16 @@ class JournalTailRead(TestCase):
             self.assertEqual(j.tail(4), [b'{"n":6}', b'{"n":7}', b'{"n":8}', b'{"n":9}'])
             self.assertEqual(len(j.tail(100)), 10)
             j.close()
+
+    def test_tail_keeps_the_newest_when_the_byte_cap_bites(self) -> None:
+        import tempfile
+
+        from flamingo.dispatch.journal import Journal
+
+        with tempfile.TemporaryDirectory() as d:
+            j = Journal(d, kind="event", fsync="no", rotate_events=3).open()
+            for i in range(10):
+                j.append([b'{"n":%d}' % i])  # 7 bytes each
+            self.assertEqual(j.tail(10, max_bytes=21), [b'{"n":7}', b'{"n":8}', b'{"n":9}'])
+            self.assertEqual(j.tail(2, max_bytes=1000), [b'{"n":8}', b'{"n":9}'])
+            j.close()

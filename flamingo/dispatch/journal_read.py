@@ -7,6 +7,7 @@ journal's segments (the first position of each is in its name).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Protocol
 
 from flamingo.dispatch.segments import READ_ERRORS, Reader, Segment, open_segment
@@ -88,14 +89,15 @@ class SegmentReads:
         return out
 
     def tail(self, max_events: int, max_bytes: int = 16 << 20) -> list[bytes]:
-        """See ``Journal.tail``."""
+        """See ``Journal.tail``: the newest events win when ``max_bytes`` bites (the
+        window is read forward in chunks and the oldest are let go)."""
         j = self.journal
-        out: list[bytes] = []
+        out: deque[bytes] = deque()
         seq = max(j.first_seq, j.last_seq - max_events + 1)
         size = 0
-        while seq <= j.last_seq and size < max_bytes:
+        while seq <= j.last_seq:
             try:
-                lines = self.read(seq, max_events=j.last_seq - seq + 1, max_bytes=max_bytes - size)
+                lines = self.read(seq, max_events=min(5000, j.last_seq - seq + 1), max_bytes=max(1, max_bytes))
             except JournalGap as gap:
                 seq = gap.last + 1
                 continue
@@ -104,7 +106,9 @@ class SegmentReads:
             out.extend(lines)
             size += sum(map(len, lines))
             seq += len(lines)
-        return out
+            while size > max_bytes and out:
+                size -= len(out.popleft())
+        return list(out)
 
     def drop(self, path: object = None) -> None:
         """Close the kept reader (any, or only the one on ``path``): a segment goes away."""
