@@ -327,7 +327,8 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
         self.assertEqual(change_targets("params:filter:track"), [("params", "filter", "track")])
         self.assertEqual(change_targets("params:filter"), [("params", "filter", None)])
         self.assertEqual(change_targets("subscriptions:a:b"), [("subscription", "a:b", None)])
-        for other in ("anything", "params:", "params:bad stream", "params:filter:9bad", "params:filter:b-ad", "subscriptions:", ""):
+        for other in ("anything", "params:", "params:bad stream", "params:filter:9bad", "params:filter:b-ad",
+                      "subscriptions:", ""):
             self.assertIsNone(change_targets(other), other)
 
     def test_any_message_is_a_target_list_or_everything(self):

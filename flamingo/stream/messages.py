@@ -16,11 +16,12 @@ bytes as received anyway.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-__all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
+__all__ = ["message_type", "CONTROL_TYPES", "parse_limit", "typer_for"]
 
 CONTROL_TYPES = frozenset({"delete", "scrub_geo", "limit", "status_withheld", "user_withheld",
                            "disconnect", "warning"})
@@ -60,3 +61,11 @@ def parse_limit(raw: bytes) -> int | None:
     except (_JSONDecodeError, KeyError, TypeError):
         return None
     return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def typer_for(source: str) -> Callable[[bytes], str]:
+    """How a source's messages are typed (v1.1's ``message_type`` unless the source has its own)."""
+    if source == "x":
+        from flamingo.stream.x_messages import x_message_type
+        return x_message_type
+    return message_type

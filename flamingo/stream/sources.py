@@ -7,28 +7,40 @@ A new source registers its builder in ``BUILDERS``; the wader asks
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo.config import Config, ConfigError
 from flamingo.stream.source import JournalTail, Source
 from flamingo.stream.twitter import TwitterV11Source, V11Stats
+from flamingo.stream.x import XSource, XStats
 
 __all__ = ["build_source", "BUILDERS", "SourceBuilder"]
 
+
+class SourceStats(V11Stats, XStats, Protocol):
+    """The figures a source records (the wader's ``StreamStats`` has them all)."""
+
+
 #: (config, reactor, clock, stats, journal tail or None) -> Source
-SourceBuilder = Callable[[Config, IReactorTime, IReactorTime, V11Stats, JournalTail | None], Source]
+SourceBuilder = Callable[[Config, IReactorTime, IReactorTime, SourceStats, JournalTail | None], Source]
 
 
-def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: SourceStats,
              journal: JournalTail | None) -> Source:
     return TwitterV11Source(config, reactor, clock, stats)
 
 
-BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter}
+def _x(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: SourceStats,
+       journal: JournalTail | None) -> Source:
+    return XSource(config, reactor, clock, stats, journal)
 
 
-def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "x": _x}
+
+
+def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: SourceStats,
                  journal: JournalTail | None = None) -> Source:
     """The source ``config.source`` names, resuming from ``journal`` when it has a position."""
     try:
