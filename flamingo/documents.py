@@ -50,8 +50,11 @@ def process_info(app: App, now: float) -> JsonObject:
 def meta_document(app: App, now: float) -> JsonObject:
     """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
     snapshot = app.stats.snapshot() if app.stats is not None else {}
-    return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
-            "wader": wader_state(app)}
+    doc = {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
+           "source": app.config.source, "wader": wader_state(app)}
+    if app.rules is not None:
+        doc["rules"] = app.rules.status()  # X rule sync: last sync, pending, rejected
+    return doc
 
 
 def status_document(app: App, now: float) -> JsonObject:
@@ -69,4 +72,6 @@ def status_document(app: App, now: float) -> JsonObject:
         "redis": redis_status(app),
         "delivery": delivery,
         "process": process_info(app, now),
+        "source": app.config.source,
+        **({"rules": app.rules.status()} if app.rules is not None else {}),
     }

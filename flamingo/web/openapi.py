@@ -63,6 +63,7 @@ SCHEMAS: JsonObject = {
             "types": {"type": ["array", "null"], "items": {"type": "string"}},
             "filter": _STR_LIST,
             "max_length": {"type": ["integer", "null"], "minimum": 1},
+            "rules": _STR_LIST,
             "queue": {"type": "string"},
             "deleted": {"type": "boolean"},
             "queue_dropped": {"type": "boolean"},
@@ -79,8 +80,22 @@ SCHEMAS: JsonObject = {
             "filter": {"type": ["string", "number", "array", "null"],
                        "items": {"type": ["string", "number"]}},
             "max_length": {"type": ["integer", "null"], "minimum": 1},
+            "rules": {"type": ["string", "number", "array", "null"],
+                      "items": {"type": ["string", "number"]}},
         },
     },
+    "Rule": {
+        "type": "object",
+        "required": ["value", "tag", "id", "status", "error"],
+        "properties": {
+            "value": {"type": "string"},
+            "tag": {"type": ["string", "null"]},
+            "id": {"type": ["string", "null"], "description": "X's id, once active"},
+            "status": {"type": "string", "enum": ["pending", "active", "rejected"]},
+            "error": {"type": ["string", "null"], "description": "X's message, when rejected"},
+        },
+    },
+    "RuleList": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
     "Process": {
         "type": "object",
         "properties": {"pid": {"type": "integer"}, "version": {"type": "string"},
@@ -92,12 +107,14 @@ SCHEMAS: JsonObject = {
         "required": ["process", "stream", "wader"],
         "properties": {"process": {"$ref": "#/components/schemas/Process"},
                        "stream": {"type": "string"},
+                       "source": {"type": "string"},
+                       "rules": {"$ref": "#/components/schemas/RuleSync"},
                        "wader": {"$ref": "#/components/schemas/WaderState"}},
     },
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "process"],
+                     "journal_backlog", "redis", "delivery", "process", "source"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -110,6 +127,19 @@ SCHEMAS: JsonObject = {
                       "properties": {"available": {"type": "boolean"}}},
             "delivery": {"type": "object"},
             "process": {"$ref": "#/components/schemas/Process"},
+            "source": {"type": "string", "enum": ["twitter", "x", "jetstream", "mastodon"]},
+            "rules": {"$ref": "#/components/schemas/RuleSync"},
+        },
+    },
+    "RuleSync": {
+        "type": "object",
+        "description": "X filter rules (source: x, stream filter): counts and the last sync",
+        "properties": {
+            "rules": {"type": "integer"}, "pending": {"type": "integer"}, "active": {"type": "integer"},
+            "rejected": {"type": "integer"}, "last_sync": _NULLABLE_NUM, "last_attempt": _NULLABLE_NUM,
+            "next_sync_at": _NULLABLE_NUM, "error": {"type": ["string", "null"]},
+            "cause": {"type": ["string", "null"]}, "syncing": {"type": "boolean"},
+            "passes": {"type": "integer"}, "deleted_at_x": {"type": "integer"},
         },
     },
     "Restart": {
@@ -254,7 +284,8 @@ def _operation(method: str, path: str) -> JsonObject:
                   _query("format", "raw | envelope | resque", _FORMAT),
                   _query("types", "Comma-separated event types (default: all)"),
                   _query("filter", "Comma-separated terms an event must contain"),
-                  _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
+                  _query("max_length", "Trim the list to this many events", _MAX_LENGTH),
+                  _query("rules", "Comma-separated X rule tags a post must have matched (source: x)")]
         props = {"name": {"type": ["string", "number"]}, **SCHEMAS["SubscriptionOptions"]["properties"]}
         body = _body(props)
         errors += ["400", "413", "422", "503"]
@@ -266,7 +297,8 @@ def _operation(method: str, path: str) -> JsonObject:
             params += [_query("format", "raw | envelope | resque", _FORMAT),
                        _query("types", "Comma-separated event types"),
                        _query("filter", "Comma-separated terms"),
-                       _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
+                       _query("max_length", "Trim the list to this many events", _MAX_LENGTH),
+                       _query("rules", "Comma-separated X rule tags")]
             body = _body(SCHEMAS["SubscriptionOptions"]["properties"])
             errors += ["400", "413", "422", "503"]
         elif method == "DELETE":
@@ -275,6 +307,16 @@ def _operation(method: str, path: str) -> JsonObject:
                                                           "no", "on", "off"]})]
             errors += ["400", "503"]
         ok = _json(_ref("Subscription"))
+    elif path == "/streams/filter/rules.json":
+        errors += ["404"]  # a daemon of another source or stream has no rules
+        if method != "GET":
+            params = [_query("value", "The rule's value (X's rule syntax)"),
+                      _query("tag", "The rule's tag (what subscriptions route by)")]
+            body = _body({"value": {"type": ["string", "number", "null"]},
+                          "tag": {"type": ["string", "number", "null"]}})
+            errors += ["400", "413", "422", "503"]
+        ok = _json(_ref("Rule"), "The rule (already there: 200, unchanged)") if method == "POST" \
+            else _json(_ref("RuleList"))
     elif key == ("GET", "/status.json"):
         ok = _json(_ref("Status"))
     elif key == ("POST", "/wader/restart.json"):
@@ -296,6 +338,8 @@ def _operation(method: str, path: str) -> JsonObject:
         responses["503"] = _json(_ref("Health"), "Unhealthy; `reason` says why")
     if key == ("GET", "/ready"):
         responses["503"] = _json(_ref("Ready"), "Not ready; `reasons` say why")
+    if key == ("POST", "/streams/filter/rules.json"):
+        responses["201"] = _json(_ref("Rule"), "Added: pending until X has it")
     for code in sorted(set(errors)):
         responses.setdefault(code, _error(code))
     op: JsonObject = {"responses": responses}
