@@ -25,6 +25,11 @@ EPILOG = (
     "    - {kind: status, code: 503, times: 2}\n"
     "    - {kind: close_after, after: 100}\n"
     "    - {stall: 95, after: 10}\n\n"
+    "X API v2 (--source x): GET /2/tweets/search/stream, /2/tweets/sample/stream, "
+    "/2/tweets/sample10/stream?partition=1, /2/tweets/firehose/stream?partition=1, "
+    "/2/tweets/compliance/stream?partition=1, /2/users/compliance/stream?partition=1; "
+    "GET/POST /2/tweets/search/stream/rules. The disconnect fault sends X's operational-disconnect "
+    "line, connection_limit its TooManyConnections line.\n\n"
     "example:\n"
     "  flamingo emulator --user u --password p --rate 50 &\n"
     "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json"
@@ -62,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--script", metavar="FILE", help="YAML fault script (see below)")
     a("--fault", metavar="SPEC", action="append", default=[],
       help="add a fault, e.g. status:code=503,times=2 or close_after:after=100 (repeatable)")
-    a("--keepalive", type=float, default=30.0, metavar="SECONDS",
-      help="seconds of idleness before a keep-alive newline (default 30; 0 = never)")
+    a("--keepalive", type=float, default=None, metavar="SECONDS",
+      help="seconds of idleness before a keep-alive newline (default 30, 20 with --source x; 0 = never)")
     a("--journal", metavar="FILE", help="append the connection journal to FILE as JSON lines")
     a("--delivery-cap", type=int, metavar="N",
       help="deliver at most N statuses/s on a filter stream; the rest are counted in limit notices")
@@ -80,6 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-connections", type=int, default=100, metavar="N",
       help="open connections at most, streams included; one more gets 503 and is closed "
            "(default 100)")
+    x = p.add_argument_group("X API v2 (--source x)")
+    b = x.add_argument
+    b("--source", choices=("twitter", "x"), default="twitter",
+      help="the API to speak: twitter (v1.1, the default) or x (X API v2: streams, rules, matching)")
+    b("--tier", choices=("pay-per-use", "enterprise"), default="pay-per-use",
+      help="rule limits: pay-per-use 1,000 rules of <= 1,024 chars, 1 connection per stream; "
+           "enterprise 25,000 of <= 2,048, 2 connections (default pay-per-use)")
+    b("--rules-delay", type=float, default=0.0, metavar="SECONDS",
+      help="seconds before a committed rule change reaches the live stream (X: up to ~20; default 0)")
+    b("--rules-rate", type=int, default=100, metavar="N",
+      help="rules POSTs allowed per --rate-window; one more gets 429 (default 100, as X)")
+    b("--connect-rate", type=int, default=50, metavar="N",
+      help="stream connections allowed per --rate-window; one more gets 429 (default 50, as X)")
+    b("--rate-window", type=float, default=900.0, metavar="SECONDS",
+      help="the rate-limit window (default 900 = 15 minutes, as X)")
+    b("--connections", type=int, metavar="N",
+      help="open connections allowed per stream (and partition); one more gets 429 TooManyConnections "
+           "(default: the tier's)")
+    b("--max-rules", type=int, metavar="N", help="override the tier's rule count limit")
+    b("--max-rule-length", type=int, metavar="N", help="override the tier's rule length limit")
     return p
 
 
@@ -115,6 +140,15 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         journal=args.journal,
         header_timeout=args.header_timeout,
         max_connections=args.max_connections,
+        source=args.source,
+        tier=args.tier,
+        rules_delay=args.rules_delay,
+        rules_rate=args.rules_rate,
+        connect_rate=args.connect_rate,
+        rate_window=args.rate_window,
+        connections=args.connections,
+        max_rules=args.max_rules,
+        max_rule_length=args.max_rule_length,
     )
 
 
@@ -150,8 +184,12 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # CannotListenError and friends
         print(f"flamingo emulator: {e}", file=sys.stderr)
         return 1
-    print(f"Streaming API emulator listening on {emu.url}", flush=True)
-    print(f"  {emu.url}/1.1/statuses/filter.json  (POST/GET, track/follow/locations)", flush=True)
+    if options.source == "x":
+        print(f"X API v2 emulator listening on {emu.url}", flush=True)
+        print(f"  {emu.url}/2/tweets/search/stream  (rules: {emu.url}/2/tweets/search/stream/rules)", flush=True)
+    else:
+        print(f"Streaming API emulator listening on {emu.url}", flush=True)
+        print(f"  {emu.url}/1.1/statuses/filter.json  (POST/GET, track/follow/locations)", flush=True)
 
     def shutdown(*_: object) -> None:
         emu.broadcast_disconnect(1, "Shutdown")

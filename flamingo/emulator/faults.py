@@ -27,7 +27,7 @@ __all__ = ["Fault", "FaultPlan", "KINDS", "STATUS_CODES"]
 
 #: kind -> short description (also shown by ``flamingo emulator --help``)
 KINDS: dict[str, str] = {
-    "status": "answer HTTP status CODE to the next TIMES connection attempts",
+    "status": "answer HTTP status CODE to the next TIMES connection attempts (or to all for SECONDS)",
     "refuse": "reset every connection attempt for SECONDS (from now)",
     "close_after": "close the stream after AFTER messages",
     "close_mid_message": "after AFTER messages, send half of the next one and close",
@@ -134,21 +134,27 @@ class FaultPlan:
         self._now = now
         self.pending: list[Fault] = []
         self.refuse_until = 0.0
+        #: (code, until): status faults with ``seconds`` answer every attempt until then
+        self.status_windows: list[tuple[int, float]] = []
 
     # -- building ----------------------------------------------------------
     def add(self, *faults: Fault) -> None:
         for fault in faults:
             if fault.kind == "refuse":
                 self.refuse_until = max(self.refuse_until, self._now() + fault.seconds)
+            elif fault.kind == "status" and fault.seconds > 0 and fault.code is not None:
+                self.status_windows.append((fault.code, self._now() + fault.seconds))
             else:
                 self.pending.append(fault)
 
     def clear(self) -> None:
         self.pending.clear()
         self.refuse_until = 0.0
+        self.status_windows.clear()
 
-    def respond_status(self, code: int, times: int = 1) -> None:
-        self.add(Fault("status", code=code, times=times))
+    def respond_status(self, code: int, times: int = 1, seconds: float = 0.0) -> None:
+        """Answer ``code`` to the next ``times`` attempts, or to every attempt for ``seconds``."""
+        self.add(Fault("status", code=code, times=times, seconds=seconds))
 
     def refuse(self, seconds: float) -> None:
         self.add(Fault("refuse", seconds=seconds))
@@ -186,6 +192,10 @@ class FaultPlan:
 
     def take_status(self) -> int | None:
         """The status to answer this attempt with, if one is scripted."""
+        now = self._now()
+        self.status_windows = [(code, until) for code, until in self.status_windows if now < until]
+        if self.status_windows:
+            return self.status_windows[0][0]
         for fault in self.pending:
             if fault.kind == "status":
                 self._use(fault)

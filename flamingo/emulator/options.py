@@ -26,12 +26,23 @@ class EmulatorOptions:
     header, is answered 408 and dropped); ``max_connections`` caps the open
     connections, streams included (one more is answered 503 and closed).
     Listening beyond loopback needs credentials (``has_secret``).
+
+    ``source`` picks the API: ``twitter`` (v1.1) or ``x`` (X API v2, see
+    ``flamingo/emulator/x/``). For ``x``: ``tier`` sets the rule limits
+    (``pay-per-use``: 1,000 rules of at most 1,024 characters, one
+    connection per stream; ``enterprise``: 25,000 of 2,048, two
+    connections) unless ``max_rules`` / ``max_rule_length`` /
+    ``connections`` say otherwise; ``rules_delay`` is how long a committed
+    rule change takes to reach the live stream; ``rules_rate`` rules POSTs
+    (and ``connect_rate`` stream connections) are allowed per
+    ``rate_window`` seconds (X: 100 and 50 per 15 minutes). ``keepalive``
+    defaults to 30 s for v1.1 and 20 s for X.
     """
 
     seed: int = 1
     rate: float = 0.0
     size: str = attrs.field(default="realistic", validator=attrs.validators.in_(("realistic", "small")))
-    keepalive: float = 30.0
+    keepalive: float | None = None  # None: the source's own (30 s v1.1, 20 s X)
     user: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     bearer_token: str | None = attrs.field(default=None, repr=False)
@@ -52,6 +63,22 @@ class EmulatorOptions:
     pool_size: int | None = None
     header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     max_connections: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    source: str = attrs.field(default="twitter", validator=attrs.validators.in_(("twitter", "x")))
+    tier: str = attrs.field(default="pay-per-use", validator=attrs.validators.in_(("pay-per-use", "enterprise")))
+    rules_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    rules_rate: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    connect_rate: int = attrs.field(default=50, validator=attrs.validators.ge(1))
+    rate_window: float = attrs.field(default=900.0, validator=attrs.validators.gt(0))
+    connections: int | None = None
+    max_rules: int | None = None
+    max_rule_length: int | None = None
+
+    @property
+    def keepalive_seconds(self) -> float:
+        """The keep-alive interval in effect (0 = never)."""
+        if self.keepalive is not None:
+            return self.keepalive
+        return 20.0 if self.source == "x" else 30.0
 
     @property
     def auth_required(self) -> bool:

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet import defer
@@ -32,6 +33,9 @@ from flamingo.emulator.pool import PoolSource, ReplaySource, build_pool
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
 from flamingo.stream.predicates import Predicates, validate_params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flamingo.emulator.x.service import XService
 
 __all__ = ["Emulator", "Endpoint", "V1_ENDPOINTS", "ExposureError", "is_loopback"]
 
@@ -102,6 +106,8 @@ class Emulator:
         self.sent_messages: list[list[bytes]] = []
         self.sessions: list[StreamSession] = []
         self.endpoints: dict[str, Endpoint] = dict(V1_ENDPOINTS)
+        #: the X API v2 routes and state (``source="x"``), else None
+        self.x: XService | None = None
         self._by_identity: dict[str, StreamSession] = {}
         self._idle_waiters: list[defer.Deferred] = []
         self._cycle = 0
@@ -116,6 +122,11 @@ class Emulator:
         self._journal_file = open(self.options.journal, "a", encoding="utf-8") if self.options.journal else None
         self.host = "127.0.0.1"
         self.port = 0
+        if self.options.source == "x":
+            from flamingo.emulator.x.service import XService
+
+            self.x = XService(self)
+            self.endpoints = self.x.endpoints()
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -200,6 +211,10 @@ class Emulator:
                 headers: dict[str, str] | None = None) -> None:
         record.outcome = f"http {code}"
         self._log(record, "rejected")
+        if self.x is not None:  # X answers errors in JSON
+            data, headers = self.x.error_body(code, body, headers)
+            proto.respond(code, data, headers)
+            return
         proto.respond(code, body.encode() + b"\n", headers)
 
     # -- requests -------------------------------------------------------------
@@ -299,7 +314,7 @@ class Emulator:
             delimited=delimited,
             gzip=gzip,
             rate=opts.rate,
-            keepalive=opts.keepalive,
+            keepalive=opts.keepalive_seconds,
             faults=self.faults.take_stream_faults(),
             stall_warnings=params.get("stall_warnings") == ["true"],
             stall_queue=opts.stall_queue,
