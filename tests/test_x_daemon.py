@@ -74,8 +74,7 @@ class RulesTests(TestCase):
 
     @defer.inlineCallbacks
     def test_rules_x_holds_that_flamingo_does_not_are_deleted(self) -> Any:
-        from tests.support.xemu import rules_post
-        from tests.support.xemu import start_x_emulator
+        from tests.support.xemu import rules_post, start_x_emulator
 
         emu = start_x_emulator(self, rate=0, bearer_token=TOKEN)
         yield rules_post(emu, {"add": [{"value": "stranger", "tag": "s"}]}, token=TOKEN)
