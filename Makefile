@@ -11,7 +11,7 @@ QUICK  ?=
 .PHONY: install check run test bench soak redis-server browser screenshot clean help
 
 help:
-	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
+	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive (SOURCE=x: X API v2)"
 	@echo "make test    - make check, then the whole test suite (starts its own redis-server)"
 	@echo "make check   - ruff (lint) and mypy (strict over flamingo/, config in pyproject.toml)"
 	@echo "make bench   - end-to-end benchmark (QUICK=1 for a one-minute version)"
@@ -57,8 +57,9 @@ browser:
 screenshot: install
 	$(PY) -m tests.dashboard_screenshot docs/dashboard.png
 
+SOURCE ?=
 run: install
-	$(PY) -m flamingo.demo
+	$(PY) -m flamingo.demo $(if $(SOURCE),--source $(SOURCE),)
 
 # The static checks first: a lint or type error fails `make test` before pytest runs.
 check: install

@@ -6,6 +6,11 @@ package) and prints one
 short line per event as it reaches the event log. Stops on Ctrl-C, or by
 itself after ``--seconds`` (default 20 s when ``CI`` is set or stdout is not
 a terminal). Everything lives under ``./run/demo``.
+
+``--source x`` (``make run SOURCE=x``) runs the same against the emulator's
+X API v2: ``source: x``, a bearer token, two filter rules in Redis (tags
+``love`` and ``py``) that the daemon reconciles with the emulator, and each
+post shown with the tags of the rules it matched.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from flamingo._redis_server import RedisServer, RedisServerError, free_port, red
 __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashboard_url", "main"]
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
+#: the X demo's rules (value -> tag), written to Redis as `flamingo rules add` would
+X_RULES = {"love": "love", "#python OR python": "py"}
+X_TOKEN = "demo-bearer-token"
 DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yml")
 
 
@@ -47,6 +55,8 @@ def describe(raw: bytes) -> str:
         return f"(not JSON) {raw[:60]!r}"
     if not isinstance(m, dict):
         return "(unexpected) " + raw[:60].decode("utf-8", "replace")
+    if isinstance(m.get("data"), dict) or "errors" in m:
+        return _describe_x(m)
     if "text" in m or "full_text" in m:
         user = (m.get("user") or {}).get("screen_name", "?")
         text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
@@ -57,6 +67,38 @@ def describe(raw: bytes) -> str:
         if key in m:
             return f"{key:7s} " + orjson.dumps(m[key]).decode()[:90]
     return "event   " + raw[:90].decode("utf-8", "replace")
+
+
+def _describe_x(m: dict[str, Any]) -> str:
+    """An X API v2 line: a post with its rule tags, a compliance event, an error line."""
+    data = m.get("data")
+    if not isinstance(data, dict):
+        return "error   " + orjson.dumps(m.get("errors")).decode()[:90]
+    if "text" in data:
+        tags = ",".join(str(r.get("tag")) for r in m.get("matching_rules") or () if isinstance(r, dict))
+        return f"post    [{tags}] " + " ".join(str(data["text"]).split())[:90]
+    key = next(iter(data), "?")
+    return f"{key:7s} " + orjson.dumps(data[key]).decode()[:90]
+
+
+def x_config(base: Path) -> Path:
+    """The demo's config turned to ``source: x`` (written under ``base``)."""
+    import yaml
+
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    for k in ("username", "password"):
+        raw.pop(k, None)
+    raw.update({"source": "x", "stream": "filter", "bearer_token": X_TOKEN})
+    path = base / "flamingo-x.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def seed_x_rules(redis: RedisServer, namespace: str = "flamingo") -> None:
+    """The demo's rules in Redis, pending: the daemon adds them at the emulator."""
+    for value, tag in X_RULES.items():
+        rule = {"tag": tag, "id": None, "status": "pending", "error": None}
+        redis.command("HSET", f"{namespace}:rules:filter", value, orjson.dumps(rule).decode())
 
 
 class EventTail:
@@ -114,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                              "else until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=5.0, help="emulator messages per second")
     parser.add_argument("--dir", default="run/demo", help="working directory (default run/demo)")
+    parser.add_argument("--source", choices=("twitter", "x"), default="twitter",
+                        help="the API the emulator speaks: twitter (v1.1) or x (X API v2, filter rules)")
     args = parser.parse_args(argv)
 
     from twisted.internet import defer, reactor, task
@@ -130,13 +174,21 @@ def main(argv: list[str] | None = None) -> int:
 
     redis = start_redis(base / "redis")
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
-    redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
-
-    emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
-                                   size="realistic", user="demo", password="demo-password"),
-                   reactor=reactor)
+    config = DEMO_CONFIG
+    if args.source == "x":
+        seed_x_rules(redis)
+        config = x_config(base)
+        options = EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate, source="x",
+                                  bearer_token=X_TOKEN)
+    else:
+        redis.command("SADD", "flamingo:streams:filter:track", *TRACK)
+        options = EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate,
+                                  size="realistic", user="demo", password="demo-password")
+    emu = Emulator(options, reactor=reactor)
     emu.start("127.0.0.1", 0)
-    say(f"emulator         {emu.url}  (Streaming API v1.1, {args.rate:g} msg/s)")
+    api = "X API v2, rules " + ", ".join(f"{v!r} (tag {t})" for v, t in X_RULES.items()) \
+        if args.source == "x" else "Streaming API v1.1"
+    say(f"emulator         {emu.url}  ({api}, {args.rate:g} msg/s)")
     web_port = free_port()
     # A fresh web.token for each run (FLAMINGO_WEB_TOKEN overrides the config):
     # the dashboard link below carries it once, then its cookie does.
@@ -158,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             out.close()
             ended.callback(getattr(reason.value, "exitCode", None) or 0)
 
-    cmd = _twistd_command(DEMO_CONFIG)
-    say(f"flamingod        twistd -n flamingo -c {DEMO_CONFIG}  (log: {base / 'flamingo.log'})")
+    cmd = _twistd_command(config)
+    say(f"flamingod        twistd -n flamingo -c {config}  (log: {base / 'flamingo.log'})")
     say(f"dashboard        {dashboard_url(web_port, token)}")
     say(f"                 (terminal: FLAMINGO_URL=http://127.0.0.1:{web_port} "
         f"FLAMINGO_WEB_TOKEN={token} flamingo top)")
