@@ -81,6 +81,12 @@ def show_status(doc: JsonObject) -> str:
         lines.append(("stream", stream.get("name")))
         for k, v in sorted(params.items()):
             lines.append((f"  {k}", ", ".join(v)))
+    rules = doc.get("rules")
+    if isinstance(rules, dict):  # X filter rules and their sync with X
+        lines.append(("rules", f"{rules.get('active', 0)} active, {rules.get('pending', 0)} pending, "
+                               f"{rules.get('rejected', 0)} rejected; last sync {_when(rules.get('last_sync'))}"))
+        if rules.get("error"):
+            lines.append(("rules error", rules.get("error")))
     lines.append(("journal backlog", doc.get("journal_backlog")))
     redis = doc.get("redis") or {}
     lines.append(("redis", "reachable" if redis.get("available") else "UNREACHABLE"))
