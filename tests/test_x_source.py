@@ -170,7 +170,7 @@ class TypeTests(SynchronousTestCase):
         self.assertIs(typer_for("twitter"), message_type)
 
     def test_post_ids_and_tags(self) -> None:
-        self.assertEqual(post_id(post(5)), ("post", "5"))
+        self.assertEqual(post_id(post(5)), "5")
         self.assertIsNone(post_id(OPERATIONAL))
         self.assertIsNone(post_id(b'{"data":{"delete":{"tweet":{"id":"5"}}}}'))
         self.assertEqual(rule_tags(post(5, "a", "b")), frozenset({"a", "b"}))

@@ -18,7 +18,7 @@ client holds the app's connection) waits as a rate limit and says so; 400,
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlencode
 
@@ -274,7 +274,7 @@ class XSource:
         kept: list[bytes] = []
         seen = self.seen
         for f in frames:
-            key: Hashable | None = post_id(f)
+            key = post_id(f)
             if key is not None:
                 if key in seen:
                     continue

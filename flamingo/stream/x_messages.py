@@ -11,7 +11,6 @@ not all be resolved carries ``errors`` *beside* ``data``: it is still a post.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable
 from typing import Any
 
 import orjson
@@ -35,6 +34,11 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 
 def x_message_type(raw: bytes) -> str:
     """``tweet``, ``error``, a compliance event's key, ``unknown`` or ``invalid``."""
+    if raw.startswith(b'{"data":{') and raw.endswith(b"}") and b'"text":' in raw:
+        # a post, unparsed: inside a JSON string a quote is escaped, so '"text":' is a key;
+        # compliance events and error lines have no text key (a post torn in its middle
+        # but keeping both ends is typed tweet: the bytes reach consumers as received)
+        return "tweet"
     obj = _parse(raw)
     if obj is None:
         return "invalid"
@@ -51,9 +55,9 @@ def x_message_type(raw: bytes) -> str:
     return "unknown"
 
 
-def post_id(raw: bytes) -> Hashable | None:
-    """The key a repeated post is known by (``("post", id)``); None for anything else:
-    error lines and compliance events are never dropped as repeats."""
+def post_id(raw: bytes) -> str | None:
+    """The id a repeated post is known by; None for anything else: error lines and
+    compliance events are never dropped as repeats."""
     if b'"data"' not in raw:
         return None
     obj = _parse(raw)
@@ -64,9 +68,9 @@ def post_id(raw: bytes) -> Hashable | None:
         return None
     pid = data.get("id")
     if type(pid) is str and 0 < len(pid) <= 64:
-        return ("post", pid)
+        return pid
     if type(pid) is int:
-        return ("post", str(pid))
+        return str(pid)
     return None
 
 
