@@ -113,6 +113,24 @@ class RulesTests(TestCase):
         self.assertEqual(code, 2)  # usage: --value or --tag
 
 
+class RulesLimitTests(TestCase):
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_the_rules_rate_limit_backs_off_and_keeps_the_rule_pending(self) -> Any:
+        d = yield start_x_daemon(self, rate=0, rules_rate=2)  # two rules POSTs per window
+        yield d.rest("POST", RULES, {"value": "love", "tag": "l"})
+        yield until(lambda: d.app.rules.status()["active"] == 1, 60)  # a dry run and an add
+        yield d.rest("POST", RULES, {"value": "python", "tag": "p"})
+        yield until(lambda: d.app.rules.status()["cause"] == "rate_limit", 60)
+        st = d.app.rules.status()
+        self.assertEqual((st["pending"], st["active"]), (1, 1))
+        self.assertIn("HTTP 429", st["error"])
+        self.assertGreaterEqual(st["next_sync_at"] - reactor.seconds(), 59)  # 60 s, or X's reset if later
+        code, status = yield d.rest("GET", "/status.json")
+        self.assertEqual(status["rules"]["cause"], "rate_limit")
+
+
 class RoutingTests(TestCase):
     timeout = 90
 

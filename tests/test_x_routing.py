@@ -87,3 +87,15 @@ class OtherSourcesTests(TestCase):
         self.assertIn("source: x", str(e.exception))
         paths = document()["paths"]
         self.assertEqual(sorted(paths["/streams/filter/rules.json"]), ["delete", "get", "post"])
+
+
+class StatusTextTests(SynchronousTestCase):
+    def test_flamingo_status_shows_the_rule_sync(self) -> None:
+        from flamingo.cli.format import show_status
+
+        text = show_status({"wader": {"name": "connected"}, "redis": {"available": True},
+                            "rules": {"active": 2, "pending": 1, "rejected": 1, "last_sync": None,
+                                      "error": "HTTP 503"}})
+        self.assertIn("2 active, 1 pending, 1 rejected", text)
+        self.assertIn("HTTP 503", text)
+        self.assertNotIn("rules", show_status({"wader": {"name": "connected"}}))

@@ -232,7 +232,7 @@ def _body(properties: JsonObject) -> JsonObject:
 
 _SUB_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 _FORMAT = {"type": "string", "enum": ["raw", "envelope", "resque"]}
-_MAX_LENGTH = {"type": "integer", "minimum": 1}
+_MAX_LENGTH = {"type": ["integer", "null"], "minimum": 1}  # "null" (or empty) means no cap
 #: What the server takes for a list-like parameter in a body: "a,b", 5, [a, 5], or null (unset).
 _LIST_OR_STR = {"type": ["string", "number", "array", "null"],
                 "items": {"type": ["string", "number"]}}
