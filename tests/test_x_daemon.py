@@ -195,6 +195,21 @@ class ReconnectTests(TestCase):
         self.assertEqual(meta["events"]["by_type"].get("error"), 2)  # journaled, typed error
 
     @defer.inlineCallbacks
+    def test_a_restart_on_pay_per_use_closes_before_it_reconnects(self) -> Any:
+        d = yield start_x_daemon(self, rate=50, stream="sample", x={"backfill_minutes": 1})
+        d.subscribe("all")
+        yield until(lambda: len(d.queue("all")) >= 30, 60)
+        code, _ = yield d.rest("POST", "/wader/restart.json")
+        self.assertEqual(code, 200)
+        yield until(lambda: d.app.stats.snapshot()["connection"]["reconnects"] == 1
+                    and d.app.wader.state.name == "connected", 60)
+        count = len(d.queue("all"))
+        yield until(lambda: len(d.queue("all")) >= count + 30, 60)
+        self.assertEqual(d.emulator.x.counters["too_many_connections"], 0)
+        got = ids(d.queue("all"))
+        self.assertEqual(len(got), len(set(got)))
+
+    @defer.inlineCallbacks
     def test_too_many_connections_waits_and_says_why(self) -> Any:
         from tests.support.xemu import start_x_emulator
 

@@ -233,9 +233,9 @@ class XWaderTests(WaderTestBase):
 
     params: dict[str, list[str]] = {}
 
-    def make_wader(self, **wader_options: Any) -> Wader:
+    def make_wader(self, tier: str = "pay-per-use", **wader_options: Any) -> Wader:
         config = from_mapping({"source": "x", "stream": "filter", "bearer_token": "tok",
-                               "api": {"url": self.url},
+                               "api": {"url": self.url}, "x": {"tier": tier},
                                "wader": {"min_interval": 0, "gzip": False, **wader_options}})
         wader = Wader(config, reactor, MemoryStore(), self.sink, self.stats, clock=self.clock)
         self.addCleanup(self._stop, wader)
@@ -319,6 +319,33 @@ class XWaderTests(WaderTestBase):
         # the error line reaches the journal; the repeat of post 1 does not
         self.assertEqual(self.sink.frames, [post(1), OPERATIONAL, post(2)])
         self.assertEqual(self.stats.counters["duplicates"], 1)
+
+    @defer.inlineCallbacks
+    def test_a_restart_closes_the_one_connection_before_reconnecting(self) -> Any:
+        first = yield self.start(Script(chunks=[post(1) + b"\r\n"]))
+        yield self.sink.wait_for(1)
+        yield until(lambda: self.state() == "connected")
+        arrived = self.stub.next_request()
+        self.stub.scripts.append(Script(chunks=[post(1) + b"\r\n", post(2) + b"\r\n"]))
+        self.wader.restart()
+        second = yield arrived
+        self.assertTrue(first.disconnected)  # never two connections at once (pay-per-use)
+        self.assertEqual(second.path, "/2/tweets/search/stream")
+        yield self.sink.wait_for(2)
+        yield until(lambda: self.state() == "connected")
+        self.assertEqual(self.sink.frames, [post(1), post(2)])  # the repeat of post 1 dropped
+        self.assertIs(self.wader.active, self.wader.source.current)
+
+    @defer.inlineCallbacks
+    def test_on_enterprise_a_restart_overlaps(self) -> Any:
+        self.wader = self.make_wader(tier="enterprise")
+        first = yield self.start(Script(chunks=[post(1) + b"\r\n"]))
+        yield until(lambda: self.state() == "connected")
+        arrived = self.stub.next_request()
+        self.wader.restart()
+        yield arrived
+        self.assertFalse(first.disconnected)  # the old stream lives until the new one answers
+        yield until(lambda: first.disconnected and self.state() == "connected")
 
     @defer.inlineCallbacks
     def test_silence_is_a_stall_after_20s(self) -> Any:

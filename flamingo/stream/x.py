@@ -13,17 +13,20 @@ Verdicts follow X's "handling disconnections" page: network errors back off
 linearly, HTTP errors exponentially from 5 s, 429 from 60 s; an in-stream
 ``operational-disconnect`` reconnects at once; ``TooManyConnections`` (another
 client holds the app's connection) waits as a rate limit and says so; 400,
-401, 403 and 404 are fatal with X's own message.
+401, 403 and 404 are fatal with X's own message. On pay-per-use (one
+connection per app) a restart closes the current stream before it opens the
+next, instead of the wader's overlap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlencode
 
 import attrs
 import orjson
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -184,28 +187,77 @@ class XLineRules:
 
 
 class _Deduped:
-    """The link's events with posts already seen dropped (backfill, X's own repeats)."""
+    """The link's events with posts already seen dropped (backfill, X's own repeats).
 
-    def __init__(self, events: LinkEvents, source: XSource) -> None:
+    ``alias``: the link the wader knows, when the transport's link sits inside it
+    (a replacement that waits for its predecessor to close, ``_AfterClose``)."""
+
+    def __init__(self, events: LinkEvents, source: XSource, alias: Link | None = None) -> None:
         self.events = events
         self.source = source
+        self.alias = alias
 
     def responded(self, link: Link) -> None:
-        self.events.responded(link)
+        self.events.responded(self.alias or link)
 
     def refused(self, link: Link, verdict: Verdict) -> None:
-        self.events.refused(link, verdict)
+        self.events.refused(self.alias or link, verdict)
 
     def alive(self, link: Link) -> None:
-        self.events.alive(link)
+        self.events.alive(self.alias or link)
 
     def ended(self, link: Link, verdict: Verdict) -> None:
-        self.events.ended(link, verdict)
+        self.events.ended(self.alias or link, verdict)
 
     def messages(self, link: Link, frames: list[bytes]) -> None:
         frames = self.source.drop_seen(frames)
         if frames:
-            self.events.messages(link, frames)
+            self.events.messages(self.alias or link, frames)
+
+
+class _AfterClose:
+    """A replacement that connects once the stream it replaces is closed.
+
+    Pay-per-use allows one connection per app: the wader's overlap (connect the
+    new stream, then drop the old one) would be refused with TooManyConnections.
+    The old stream is closed first (what it received is handed on) and reported
+    ended, so the wader waits on this one as it does when an old stream ends
+    during a switch; repeats are dropped by id as after any reconnect.
+    """
+
+    def __init__(self, request: StreamRequest, start: Callable[[_AfterClose], HttpLineLink],
+                 before: defer.Deferred[None]) -> None:
+        self.request = request
+        self._start = start
+        self.inner: HttpLineLink | None = None
+        self.closing = False
+        self._aborted: Retry | None = None
+        before.addCallback(self._go)
+
+    @property
+    def request_line(self) -> str:
+        return self.request.request_line
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished if self.inner is not None else self.closing
+
+    def _go(self, _: object) -> None:
+        if self.closing:
+            return
+        self.inner = self._start(self)
+        if self._aborted is not None:
+            self.inner.abort(self._aborted)
+
+    def abort(self, because: Retry) -> None:
+        if self.inner is not None:
+            self.inner.abort(because)
+        else:
+            self._aborted = because
+
+    def close(self) -> defer.Deferred[None]:
+        self.closing = True
+        return self.inner.close() if self.inner is not None else defer.succeed(None)
 
 
 class XSource:
@@ -221,6 +273,9 @@ class XSource:
         self.requests = XRequests(config.api.url, config.stream, config.x)
         self.auth = BearerAuth(config.bearer_token or "")
         self.seen = RecentIds(config.wader.dedupe_window)
+        #: pay-per-use: one connection per app, so a restart closes before it reconnects
+        self.one_connection = config.x.tier == "pay-per-use"
+        self.current: _AfterClose | HttpLineLink | None = None  # the last link opened
         self.seeded = journal is None
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent: IAgent = agent if agent is not None else Agent.usingEndpointFactory(
@@ -240,10 +295,24 @@ class XSource:
             h.addRawHeader(b"Accept-Encoding", b"gzip")
         return h
 
-    def open(self, request: StreamRequest, events: LinkEvents) -> HttpLineLink:
+    def open(self, request: StreamRequest, events: LinkEvents) -> Link:
         self._seed()
+        current = self.current
+        if self.one_connection and current is not None and not current.finished and not current.closing:
+            # a replacement (restart): X would refuse a second connection
+            log.info("X allows this app one connection: closing the current stream before its replacement")
+            closed = current.close()
+            events.ended(current, Retry("dropped", "closed for its replacement (one connection per app)"))
+            link: _AfterClose | HttpLineLink = _AfterClose(
+                request, lambda outer: self._link(request, _Deduped(events, self, outer)), closed)
+        else:
+            link = self._link(request, _Deduped(events, self))
+        self.current = link
+        return link
+
+    def _link(self, request: StreamRequest, events: LinkEvents) -> HttpLineLink:
         w = self.config.wader
-        return HttpLineLink(request, self.headers(), XLineRules(), _Deduped(events, self),
+        return HttpLineLink(request, self.headers(), XLineRules(), events,
                             agent=self.agent, clock=self.clock, turns=self.reactor, stats=self.stats,
                             connect_timeout=w.connect_timeout, max_message_bytes=w.max_message_bytes)
 
