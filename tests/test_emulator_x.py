@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -12,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from flamingo.emulator import EmulatorOptions
 from flamingo.emulator.corpus import ID_LOW_DIGITS
 from flamingo.emulator.x.corpus import USER_FIELDS, FieldSet, XCorpus, corpus_for
-from flamingo.emulator.x.stream import STREAMS, StreamRequest, parse_stream_request
+from flamingo.emulator.x.stream import STREAMS, StreamRequest, XStreamSource, XWorld, parse_stream_request
 from tests.support.emulator import request
 from tests.support.xemu import FILTER, lines, posts, rules_post, start_x_emulator, stream
 
@@ -224,13 +226,27 @@ class TimelineTests(TestCase):
     def test_keepalives_every_interval_when_nothing_matches(self) -> Any:
         clock = Clock()
         emu = start_x_emulator(self, clock=clock, rate=10, keepalive=5)
-        client = yield stream(self, emu, FILTER)  # no rules: nothing to send
+        yield rules_post(emu, {"add": [{"value": "zzzqqqx"}]})  # matches nothing
+        client = yield stream(self, emu, FILTER)
         for _ in range(3):
             clock.advance(5)
         yield client.wait_for(lambda: len(lines(client)) >= 3)
         self.assertEqual(lines(client), [b"", b"", b""])
         clock.advance(4.9)
         self.assertEqual(emu.journal[-1].bytes_sent, 6)
+
+    @defer.inlineCallbacks
+    def test_the_filter_stream_without_rules_is_409(self) -> Any:
+        emu = start_x_emulator(self)
+        client = yield request(emu.port, "GET", FILTER, testcase=self)
+        yield client.closed
+        self.assertEqual(client.status, 409)
+        body = orjson.loads(client.raw.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual((body["title"], body["connection_issue"]), ("ConnectionException", "RuleConfigurationIssue"))
+        self.assertEqual(emu.x.counters["no_rules"], 1)
+        relaxed = start_x_emulator(self, allow_no_rules=True)
+        client = yield stream(self, relaxed, FILTER)
+        self.assertEqual(client.status, 200)
 
 
 class PureTests(SynchronousTestCase):
@@ -258,3 +274,83 @@ class PureTests(SynchronousTestCase):
         self.assertGreater(sum("python" in f.hashtags for f in facts), 20)
         self.assertGreater(len({f.lang for f in facts}), 5)
         self.assertGreater(sum(bool(f.mentions) for f in facts), 300)
+
+
+class RecoveryTests(TestCase):
+    """``start_time``/``end_time``: re-stream a window of the world, then disconnect."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_recovery_re_streams_the_window_then_disconnects(self) -> Any:
+        clock = Clock()
+        clock.advance(1_767_225_600)  # 2026-01-01T00:00:00Z
+        emu = start_x_emulator(self, clock=clock, rate=10, keepalive=0, connections=2)
+        live = yield stream(self, emu, "/2/tweets/firehose/stream", partition=1)
+        for second in range(1, 61):
+            clock.advance(1)  # a minute: 600 positions, 30 in partition 1 of 20
+            yield live.wait_for(lambda: len(lines(live)) >= second // 2)
+        seen = lines(live)
+        self.assertEqual(len(seen), 30)
+        again = yield stream(self, emu, "/2/tweets/firehose/stream", partition=1,
+                             start_time="2026-01-01T00:00:20Z", end_time="2026-01-01T00:00:40Z")
+        clock.advance(0.1)
+        yield again.closed
+        self.assertEqual(lines(again), seen[10:20])  # positions 200..399: the same bytes, oldest first
+        self.assertEqual(emu.journal[-1].close_reason, "recovery complete")
+
+    @defer.inlineCallbacks
+    def test_recovery_errors(self) -> Any:
+        clock = Clock()
+        clock.advance(1_767_225_600 + 3 * 86400)
+        emu = start_x_emulator(self, clock=clock, rate=10)
+        zero = start_x_emulator(self)
+        for target, who in (
+            ("/2/tweets/sample/stream?start_time=2026-01-04T00:00:00Z", emu),  # the 1% sample: no recovery
+            ("/2/tweets/firehose/stream?partition=1&start_time=yesterday", emu),
+            ("/2/tweets/firehose/stream?partition=1&end_time=2026-01-04T00:00:00Z", emu),
+            ("/2/tweets/firehose/stream?partition=1&start_time=2026-01-04T00:00:10Z"
+             "&end_time=2026-01-04T00:00:05Z", emu),
+            ("/2/tweets/firehose/stream?partition=1&start_time=2026-01-01T00:00:00Z", emu),  # over 24 h back
+            ("/2/tweets/firehose/stream?partition=1&start_time=2026-01-04T00:00:00Z", zero),  # rate 0
+        ):
+            client = yield request(who.port, "GET", target, testcase=self)
+            yield client.closed
+            self.assertEqual(client.status, 400, target)
+            body = orjson.loads(client.raw.split(b"\r\n\r\n", 1)[1])
+            self.assertEqual(body["title"], "Invalid Request", target)
+
+
+class SourceProperties(SynchronousTestCase):
+    """``XStreamSource`` is a pure function of positions: however it is read, the same lines."""
+
+    @given(st.lists(st.tuples(st.integers(1, 50), st.integers(1, 20_000)), min_size=1, max_size=40),
+           st.sampled_from([None, (2, 1), (2, 2), (20, 7)]), st.booleans())
+    def test_reading_in_any_pieces_gives_the_same_lines(self, pieces: list[tuple[int, int]],
+                                                        partition: Any, filtered: bool) -> None:
+        lines = corpus_for(1).rendered(FieldSet())
+        match = (lambda i: b',"matching_rules":[{"id":"1"}]}' if i % 3 == 0 else None) if filtered else None
+        clock = Clock()
+        world = XWorld(10.0, clock)
+        clock.advance(500)  # 5,000 positions due
+        whole = XStreamSource(world, lines, start=0, match=match, partition=partition)
+        expected, _ = whole.take(10**6, 10**9)
+        parts = XStreamSource(world, lines, start=0, match=match, partition=partition)
+        got = b""
+        for count, size in pieces:
+            data, n = parts.take(count, size)
+            self.assertLessEqual(n, count)
+            self.assertEqual(data.count(b"\r\n"), n)
+            got += data
+        while True:
+            data, n = parts.take(1000, 1 << 20)
+            if not n:
+                break
+            got += data
+        self.assertEqual(got, expected)
+        if partition is not None:
+            parts_n, part = partition
+            for line in got.split(b"\r\n")[:-1]:
+                position = (int(orjson.loads(line)["data"]["id"]) // 10**ID_LOW_DIGITS - 150_000_000_001) \
+                    * len(lines) + int(orjson.loads(line)["data"]["id"]) % 10**ID_LOW_DIGITS
+                self.assertEqual(position % parts_n, part - 1)

@@ -228,3 +228,22 @@ class TokenTests(SynchronousTestCase):
             self.assertEqual(len(token), 16)
             self.assertEqual(token_offset(token), offset)
         self.assertIsNone(token_offset("!" * 16))
+
+
+class CountsTests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_rule_counts_and_the_tiers_cap(self) -> Any:
+        from tests.support.xemu import call
+
+        emu = start_x_emulator(self, tier="enterprise")
+        yield rules_post(emu, {"add": [{"value": "a"}, {"value": "b"}]})
+        r = yield call(emu, "GET", "/2/tweets/search/stream/rules/counts",
+                       **{"rules_count.fields": "all_project_client_apps"})
+        data = r.json()["data"]
+        self.assertEqual((data["cap_per_client_app"], data["project_rules_count"]), ("25000", "2"))
+        self.assertEqual(data["client_app_rules_count"]["rule_count"], 2)
+        self.assertEqual(data["all_project_client_apps"][0]["rule_count"], 2)
+        bad = yield call(emu, "GET", "/2/tweets/search/stream/rules/counts", **{"rules_count.fields": "nope"})
+        self.assertEqual(bad.status, 400)

@@ -19,28 +19,35 @@ EPILOG = (
     "GET /1.1/statuses/firehose.json\n\n"
     "faults (--fault KIND[:key=value,...], repeatable; or a YAML --script):\n"
     + "\n".join(f"  {kind:<18} {text}" for kind, text in KINDS.items())
-    + "\n  keys: after=N times=K code=C seconds=T bytes=B data=TEXT length=absurd|truncated\n\n"
+    + "\n  keys: after=N times=K code=C seconds=T bytes=B data=TEXT length=absurd|truncated count=N\n\n"
     "script file (YAML):\n"
     "  faults:\n"
     "    - {kind: status, code: 503, times: 2}\n"
     "    - {kind: close_after, after: 100}\n"
     "    - {stall: 95, after: 10}\n\n"
-    "X API v2 (--source x): GET /2/tweets/search/stream, /2/tweets/sample/stream, "
-    "/2/tweets/sample10/stream?partition=1, /2/tweets/firehose/stream?partition=1, "
-    "/2/tweets/compliance/stream?partition=1, /2/users/compliance/stream?partition=1; "
-    "GET/POST /2/tweets/search/stream/rules. The disconnect fault sends X's operational-disconnect "
-    "line, connection_limit its TooManyConnections line.\n\n"
+    "X API v2 (--source x):\n"
+    "  GET /2/tweets/search/stream, /2/tweets/sample/stream, /2/tweets/sample10/stream?partition=1,\n"
+    "      /2/tweets/firehose/stream?partition=1, /2/tweets/compliance/stream?partition=1,\n"
+    "      /2/users/compliance/stream?partition=1\n"
+    "  GET/POST /2/tweets/search/stream/rules; GET /2/connections; DELETE /2/connections/all\n"
+    "  the disconnect fault sends X's operational-disconnect line, connection_limit its\n"
+    "  TooManyConnections line\n\n"
     "example:\n"
     "  flamingo emulator --user u --password p --rate 50 &\n"
-    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json"
+    "  curl -N -u u:p -d track=austin http://127.0.0.1:8080/1.1/statuses/filter.json\n\n"
+    "  flamingo emulator --source x --bearer-token T --rate 50 &\n"
+    "  curl -H 'Authorization: Bearer T' -H 'Content-Type: application/json' \\\n"
+    "    -d '{\"add\":[{\"value\":\"#python OR love\",\"tag\":\"py\"}]}' "
+    "http://127.0.0.1:8080/2/tweets/search/stream/rules\n"
+    "  curl -N -H 'Authorization: Bearer T' http://127.0.0.1:8080/2/tweets/search/stream"
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flamingo emulator",
-        description="A faithful local Streaming API (v1.1): realistic seeded tweets, the real "
-        "framing, auth, limits and scripted faults. With no credentials it accepts any request, "
+        description="A faithful local Streaming API (v1.1, or X API v2 with --source x): realistic "
+        "seeded posts, the real framing, auth, limits and scripted faults. With no credentials it accepts any request, "
         "so it listens beyond loopback (--host) only with credentials configured.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
            "(default: the tier's)")
     b("--max-rules", type=int, metavar="N", help="override the tier's rule count limit")
     b("--max-rule-length", type=int, metavar="N", help="override the tier's rule length limit")
+    b("--stale-seconds", type=float, default=0.0, metavar="SECONDS",
+      help="a stream whose client went away still counts against --connections for SECONDS, as X "
+           "notices late (TooManyConnections until then, or DELETE /2/connections/all; default 0)")
+    b("--post-cap", type=int, metavar="N",
+      help="after N posts delivered (all streams), streams end with UsageCapExceeded and new ones "
+           "get 429, as at X's monthly cap (default: no cap)")
+    b("--allow-no-rules", action="store_true",
+      help="let the filter stream connect while the app has no rules (X answers 409 RuleConfigurationIssue)")
     return p
 
 
@@ -149,6 +164,9 @@ def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
         connections=args.connections,
         max_rules=args.max_rules,
         max_rule_length=args.max_rule_length,
+        allow_no_rules=args.allow_no_rules,
+        stale_seconds=args.stale_seconds,
+        post_cap=args.post_cap,
     )
 
 

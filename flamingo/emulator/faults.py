@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "bad_length": "after AFTER messages send a truncated (LENGTH=truncated) or absurd (LENGTH=absurd) length prefix",
     "connection_limit": "after AFTER messages send the plain-text line 'Exceeded connection limit for user'",
     "disconnect": "after AFTER messages send a disconnect message with CODE, then close",
+    "repeat": "(X) after AFTER messages send the last COUNT posts again: duplicates, out of order",
 }
 STATUS_CODES = (401, 403, 404, 406, 413, 416, 420, 429, 500, 503)
 STATUS_KINDS = ("status", "refuse")
@@ -70,6 +71,7 @@ class Fault:
     bytes: int = 1
     data: builtins.bytes | None = None  # builtins: the field above is named bytes
     length: str = "absurd"
+    count: int = 1
 
     def __attrs_post_init__(self) -> None:
         if self.kind == "status" and self.code is None:
@@ -102,10 +104,10 @@ class Fault:
             raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(KINDS)})")
         if isinstance(d.get("data"), str):
             d["data"] = d["data"].encode()
-        unknown = set(d) - {"after", "times", "code", "seconds", "bytes", "data", "length"}
+        unknown = set(d) - {"after", "times", "code", "seconds", "bytes", "data", "length", "count"}
         if unknown:
             raise ValueError(f"unknown fault option(s) {sorted(unknown)}")
-        for key, number in (("after", int), ("times", int), ("code", int), ("bytes", int),
+        for key, number in (("after", int), ("times", int), ("code", int), ("bytes", int), ("count", int),
                             ("seconds", float)):
             if key in d and d[key] is not None:
                 try:
@@ -182,6 +184,10 @@ class FaultPlan:
 
     def connection_limit(self, after: int = 0, times: int = 1) -> None:
         self.add(Fault("connection_limit", after=after, times=times))
+
+    def repeat(self, count: int, after: int = 0, times: int = 1) -> None:
+        """X only: after ``after`` posts, send the last ``count`` again."""
+        self.add(Fault("repeat", after=after, count=count, times=times))
 
     def disconnect(self, code: int, after: int = 0, times: int = 1) -> None:
         self.add(Fault("disconnect", after=after, code=code, times=times))

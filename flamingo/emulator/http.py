@@ -62,6 +62,13 @@ class Request:
         return urlsplit(self.target).path
 
     @property
+    def accepts_gzip(self) -> bool:
+        """``Accept-Encoding`` lists gzip (and not with ``q=0``)."""
+        accept = self.headers.get("accept-encoding", "").lower()
+        return any(tok.split(";")[0].strip() == "gzip" and "q=0" not in tok.replace(" ", "")
+                   for tok in accept.split(","))
+
+    @property
     def query_pairs(self) -> list[tuple[str, str]]:
         return parse_qsl(urlsplit(self.target).query, keep_blank_values=True)
 

@@ -32,7 +32,13 @@ class EmulatorOptions:
     (``pay-per-use``: 1,000 rules of at most 1,024 characters, one
     connection per stream; ``enterprise``: 25,000 of 2,048, two
     connections) unless ``max_rules`` / ``max_rule_length`` /
-    ``connections`` say otherwise; ``rules_delay`` is how long a committed
+    ``connections`` say otherwise; the filter stream answers 409 while the
+    app has no rules, as X does (``allow_no_rules`` lets it connect and
+    send keep-alives); ``stale_seconds`` is how long a connection whose
+    client went away still counts against the allowance (X notices late;
+    ``DELETE /2/connections/all`` ends it at once); ``post_cap`` posts
+    delivered app-wide end every stream with X's ``UsageCapExceeded``
+    (and 429 at connect) — X's monthly cap; ``rules_delay`` is how long a committed
     rule change takes to reach the live stream; ``rules_rate`` rules POSTs
     (and ``connect_rate`` stream connections) are allowed per
     ``rate_window`` seconds (X: 100 and 50 per 15 minutes). ``keepalive``
@@ -72,6 +78,13 @@ class EmulatorOptions:
     connections: int | None = None
     max_rules: int | None = None
     max_rule_length: int | None = None
+    allow_no_rules: bool = False
+    stale_seconds: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    post_cap: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.source == "x" and self.replay:
+            raise ValueError("--replay is for the v1.1 emulator; --source x generates its posts")
 
     @property
     def keepalive_seconds(self) -> float:

@@ -167,6 +167,8 @@ class Emulator:
             self._port = None
         for session in list(self.sessions):
             session.close("emulator stopped", abort=True)
+        if self.x is not None:
+            self.x.stop()
         for proto in list(self._factory.protocols):
             d: defer.Deferred = defer.Deferred()
             self._factory.waiters.setdefault(proto, []).append(d)
@@ -288,9 +290,7 @@ class Emulator:
             return
         opts = self.options
         delimited = params.get("delimited") == ["length"]
-        accept = request.headers.get("accept-encoding", "").lower()
-        gzip = any(tok.split(";")[0].strip() == "gzip" and "q=0" not in tok.replace(" ", "")
-                   for tok in accept.split(","))
+        gzip = request.accepts_gzip
         record.outcome, record.gzip, record.delimited = "streaming", gzip, delimited
         filter_params = {k: v for k, v in params.items() if k in PREDICATE_KEYS} if stream == "filter" else {}
         if opts.replay:

@@ -19,7 +19,8 @@ from flamingo._types import JsonObject
 from flamingo.emulator import Emulator
 from tests.support.emulator import RawClient, request, start_emulator
 
-__all__ = ["start_x_emulator", "Answer", "rules_get", "rules_post", "stream", "lines", "posts", "FILTER", "RULES"]
+__all__ = ["start_x_emulator", "Answer", "call", "rules_get", "rules_post", "stream", "lines", "posts", "FILTER",
+           "RULES"]
 
 FILTER = "/2/tweets/search/stream"
 RULES = "/2/tweets/search/stream/rules"
@@ -57,6 +58,12 @@ def _complete(emu: Emulator, method: str, target: str, headers: dict[str, str], 
         name, _, value = line.decode("latin-1").partition(":")
         fields[name.strip().lower()] = value.strip()
     return Answer(int(head.split(b" ", 2)[1]), fields, payload)
+
+
+def call(emu: Emulator, method: str, path: str, token: str | None = None, **query: Any) -> defer.Deferred:
+    """Any other complete request (``GET /2/connections``, ``DELETE /2/connections/all``) → ``Answer``."""
+    target = path + ("?" + urlencode(query) if query else "")
+    return _complete(emu, method, target, _auth(token))
 
 
 def rules_get(emu: Emulator, token: str | None = None, **query: Any) -> defer.Deferred:

@@ -4,8 +4,9 @@
 and matcher), ``ruleset.py`` (the app's rules and what each post matches),
 ``rulesapi.py`` (the rules endpoints), ``stream.py`` (the stream endpoints'
 parameters, the world's sequence of posts, one connection's view),
-``service.py`` (routes, limits, connections), ``problems.py`` (X's error
-bodies), ``limits.py`` (rate-limit windows).
+``service.py`` (routes, limits, connections), ``connections.py`` (the
+Connections API), ``problems.py`` (X's error bodies), ``limits.py``
+(rate-limit windows, the usage cap).
 """
 
 from flamingo.emulator.x.rules import RuleSyntaxError, matches, parse

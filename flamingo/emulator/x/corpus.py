@@ -58,6 +58,7 @@ PLACE_FIELDS = ("contained_within", "country", "country_code", "full_name", "geo
 #: prolific accounts, so ``from:`` rules match
 NOTABLE = ("XDevelopers", "nasa", "BBCBreaking", "ThePSF", "austin_weather")
 _NOTABLE_SHARE = 0.15
+MAX_TEXT = 280
 _EPOCH_MS = 1_767_225_600_000  # 2026-01-01
 _OLD_ID = 1_400_000_000_000_000_000
 _PLACES = [
@@ -123,6 +124,7 @@ class XCorpus:
         self.tweet_events = [self._tweet_event(i) for i in range(n_events)]
         self.user_events = [self._user_event(i) for i in range(n_events)]
         self._rendered: dict[FieldSet, list[bytes]] = {}
+        self._compliance: dict[str, list[bytes]] = {}
 
     # -- users -------------------------------------------------------------
     def _user(self, i: int) -> JsonObject:
@@ -245,6 +247,12 @@ class XCorpus:
             "display_text_range": [0, len(text)],
         }
         ents = self._entities(text, tags, mentioned, urls)
+        if len(text) > MAX_TEXT:  # a long post: text cut at 280, the whole in note_tweet
+            data["note_tweet"] = {"text": text, "entities": ents}
+            data["text"] = text[: MAX_TEXT - 1].rstrip() + "…"
+            data["display_text_range"] = [0, len(data["text"])]
+            ents = {k: [e for e in v if e["end"] <= MAX_TEXT - 1] for k, v in ents.items()}
+            ents = {k: v for k, v in ents.items() if v}
         if ents:
             data["entities"] = ents
         if refs:
@@ -381,6 +389,14 @@ class XCorpus:
         if includes:
             line["includes"] = includes
         return line
+
+    def compliance_lines(self, content: str) -> list[bytes]:
+        """The compliance events (``tweet_events`` or ``user_events``) rendered like ``rendered``."""
+        cached = self._compliance.get(content)
+        if cached is None:
+            events = self.tweet_events if content == "tweet_events" else self.user_events
+            cached = self._compliance[content] = [orjson.dumps(e)[:-1] for e in events]
+        return cached
 
     def rendered(self, fields: FieldSet) -> list[bytes]:
         """Every post's line for these fields, without its closing brace (see ``stream.py``)."""

@@ -12,7 +12,7 @@ import math
 
 from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["RateWindow"]
+__all__ = ["RateWindow", "UsageCap"]
 
 
 class RateWindow:
@@ -44,3 +44,17 @@ class RateWindow:
         return {"x-rate-limit-limit": str(self.limit),
                 "x-rate-limit-remaining": str(max(0, self.limit - self.used)),
                 "x-rate-limit-reset": str(math.ceil(reset))}
+
+
+class UsageCap:
+    """The app's post allowance (X's monthly cap): ``None`` is unlimited."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.used = 0
+
+    def remaining(self) -> int:
+        return (1 << 62) if self.limit is None else max(0, self.limit - self.used)
+
+    def spend(self, n: int) -> None:
+        self.used += n

@@ -13,7 +13,7 @@ import orjson
 from flamingo._types import JsonObject
 
 __all__ = ["PROBLEMS", "problem", "invalid_request", "unauthorized", "too_many_requests", "too_many_connections",
-           "operational_disconnect", "status_problem", "error_line"]
+           "no_rules", "usage_capped", "operational_disconnect", "status_problem", "error_line"]
 
 PROBLEMS = "https://api.x.com/2/problems/"
 
@@ -65,6 +65,19 @@ def too_many_connections() -> JsonObject:
     """The answer to a stream connection beyond the app's allowance (X sends it with 429)."""
     return problem("ConnectionException", "This stream is currently at the maximum allowed connection limit.",
                    "streaming-connection", connection_issue="TooManyConnections")
+
+
+def no_rules() -> JsonObject:
+    """The answer (409) to a filtered-stream connection while the app has no rules."""
+    return problem("ConnectionException", "You must define rules using the POST /2/tweets/search/stream/rules "
+                   "endpoint before connecting to filtered stream.", "streaming-connection",
+                   connection_issue="RuleConfigurationIssue")
+
+
+def usage_capped() -> JsonObject:
+    """The app has used its post allowance (X: 429 at connect, and the stream ends)."""
+    return problem("UsageCapExceeded", "Usage cap exceeded: Monthly product cap", "usage-capped",
+                   period="Monthly", scope="Product")
 
 
 def operational_disconnect() -> JsonObject:

@@ -7,7 +7,8 @@ exactly one of ``{"add": [{"value", "tag"}]}`` or ``{"delete": {"ids" |
 "values": [...]}}`` (or ``?delete_all=true``), ``?dry_run=true`` validates
 without committing, and answers ``data`` (the rules created), ``errors``
 (one per refused rule) and ``meta.summary`` (``created``, ``not_created``,
-``valid``, ``invalid`` / ``deleted``, ``not_deleted``).
+``valid``, ``invalid`` / ``deleted``, ``not_deleted``); ``GET .../rules/counts``
+gives the app's rule count and the tier's cap.
 
 An add is all or nothing, as on X: if any rule is refused (invalid syntax,
 too long, a duplicate of a rule the app has or of another in the request,
@@ -32,9 +33,10 @@ from flamingo.emulator.x.problems import PROBLEMS, invalid_request
 from flamingo.emulator.x.rules import RuleSyntaxError, parse
 from flamingo.emulator.x.ruleset import Rule, RuleBook
 
-__all__ = ["Tier", "RulesApi", "page_token", "token_offset"]
+__all__ = ["Tier", "RulesApi", "page_token", "token_offset", "APP_ID"]
 
 _ID = re.compile(r"^[0-9]{1,19}$")
+APP_ID = "29061982"  # the one app the emulator stands for
 ParamError = tuple[str, str | None, str]
 
 
@@ -124,6 +126,30 @@ class RulesApi:
         body: JsonObject = {"data": [r.to_json() for r in page]} if page else {}
         body["meta"] = meta
         return 200, orjson.dumps(body)
+
+    def counts(self, pairs: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
+        """``GET .../rules/counts``: the app's rule count and the tier's cap (one app, one project)."""
+        params = dict(pairs)
+        known = ("all_project_client_apps", "cap_per_client_app", "cap_per_project", "client_app_rules_count",
+                 "project_rules_count")
+        errors: list[ParamError] = []
+        for key in params:
+            if key != "rules_count.fields":
+                errors.append((key, params[key], f"The query parameter [{key}] is not one of [rules_count.fields]"))
+        wanted = [f.strip() for f in params.get("rules_count.fields", "").split(",") if f.strip()]
+        for field in wanted:
+            if field not in known:
+                errors.append(("rules_count.fields", field, f"The `rules_count.fields` query parameter value "
+                                                            f"[{field}] is not one of [{','.join(known)}]"))
+        if errors:
+            return 400, invalid_request(errors)
+        count = len(self.book.rules)
+        data: JsonObject = {"cap_per_client_app": str(self.tier.max_rules), "cap_per_project": str(self.tier.max_rules),
+                            "client_app_rules_count": {"client_app_id": APP_ID, "rule_count": count},
+                            "project_rules_count": str(count)}
+        if "all_project_client_apps" in wanted:
+            data["all_project_client_apps"] = [{"client_app_id": APP_ID, "rule_count": count}]
+        return 200, orjson.dumps({"data": data})
 
     # -- POST -----------------------------------------------------------------
     def post(self, pairs: Sequence[tuple[str, str]], raw_body: bytes) -> tuple[int, bytes]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 import orjson
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from flamingo.emulator.x.rules import Node, PostFacts, matches
 
@@ -53,6 +53,7 @@ class RuleBook:
         self.version = 0
         self._serial = 0
         self._cache: dict[int, bytes | None] = {}
+        self._pending: list[IDelayedCall] = []
         #: called after the effective rules changed (streams waiting for a match wake up)
         self.listeners: list[Callable[[], None]] = []
 
@@ -75,11 +76,19 @@ class RuleBook:
             self.rules[rule.id] = rule
         snapshot = tuple(self.rules.values())
         if self.delay > 0:
-            self.clock.callLater(self.delay, self._apply, snapshot)
+            self._pending.append(self.clock.callLater(self.delay, self._apply, snapshot))
         else:
             self._apply(snapshot)
 
+    def cancel(self) -> None:
+        """Forget changes not yet applied (the emulator is stopping)."""
+        for call in self._pending:
+            if call.active():
+                call.cancel()
+        self._pending.clear()
+
     def _apply(self, snapshot: tuple[Rule, ...]) -> None:
+        self._pending = [c for c in self._pending if c.active()]
         self.effective = snapshot
         self.version += 1
         self._cache.clear()
