@@ -142,6 +142,8 @@ class FlamingoService(MultiService):
         parts.append(("wader", build_wader(self.app, sink, delivery.journal)))
         parts.append(("web", build_web(self.app)))
         parts.append(("console", build_console(self.app)))
+        if self.app.rules is not None and self.app.wader is not None:
+            self.app.rules.follow(self.app.wader)  # the filter stream waits for its first rule
         for name, part in parts:
             if part is not None:
                 if getattr(part, "name", None) is None:

@@ -113,6 +113,22 @@ class RulesTests(TestCase):
         self.assertEqual(code, 2)  # usage: --value or --tag
 
 
+class FirstRuleTests(TestCase):
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_the_filter_stream_opens_as_soon_as_a_rule_is_active(self) -> Any:
+        # X answers 409 (RuleConfigurationIssue) while the app has no rule; the HTTP
+        # backoff is set long here, so only the rules service's nudge can connect it
+        d = yield start_x_daemon(self, rate=50, wader={"backoff": {"http": {"initial": 300}}})
+        yield until(lambda: d.app.wader.state.name == "retrying", 60)
+        self.assertIn("no rules at X yet", d.app.wader.state.message)
+        d.subscribe("all")
+        yield d.rest("POST", RULES, {"value": "love", "tag": "l"})
+        yield until(lambda: d.app.wader.state.name == "connected" and len(d.queue("all")) >= 5, 60)
+        self.assertEqual(d.app.stats.snapshot()["connection"]["attempts_by_cause"].get("restart"), 1)
+
+
 class RulesLimitTests(TestCase):
     timeout = 90
 

@@ -115,6 +115,14 @@ class VerdictTests(SynchronousTestCase):
         self.assertIn(TOO_MANY_CONNECTIONS, v.message)
         self.assertIn("maximum allowed connection limit", v.message)
 
+    def test_no_rules_yet(self) -> None:
+        body = ('{"title":"ConnectionException","detail":"You must define rules before connecting",'
+                '"connection_issue":"RuleConfigurationIssue"}')
+        v = XLineRules().on_status(409, "Conflict", body)
+        self.assertEqual(v.cause, "http")
+        self.assertIn("no rules at X yet", v.message)
+        self.assertIn("You must define rules", v.message)
+
     def test_too_many_connections_in_the_stream(self) -> None:
         r = XLineRules()
         r.inspect([b'{"errors":[' + TOO_MANY + b"]}"])

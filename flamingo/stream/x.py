@@ -43,7 +43,7 @@ from flamingo.stream.overlap import RecentIds
 from flamingo.stream.source import Fatal, JournalTail, Link, LinkEvents, Params, Retry, Verdict
 from flamingo.stream.x_messages import post_id
 
-__all__ = ["XSource", "XLineRules", "XRequests", "XStats", "PATHS", "TOO_MANY_CONNECTIONS",
+__all__ = ["XSource", "XLineRules", "XRequests", "XStats", "PATHS", "TOO_MANY_CONNECTIONS", "NO_RULES",
            "x_error_message"]
 
 log = logger("flamingo.wader")
@@ -63,6 +63,8 @@ _FIELDS = (("tweet.fields", "tweet_fields"), ("expansions", "expansions"), ("use
 #: the state message while another client holds the app's connection
 TOO_MANY_CONNECTIONS = ("TooManyConnections: another client holds this app's streaming connection "
                         "(pay-per-use allows one); waiting as for a rate limit")
+#: the state message while the filter stream waits for its first rule
+NO_RULES = "no rules at X yet: the filter stream opens once one is active (flamingo rules add ...)"
 #: statuses X answers for a request that retrying would only repeat
 FATAL = frozenset({400, 401, 403, 404})
 _OPERATIONAL = ("operational-disconnect", "operationaldisconnect")
@@ -180,6 +182,9 @@ class XLineRules:
         message = f"HTTP {code} {phrase}" + (f": {words}" if words else "")
         if code == 429 and _too_many(body):
             return Retry("rate_limit", f"{TOO_MANY_CONNECTIONS} (HTTP 429: {words})")
+        if code == 409 and "RuleConfigurationIssue" in body:
+            # the filter stream opens once a rule is active: the rules service retries then at once
+            return Retry("http", f"{NO_RULES} (HTTP 409: {words})")
         if code in FATAL:
             return Fatal(f"http {code}", message)
         cause = cause_for_status(code)

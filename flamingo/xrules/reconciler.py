@@ -89,6 +89,8 @@ class Reconciler:
         self.cause: str | None = None
         self.passes = 0
         self.deleted_at_x = 0
+        #: called after a pass that added rules at X (a filter stream refused for lack of rules retries)
+        self.on_added: list[Callable[[], None]] = []
 
     # -- life --------------------------------------------------------------------------
 
@@ -219,6 +221,9 @@ class Reconciler:
                 log.info("Added {n} X rule(s)", n=len(ids.keys() - p.active.keys()))
         changes = apply_outcome(rules, Outcome(ids=ids, rejected=rejected))
         yield self.book.record({v: (_tag_of(rules, v), r) for v, r in changes.items()})
+        if ids.keys() - p.active.keys():
+            for cb in list(self.on_added):
+                cb()
 
     # -- what status shows -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from flamingo._types import JsonObject
+from flamingo.app import WaderControl
 from flamingo.config import Config
 from flamingo.logs import logger
 from flamingo.store import Store
@@ -68,6 +69,15 @@ class RulesService(Service):
 
     def status(self) -> JsonObject:
         return self.reconciler.status()
+
+    def follow(self, wader: WaderControl) -> None:
+        """X refuses the filter stream while the app has no rule (409): once rules are
+        added, a wader that is not connected tries again at once instead of after its backoff."""
+        def added() -> None:
+            if wader.state.name in ("retrying", "waiting_for_params"):
+                log.info("X rules added: connecting the filter stream now")
+                wader.params_changed()
+        self.reconciler.on_added.append(added)
 
 
 def build_rules(config: Config, store: Store, reactor: Any) -> RulesService | None:

@@ -69,7 +69,7 @@ class XDaemon:
 def start_x_daemon(owner: Any, *, rate: float = 50.0, stream: str = "filter",
                    x: dict[str, Any] | None = None, emulator: Any = None,
                    data_dir: Path | None = None, namespace: str | None = None,
-                   **emulator_options: Any) -> Any:
+                   wader: dict[str, Any] | None = None, **emulator_options: Any) -> Any:
     """The daemon (web on, console off) and, unless given, an X emulator; stopped at cleanup."""
     from flamingo.service import FlamingoService
 
@@ -88,7 +88,7 @@ def start_x_daemon(owner: Any, *, rate: float = 50.0, stream: str = "filter",
         "logging": {"dest": str(d / "flamingo.log")},
         "redis": {"host": redis.address, "namespace": ns},
         "web": {"host": f"127.0.0.1:{port}"},
-        "wader": {"min_interval": 0, "gzip": False},
+        "wader": {"min_interval": 0, "gzip": False, **(wader or {})},
         "console": {"enabled": False},
     }
     config_file = d / "flamingo.yml"
