@@ -115,6 +115,17 @@ class VerdictTests(SynchronousTestCase):
         self.assertIn(TOO_MANY_CONNECTIONS, v.message)
         self.assertIn("maximum allowed connection limit", v.message)
 
+    def test_usage_cap(self) -> None:
+        r = XLineRules()
+        r.inspect([b'{"errors":[{"title":"UsageCapExceeded","detail":"Usage cap exceeded: Monthly product cap",'
+                   b'"type":"https://api.twitter.com/2/problems/usage-capped"}]}'])
+        self.assertEqual(r.on_end(True, ""), Retry("rate_limit", "UsageCapExceeded: Usage cap exceeded: Monthly "
+                                                                 "product cap"))
+        v = XLineRules().on_status(429, "Too Many Requests", '{"title":"UsageCapExceeded","detail":"Usage cap '
+                                                             'exceeded: Monthly product cap"}')
+        self.assertEqual(v.cause, "rate_limit")
+        self.assertIn("Usage cap exceeded", v.message)
+
     def test_no_rules_yet(self) -> None:
         body = ('{"title":"ConnectionException","detail":"You must define rules before connecting",'
                 '"connection_issue":"RuleConfigurationIssue"}')

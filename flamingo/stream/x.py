@@ -137,6 +137,7 @@ class XLineRules:
     def __init__(self) -> None:
         self.operational: str | None = None  # X's message of an operational disconnect
         self.too_many: str | None = None
+        self.capped: str | None = None  # the app's post allowance is used up (UsageCapExceeded)
 
     def inspect(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -162,6 +163,10 @@ class XLineRules:
                          "reconnecting at once", message=message)
             elif _too_many(str(e.get("connection_issue", ""))):
                 self.too_many = message
+            elif title == "UsageCapExceeded":
+                self.capped = message
+                log.error("X ends the stream: {message} (reconnecting is refused until the cap resets)",
+                          message=message)
             else:
                 log.warn("Error line from X: {message}", message=message)
 
@@ -171,6 +176,8 @@ class XLineRules:
     def on_end(self, clean: bool, why: str) -> Verdict:
         if self.too_many is not None:
             return Retry("rate_limit", f"{TOO_MANY_CONNECTIONS} ({self.too_many})")
+        if self.capped is not None:
+            return Retry("rate_limit", self.capped)
         if self.operational is not None:
             return Retry("dropped", f"operational disconnect: {self.operational}")
         if clean:
