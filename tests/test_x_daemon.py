@@ -211,6 +211,18 @@ class ReconnectTests(TestCase):
         self.assertEqual(meta["events"]["by_type"].get("error"), 2)  # journaled, typed error
 
     @defer.inlineCallbacks
+    def test_posts_x_sends_twice_are_dropped(self) -> Any:
+        from tests.support.xemu import start_x_emulator
+
+        emu = start_x_emulator(self, rate=50, bearer_token=TOKEN)
+        emu.faults.repeat(count=10, after=20)  # the first stream re-sends 10 posts after 20
+        d = yield start_x_daemon(self, emulator=emu, stream="sample")
+        d.subscribe("all")
+        yield until(lambda: d.app.stats.snapshot()["duplicates"] >= 10 and len(d.queue("all")) >= 40, 60)
+        got = ids(d.queue("all"))
+        self.assertEqual(len(got), len(set(got)))
+
+    @defer.inlineCallbacks
     def test_a_restart_on_pay_per_use_closes_before_it_reconnects(self) -> Any:
         d = yield start_x_daemon(self, rate=50, stream="sample", x={"backfill_minutes": 1})
         d.subscribe("all")
