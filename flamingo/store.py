@@ -561,6 +561,8 @@ class Store:
         # (Re)subscribed: anything published while we were away was missed.
         if self.available:
             self._reload()
+        for kind, handler in list(self._notice_handlers.items()):
+            handler(kind)  # a bare kind: read everything of it again
 
     def _listener_lost(self) -> None:
         pass
@@ -573,7 +575,8 @@ class Store:
         self._reload(change_targets(message))
 
     def on_notice(self, kind: str, handler: Callable[[str], None]) -> None:
-        """Change notices ``<kind>:...`` go to ``handler`` instead of reloading the store."""
+        """Change notices ``<kind>:...`` go to ``handler`` instead of reloading the store;
+        after a reconnect of the notice channel it is called with the bare ``kind``."""
         self._notice_handlers[kind] = handler
 
     def command(self, *args: str | bytes | int | float) -> defer.Deferred[Any]:

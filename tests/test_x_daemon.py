@@ -129,6 +129,27 @@ class FirstRuleTests(TestCase):
         self.assertEqual(d.app.stats.snapshot()["connection"]["attempts_by_cause"].get("restart"), 1)
 
 
+class EmptiedRedisTests(TestCase):
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_redis_restarted_empty_keeps_x_rules(self) -> Any:
+        from tests.support.redis import RedisServer
+
+        redis = RedisServer().start()  # no persistence: a restart loses everything
+        self.addCleanup(redis.cleanup)
+        d = yield start_x_daemon(self, rate=10, redis=redis)
+        d.subscribe("all")  # the store's copy has something to re-seed
+        yield d.rest("POST", RULES, {"value": "love", "tag": "l"})
+        yield until(lambda: d.app.rules.status()["active"] == 1, 60)
+        redis.stop()
+        redis.start()
+        yield until(lambda: redis.command("HKEYS", f"{d.namespace}:rules:filter") == [b"love"], 60)
+        yield d.app.rules.reconciler.sync()  # a pass now, not in 5 minutes
+        self.assertEqual({r.value for r in d.emulator.x.rules.rules.values()}, {"love"})
+        self.assertEqual(d.app.rules.status()["deleted_at_x"], 0)
+
+
 class RulesLimitTests(TestCase):
     timeout = 90
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -437,3 +438,46 @@ class ReconcilerTests(TestCase):
         self.assertFalse(self.book.trusted)
         keys = yield self.store.command("HKEYS", self.book.key)
         self.assertEqual(keys, ["cats"])  # written back from memory
+
+
+class EmptiedRedisTests(TestCase):
+    """Redis that lost the rules is never taken as "no rules" (which would delete X's)."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.store = yield make_store(self)
+        self.copy = Path(self.mktemp())
+        self.book = RuleBook(self.store, PPU, copy_path=self.copy)
+        yield self.book.add("cats", "pets")
+        yield self.book.add("dogs")
+        self.marker = f"{self.store.namespace}:store:epoch"
+
+    @defer.inlineCallbacks
+    def test_a_new_marker_and_no_rules_write_the_copy_in_memory_back(self) -> Any:
+        yield self.store.command("DEL", self.book.key)
+        yield self.store.command("SET", self.marker, "a-new-epoch")  # the store re-seeded an empty Redis
+        yield self.book.load()
+        self.assertEqual([r.value for r in self.book.rules()], ["cats", "dogs"])
+        self.assertTrue(self.book.trusted)
+        keys = yield self.store.command("HKEYS", self.book.key)
+        self.assertEqual(sorted(keys), ["cats", "dogs"])
+
+    @defer.inlineCallbacks
+    def test_after_a_restart_the_copy_on_disk_is_written_back(self) -> Any:
+        self.assertTrue(self.copy.exists())
+        yield self.store.command("DEL", self.book.key)
+        yield self.store.command("SET", self.marker, "a-new-epoch")
+        restarted = RuleBook(self.store, PPU, copy_path=self.copy)
+        yield restarted.load()
+        self.assertEqual({r.value: r.tag for r in restarted.rules()}, {"cats": "pets", "dogs": None})
+
+    @defer.inlineCallbacks
+    def test_rules_removed_on_purpose_stay_removed(self) -> Any:
+        yield self.book.remove(value="cats")
+        yield self.book.remove(value="dogs")  # the hash is gone, the marker is the same
+        restarted = RuleBook(self.store, PPU, copy_path=self.copy)
+        yield restarted.load()
+        self.assertEqual(restarted.rules(), [])
+        self.assertTrue(restarted.trusted)

@@ -11,14 +11,19 @@ whose tag is still the one it sent: a rule removed or changed meanwhile is
 left as the user made it.
 
 A Redis emptied under the daemon (no persistence, FLUSHALL) has lost the
-store's marker: the copy in memory is written back rather than adopted
-empty, and ``trusted`` stays False until the marker is there again, so the
-reconciler never deletes X's rules because of an empty Redis.
+store's marker (``<ns>:store:epoch``), or holds a new one the store wrote
+since: when it also holds no rules, the copy in memory (after a restart, the
+copy on disk, ``<data_dir>/rules-<ns>.json``, kept with the marker it was
+read under) is written back rather than adopted empty, so the reconciler
+never deletes X's rules because Redis lost them. ``trusted`` is False while
+there is no marker at all: the reconciler waits.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -67,9 +72,9 @@ if n > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return n
 """
 
-# KEYS: rules hash, store marker -> {marker present (0/1), field, value, ...}
+# KEYS: rules hash, store marker -> {marker or false, {field, value, ...}}
 _LOAD = b"""
-return {redis.call('EXISTS', KEYS[2]), redis.call('HGETALL', KEYS[1])}
+return {redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS: rules hash; ARGV: value, JSON, ... (only fields still missing)
@@ -102,8 +107,11 @@ def _json(rule: Rule) -> str:
 class RuleBook:
     """The rules Flamingo wants at X, as Redis holds them; reads are synchronous."""
 
-    def __init__(self, store: RedisCommands, limits: Limits, stream: str = "filter") -> None:
+    def __init__(self, store: RedisCommands, limits: Limits, stream: str = "filter",
+                 copy_path: Path | None = None) -> None:
         self.store = store
+        self.copy_path = copy_path  # <data_dir>/rules-<ns>.json: the rules as last loaded
+        self._epoch: str | None = None  # the store's marker they were loaded under
         self.limits = limits
         self.stream = stream
         self._rules: dict[str, Rule] = {}
@@ -180,7 +188,7 @@ class RuleBook:
 
     def changed(self, message: str) -> None:
         """A change notice for this book (``Store.on_notice``)."""
-        if message == self.notice:
+        if message in (self.notice, "rules"):  # "rules": the notice channel reconnected
             self.load().addErrback(lambda f: log.warn("rules reload failed: {e}", e=f.getErrorMessage()))
 
     def _settled(self) -> defer.Deferred[None]:
@@ -203,6 +211,7 @@ class RuleBook:
     @defer.inlineCallbacks
     def _load(self) -> Any:
         marker, flat = yield self.store.command("EVAL", _LOAD, 2, self.key, f"{self.store.namespace}:store:epoch")
+        epoch = _s(marker) if marker else None
         rules: dict[str, Rule] = {}
         for i in range(0, len(flat) - 1, 2):
             value = _s(flat[i])
@@ -212,19 +221,51 @@ class RuleBook:
                 log.warn("rule {value!r} in {key} is not JSON: skipped", value=value, key=self.key)
                 continue
             rules[value] = Rule.from_dict(value, doc if isinstance(doc, dict) else {})
-        if not marker:
-            self.trusted = False
-            if self._rules:  # Redis was emptied: write back what it held
-                args: list[str] = []
-                for r in self._rules.values():
-                    args += [r.value, _json(r)]
-                yield self.store.command("EVAL", _RESTORE, 1, self.key, *args)
-                log.warn("Redis lost the X rules: {n} written back from memory", n=len(self._rules))
-                return
-        else:
-            self.trusted = True
+        known_epoch, base = (self._epoch, self._rules) if self.loaded else self._read_copy()
+        # Redis emptied (no marker yet, or a new one since our copy) and holding no rules:
+        # our copy is the truth, written back; with the same marker, an empty set was meant
+        if not rules and base and (epoch is None or (known_epoch is not None and epoch != known_epoch)):
+            args: list[str] = []
+            for r in base.values():
+                args += [r.value, _json(r)]
+            yield self.store.command("EVAL", _RESTORE, 1, self.key, *args)
+            log.warn("Redis lost the X rules: {n} written back from {where}", n=len(base),
+                     where="memory" if self.loaded else str(self.copy_path))
+            rules = dict(base)
+        self.trusted = epoch is not None
         before, self._rules = self._rules, rules
         self.loaded = True
+        if self.trusted:
+            self._epoch = epoch
+            self._save_copy()
         if _wishes(before) != _wishes(rules):  # X's verdicts recorded are not a change to sync
             for cb in list(self._listeners):
                 cb()
+
+    # -- the copy on disk (a restart over an emptied Redis) ------------------------------
+
+    def _read_copy(self) -> tuple[str | None, dict[str, Rule]]:
+        if self.copy_path is None or not self.copy_path.exists():
+            return None, {}
+        try:
+            doc = orjson.loads(self.copy_path.read_bytes())
+            rules = {v: Rule.from_dict(v, d) for v, d in doc["rules"].items() if isinstance(d, dict)}
+            epoch = doc.get("epoch")
+            return (epoch if isinstance(epoch, str) else None), rules
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            log.warn("X rules copy {path} unreadable ({e}): not used", path=str(self.copy_path), e=str(e))
+            return None, {}
+
+    def _save_copy(self) -> None:
+        if self.copy_path is None:
+            return
+        rules = {v: orjson.loads(_json(r)) for v, r in self._rules.items()}
+        data = orjson.dumps({"epoch": self._epoch, "rules": rules}, option=orjson.OPT_SORT_KEYS)
+        try:
+            if self.copy_path.exists() and self.copy_path.read_bytes() == data:
+                return
+            tmp = self.copy_path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.copy_path)
+        except OSError as e:
+            log.warn("X rules copy {path} not written: {e}", path=str(self.copy_path), e=str(e))

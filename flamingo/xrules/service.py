@@ -88,5 +88,5 @@ def build_rules(config: Config, store: Store, reactor: Any) -> RulesService | No
     http = HTTPClient(Agent(reactor, pool=pool))
     api = TreqRulesApi(http, config.api.url, config.bearer_token or "", reactor,
                        timeout=max(config.wader.connect_timeout, 5.0))
-    book = RuleBook(store, TIERS[config.x.tier])
+    book = RuleBook(store, TIERS[config.x.tier], copy_path=config.data_dir / f"rules-{store.namespace}.json")
     return RulesService(book, Reconciler(book, api, reactor, config.wader.backoff, interval=SYNC_INTERVAL), store, pool)

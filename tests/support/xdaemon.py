@@ -69,7 +69,8 @@ class XDaemon:
 def start_x_daemon(owner: Any, *, rate: float = 50.0, stream: str = "filter",
                    x: dict[str, Any] | None = None, emulator: Any = None,
                    data_dir: Path | None = None, namespace: str | None = None,
-                   wader: dict[str, Any] | None = None, **emulator_options: Any) -> Any:
+                   wader: dict[str, Any] | None = None, redis: Any = None,
+                   **emulator_options: Any) -> Any:
     """The daemon (web on, console off) and, unless given, an X emulator; stopped at cleanup."""
     from flamingo.service import FlamingoService
 
@@ -77,7 +78,7 @@ def start_x_daemon(owner: Any, *, rate: float = 50.0, stream: str = "filter",
     owner.addCleanup(shutil.rmtree, d, True)
     emu = emulator if emulator is not None else start_x_emulator(
         owner, rate=rate, bearer_token=TOKEN, **emulator_options)
-    redis = shared_redis()
+    redis = redis if redis is not None else shared_redis()
     ns = namespace or "x" + uuid.uuid4().hex[:8]
     port = free_port()
     data = data_dir or d / "data"
@@ -86,7 +87,7 @@ def start_x_daemon(owner: Any, *, rate: float = 50.0, stream: str = "filter",
         "source": "x", "stream": stream, "bearer_token": TOKEN, "api": {"url": emu.url},
         "x": x or {}, "data_dir": str(data),
         "logging": {"dest": str(d / "flamingo.log")},
-        "redis": {"host": redis.address, "namespace": ns},
+        "redis": {"host": redis.address, "namespace": ns, "timeout": 1},
         "web": {"host": f"127.0.0.1:{port}"},
         "wader": {"min_interval": 0, "gzip": False, **(wader or {})},
         "console": {"enabled": False},
