@@ -138,6 +138,7 @@ class XLineRules:
         self.operational: str | None = None  # X's message of an operational disconnect
         self.too_many: str | None = None
         self.capped: str | None = None  # the app's post allowance is used up (UsageCapExceeded)
+        self.other_errors = 0  # logged at the 1st, 2nd, 4th, 8th...: a hostile server cannot flood the log
 
     def inspect(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -168,7 +169,10 @@ class XLineRules:
                 log.error("X ends the stream: {message} (reconnecting is refused until the cap resets)",
                           message=message)
             else:
-                log.warn("Error line from X: {message}", message=message)
+                self.other_errors += 1
+                if self.other_errors & (self.other_errors - 1) == 0:
+                    log.warn("Error line from X (#{n} on this connection): {message}",
+                             n=self.other_errors, message=message[:500])
 
     def fatal_seen(self) -> Fatal | None:
         return None
