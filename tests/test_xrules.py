@@ -407,6 +407,19 @@ class ReconcilerTests(TestCase):
         self.assertEqual(self.rec.next_at - self.clock.seconds(), 300.0)
 
     @defer.inlineCallbacks
+    def test_stop_cancels_a_pass_x_does_not_answer(self) -> Any:
+        hung: defer.Deferred[list[RemoteRule]] = defer.Deferred()
+        self.x.list = lambda: hung  # type: ignore[method-assign]
+        self.rec.start()
+        self.clock.advance(0)
+        yield until(lambda: self.rec.syncing is not None)
+        stopped = self.rec.stop()
+        self.assertFalse(stopped.called)
+        self.clock.advance(5)
+        yield stopped
+        self.assertIsNone(self.rec.timer)  # no pass scheduled after the stop
+
+    @defer.inlineCallbacks
     def test_an_unauthorized_token_waits_for_the_periodic_pass(self) -> Any:
         self.x.failures = [RulesApiError("fatal", "HTTP 401: Unauthorized")]
         self.rec.start()

@@ -98,14 +98,22 @@ class Reconciler:
         self.running = True
         self._schedule(0.0)
 
-    def stop(self) -> defer.Deferred[None]:
+    def stop(self, wait: float = 5.0) -> defer.Deferred[None]:
+        """No more passes; the one under way may finish for ``wait`` seconds, then is cancelled."""
         self.running = False
         self._cancel()
-        if self.syncing is not None:
-            d: defer.Deferred[None] = defer.Deferred()
-            self.syncing.addBoth(lambda _: d.callback(None))
-            return d
-        return defer.succeed(None)
+        syncing = self.syncing
+        if syncing is None:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        timer = self.clock.callLater(wait, syncing.cancel)
+
+        def gone(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            d.callback(None)
+        syncing.addBoth(gone)
+        return d
 
     def kick(self) -> None:
         """The rules changed: a pass soon (after the one running, if any)."""
@@ -154,6 +162,8 @@ class Reconciler:
             return
         except StoreUnavailable as e:
             self._failed("network", f"Redis: {e}", None)
+            return
+        except defer.CancelledError:  # stopped while X or Redis had not answered
             return
         except Exception as e:  # a bug must not stop the rule sync for good
             log.failure("X rules sync failed")
