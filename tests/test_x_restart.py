@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import orjson
 import yaml
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support.redis import shared_redis
 from tests.support.xdaemon import TOKEN
@@ -94,3 +96,27 @@ class KillRestartTests(TestCase):
         log = (self.dir / "flamingo.log").read_text()
         self.assertIn("post ids from the journal's tail remembered", log)
         self.assertNotIn(TOKEN, log)
+
+
+class XDemoTests(SynchronousTestCase):
+    def test_make_run_source_x_shows_posts_with_their_rule_tags(self) -> None:
+        """What `make run SOURCE=x` runs: the rules reach the emulator, posts arrive tagged."""
+        d = Path(tempfile.mkdtemp(prefix="flamingo-xdemo-"))
+        self.addCleanup(shutil.rmtree, d, True)
+        result = subprocess.run(
+            [sys.executable, "-m", "flamingo.demo", "--source", "x", "--seconds", "8", "--rate", "20",
+             "--dir", str(d / "demo")],
+            capture_output=True, text=True, timeout=90, env={**os.environ, "CI": "true"},
+            cwd=Path(__file__).resolve().parent.parent)
+        self.assertEqual(result.returncode, 0, result.stdout[-2000:] + result.stderr[-2000:])
+        self.assertRegex(result.stdout, r"post    \[(love|py)")
+        self.assertIn("flamingod stopped (exit status 0)", result.stdout)
+        self.assertNotIn("demo-bearer-token", (d / "demo" / "flamingo.log").read_text())
+
+    def test_describe_x_lines(self) -> None:
+        from flamingo.demo import describe
+
+        self.assertEqual(describe(b'{"data":{"id":"1","text":"hi\\nthere"},"matching_rules":[{"id":"9","tag":"py"}]}'),
+                         "post    [py] hi there")
+        self.assertTrue(describe(b'{"data":{"delete":{"tweet":{"id":"1"}}}}').startswith("delete"))
+        self.assertTrue(describe(b'{"errors":[{"title":"operational-disconnect"}]}').startswith("error"))
