@@ -207,6 +207,23 @@ class TypeTests(SynchronousTestCase):
         rule_tags(raw)
 
 
+class FramingTests(SynchronousTestCase):
+    @given(st.lists(st.integers(min_value=0, max_value=40), max_size=12), st.data())
+    def test_any_split_of_an_x_stream_gives_the_same_lines(self, kinds: list[int], data: Any) -> None:
+        """Posts, error lines and \\r\\n keep-alives, cut anywhere: the same messages, keep-alives counted."""
+        from flamingo.stream.framing import FrameParser
+
+        lines = [b"" if k % 5 == 0 else OPERATIONAL if k % 7 == 0 else post(k) for k in kinds]
+        stream_bytes = b"".join(line + b"\r\n" for line in lines)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream_bytes)), max_size=10)))
+        parser = FrameParser()
+        got: list[bytes] = []
+        for a, b in zip([0, *cuts], [*cuts, len(stream_bytes)]):
+            got += parser.feed(stream_bytes[a:b])
+        self.assertEqual(got, [line for line in lines if line])
+        self.assertEqual(parser.keepalives, sum(1 for line in lines if not line))
+
+
 class Tail:
     def __init__(self, frames: list[bytes]) -> None:
         self.frames = frames
