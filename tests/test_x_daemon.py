@@ -111,6 +111,9 @@ class RulesTests(TestCase):
         yield until(lambda: self.at_x(d) == {}, 60)
         code, out, err = yield run(["rules", "remove"], env)
         self.assertEqual(code, 2)  # usage: --value or --tag
+        code, out, err = yield run(["rules", "add", "x" * 1025], env)
+        self.assertEqual(code, 1)  # the server said no: one line naming the limit
+        self.assertIn("1024", err)
 
 
 class FirstRuleTests(TestCase):
