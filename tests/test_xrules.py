@@ -15,7 +15,7 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
-from flamingo.errors import NotFound, ValidationError
+from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.xrules.book import RuleBook
 from flamingo.xrules.client import AddResult, RulesApiError, TreqRulesApi, parse_add
 from flamingo.xrules.model import TIERS, Outcome, RemoteRule, Rule, apply_outcome, check_new, plan, select_removed
@@ -494,3 +494,20 @@ class EmptiedRedisTests(TestCase):
         yield restarted.load()
         self.assertEqual(restarted.rules(), [])
         self.assertTrue(restarted.trusted)
+
+
+class UnreachableRedisTests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_loads_fail_to_each_caller_and_a_notice_only_logs(self) -> Any:
+        from tests.support.redis import free_port
+
+        store = yield make_store(self, redis_port=free_port(), timeout=0.5)  # nobody listens
+        book = RuleBook(store, PPU)
+        first, second = book.load(), book.load()
+        book.changed("rules:filter")  # a notice's reload failing is logged, not raised
+        yield self.assertFailure(first, StoreUnavailable)
+        yield self.assertFailure(second, StoreUnavailable)
+        yield self.assertFailure(book.add("cats"), StoreUnavailable)
+        self.assertFalse(book.loaded)

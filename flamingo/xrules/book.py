@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from flamingo.errors import NotFound, ValidationError
 from flamingo.logs import logger
@@ -119,6 +120,7 @@ class RuleBook:
         self.loaded = False
         self._listeners: list[Callable[[], None]] = []
         self._loading: defer.Deferred[None] | None = None
+        self._waiters: list[defer.Deferred[None]] = []
 
     @property
     def key(self) -> str:
@@ -195,18 +197,28 @@ class RuleBook:
         return self.load() if not self.loaded else defer.succeed(None)
 
     def load(self) -> defer.Deferred[None]:
-        """Read the rules again (calls during a load share the next one)."""
+        """Read the rules again; fires after a read that started after this call
+        (calls made during a read share the next one)."""
         d: defer.Deferred[None] = defer.Deferred()
-        if self._loading is not None:
-            self._loading.addBoth(lambda _: self.load().chainDeferred(d))
-            return d
+        self._waiters.append(d)
+        if self._loading is None:
+            self._run_load()
+        return d
+
+    def _run_load(self) -> None:
+        waiters, self._waiters = self._waiters, []
         self._loading = self._load()
 
-        def done(result: object) -> object:
+        def done(result: object) -> None:
             self._loading = None
-            return result
+            for w in waiters:
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    w.callback(None)
+            if self._waiters:  # asked for during this read: one more
+                self._run_load()
         self._loading.addBoth(done)
-        return self._loading.addCallback(lambda _: None)
 
     @defer.inlineCallbacks
     def _load(self) -> Any:
