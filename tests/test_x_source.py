@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.config import from_mapping
-from flamingo.stream.messages import message_type, typer_for
+from flamingo.stream.messages import message_type
 from flamingo.stream.source import Fatal, Retry
 from flamingo.stream.wader import Wader
 from flamingo.stream.x import TOO_MANY_CONNECTIONS, XLineRules, XRequests, XSource, x_error_message
@@ -184,9 +184,10 @@ class TypeTests(SynchronousTestCase):
         for raw, want in cases.items():
             self.assertEqual(x_message_type(raw), want, raw)
 
-    def test_the_dispatcher_types_by_source(self) -> None:
-        self.assertIs(typer_for("x"), x_message_type)
-        self.assertIs(typer_for("twitter"), message_type)
+    def test_the_dispatcher_types_x_lines_by_their_shape(self) -> None:
+        for raw in (post(1, "a"), OPERATIONAL, b'{"data":{"user_delete":{"user":{"id":"9"}}}}'):
+            self.assertEqual(message_type(raw), x_message_type(raw))
+        self.assertEqual(message_type(OPERATIONAL), "error")
 
     def test_post_ids_and_tags(self) -> None:
         self.assertEqual(post_id(post(5)), "5")

@@ -12,7 +12,6 @@ wait) to Redis. Its ``status()`` is what ``App.delivery`` exposes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,7 +26,7 @@ from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.logs import logger
 from flamingo.stats import Stats
-from flamingo.stream.messages import message_type, parse_limit, typer_for
+from flamingo.stream.messages import message_type, parse_limit
 
 if TYPE_CHECKING:  # the store is built beside delivery; only its type is needed here
     from flamingo.store import Store
@@ -40,12 +39,10 @@ log = logger("flamingo.dispatch")
 class Dispatcher:
     """The stream side's message sink: journal first, then the Redis sink."""
 
-    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats,
-                 typer: Callable[[bytes], str] = message_type) -> None:
+    def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats) -> None:
         self.journal = journal
         self.sink = sink
         self.stats = stats
-        self.typer = typer  # the source's message types (messages.typer_for)
 
     def connection_started(self, request_line: str) -> None:
         self.stats.connection_started(request_line)
@@ -58,8 +55,7 @@ class Dispatcher:
             self.journal.newlines_replaced += fixed
         first = self.journal.append(frames)
         kept = 0 if first is None else min(len(frames), self.journal.next_seq - first)
-        typer = self.typer
-        types = [typer(f) for f in frames]
+        types = [message_type(f) for f in frames]
         counts = Counter(types)
         self.stats.events(counts, len(frames), sum(map(len, frames)))
         if len(counts) > 1 or "tweet" not in counts:
@@ -97,7 +93,7 @@ class DeliveryService(service.Service):
 
     def __init__(self, journal: Journal, sink: RedisSink | None, stats: Stats,
                  flush_timeout: float = 5.0, reactor: IReactorTime | None = None, store: Store | None = None,
-                 meta_interval: float = 5.0, typer: Callable[[bytes], str] = message_type) -> None:
+                 meta_interval: float = 5.0) -> None:
         reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self.sink = sink
@@ -106,7 +102,7 @@ class DeliveryService(service.Service):
         self.flush_timeout = flush_timeout
         self.store = store
         self.meta_interval = meta_interval
-        self.dispatcher = Dispatcher(journal, sink, stats, typer)
+        self.dispatcher = Dispatcher(journal, sink, stats)
         stats.provide("journal", journal.status)
         stats.provide("delivery", self._delivery_stats)
 
@@ -157,4 +153,4 @@ def build_delivery(config: Config, store: Store, stats: Stats, reactor: IReactor
     # known_subscriptions is None until the store has loaded: the sink waits for it
     sink = RedisSink.from_config(config, journal, store.known_subscriptions, reactor=reactor, stats=stats)
     return DeliveryService(journal, sink, stats, flush_timeout=config.redis.timeout, reactor=reactor,
-                           store=store, typer=typer_for(config.source))
+                           store=store)

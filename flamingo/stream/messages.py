@@ -3,7 +3,9 @@
 A v1.1 message whose only top-level key is a control key is of that type
 (``delete``, ``scrub_geo``, ``limit``, ``status_withheld``, ``user_withheld``,
 ``disconnect``, ``warning``, or any other single key, typed by its name);
-everything else shaped like a tweet is ``tweet``; what is not a JSON object is
+everything else shaped like a tweet is ``tweet``; an X API v2 line
+(``{"data"…`` or ``{"errors"…``) is typed by ``x_messages.x_message_type``
+(``tweet``, ``error``, a compliance event's key); what is not a JSON object is
 ``invalid`` (counted, still journaled and delivered).
 
 Fast path: statuses from Twitter start with ``{"created_at"`` and end with
@@ -16,12 +18,13 @@ bytes as received anyway.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-__all__ = ["message_type", "CONTROL_TYPES", "parse_limit", "typer_for"]
+from flamingo.stream.x_messages import X_PREFIXES, x_message_type
+
+__all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
 
 CONTROL_TYPES = frozenset({"delete", "scrub_geo", "limit", "status_withheld", "user_withheld",
                            "disconnect", "warning"})
@@ -36,6 +39,8 @@ def message_type(raw: bytes) -> str:
     """``"tweet"``, a control type, another single key's name, ``"unknown"`` or ``"invalid"``."""
     if raw.startswith(_PREFIX) and raw.endswith(b"}"):
         return "tweet"
+    if raw.startswith(X_PREFIXES):  # X API v2: posts, compliance events, error lines
+        return x_message_type(raw)
     try:
         obj = _loads(raw)
     except _JSONDecodeError:
@@ -61,11 +66,3 @@ def parse_limit(raw: bytes) -> int | None:
     except (_JSONDecodeError, KeyError, TypeError):
         return None
     return n if isinstance(n, int) and not isinstance(n, bool) else None
-
-
-def typer_for(source: str) -> Callable[[bytes], str]:
-    """How a source's messages are typed (v1.1's ``message_type`` unless the source has its own)."""
-    if source == "x":
-        from flamingo.stream.x_messages import x_message_type
-        return x_message_type
-    return message_type

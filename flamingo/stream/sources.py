@@ -7,7 +7,7 @@ A new source registers its builder in ``BUILDERS``; the wader asks
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import cast
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -18,29 +18,25 @@ from flamingo.stream.x import XSource, XStats
 
 __all__ = ["build_source", "BUILDERS", "SourceBuilder"]
 
-
-class SourceStats(V11Stats, XStats, Protocol):
-    """The figures a source records (the wader's ``StreamStats`` has them all)."""
-
-
 #: (config, reactor, clock, stats, journal tail or None) -> Source
-SourceBuilder = Callable[[Config, IReactorTime, IReactorTime, SourceStats, JournalTail | None], Source]
+SourceBuilder = Callable[[Config, IReactorTime, IReactorTime, V11Stats, JournalTail | None], Source]
 
 
-def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: SourceStats,
+def _twitter(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
              journal: JournalTail | None) -> Source:
     return TwitterV11Source(config, reactor, clock, stats)
 
 
-def _x(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: SourceStats,
+def _x(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
        journal: JournalTail | None) -> Source:
-    return XSource(config, reactor, clock, stats, journal)
+    # the wader hands its StreamStats, which counts duplicates too
+    return XSource(config, reactor, clock, cast(XStats, stats), journal)
 
 
 BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "x": _x}
 
 
-def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: SourceStats,
+def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
                  journal: JournalTail | None = None) -> Source:
     """The source ``config.source`` names, resuming from ``journal`` when it has a position."""
     try:

@@ -15,8 +15,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["x_message_type", "post_id", "rule_tags", "X_TYPES"]
+__all__ = ["x_message_type", "post_id", "rule_tags", "X_TYPES", "X_PREFIXES"]
 
+#: how X's lines start (``messages.message_type`` hands these here; v1.1 never sends them)
+X_PREFIXES = (b'{"data":', b'{"errors":')
 #: the types a v2 stream produces besides compliance events (typed by their key)
 X_TYPES = ("tweet", "error", "invalid", "unknown")
 _TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
