@@ -50,11 +50,9 @@ def process_info(app: App, now: float) -> JsonObject:
 def meta_document(app: App, now: float) -> JsonObject:
     """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
     snapshot = app.stats.snapshot() if app.stats is not None else {}
-    doc = {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
-           "source": app.config.source, "wader": wader_state(app)}
-    if app.rules is not None:
-        doc["rules"] = app.rules.status()  # X rule sync: last sync, pending, rejected
-    return doc
+    # an X filter daemon's rule sync comes with the snapshot (a stats provider, "rules")
+    return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
+            "source": app.config.source, "wader": wader_state(app)}
 
 
 def status_document(app: App, now: float) -> JsonObject:
@@ -73,5 +71,5 @@ def status_document(app: App, now: float) -> JsonObject:
         "delivery": delivery,
         "process": process_info(app, now),
         "source": app.config.source,
-        **({"rules": app.rules.status()} if app.rules is not None else {}),
+        "rules": app.rules.status() if app.rules is not None else None,  # X filter rules' sync
     }

@@ -101,6 +101,8 @@ def build_wader(app: App, sink: MessageSink, journal: JournalTail | None = None)
 def build_rules(app: App) -> IService | None:
     """Sets ``app.rules`` for an X filter stream (the rule book and its reconciler)."""
     app.rules = _build_rules(app.config, _built(app.store, "store"), app.reactor)
+    if app.rules is not None:  # /meta.json and <ns>:meta:stats show the rule sync
+        _built(app.stats, "stats").provide("rules", app.rules.status)
     return app.rules
 
 

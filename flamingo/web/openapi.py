@@ -114,7 +114,7 @@ SCHEMAS: JsonObject = {
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "process", "source"],
+                     "journal_backlog", "redis", "delivery", "process", "source", "rules"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -128,7 +128,8 @@ SCHEMAS: JsonObject = {
             "delivery": {"type": "object"},
             "process": {"$ref": "#/components/schemas/Process"},
             "source": {"type": "string", "enum": ["twitter", "x", "jetstream", "mastodon"]},
-            "rules": {"$ref": "#/components/schemas/RuleSync"},
+            "rules": {"anyOf": [{"$ref": "#/components/schemas/RuleSync"}, {"type": "null"}],
+                      "description": "X filter rules' sync (source: x, stream filter); null otherwise"},
         },
     },
     "RuleSync": {
