@@ -12,6 +12,7 @@ QUICK  ?=
 
 help:
 	@echo "make run     - demo: private Redis + emulator + flamingod, events shown as they arrive"
+	@echo "               (SOURCE=x: X API v2, rules and posts from the X emulator)"
 	@echo "               (SOURCE=jetstream: Bluesky Jetstream over WebSocket)"
 	@echo "               (SOURCE=mastodon: the Mastodon emulator, #fediverse and #python)"
 	@echo "make test    - make check, then the whole test suite (starts its own redis-server)"
@@ -59,6 +60,7 @@ browser:
 screenshot: install
 	$(PY) -m tests.dashboard_screenshot docs/dashboard.png
 
+SOURCE ?=
 run: install
 	$(PY) -m flamingo.demo $(if $(SOURCE),--source $(SOURCE),)
 

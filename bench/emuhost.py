@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--keepalive", type=float, default=30.0)
+    p.add_argument("--source", default="twitter", choices=("twitter", "x"), help="x: X API v2 (bench/xscenario.py)")
+    p.add_argument("--bearer-token")
     p.add_argument("--stamps", help="record send times of every message to this file")
     p.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long, whatever happens")
     a = p.parse_args(argv)
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from flamingo.emulator import Emulator, EmulatorOptions
 
     options = EmulatorOptions(seed=a.seed, rate=a.rate, size=a.size, keepalive=a.keepalive,
-                              user=a.user, password=a.password, record=bool(a.stamps))
+                              user=a.user, password=a.password, record=bool(a.stamps),
+                              source=a.source, bearer_token=a.bearer_token)
     emu = Emulator(options, reactor=reactor)
     port = emu.start(host=a.host, port=a.port)
     print(f"listening {port}", flush=True)

@@ -83,8 +83,9 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for key, sc in results["scenarios"].items():
         data = f"{sc['size']}{'+gzip' if sc['gzip'] else ''}"
-        lim = results["limits"].get(data) or {}
-        base = results["baselines"].get(data) or {}
+        other_data = sc.get("source", "twitter") != "twitter"  # v1.1 limits and baselines do not apply
+        lim = {} if other_data else results["limits"].get(data) or {}
+        base = {} if other_data else results["baselines"].get(data) or {}
         mean = lim.get("mean_message_bytes") or 0
         pushes = max(1, sum(1 for s in sc["subscriptions"] if "terms" not in s))
         redis_limit = (lim.get("redis_rpush_per_s") or 0) / pushes or None

@@ -21,6 +21,8 @@ from bench.limits import StreamSample, curl_stream, redis_benchmark
 from bench.measure import NoiseMeter, ProcSampler, QueueCounter, count_lines, measure_windows, percentile
 from bench.procs import ROOT, BenchError, RedisProc, children, free_port, venv_python, wait_port
 from bench.stamps import read_stamps
+from bench.xscenario import EMULATOR_ARGS as X_EMULATOR
+from bench.xscenario import XFlamingod
 
 __all__ = ["Settings", "Scenario", "SCENARIOS", "Bench"]
 
@@ -57,6 +59,7 @@ class Scenario:
     size: str
     subs: tuple[SubSpec, ...]
     gzip: bool
+    source: str = "twitter"  # x: bench/xscenario.py (no v1.1 limits or baseline for its data)
 
     @property
     def data(self) -> tuple[str, bool]:
@@ -77,6 +80,7 @@ SCENARIOS = (
               SubSpec("terms", "raw", filter=("love", "python", "coffee"))), False),
     Scenario("3", "small tweets (~300 B), 1 raw subscription", "small", (RAW,), False),
     Scenario("4", "realistic tweets, gzip on, 1 raw subscription", "realistic", (RAW,), True),
+    Scenario("5", "X API v2 posts (~270 B), source: x, 1 raw subscription", "small", (RAW,), False, "x"),
 )
 
 
@@ -91,11 +95,12 @@ def _log(msg: str) -> None:
 class Emulator:
     """``bench.emuhost`` as a subprocess (the in-reactor emulator, optionally stamping sends)."""
 
-    def __init__(self, size: str, seed: int, rate: float = 0.0, stamps: str | None = None) -> None:
+    def __init__(self, size: str, seed: int, rate: float = 0.0, stamps: str | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.port = free_port()
         argv = [venv_python(), "-m", "bench.emuhost", "--port", str(self.port), "--size", size,
                 "--seed", str(seed), "--rate", str(rate), "--user", USER, "--password", PASSWORD,
-                "--max-seconds", "900"]
+                "--max-seconds", "900", *extra]
         if stamps:
             argv += ["--stamps", stamps]
         self.proc = children.spawn(argv, name=f"emulator-{self.port}", cwd=ROOT)
@@ -145,7 +150,7 @@ class Bench:
     def run(self) -> dict[str, Any]:
         datas = []
         for sc in self.scenarios:
-            if sc.data not in datas:
+            if sc.data not in datas and sc.source == "twitter":
                 datas.append(sc.data)
         for size, gzip in datas:
             self._guard(f"limits {size} gzip={gzip}", lambda: self.measure_limits(size, gzip))
@@ -228,9 +233,10 @@ class Bench:
         }
 
     # -- Flamingo ---------------------------------------------------------
-    def start_daemon(self, emu: Emulator, subs: Sequence[SubSpec], gzip: bool) -> Flamingod:
-        d = Flamingod(emu.url, USER, PASSWORD, self.redis.port, subs, gzip=gzip,
-                      overrides=self.overrides, base_dir=self.daemon_dir)
+    def start_daemon(self, emu: Emulator, subs: Sequence[SubSpec], gzip: bool, source: str = "twitter") -> Flamingod:
+        kind = XFlamingod if source == "x" else Flamingod
+        d = kind(emu.url, USER, PASSWORD, self.redis.port, subs, gzip=gzip,
+                 overrides=self.overrides, base_dir=self.daemon_dir)
         d.start(self.r)
         self._pin(d.proc, "daemon")
         return d
@@ -249,14 +255,14 @@ class Bench:
         except (psutil.Error, AttributeError, OSError):
             pass
 
-    def emulator(self, size: str, rate: float = 0.0, stamps: str | None = None) -> Emulator:
-        emu = Emulator(size, self.s.seed, rate=rate, stamps=stamps)
+    def emulator(self, size: str, rate: float = 0.0, stamps: str | None = None, source: str = "twitter") -> Emulator:
+        emu = Emulator(size, self.s.seed, rate=rate, stamps=stamps, extra=X_EMULATOR if source == "x" else ())
         self._pin(emu.proc, "others")
         return emu
 
     def measure_scenario(self, sc: Scenario) -> None:
-        emu = self.emulator(sc.size)
-        daemon = self.start_daemon(emu, sc.subs, sc.gzip)
+        emu = self.emulator(sc.size, source=sc.source)
+        daemon = self.start_daemon(emu, sc.subs, sc.gzip, sc.source)
         try:
             assert daemon.proc is not None
             sampler = ProcSampler(daemon.proc.pid)
@@ -296,6 +302,7 @@ class Bench:
             "title": sc.title,
             "size": sc.size,
             "gzip": sc.gzip,
+            "source": sc.source,
             "subscriptions": [f"{s.name} ({s.format}{', terms' if s.filter else ''})" for s in sc.subs],
             "events_per_s": round(_median([w.rate for w in windows]), 1),
             "windows": [w.to_dict() for w in windows],

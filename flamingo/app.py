@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the parts import this module's users; only their types are 
     from flamingo.stats import Stats
     from flamingo.store import Store
     from flamingo.stream.wader_core import WaderState
+    from flamingo.xrules.service import RulesService
 
 __all__ = ["App", "DeliveryStatus", "WaderControl"]
 
@@ -51,4 +52,5 @@ class App:
     stats: Stats | None = None
     wader: WaderControl | None = None
     delivery: DeliveryStatus | None = None
+    rules: RulesService | None = None  # X filter rules (source: x, stream filter)
     started_at: float = 0.0

@@ -6,6 +6,11 @@ package) and prints one
 short line per event as it reaches the event log. Stops on Ctrl-C, or by
 itself after ``--seconds`` (default 20 s when ``CI`` is set or stdout is not
 a terminal). Everything lives under ``./run/demo``.
+
+``--source x`` (``make run SOURCE=x``) runs the same against the emulator's
+X API v2: ``source: x``, a bearer token, two filter rules in Redis (tags
+``love`` and ``py``) that the daemon reconciles with the emulator, and each
+post shown with the tags of the rules it matched.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from flamingo._redis_server import RedisServer, RedisServerError, free_port, red
 __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashboard_url", "main"]
 
 TRACK = ["#etsy", "austin", "cheaptweet"]
+#: the X demo's rules (value -> tag), written to Redis as `flamingo rules add` would
+X_RULES = {"love": "love", "#python OR python": "py"}
+X_TOKEN = "demo-bearer-token"
 DEMO_CONFIG = Path(__file__).resolve().with_name("demo.yml")
 #: SOURCE=jetstream: Bluesky posts and graph events from the Jetstream emulator
 JETSTREAM_CONFIG = Path(__file__).resolve().with_name("demo_jetstream.yml")
@@ -62,6 +70,8 @@ def describe(raw: bytes) -> str:
         record: dict[str, Any] = r if isinstance(r, dict) else {}
         what = commit.get("collection") or m.get("kind", "?")
         return f"{what:22s} " + " ".join(str(record.get("text", record.get("subject", ""))).split())[:80]
+    if isinstance(m.get("data"), dict) or "errors" in m:
+        return _describe_x(m)
     if "text" in m or "full_text" in m:
         user = (m.get("user") or {}).get("screen_name", "?")
         text = (m.get("extended_tweet") or {}).get("full_text") or m.get("text") or ""
@@ -84,6 +94,38 @@ def _describe_mastodon(m: dict[str, Any]) -> str:
         text = re.sub(r"<[^>]+>", " ", str(payload.get("content", "")))
         return f"{m['event']:<7} {where} @{payload['account'].get('acct', '?')}: " + " ".join(text.split())[:80]
     return f"{m['event']:<7} {where} " + orjson.dumps(payload).decode()[:80]
+
+
+def _describe_x(m: dict[str, Any]) -> str:
+    """An X API v2 line: a post with its rule tags, a compliance event, an error line."""
+    data = m.get("data")
+    if not isinstance(data, dict):
+        return "error   " + orjson.dumps(m.get("errors")).decode()[:90]
+    if "text" in data:
+        tags = ",".join(str(r.get("tag")) for r in m.get("matching_rules") or () if isinstance(r, dict))
+        return f"post    [{tags}] " + " ".join(str(data["text"]).split())[:90]
+    key = next(iter(data), "?")
+    return f"{key:7s} " + orjson.dumps(data[key]).decode()[:90]
+
+
+def x_config(base: Path) -> Path:
+    """The demo's config turned to ``source: x`` (written under ``base``)."""
+    import yaml
+
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    for k in ("username", "password"):
+        raw.pop(k, None)
+    raw.update({"source": "x", "stream": "filter", "bearer_token": X_TOKEN})
+    path = base / "flamingo-x.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def seed_x_rules(redis: RedisServer, namespace: str = "flamingo") -> None:
+    """The demo's rules in Redis, pending: the daemon adds them at the emulator."""
+    for value, tag in X_RULES.items():
+        rule = {"tag": tag, "id": None, "status": "pending", "error": None}
+        redis.command("HSET", f"{namespace}:rules:filter", value, orjson.dumps(rule).decode())
 
 
 class EventTail:
@@ -140,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after this long (default: 20 s under CI or without a TTY, "
                              "else until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=5.0, help="emulator messages per second")
-    parser.add_argument("--source", choices=("twitter", "jetstream", "mastodon"), default="twitter",
+    parser.add_argument("--source", choices=("twitter", "x", "jetstream", "mastodon"), default="twitter",
                         help="the API to demo (make run SOURCE=...): twitter (the v1.1 emulator, default), "
+                             "x (X API v2: filter rules), "
                              "jetstream (Bluesky Jetstream over WebSocket) or mastodon (the Mastodon emulator: "
                              "#fediverse and #python over one WebSocket, gaps filled from REST)")
     parser.add_argument("--dir", default="run/demo", help="working directory (default run/demo)")
@@ -166,7 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     say(f"redis-server     127.0.0.1:{redis.port} (private, data in {base / 'redis'})")
     source_env: dict[str, str] = {}
     emu: Emulator | MastodonEmulator | JetstreamEmulator
-    if args.source == "jetstream":
+    if args.source == "x":
+        seed_x_rules(redis)
+        config = x_config(base)
+        x = emu = Emulator(EmulatorOptions(seed=int(time.time()) % 1000, rate=args.rate, source="x",
+                                           bearer_token=X_TOKEN), reactor=reactor)
+        x.start("127.0.0.1", 0)
+        rules = ", ".join(f"{v!r} (tag {t})" for v, t in X_RULES.items())
+        say(f"emulator         {x.url}  (X API v2, rules {rules}, {args.rate:g} msg/s)")
+
+        def made() -> str:
+            return f"{sum(r.messages_sent for r in x.journal)} sent by the emulator"
+    elif args.source == "jetstream":
         redis.command("SADD", "flamingo:streams:subscribe:wantedCollections", *JETSTREAM_WANTED)
         jet = emu = JetstreamEmulator(JetOptions(seed=int(time.time()) % 1000, rate=args.rate * 4),
                                       reactor=reactor)

@@ -78,8 +78,9 @@ def process_info(app: App, now: float) -> JsonObject:
 def meta_document(app: App, now: float) -> JsonObject:
     """What /meta.json shows: the stats snapshot, process info, the stream, the wader."""
     snapshot = app.stats.snapshot() if app.stats is not None else {}
+    # an X filter daemon's rule sync comes with the snapshot (a stats provider, "rules")
     return {**snapshot, "process": process_info(app, now), "stream": app.config.stream,
-            "wader": wader_state(app)}
+            "source": app.config.source, "wader": wader_state(app)}
 
 
 def status_document(app: App, now: float) -> JsonObject:
@@ -101,4 +102,5 @@ def status_document(app: App, now: float) -> JsonObject:
         "streams": streams(app),
         "process": process_info(app, now),
         "gap_fill": gap_fill_status(app),
+        "rules": app.rules.status() if app.rules is not None else None,  # X filter rules' sync
     }

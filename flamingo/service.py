@@ -34,6 +34,7 @@ from flamingo.stream.source import JournalTail
 from flamingo.stream.wader import Wader
 from flamingo.stream.wader_core import MessageSink
 from flamingo.web.server import web_service
+from flamingo.xrules.service import build_rules as _build_rules
 
 __all__ = ["FlamingoService", "StoreService", "build_store", "build_stats", "build_delivery",
            "build_wader", "build_web", "build_console"]
@@ -97,6 +98,14 @@ def build_wader(app: App, sink: MessageSink, journal: JournalTail | None = None)
     return wader
 
 
+def build_rules(app: App) -> IService | None:
+    """Sets ``app.rules`` for an X filter stream (the rule book and its reconciler)."""
+    app.rules = _build_rules(app.config, _built(app.store, "store"), app.reactor)
+    if app.rules is not None:  # /meta.json and <ns>:meta:stats show the rule sync
+        _built(app.stats, "stats").provide("rules", app.rules.status)
+    return app.rules
+
+
 def build_web(app: App) -> IService | None:
     """The REST API on web.host:web.port, unless ``web.enabled`` is false."""
     if not app.config.web.enabled:
@@ -131,9 +140,12 @@ class FlamingoService(MultiService):
         parts: list[tuple[str, IService | None]] = [("store", build_store(self.app))]
         delivery, sink = build_delivery(self.app)
         parts.append(("delivery", delivery))
+        parts.append(("rules", build_rules(self.app)))
         parts.append(("wader", build_wader(self.app, sink, delivery.journal)))
         parts.append(("web", build_web(self.app)))
         parts.append(("console", build_console(self.app)))
+        if self.app.rules is not None and self.app.wader is not None:
+            self.app.rules.follow(self.app.wader)  # the filter stream waits for its first rule
         for name, part in parts:
             if part is not None:
                 if getattr(part, "name", None) is None:

@@ -149,6 +149,7 @@ class Store:
         self._params: dict[str, dict[str, list[str]]] = {}
         self._subs: dict[str, Subscription] = {}
         self._callbacks: list[ChangeCallback] = []
+        self._notice_handlers: dict[str, Callable[[str], None]] = {}
         self._conn: Any = None
         self._listener_factory: Any = None
         self._health = task.LoopingCall(self._check)
@@ -613,12 +614,30 @@ class Store:
         # (Re)subscribed: anything published while we were away was missed.
         if self.available:
             self._reload()
+        for kind, handler in list(self._notice_handlers.items()):
+            handler(kind)  # a bare kind: read everything of it again
 
     def _listener_lost(self) -> None:
         pass
 
     def _change_message(self, message: str) -> None:
+        handler = self._notice_handlers.get(message.partition(":")[0])
+        if handler is not None:  # a part with keys of its own (X rules): not the store's copy
+            handler(message)
+            return
         self._reload(change_targets(message))
+
+    def on_notice(self, kind: str, handler: Callable[[str], None]) -> None:
+        """Change notices ``<kind>:...`` go to ``handler`` instead of reloading the store;
+        after a reconnect of the notice channel it is called with the bare ``kind``."""
+        self._notice_handlers[kind] = handler
+
+    def command(self, *args: str | bytes | int | float) -> defer.Deferred[Any]:
+        """One Redis command (a script, a read) for a part that keeps its own keys,
+        with the store's timeout and unavailability rules."""
+        if not self.available or self._conn is None:
+            return defer.fail(StoreUnavailable(f"Redis unreachable: {self.last_error or 'not connected'}"))
+        return self._timed(self._conn.execute_command(*args))
 
     def _reload(self, targets: Iterable[Target] | None = None) -> defer.Deferred[None]:
         """Reload the copy (all of it, or the targets); calls made while a load runs share the next one."""

@@ -31,6 +31,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,316}")
 MAX_TERMS = 400
 MAX_TERM_BYTES = 60
+MAX_TAG_CHARS = 256
 
 
 def _tuple_of_str(field: str, value: Any) -> tuple[str, ...]:
@@ -56,14 +57,15 @@ class Subscription:
     filter: tuple[str, ...] = ()
     max_length: int | None = None
     groups: tuple[str, ...] = ()  # format stream: consumer groups made with the stream
+    rules: tuple[str, ...] = ()  # X rule tags: only posts whose matching_rules has one
 
     @classmethod
     def create(cls, name: Any, **options: Any) -> Subscription:
         """Validate and build; raises ValidationError naming the field."""
-        unknown = set(options) - {"format", "types", "filter", "max_length", "groups"}
+        unknown = set(options) - {"format", "types", "filter", "max_length", "groups", "rules"}
         if unknown:
             field = sorted(unknown)[0]
-            raise ValidationError(field, "unknown option (allowed: format, types, filter, max_length, groups)")
+            raise ValidationError(field, "unknown option (allowed: format, types, filter, max_length, groups, rules)")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ValidationError("name", f"must match [A-Za-z0-9_.:-]{{1,64}}, got {name!r}",
                                   limit="name: [A-Za-z0-9_.:-]{1,64}")
@@ -102,7 +104,12 @@ class Subscription:
             if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
                 raise ValidationError("max_length", f"must be an integer >= 1, got {max_length!r}")
         groups = _groups(options.get("groups"), fmt)
-        return cls(name=name, format=fmt, types=types, filter=terms, max_length=max_length, groups=groups)
+        tags = _tuple_of_str("rules", options.get("rules") or ())
+        if len(tags) > MAX_TERMS or any(not t or len(t) > MAX_TAG_CHARS for t in tags):
+            raise ValidationError("rules", f"at most {MAX_TERMS} rule tags of 1..{MAX_TAG_CHARS} characters",
+                                  limit=f"rules: tags of 1..{MAX_TAG_CHARS} characters")
+        return cls(name=name, format=fmt, types=types, filter=terms, max_length=max_length, groups=groups,
+                   rules=tuple(dict.fromkeys(tags)))
 
     def queue_key(self, namespace: str) -> str:
         """The Redis list (or stream) this subscription's events go to."""
@@ -116,12 +123,14 @@ class Subscription:
         return self.types is None or event_type in self.types
 
     def to_dict(self) -> JsonObject:
-        """JSON-ready (REST, console, meta)."""
+        """JSON-ready (REST, console, meta); ``groups`` for streams, ``rules`` only when set (X)."""
         doc: JsonObject = {"name": self.name, "format": self.format,
                            "types": list(self.types) if self.types is not None else None,
                            "filter": list(self.filter), "max_length": self.max_length}
         if self.format == "stream":
             doc["groups"] = list(self.groups)
+        if self.rules:
+            doc["rules"] = list(self.rules)
         return doc
 
     def to_hash(self) -> dict[str, str]:
@@ -130,7 +139,8 @@ class Subscription:
                 "types": orjson.dumps(list(self.types)).decode() if self.types is not None else "",
                 "filter": orjson.dumps(list(self.filter)).decode() if self.filter else "",
                 "max_length": str(self.max_length) if self.max_length is not None else "",
-                "groups": orjson.dumps(list(self.groups)).decode() if self.groups else ""}
+                "groups": orjson.dumps(list(self.groups)).decode() if self.groups else "",
+                "rules": orjson.dumps(list(self.rules)).decode() if self.rules else ""}
 
     @classmethod
     def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> Subscription:
@@ -152,7 +162,7 @@ class Subscription:
             return s
         return cls.create(name, format=get("format") or None, types=lst("types"),
                           filter=lst("filter"), max_length=get("max_length").strip() or None,
-                          groups=lst("groups"))
+                          groups=lst("groups"), rules=lst("rules"))
 
 
 def _groups(value: Any, fmt: str) -> tuple[str, ...]:

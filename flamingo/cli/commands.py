@@ -34,7 +34,7 @@ from flamingo.cli.format import SUB_COLUMNS, flatten, key_values, show_params, s
 from flamingo.cli.stream_tail import ensure_group, read_group
 
 __all__ = ["Context", "cmd_status", "cmd_top", "cmd_meta", "cmd_stream", "cmd_subscriptions",
-           "cmd_subscribe", "cmd_unsubscribe", "cmd_restart", "cmd_tail", "cmd_console",
+           "cmd_subscribe", "cmd_unsubscribe", "cmd_rules", "cmd_restart", "cmd_tail", "cmd_console",
            "cmd_emulator", "console_address"]
 
 
@@ -149,6 +149,8 @@ def cmd_subscribe(ctx: Context) -> int:
         body["max_length"] = a.max_length
     if a.groups is not None:
         body["groups"] = _csv(a.groups)
+    if a.rules is not None:
+        body["rules"] = _csv(a.rules)
     sub = ctx.client().request("POST", "/subscriptions.json", body)
     return ctx.emit(sub, lambda s: table([s], SUB_COLUMNS))
 
@@ -164,6 +166,30 @@ def cmd_unsubscribe(ctx: Context) -> int:
             return f"unsubscribed {a.name}; queue {queue} dropped"
         return f"unsubscribed {a.name}; queue {queue} left for its consumers"
     return ctx.emit(doc, human)
+
+
+RULES_PATH = "/streams/filter/rules.json"
+RULE_COLUMNS = ("value", "tag", "status", "id", "error")
+
+
+def cmd_rules(ctx: Context) -> int:
+    """X filter rules: list, add VALUE [--tag TAG], remove (--value V | --tag T)."""
+    a = ctx.args
+    client = ctx.client()
+    if a.action == "add":
+        body: JsonObject = {"value": a.value}
+        if a.tag is not None:
+            body["tag"] = a.tag
+        rule = client.request("POST", RULES_PATH, body)
+        return ctx.emit(rule, lambda r: table([r], RULE_COLUMNS))
+    if a.action == "remove":
+        if (a.value is None) == (a.tag is None):
+            raise UsageError("rules remove: give --value V or --tag T (one of the two)")
+        query = f"?value={quote(a.value)}" if a.value is not None else f"?tag={quote(a.tag)}"
+        left = client.request("DELETE", RULES_PATH + query)
+        return ctx.emit(left, lambda r: table(r, RULE_COLUMNS) if r else "(no rules left)")
+    rules = client.get(RULES_PATH)
+    return ctx.emit(rules, lambda r: table(r, RULE_COLUMNS) if r else "(no rules)")
 
 
 def cmd_restart(ctx: Context) -> int:

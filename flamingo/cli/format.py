@@ -85,6 +85,12 @@ def show_status(doc: JsonObject) -> str:
     if isinstance(cursor, dict):  # Jetstream: where a reconnect resumes, and how far behind
         lag = cursor.get("lag_seconds")
         lines.append(("cursor", f"{cursor.get('time_us')} (lag {lag} s)" if lag is not None else "-"))
+    rules = doc.get("rules")
+    if isinstance(rules, dict):  # X filter rules and their sync with X
+        lines.append(("rules", f"{rules.get('active', 0)} active, {rules.get('pending', 0)} pending, "
+                               f"{rules.get('rejected', 0)} rejected; last sync {_when(rules.get('last_sync'))}"))
+        if rules.get("error"):
+            lines.append(("rules error", rules.get("error")))
     lines.append(("journal backlog", doc.get("journal_backlog")))
     redis = doc.get("redis") or {}
     lines.append(("redis", "reachable" if redis.get("available") else "UNREACHABLE"))

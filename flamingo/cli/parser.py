@@ -16,6 +16,7 @@ from flamingo.cli.commands import (
     cmd_console,
     cmd_meta,
     cmd_restart,
+    cmd_rules,
     cmd_status,
     cmd_stream,
     cmd_subscribe,
@@ -140,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", nargs="+", metavar="TERM",
                    help="deliver only events matching any of these terms")
     p.add_argument("--max-length", type=int, metavar="N", help="keep at most N events queued")
+    p.add_argument("--rules", action="append", metavar="TAG[,TAG]",
+                   help="X only: deliver only posts that matched a rule with one of these tags")
+
+    p = add("rules", "X filter rules (source: x): list, add or remove; X follows without a reconnect",
+            cmd_rules, epilog="examples: flamingo rules list; flamingo rules add 'cats has:images' --tag cats; "
+                              "flamingo rules remove --tag cats; flamingo rules remove --value dogs")
+    rules = p.add_subparsers(dest="action", metavar="ACTION", parser_class=FlamingoParser)
+    rules.add_parser("list", help="the rules, their X ids and sync status", parents=[common])
+    r = rules.add_parser("add", help="add a rule (a value already there is left unchanged)", parents=[common])
+    r.add_argument("value", help="the rule, in X's rule syntax (quote it)")
+    r.add_argument("--tag", help="the rule's tag (subscriptions route by it: --rules TAG)")
+    r = rules.add_parser("remove", help="remove a rule by value, or every rule with a tag", parents=[common])
+    r.add_argument("--value", help="the rule's value")
+    r.add_argument("--tag", help="every rule with this tag")
 
     p = add("unsubscribe", "delete a subscription (its queue is left for consumers)", cmd_unsubscribe)
     p.add_argument("name")

@@ -24,6 +24,7 @@ from flamingo.errors import FlamingoError, NotFound
 if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
     from flamingo.store import Store
     from flamingo.subscription import Subscription as Sub
+    from flamingo.xrules.service import RulesService
 
 __all__ = ["BANNER", "Watch", "ParamsView", "build_namespace", "ConfigView", "Redacted",
            "Text", "Pretty", "NoWader", "describe_error"]
@@ -33,6 +34,8 @@ Flamingo console (Python, inside the running daemon). What is here:
   s = Stream.get('filter')        a stream; Stream.all() lists them
   s.params                        its params, live: s.params['track'] = ['a', 'b']
   s.params.add('track', 'x')      also .remove('track', 'x'), .delete('track'), .all()
+  s.rules                         X filter rules (source: x); s.add_rule('cats', tag='pets'),
+                                  s.remove_rule(value='cats') or s.remove_rule(tag='pets')
   Subscription('example').save()  also format='raw'|'envelope'|'resque'|'stream', types=[...],
                                   filter=[...], max_length=N, groups=[...] (stream);
                                   Subscription.all(),
@@ -116,6 +119,13 @@ def _store(app: App) -> Store:
     return app.store
 
 
+def _rules(app: App) -> RulesService:
+    if app.rules is None:
+        raise FlamingoError(f"no filter rules here: they are for source: x, stream: filter "
+                            f"(this daemon: source: {app.config.source}, stream: {app.config.stream})")
+    return app.rules
+
+
 def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
     """The console's names, bound to ``app``; ``watch(d, label)`` shows a write's result."""
 
@@ -138,6 +148,19 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
         @classmethod
         def all(cls) -> list[Stream]:
             return [cls(n) for n in _store(app).stream_names()]
+
+        @property
+        def rules(self) -> list[JsonObject]:
+            """X filter rules (source: x): value, tag, X's id, status, error."""
+            return [r.to_dict() for r in _rules(app).rules()]
+
+        def add_rule(self, value: str, tag: str | None = None) -> defer.Deferred:
+            """Add an X rule; X follows without a reconnect (a value already there: unchanged)."""
+            return _rules(app).add(value, tag).addCallback(lambda done: done[0].to_dict())
+
+        def remove_rule(self, value: str | None = None, tag: str | None = None) -> defer.Deferred:
+            """Remove an X rule by value, or every rule with a tag; the rules left."""
+            return _rules(app).remove(value, tag).addCallback(lambda left: [r.to_dict() for r in left])
 
         def __repr__(self) -> str:
             return f"Stream({self.name!r}, params={self.params!r})"

@@ -1,7 +1,9 @@
 """Which values each subscription gets from one batch (pure; shared work per frame).
 
-A subscription gets an event when its ``types`` allow it and its term filter
-(tweets and Bluesky posts only) matches. Lines that are not JSON (type ``invalid``: a stray
+A subscription gets an event when its ``types`` allow it, its term filter
+(tweets and Bluesky posts only) matches and, with ``rules`` (X rule tags), the post's
+``matching_rules`` names one of them (a post matching several rules is one
+event: it reaches each subscription once). Lines that are not JSON (type ``invalid``: a stray
 ``Exceeded connection limit`` or a torn ``{"not json``) are kept in the event
 log and counted, but go only to a subscription whose ``types`` names
 ``invalid`` explicitly: every consumer of a raw queue would fail on them.
@@ -17,6 +19,7 @@ import orjson
 from flamingo.dispatch.payloads import BUILDERS
 from flamingo.stream.jetstream_events import POST, post_haystack
 from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
+from flamingo.stream.x_messages import rule_tags
 from flamingo.subscription import Subscription
 
 __all__ = ["Routes", "INVALID"]
@@ -37,11 +40,12 @@ class Routes:
         self._has_invalid = INVALID in types
         self._views: dict[int, bytes | None] = {}  # per frame, shared by every filtered subscription
         self._hays: dict[int, Any] = {}
+        self._tags: dict[int, frozenset[str] | None] = {}
 
     def values_for(self, sub: Subscription) -> list[bytes]:
         build = BUILDERS[sub.format]
         frames, types = self.frames, self.types
-        if sub.types is None and not sub.filter:
+        if sub.types is None and not sub.filter and not sub.rules:
             if self._has_invalid:
                 return [build(f, t) for f, t in zip(frames, types) if t != INVALID]
             if sub.format == "raw":
@@ -58,8 +62,17 @@ class Routes:
                 continue
             if matcher is not None and not self._matches(matcher, i, f, t):
                 continue
+            if sub.rules and not self._tagged(i, f, sub.rules):
+                continue
             values.append(build(f, t))
         return values
+
+    def _tagged(self, i: int, frame: bytes, tags: tuple[str, ...]) -> bool:
+        """An X post matched one of these rule tags (its ``matching_rules``)."""
+        if i not in self._tags:
+            self._tags[i] = rule_tags(frame)
+        found = self._tags[i]
+        return found is not None and not found.isdisjoint(tags)
 
     def _matches(self, matcher: TermMatcher, i: int, frame: bytes, etype: str) -> bool:
         build = _HAYSTACKS.get(etype)

@@ -5,7 +5,9 @@ A v1.1 message whose only top-level key is a control key is of that type
 ``disconnect``, ``warning``, or any other single key, typed by its name);
 everything else shaped like a tweet is ``tweet``; a Bluesky Jetstream event
 (``{"did"…``) is typed by ``jetstream_events`` (its collection NSID,
-``identity``, ``account``); what is not a JSON object is
+``identity``, ``account``); an X API v2 line (``{"data"…`` or ``{"errors"…``)
+is typed by ``x_messages.x_message_type`` (``tweet``, ``error``, a compliance
+event's key); what is not a JSON object is
 ``invalid`` (counted, still journaled and delivered).
 
 Mastodon events (queued as ``{"event": NAME, "stream": [...], "payload": ...}``,
@@ -27,6 +29,7 @@ from typing import Any
 import orjson
 
 from flamingo.stream import jetstream_events
+from flamingo.stream.x_messages import X_PREFIXES, x_message_type
 
 __all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
 
@@ -53,6 +56,8 @@ def message_type(raw: bytes) -> str:
         name = raw[10:end]
         if end > 0 and _EVENT_RE.fullmatch(name):
             return name.decode()
+    if raw.startswith(X_PREFIXES):  # X API v2: posts, compliance events, error lines
+        return x_message_type(raw)
     try:
         obj = _loads(raw)
     except _JSONDecodeError:

@@ -16,6 +16,7 @@ from flamingo.stats import Stats
 from flamingo.stream.jetstream import JetstreamSource, JetstreamStats
 from flamingo.stream.source import JournalTail, Source
 from flamingo.stream.twitter import TwitterV11Source, V11Stats
+from flamingo.stream.x import XSource, XStats
 
 __all__ = ["build_source", "BUILDERS", "SourceBuilder"]
 
@@ -50,7 +51,14 @@ def _mastodon(config: Config, reactor: IReactorTime, clock: IReactorTime, stats:
     return source
 
 
-BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "jetstream": _jetstream, "mastodon": _mastodon}
+def _x(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
+       journal: JournalTail | None) -> Source:
+    # the wader hands its StreamStats, which counts duplicates too
+    return XSource(config, reactor, clock, cast(XStats, stats), journal)
+
+
+BUILDERS: dict[str, SourceBuilder] = {"twitter": _twitter, "x": _x, "jetstream": _jetstream,
+                                      "mastodon": _mastodon}
 
 
 def build_source(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import BaseConverter
 
 from flamingo import documents
 from flamingo._types import JsonObject
@@ -28,6 +29,7 @@ from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
 from flamingo.web import _params, dashboard
+from flamingo.web import rules as rules_api
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.guard import Guard
 from flamingo.web.health import Readiness, liveness
@@ -50,6 +52,12 @@ RESOURCES = {
 }
 
 _JSON = b"application/json"
+
+
+class _ParamName(BaseConverter):
+    """A stream param's name in a path: anything but ``rules``, which is X's rules route."""
+
+    regex = r"(?!rules\.json)[^/]+"
 
 
 class ApiError(Exception):
@@ -78,6 +86,7 @@ class FlamingoApi:
     """The REST API over one running daemon (an :class:`App`)."""
 
     app = Klein()
+    app.url_map.converters["param"] = _ParamName  # before the routes below are declared
 
     def __init__(self, flamingo: App, clock: IReactorTime | None = None) -> None:
         self.flamingo = flamingo
@@ -227,7 +236,7 @@ class FlamingoApi:
         log.info("Set {keys} on stream {stream}", keys=",".join(sorted(new)), stream=name)
         return _json(request, {**self._stream_doc(name), "wader": self._wader_state()})
 
-    @app.route("/streams/<name>/<key>.json", methods=["GET"])
+    @app.route("/streams/<name>/<param:key>.json", methods=["GET"])
     def get_param(self, request: IRequest, name: str, key: str) -> bytes:
         name = self._stream(name)
         return _json(request, self.store.params(name).get(key, []))
@@ -238,7 +247,7 @@ class FlamingoApi:
             request.setHeader(b"flamingo-wader-state", str(state["name"]).encode())
         return _json(request, self.store.params(name).get(key, []))
 
-    @app.route("/streams/<name>/<key>.json", methods=["POST"])
+    @app.route("/streams/<name>/<param:key>.json", methods=["POST"])
     @inlineCallbacks
     def post_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
@@ -257,7 +266,7 @@ class FlamingoApi:
             yield store.remove_values(name, key, remove)
         return self._param_result(request, name, key)
 
-    @app.route("/streams/<name>/<key>.json", methods=["PUT"])
+    @app.route("/streams/<name>/<param:key>.json", methods=["PUT"])
     @inlineCallbacks
     def put_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
@@ -270,7 +279,7 @@ class FlamingoApi:
         yield store.set_param(name, key, values)
         return self._param_result(request, name, key)
 
-    @app.route("/streams/<name>/<key>.json", methods=["DELETE"])
+    @app.route("/streams/<name>/<param:key>.json", methods=["DELETE"])
     @inlineCallbacks
     def delete_param(self, request: IRequest, name: str, key: str) -> Any:
         name = self._stream(name)
@@ -321,11 +330,10 @@ class FlamingoApi:
         if given.has("name") and given.one("name") != name:
             raise BadRequest("a subscription cannot be renamed", {"field": "name"})
         options = {"format": old.format, "types": old.types, "filter": old.filter,
-                   "max_length": old.max_length, "groups": old.groups}
+                   "max_length": old.max_length, "groups": old.groups, "rules": old.rules}
         changes = _subscription_options(given)
         if not changes:
-            raise BadRequest("no options given", {"options": ["format", "types", "filter",
-                                                              "max_length"]})
+            raise BadRequest("no options given", {"options": list(_SUB_OPTIONS)})
         options.update(changes)
         sub = Subscription.create(name, **options)
         store = self._writable()
@@ -345,6 +353,16 @@ class FlamingoApi:
                                "queue_dropped": drop})
 
     # --- new routes ------------------------------------------------------------
+
+    @app.route("/streams/filter/rules.json", methods=["GET", "POST", "DELETE"])
+    @inlineCallbacks
+    def filter_rules(self, request: IRequest) -> Any:
+        rules = self.flamingo.rules
+        if rules is None:
+            raise ApiError(404, "no filter rules here: they are for source: x, stream: filter",
+                           {"source": self.config.source, "stream": self.config.stream})
+        status, body = yield rules_api.handle(rules, request.method.decode("latin-1"), self._params(request))
+        return _json(request, body, status)
 
     @app.route("/status.json", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
@@ -407,7 +425,7 @@ class FlamingoApi:
         return body
 
 
-_SUB_OPTIONS = ("format", "types", "filter", "max_length", "groups")
+_SUB_OPTIONS = ("format", "types", "filter", "max_length", "groups", "rules")
 
 
 def _subscription_options(given: RequestParams) -> JsonObject:
@@ -423,4 +441,6 @@ def _subscription_options(given: RequestParams) -> JsonObject:
         out["max_length"] = _params.parse_int("max_length", given.one("max_length"))
     if given.has("groups"):
         out["groups"] = tuple(given.split("groups") or ())
+    if given.has("rules"):
+        out["rules"] = tuple(given.split("rules") or ())
     return out

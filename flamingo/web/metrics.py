@@ -85,6 +85,7 @@ class FlamingoCollector(Collector):
         yield from self._connection(app, snap)
         yield from self._delivery(app, snap)
         yield from self._gap_fill(snap)
+        yield from self._source(app)
         if self.readiness is not None:
             yield from self._ready(self.readiness)
 
@@ -266,6 +267,26 @@ class FlamingoCollector(Collector):
                             fam.add_metric([str(name), str(g.get("name"))], n)
         yield lag
         yield pending
+
+    def _source(self, app: App) -> Iterator[Metric]:
+        fam: Family = GaugeMetricFamily("flamingo_source_info", "The source this daemon reads (1)",
+                                        labels=["source", "stream"])
+        fam.add_metric([app.config.source, app.config.stream], 1.0)
+        yield fam
+        if app.rules is None:
+            return
+        st = app.rules.status()
+        yield _labelled(GaugeMetricFamily("flamingo_x_rules", "X filter rules, by sync status",
+                                          labels=["status"]),
+                        {k: st.get(k, 0) for k in ("pending", "active", "rejected")})
+        fam = GaugeMetricFamily("flamingo_x_rules_last_sync_seconds", "Epoch time of the last complete rule sync")
+        last = _num(st.get("last_sync"))
+        if last is not None:
+            fam.add_metric([], last)
+        yield fam
+        fam = GaugeMetricFamily("flamingo_x_rules_sync_failing", "1 while the last rule sync attempt failed")
+        fam.add_metric([], 1.0 if st.get("error") else 0.0)
+        yield fam
 
     def _ready(self, readiness: Readiness) -> Iterator[Metric]:
         """What /ready says, as gauges an alert can name."""

@@ -65,6 +65,7 @@ SCHEMAS: JsonObject = {
             "max_length": {"type": ["integer", "null"], "minimum": 1},
             "groups": _STR_LIST,
             "stream": {"$ref": "#/components/schemas/StreamStats"},
+            "rules": _STR_LIST,
             "queue": {"type": "string"},
             "deleted": {"type": "boolean"},
             "queue_dropped": {"type": "boolean"},
@@ -95,8 +96,22 @@ SCHEMAS: JsonObject = {
             "filter": {"type": ["string", "number", "array", "null"],
                        "items": {"type": ["string", "number"]}},
             "max_length": {"type": ["integer", "null"], "minimum": 1},
+            "rules": {"type": ["string", "number", "array", "null"],
+                      "items": {"type": ["string", "number"]}},
         },
     },
+    "Rule": {
+        "type": "object",
+        "required": ["value", "tag", "id", "status", "error"],
+        "properties": {
+            "value": {"type": "string"},
+            "tag": {"type": ["string", "null"]},
+            "id": {"type": ["string", "null"], "description": "X's id, once active"},
+            "status": {"type": "string", "enum": ["pending", "active", "rejected"]},
+            "error": {"type": ["string", "null"], "description": "X's message, when rejected"},
+        },
+    },
+    "RuleList": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
     "Process": {
         "type": "object",
         "properties": {"pid": {"type": "integer"}, "version": {"type": "string"},
@@ -108,12 +123,15 @@ SCHEMAS: JsonObject = {
         "required": ["process", "stream", "wader"],
         "properties": {"process": {"$ref": "#/components/schemas/Process"},
                        "stream": {"type": "string"},
+                       "source": {"type": "string"},
+                       "rules": {"$ref": "#/components/schemas/RuleSync"},
                        "wader": {"$ref": "#/components/schemas/WaderState"}},
     },
     "Status": {
         "type": "object",
         "required": ["wader", "state", "request_line", "connected_since", "stream",
-                     "journal_backlog", "redis", "delivery", "streams", "process", "source", "cursor", "gap_fill"],
+                     "journal_backlog", "redis", "delivery", "streams", "process", "source", "cursor", "gap_fill",
+                     "rules"],
         "properties": {
             "wader": {"$ref": "#/components/schemas/WaderState"},
             "state": {"type": ["string", "null"]},
@@ -128,7 +146,7 @@ SCHEMAS: JsonObject = {
             "streams": {"type": "object", "description": "format stream subscriptions by name",
                         "additionalProperties": {"$ref": "#/components/schemas/StreamStats"}},
             "process": {"$ref": "#/components/schemas/Process"},
-            "source": {"type": "string"},
+            "source": {"type": "string", "enum": ["twitter", "x", "jetstream", "mastodon"]},
             "cursor": {"type": ["object", "null"], "description":
                        "Jetstream: time_us of the newest event handed on, lag_seconds (now - time_us), "
                        "the cursor the connection asked for (requested), journaled_at_start"},
@@ -136,6 +154,19 @@ SCHEMAS: JsonObject = {
                          "Mastodon: fills, statuses, pages, truncated, failed, running, last_at, last "
                          "(per stream: since_id, filled, pages, complete, reason), rate_limit, "
                          "newest_ids (per stream), streaming_url, transport"},
+            "rules": {"anyOf": [{"$ref": "#/components/schemas/RuleSync"}, {"type": "null"}],
+                      "description": "X filter rules' sync (source: x, stream filter); null otherwise"},
+        },
+    },
+    "RuleSync": {
+        "type": "object",
+        "description": "X filter rules (source: x, stream filter): counts and the last sync",
+        "properties": {
+            "rules": {"type": "integer"}, "pending": {"type": "integer"}, "active": {"type": "integer"},
+            "rejected": {"type": "integer"}, "last_sync": _NULLABLE_NUM, "last_attempt": _NULLABLE_NUM,
+            "next_sync_at": _NULLABLE_NUM, "error": {"type": ["string", "null"]},
+            "cause": {"type": ["string", "null"]}, "syncing": {"type": "boolean"},
+            "passes": {"type": "integer"}, "deleted_at_x": {"type": "integer"},
         },
     },
     "Restart": {
@@ -228,7 +259,7 @@ def _body(properties: JsonObject) -> JsonObject:
 
 _SUB_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 _FORMAT = {"type": "string", "enum": ["raw", "envelope", "resque", "stream"]}
-_MAX_LENGTH = {"type": "integer", "minimum": 1}
+_MAX_LENGTH = {"type": ["integer", "null"], "minimum": 1}  # "null" (or empty) means no cap
 #: What the server takes for a list-like parameter in a body: "a,b", 5, [a, 5], or null (unset).
 _LIST_OR_STR = {"type": ["string", "number", "array", "null"],
                 "items": {"type": ["string", "number"]}}
@@ -281,7 +312,8 @@ def _operation(method: str, path: str) -> JsonObject:
                   _query("groups", "format stream: comma-separated consumer groups to create"),
                   _query("types", "Comma-separated event types (default: all)"),
                   _query("filter", "Comma-separated terms an event must contain"),
-                  _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
+                  _query("max_length", "Trim the list to this many events", _MAX_LENGTH),
+                  _query("rules", "Comma-separated X rule tags a post must have matched (source: x)")]
         props = {"name": {"type": ["string", "number"]}, **SCHEMAS["SubscriptionOptions"]["properties"]}
         body = _body(props)
         errors += ["400", "413", "422", "503"]
@@ -294,7 +326,8 @@ def _operation(method: str, path: str) -> JsonObject:
                        _query("groups", "format stream: comma-separated consumer groups"),
                        _query("types", "Comma-separated event types"),
                        _query("filter", "Comma-separated terms"),
-                       _query("max_length", "Trim the list to this many events", _MAX_LENGTH)]
+                       _query("max_length", "Trim the list to this many events", _MAX_LENGTH),
+                       _query("rules", "Comma-separated X rule tags")]
             body = _body(SCHEMAS["SubscriptionOptions"]["properties"])
             errors += ["400", "413", "422", "503"]
         elif method == "DELETE":
@@ -303,6 +336,16 @@ def _operation(method: str, path: str) -> JsonObject:
                                                           "no", "on", "off"]})]
             errors += ["400", "503"]
         ok = _json(_ref("Subscription"))
+    elif path == "/streams/filter/rules.json":
+        errors += ["404"]  # a daemon of another source or stream has no rules
+        if method != "GET":
+            params = [_query("value", "The rule's value (X's rule syntax)"),
+                      _query("tag", "The rule's tag (what subscriptions route by)")]
+            body = _body({"value": {"type": ["string", "number", "null"]},
+                          "tag": {"type": ["string", "number", "null"]}})
+            errors += ["400", "413", "422", "503"]
+        ok = _json(_ref("Rule"), "The rule (already there: 200, unchanged)") if method == "POST" \
+            else _json(_ref("RuleList"))
     elif key == ("GET", "/status.json"):
         ok = _json(_ref("Status"))
     elif key == ("POST", "/wader/restart.json"):
@@ -324,6 +367,8 @@ def _operation(method: str, path: str) -> JsonObject:
         responses["503"] = _json(_ref("Health"), "Unhealthy; `reason` says why")
     if key == ("GET", "/ready"):
         responses["503"] = _json(_ref("Ready"), "Not ready; `reasons` say why")
+    if key == ("POST", "/streams/filter/rules.json"):
+        responses["201"] = _json(_ref("Rule"), "Added: pending until X has it")
     for code in sorted(set(errors)):
         responses.setdefault(code, _error(code))
     op: JsonObject = {"responses": responses}
