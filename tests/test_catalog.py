@@ -111,3 +111,20 @@ class JournalTailRead(TestCase):
             self.assertEqual(j.tail(10, max_bytes=21), [b'{"n":7}', b'{"n":8}', b'{"n":9}'])
             self.assertEqual(j.tail(2, max_bytes=1000), [b'{"n":8}', b'{"n":9}'])
             j.close()
+
+
+class SurfacesReadTheCatalog(TestCase):
+    def test_dashboard_offers_each_sources_params(self) -> None:
+        from flamingo.web.dashboard import param_keys
+
+        self.assertEqual(param_keys("twitter", "filter"), ("track", "follow", "locations"))
+        self.assertEqual(param_keys("jetstream", "subscribe"), ("wantedCollections", "wantedDids"))
+        self.assertEqual(param_keys("mastodon", "hashtag"), ("tag", "list"))
+        self.assertEqual(param_keys("x", "filter"), ())
+
+    def test_openapi_names_every_sources_streams(self) -> None:
+        from flamingo.web.openapi import document
+
+        text = str(document())
+        for stream in ("subscribe", "hashtag:local", "sample10", "firehose"):
+            self.assertIn(stream, text)

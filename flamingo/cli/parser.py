@@ -123,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "flamingo stream filter add track x; "
                                "flamingo stream filter remove track x; "
                                "flamingo stream filter clear track")
-    p.add_argument("name", nargs="?", help="filter, sample or firehose (default: the config's stream)")
+    p.add_argument("name", nargs="?", help="a stream of the config's source (twitter: filter, sample, firehose; "
+                   "jetstream: subscribe; mastodon: hashtag, list, ...; default: the config's stream)")
     p.add_argument("action", nargs="?", choices=("set", "add", "remove", "clear"))
-    p.add_argument("param", nargs="?", help="track, follow, locations, ...")
+    p.add_argument("param", nargs="?", help="track, follow, locations, ... (jetstream: wantedCollections, "
+                   "wantedDids; mastodon: tag, list)")
     p.add_argument("values", nargs="*", help="values (one argument each; phrases in quotes)")
     p.negative_values = True
 

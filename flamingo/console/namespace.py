@@ -130,7 +130,7 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
     """The console's names, bound to ``app``; ``watch(d, label)`` shows a write's result."""
 
     class Stream:
-        """A stream (filter, sample, firehose) and its live params."""
+        """A stream of the config's source (filter, subscribe, hashtag, ...) and its live params."""
 
         def __init__(self, name: str) -> None:
             self.name = str(name)

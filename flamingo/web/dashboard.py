@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from flamingo import documents
+from flamingo import catalog, documents
 from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.subscription import Subscription
@@ -46,8 +46,15 @@ STATIC_DIR = Path(__file__).with_name("static")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
-#: The params each stream (source) takes, in the order the form offers them.
+#: v1.1's params the form offers first, by stream (other sources: their catalog params)
 PARAM_KEYS = {"filter": ("track", "follow", "locations"), "sample": (), "firehose": ()}
+
+
+def param_keys(source: str, stream: str) -> tuple[str, ...]:
+    """The params the form offers for this source's stream, in order."""
+    if source == "twitter":
+        return PARAM_KEYS.get(stream, ())
+    return catalog.spec_for(source).params
 
 #: Files the page may load: relative path under static/ -> Content-Type.
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -149,7 +156,7 @@ def snapshot(app: App) -> JsonObject:
     queues = stats.get("queues") or {}
     stream = config.stream
     params = documents.stream_params(app)
-    keys = list(PARAM_KEYS.get(stream, ()))
+    keys = list(param_keys(config.source, stream))
     keys += sorted(k for k in params if k not in keys)
     return {
         "time": time.time(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 
-from flamingo import __version__
+from flamingo import __version__, catalog
 from flamingo._types import JsonObject
 from flamingo.web.health import REASONS
 from flamingo.web.routes import ROUTES
@@ -264,7 +264,7 @@ _MAX_LENGTH = {"type": ["integer", "null"], "minimum": 1}  # "null" (or empty) m
 _LIST_OR_STR = {"type": ["string", "number", "array", "null"],
                 "items": {"type": ["string", "number"]}}
 _NAME = {**_path("name", "Stream name"),
-         "schema": {"type": "string", "enum": ["filter", "sample", "firehose"]}}
+         "schema": {"type": "string", "enum": list(catalog.all_streams())}}
 _KEY = _path("key", "Parameter name: track, follow, locations, language, ...")
 _SUB = _path("name", "Subscription name")
 _VALUES = _query("values", "Comma-separated values")
