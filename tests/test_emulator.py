@@ -18,7 +18,7 @@ from twisted.web.client import HTTPConnectionPool
 from flamingo.emulator import Emulator, EmulatorOptions
 from flamingo.emulator.pool import split_frames
 from flamingo.stream.auth import OAuth1
-from flamingo.stream.predicates import Predicates
+from flamingo.stream.matching import Predicates
 from tests.support.emulator import RawClient, request, start_emulator
 
 FILTER = "/1.1/statuses/filter.json"

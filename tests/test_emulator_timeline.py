@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from flamingo.emulator.timeline import Timeline
-from flamingo.stream.predicates import Predicates
+from flamingo.stream.matching import Predicates
 from tests.support.emulator import request, start_emulator
 
 FILTER = "/1.1/statuses/filter.json"

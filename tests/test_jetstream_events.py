@@ -18,8 +18,8 @@ from flamingo.store_rules import validate_params
 from flamingo.stream.jetstream import DICTIONARY_ID, JetstreamSource, dictionary
 from flamingo.stream.jetstream_cursor import ResumeWindow
 from flamingo.stream.jetstream_events import EventHead, check_params, event_type, head
+from flamingo.stream.matching import TermMatcher
 from flamingo.stream.messages import message_type
-from flamingo.stream.predicates import TermMatcher
 from flamingo.stream.source import Retry
 from flamingo.stream.websocket import EndNotice, FrameError
 from flamingo.subscription import Subscription

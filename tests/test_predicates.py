@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.stream.predicates import Predicates, Problem, TermMatcher, validate_params
+from flamingo.stream.matching import Predicates, TermMatcher
+from flamingo.stream.predicates import Problem, validate_params
 
 
 def statuses(problems: list[Problem]) -> set[int]:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.stream import predicates
-from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
+from flamingo.stream import matching, predicates
+from flamingo.stream.matching import TermMatcher, haystack, prefilter_view
 
 
 def tweet(text="", hashtags=(), mentions=(), urls=(), **extra):
@@ -166,7 +166,7 @@ class PrefilterTests(SynchronousTestCase):
     def test_prefilter_pauses_when_most_messages_pass(self):
         m = TermMatcher(["love"])
         view = prefilter_view(orjson.dumps(tweet("love")))
-        for _ in range(predicates.PREFILTER_WINDOW):
+        for _ in range(matching.PREFILTER_WINDOW):
             self.assertTrue(m.wants_prefilter())
             m.may_match(view)
         self.assertFalse(m.wants_prefilter())  # paused, results unchanged

@@ -27,8 +27,8 @@ from bench.soak.faults import FAULTS
 from bench.soak.rig import Consumer, SoakDaemon, SoakEmulator, SoakRedis, journal_head, readiness
 from bench.soak.schedule import KINDS, plan
 from bench.soak.verdict import FaultRecord, Verdict, judge
+from flamingo.stream.matching import TermMatcher
 from flamingo.stream.messages import message_type
-from flamingo.stream.predicates import TermMatcher
 
 __all__ = ["Settings", "Soak", "SUBSCRIPTIONS", "gap_ranges"]
 

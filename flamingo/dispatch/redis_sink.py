@@ -65,8 +65,8 @@ from flamingo.dispatch.transaction import (
 from flamingo.logs import logger
 from flamingo.redis_address import FAILOVER_ERRORS, endpoint_for
 from flamingo.stats import Stats
+from flamingo.stream.matching import TermMatcher
 from flamingo.stream.messages import message_type
-from flamingo.stream.predicates import TermMatcher
 from flamingo.subscription import Subscription
 
 __all__ = ["RedisSink"]

@@ -18,7 +18,7 @@ import orjson
 
 from flamingo.dispatch.payloads import BUILDERS
 from flamingo.stream.jetstream_events import POST, post_haystack
-from flamingo.stream.predicates import TermMatcher, haystack, prefilter_view
+from flamingo.stream.matching import TermMatcher, haystack, prefilter_view
 from flamingo.stream.x_messages import rule_tags
 from flamingo.subscription import Subscription
 

@@ -32,7 +32,8 @@ from flamingo.emulator.options import EmulatorOptions
 from flamingo.emulator.pool import PoolSource, ReplaySource, build_pool
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
-from flamingo.stream.predicates import Predicates, validate_params
+from flamingo.stream.matching import Predicates
+from flamingo.stream.predicates import validate_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from flamingo.emulator.x.service import XService

@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from flamingo.emulator.corpus import ID_SENTINEL, id_prefix
 from flamingo.emulator.pool import Pool, build_pool
-from flamingo.stream.predicates import Predicates
+from flamingo.stream.matching import Predicates
 
 __all__ = ["Timeline", "TimelineSource", "params_key"]
 

@@ -23,7 +23,8 @@ import attrs
 import orjson
 
 from flamingo.errors import ValidationError
-from flamingo.stream.predicates import Haystack, split_values
+from flamingo.stream.matching import Haystack
+from flamingo.stream.predicates import split_values
 
 __all__ = ["EventHead", "head", "event_type", "post_haystack", "check_params", "wanted",
            "MAX_COLLECTIONS", "MAX_DIDS", "POST", "PREFIX"]
