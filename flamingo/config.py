@@ -19,7 +19,7 @@ import ipaddress
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -29,31 +29,56 @@ import yaml
 
 from flamingo import catalog
 from flamingo._types import JsonObject
+from flamingo.config_sections import (
+    ApiConfig,
+    Backoff,
+    BackoffConfig,
+    ConsoleConfig,
+    EventLogConfig,
+    HealthConfig,
+    JetstreamConfig,
+    JournalConfig,
+    LoggingConfig,
+    MastodonConfig,
+    OAuthConfig,
+    RedisConfig,
+    WaderConfig,
+    WebConfig,
+    XConfig,
+)
+from flamingo.config_values import (
+    LEVELS,
+    SECRET_KEYS,
+    ConfigError,
+    Field,
+    boolean,
+    choice,
+    expand_env,
+    fields,
+    host_names,
+    host_port,
+    integer,
+    is_loopback_host,
+    kind_of,
+    names,
+    namespace,
+    number,
+    optional_text,
+    path,
+    redact_url,
+    section,
+    sentinels,
+    set_dotted,
+    text,
+    url,
+)
 
 __all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS",
-           "redact_url", "start_warnings"]
+           "redact_url", "start_warnings", "is_loopback_host", "LEVELS",
+           "EventLogConfig", "LoggingConfig", "JournalConfig", "OAuthConfig", "ApiConfig", "XConfig",
+           "JetstreamConfig", "MastodonConfig", "RedisConfig", "WebConfig", "HealthConfig", "ConsoleConfig",
+           "Backoff", "BackoffConfig", "WaderConfig"]
 
-
-class ConfigError(Exception):
-    """A configuration mistake; ``str()`` is one line naming the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
-        self.key = key
-
-
-#: Keys (dotted) whose values are secrets: shown as '***' everywhere.
-SECRET_KEYS = frozenset(
-    {
-        "password",
-        "bearer_token",
-        "oauth.consumer_secret",
-        "oauth.token_secret",
-        "oauth.token",
-        "web.token",
-        "redis.password",
-    }
-)
 
 #: Environment variables that override config keys (for secrets kept out of files).
 ENV_OVERRIDES = {
@@ -68,165 +93,9 @@ ENV_OVERRIDES = {
     "FLAMINGO_REDIS_PASSWORD": "redis.password",
 }
 
-LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 STREAMS = catalog.spec_for("twitter").streams  # v1.1's; every source's: catalog.all_streams()
 AUTHS = ("basic", "oauth1", "bearer", "none")
 FSYNC = ("always", "everysec", "no")
-
-
-# --- sections -------------------------------------------------------------
-
-
-@attrs.frozen
-class EventLogConfig:
-    """The kept journal (the original's rotating event log)."""
-
-    dir: Path | None = None
-    size: int = 100_000  # events per file, the original's rule
-    max_bytes: int | None = None  # rotate also after this many bytes
-    max_age: float | None = None  # ... or seconds
-    gzip: bool = False  # gzip closed files
-
-
-@attrs.frozen
-class LoggingConfig:
-    dest: str | None = None  # file path; None or "stdout" = standard output
-    level: str = "INFO"
-    event: EventLogConfig = EventLogConfig()
-
-
-@attrs.frozen
-class JournalConfig:
-    fsync: str = "everysec"  # always | everysec | no, like Redis' appendfsync
-    segment_bytes: int = 64 * 1024 * 1024  # internal spool segment size
-
-
-@attrs.frozen
-class OAuthConfig:
-    consumer_key: str | None = None
-    consumer_secret: str | None = attrs.field(default=None, repr=False)
-    token: str | None = attrs.field(default=None, repr=False)
-    token_secret: str | None = attrs.field(default=None, repr=False)
-
-
-@attrs.frozen
-class ApiConfig:
-    url: str = "https://stream.twitter.com"  # the source's default when absent (catalog.py)
-    version: str = "1.1"  # kept for old files: "1.1" is source: twitter
-
-
-@attrs.frozen
-class XConfig:
-    """``x:`` (source: x): the stream's partition, backfill and the fields asked for."""
-
-    partition: int | None = None  # sample10 1-2, firehose 1-20, compliance 1-4 (required there)
-    backfill_minutes: int = 0  # 0-5, Enterprise: re-sent on every reconnect, repeats dropped by id
-    tier: str = "pay-per-use"  # pay-per-use | enterprise: rule length and count limits
-    tweet_fields: tuple[str, ...] = ()
-    expansions: tuple[str, ...] = ()
-    user_fields: tuple[str, ...] = ()
-    media_fields: tuple[str, ...] = ()
-    poll_fields: tuple[str, ...] = ()
-    place_fields: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class JetstreamConfig:
-    """``jetstream:`` (source: jetstream)."""
-
-    compress: bool = True  # zstd with Jetstream's dictionary
-    rewind: float = 5.0  # seconds re-read before the last journaled time_us on resume
-
-
-@attrs.frozen
-class MastodonConfig:
-    """``mastodon:`` (source: mastodon)."""
-
-    gap_fill: bool = True  # fill reconnect gaps from the REST timelines
-    streaming_url: str | None = None  # override /api/v2/instance discovery
-    transport: str = "websocket"  # websocket | sse
-    gap_max: int = 2000  # statuses fetched per stream per gap, at most
-
-
-@attrs.frozen
-class RedisConfig:
-    host: str = "127.0.0.1"
-    port: int = 6379
-    namespace: str = "flamingo"
-    password: str | None = attrs.field(default=None, repr=False)
-    db: int = 0
-    timeout: float = 5.0  # seconds per command before Redis counts as unreachable
-    batch_max: int = 5000  # events per MULTI/EXEC
-    memory_max: int = 16 << 20  # bytes of events the sink holds in memory; beyond, read back from disk
-    #: Sentinel (host, port) pairs: the master of ``master_name`` is found through them
-    sentinels: tuple[tuple[str, int], ...] = ()
-    master_name: str | None = None
-    wait_replicas: int = 0  # WAIT for this many replicas after each batch (0: don't)
-    cluster: bool = False  # Redis Cluster: every key carries the hash tag {<namespace>}
-
-    @property
-    def prefix(self) -> str:
-        """What every key of the namespace starts with: ``{ns}`` in cluster mode (one hash slot)."""
-        return "{%s}" % self.namespace if self.cluster else self.namespace
-
-
-@attrs.frozen
-class WebConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 4711
-    token: str | None = attrs.field(default=None, repr=False)
-    max_body: int = 1024 * 1024
-    #: Host header names accepted besides loopback, localhost and web.host ("*": any).
-    allowed_hosts: tuple[str, ...] = ()
-    #: Listen beyond loopback without web.token (something else must guard the port).
-    allow_unauthenticated: bool = False
-
-
-@attrs.frozen
-class HealthConfig:
-    stuck_after: float = 60.0  # backlog unmoved this long with Redis up -> /ready 503
-
-
-@attrs.frozen
-class ConsoleConfig:
-    enabled: bool = True
-    listen: str = "tcp:4712:interface=127.0.0.1"
-    authorized_keys: Path = Path("~/.ssh/authorized_keys")
-    host_key: Path | None = None  # default: <data_dir>/console_host_key
-
-
-@attrs.frozen
-class Backoff:
-    """One reconnect schedule: ``initial``, then ``+step`` or ``*factor``, up to ``cap``."""
-
-    initial: float
-    cap: float
-    step: float = 0.0
-    factor: float = 1.0
-
-
-@attrs.frozen
-class BackoffConfig:
-    network: Backoff = Backoff(initial=0.25, step=0.25, cap=16.0)
-    http: Backoff = Backoff(initial=5.0, factor=2.0, cap=320.0)
-    rate_limit: Backoff = Backoff(initial=60.0, factor=2.0, cap=960.0)
-
-
-@attrs.frozen
-class WaderConfig:
-    delimited: bool = True  # request delimited=length, as hbc did
-    gzip: bool = True  # Accept-Encoding: gzip
-    stall_warnings: bool = True
-    stall_timeout: float = 90.0  # no byte at all for this long -> reconnect
-    connect_timeout: float = 30.0  # to response headers
-    max_message_bytes: int = 1024 * 1024
-    debounce: float = 5.0  # params edits within this window -> one reconnect
-    min_interval: float = 1.0  # between connection attempts, whatever the cause
-    healthy_after: float = 60.0  # connected this long -> backoff counters reset
-    overlap_timeout: float = 30.0  # give up on a replacement connection after this
-    dedupe_window: int = 50_000  # recent ids remembered during an overlap
-    backoff: BackoffConfig = BackoffConfig()
 
 
 @attrs.frozen
@@ -325,11 +194,11 @@ def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
     """Validate a mapping (as parsed from YAML) into a ``Config``."""
     env = os.environ if environ is None else environ
     if not isinstance(data, dict):
-        raise ConfigError("", f"the config must be a mapping of keys, got {_kind(data)}")
-    data = _expand_env(data, env, "")
+        raise ConfigError("", f"the config must be a mapping of keys, got {kind_of(data)}")
+    data = expand_env(data, env, "")
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
-            _set_dotted(data, dotted, env[var])
+            set_dotted(data, dotted, env[var])
     config = _build(data)
     _check_semantics(config)
     if check_dirs:
@@ -337,137 +206,9 @@ def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
     return config
 
 
-# --- validation helpers ---------------------------------------------------
-
-
-def _kind(value: object, key: str = "") -> str:
-    """The value for an error line: a secret's is hidden, a long one cut."""
-    if value is None:
-        return "nothing"
-    if key in SECRET_KEYS:
-        return f"{type(value).__name__} (value hidden)"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand_env(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, env, key) for v in value]
-    if isinstance(value, str) and "${" in value:
-        def sub(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if name is None:  # "$${": a literal "${"
-                return "${"
-            if name not in env:
-                raise ConfigError(key, f"environment variable {name} is not set")
-            return env[name]
-        return re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
-    return value
-
-
-def _set_dotted(data: JsonObject, dotted: str, value: str) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            return  # a type error that _build will report
-    node[last] = value
-
-
-def _str(key: str, v: object) -> str:
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        raise ConfigError(key, f"expected a string, got {_kind(v, key)}")
-    return str(v)
-
-
-def _opt_str(key: str, v: object) -> str | None:
-    return None if v is None else _str(key, v)
-
-
-def _int(key: str, v: object, minimum: int | None = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, str) and v.strip().isdigit():
-            v = int(v)
-        else:
-            raise ConfigError(key, f"expected an integer, got {_kind(v)}")
-    if minimum is not None and v < minimum:
-        raise ConfigError(key, f"must be at least {minimum}, got {v}")
-    return v
-
-
-def _num(key: str, v: object, minimum: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(key, f"expected a number, got {_kind(v)}")
-    if v < minimum:
-        raise ConfigError(key, f"must be at least {minimum}, got {v}")
-    return float(v)
-
-
-def _bool(key: str, v: object) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(key, f"expected true or false, got {_kind(v)}")
-    return v
-
-
-def _choice(key: str, v: object, choices: tuple[str, ...], where: str = "") -> str:
-    s = _str(key, v)
-    norm = s.upper() if choices is LEVELS else s.lower()
-    if norm == "WARNING" and choices is LEVELS:
-        norm = "WARN"
-    if norm not in choices:
-        raise ConfigError(key, f"must be one of {', '.join(choices)}{where}, got {s!r}")
-    return norm
-
-
-def _path(key: str, v: object) -> Path:
-    return Path(_str(key, v)).expanduser()
-
-
-def _host_port(key: str, v: object, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[::1]:port`` -> (host, port)."""
-    s = _str(key, v).strip()
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\[\]\s]+)(?::(\d+))?", s)
-    if not m:
-        raise ConfigError(key, f"expected host:port, got {s!r}")
-    host = m.group(1) or m.group(3)
-    port_s = m.group(2) or m.group(4)
-    port = int(port_s) if port_s else default_port
-    if not 0 <= port <= 65535:
-        raise ConfigError(key, f"port must be 0..65535, got {port}")
-    return host, port
-
-
-def _section(key: str, v: object, allowed: set[str]) -> JsonObject:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise ConfigError(key, f"expected a mapping, got {_kind(v)}")
-    for k in v:
-        if k not in allowed:
-            where = f"{key}.{k}" if key else str(k)
-            raise ConfigError(where, f"unknown key (allowed here: {', '.join(sorted(allowed))})")
-    return v
-
-
-Field = Callable[[str, object], Any]
-
-
-def _fields(prefix: str, raw: object, spec: dict[str, Field]) -> dict[str, Any]:
-    """Validate the keys of one section with per-key converters."""
-    section = _section(prefix, raw, set(spec))
-    out = {}
-    for k, conv in spec.items():
-        if k in section and section[k] is not None:  # null = the default
-            out[k] = conv(f"{prefix}.{k}" if prefix else k, section[k])
-    return out
-
-
 def _backoff(key: str, v: object, default: Backoff) -> Backoff:
-    kw = _fields(key, v, {"initial": _num, "step": _num, "factor": lambda k, x: _num(k, x, 1.0),
-                          "cap": _num})
+    kw = fields(key, v, {"initial": number, "step": number, "factor": lambda k, x: number(k, x, 1.0),
+                          "cap": number})
     b = attrs.evolve(default, **kw)
     if b.cap < b.initial:
         raise ConfigError(f"{key}.cap", f"must be at least initial ({b.initial}), got {b.cap}")
@@ -475,21 +216,21 @@ def _backoff(key: str, v: object, default: Backoff) -> Backoff:
 
 
 def _build(data: dict[str, Any]) -> Config:
-    top = _section("", data, {a.name for a in attrs.fields(Config)} - {"file", "file_secrets"})
-    api = _fields("api", top.get("api"), {"url": _str, "version": _str})
+    top = section("", data, {a.name for a in attrs.fields(Config)} - {"file", "file_secrets"})
+    api = fields("api", top.get("api"), {"url": text, "version": text})
     spec = catalog.spec_for(_source(top.get("source"), api.get("version")))
-    kw: dict[str, Any] = _fields("", {k: v for k, v in top.items() if k in {
+    kw: dict[str, Any] = fields("", {k: v for k, v in top.items() if k in {
         "username", "password", "stream", "auth", "bearer_token", "data_dir", "pidfile"}}, {
-        "username": _opt_str, "password": _opt_str, "bearer_token": _opt_str,
-        "stream": lambda k, v: _choice(k, v, spec.streams, f" for source: {spec.name}"),
-        "auth": lambda k, v: _choice(k, v, spec.auths, f" for source: {spec.name}"),
-        "data_dir": _path, "pidfile": _path,
+        "username": optional_text, "password": optional_text, "bearer_token": optional_text,
+        "stream": lambda k, v: choice(k, v, spec.streams, f" for source: {spec.name}"),
+        "auth": lambda k, v: choice(k, v, spec.auths, f" for source: {spec.name}"),
+        "data_dir": path, "pidfile": path,
     })
     kw["source"] = spec.name
     kw.setdefault("stream", spec.default_stream)
     kw.setdefault("auth", spec.auths[0])
     if "url" in api:
-        api["url"] = _url("api.url", api["url"], spec.schemes)
+        api["url"] = url("api.url", api["url"], spec.schemes)
     elif spec.default_url is None:
         raise ConfigError("api.url", f"required for source: {spec.name} (the instance, https://mastodon.example)")
     else:
@@ -497,35 +238,35 @@ def _build(data: dict[str, Any]) -> Config:
     kw["api"] = ApiConfig(**api)
     _credentials_from_url(kw)
     kw["x"] = _x_section(top.get("x"), kw["stream"] if spec.name == "x" else None)
-    kw["jetstream"] = JetstreamConfig(**_fields("jetstream", top.get("jetstream"), {
-        "compress": _bool, "rewind": lambda k, v: _num(k, v, 0.0)}))
-    mastodon = _fields("mastodon", top.get("mastodon"), {
-        "gap_fill": _bool, "streaming_url": lambda k, v: _url(k, v, ("http", "https", "ws", "wss")),
-        "transport": lambda k, v: _choice(k, v, ("websocket", "sse")),
-        "gap_max": lambda k, v: _int(k, v, 0)})
+    kw["jetstream"] = JetstreamConfig(**fields("jetstream", top.get("jetstream"), {
+        "compress": boolean, "rewind": lambda k, v: number(k, v, 0.0)}))
+    mastodon = fields("mastodon", top.get("mastodon"), {
+        "gap_fill": boolean, "streaming_url": lambda k, v: url(k, v, ("http", "https", "ws", "wss")),
+        "transport": lambda k, v: choice(k, v, ("websocket", "sse")),
+        "gap_max": lambda k, v: integer(k, v, 0)})
     kw["mastodon"] = MastodonConfig(**mastodon)
-    kw["oauth"] = OAuthConfig(**_fields("oauth", top.get("oauth"), {
-        "consumer_key": _opt_str, "consumer_secret": _opt_str, "token": _opt_str,
-        "token_secret": _opt_str}))
+    kw["oauth"] = OAuthConfig(**fields("oauth", top.get("oauth"), {
+        "consumer_key": optional_text, "consumer_secret": optional_text, "token": optional_text,
+        "token_secret": optional_text}))
 
-    log = _section("logging", top.get("logging"), {"dest", "level", "event"})
-    event = EventLogConfig(**_fields("logging.event", log.get("event"), {
-        "dir": _path, "size": lambda k, v: _int(k, v, 1),
-        "max_bytes": lambda k, v: _int(k, v, 1), "max_age": lambda k, v: _num(k, v, 1.0),
-        "gzip": _bool}))
-    kw["logging"] = LoggingConfig(event=event, **_fields("logging", {
+    log = section("logging", top.get("logging"), {"dest", "level", "event"})
+    event = EventLogConfig(**fields("logging.event", log.get("event"), {
+        "dir": path, "size": lambda k, v: integer(k, v, 1),
+        "max_bytes": lambda k, v: integer(k, v, 1), "max_age": lambda k, v: number(k, v, 1.0),
+        "gzip": boolean}))
+    kw["logging"] = LoggingConfig(event=event, **fields("logging", {
         k: v for k, v in log.items() if k != "event"}, {
-        "dest": _opt_str, "level": lambda k, v: _choice(k, v, LEVELS)}))
+        "dest": optional_text, "level": lambda k, v: choice(k, v, LEVELS)}))
 
-    kw["journal"] = JournalConfig(**_fields("journal", top.get("journal"), {
-        "fsync": lambda k, v: _choice(k, v, FSYNC),
-        "segment_bytes": lambda k, v: _int(k, v, 4096)}))
+    kw["journal"] = JournalConfig(**fields("journal", top.get("journal"), {
+        "fsync": lambda k, v: choice(k, v, FSYNC),
+        "segment_bytes": lambda k, v: integer(k, v, 4096)}))
 
-    redis = _fields("redis", top.get("redis"), {
-        "host": lambda k, v: _host_port(k, v, 6379), "namespace": _namespace,
-        "password": _opt_str, "db": _int, "timeout": lambda k, v: _num(k, v, 0.01),
-        "batch_max": lambda k, v: _int(k, v, 1), "memory_max": lambda k, v: _int(k, v, 1 << 20),
-        "sentinels": _sentinels, "master_name": _opt_str, "wait_replicas": _int, "cluster": _bool})
+    redis = fields("redis", top.get("redis"), {
+        "host": lambda k, v: host_port(k, v, 6379), "namespace": namespace,
+        "password": optional_text, "db": integer, "timeout": lambda k, v: number(k, v, 0.01),
+        "batch_max": lambda k, v: integer(k, v, 1), "memory_max": lambda k, v: integer(k, v, 1 << 20),
+        "sentinels": sentinels, "master_name": optional_text, "wait_replicas": integer, "cluster": boolean})
     if "host" in redis:
         redis["host"], redis["port"] = redis["host"]
     if redis.get("sentinels") and not redis.get("master_name"):
@@ -538,34 +279,34 @@ def _build(data: dict[str, Any]) -> Config:
                           "redis.cluster, not both")
     kw["redis"] = RedisConfig(**redis)
 
-    web = _fields("web", top.get("web"), {
-        "enabled": _bool, "host": lambda k, v: _host_port(k, v, 4711), "token": _opt_str,
-        "max_body": lambda k, v: _int(k, v, 1), "allowed_hosts": _host_names,
-        "allow_unauthenticated": _bool})
+    web = fields("web", top.get("web"), {
+        "enabled": boolean, "host": lambda k, v: host_port(k, v, 4711), "token": optional_text,
+        "max_body": lambda k, v: integer(k, v, 1), "allowed_hosts": host_names,
+        "allow_unauthenticated": boolean})
     if "host" in web:
         web["host"], web["port"] = web["host"]
     kw["web"] = WebConfig(**web)
     _check_web_bind(kw["web"])
-    kw["health"] = HealthConfig(**_fields("health", top.get("health"), {
-        "stuck_after": lambda k, v: _num(k, v, 1.0)}))
+    kw["health"] = HealthConfig(**fields("health", top.get("health"), {
+        "stuck_after": lambda k, v: number(k, v, 1.0)}))
 
     console = top.get("console")
     if console is False:
         console = {"enabled": False}
-    kw["console"] = ConsoleConfig(**_fields("console", console, {
-        "enabled": _bool, "listen": _str, "authorized_keys": _path, "host_key": _path}))
+    kw["console"] = ConsoleConfig(**fields("console", console, {
+        "enabled": boolean, "listen": text, "authorized_keys": path, "host_key": path}))
 
-    wader_raw = _section("wader", top.get("wader"), {a.name for a in attrs.fields(WaderConfig)})
-    wader = _fields("wader", {k: v for k, v in wader_raw.items() if k != "backoff"}, {
-        "delimited": _bool, "gzip": _bool, "stall_warnings": _bool,
-        "stall_timeout": lambda k, v: _num(k, v, 0.1),
-        "connect_timeout": lambda k, v: _num(k, v, 0.1),
-        "max_message_bytes": lambda k, v: _int(k, v, 1024),
-        "debounce": _num, "min_interval": _num, "healthy_after": _num,
-        "overlap_timeout": lambda k, v: _num(k, v, 0.1),
-        "dedupe_window": lambda k, v: _int(k, v, 1)})
+    wader_raw = section("wader", top.get("wader"), {a.name for a in attrs.fields(WaderConfig)})
+    wader = fields("wader", {k: v for k, v in wader_raw.items() if k != "backoff"}, {
+        "delimited": boolean, "gzip": boolean, "stall_warnings": boolean,
+        "stall_timeout": lambda k, v: number(k, v, 0.1),
+        "connect_timeout": lambda k, v: number(k, v, 0.1),
+        "max_message_bytes": lambda k, v: integer(k, v, 1024),
+        "debounce": number, "min_interval": number, "healthy_after": number,
+        "overlap_timeout": lambda k, v: number(k, v, 0.1),
+        "dedupe_window": lambda k, v: integer(k, v, 1)})
     wader.setdefault("stall_timeout", spec.stall_timeout)
-    b = _section("wader.backoff", wader_raw.get("backoff"), {"network", "http", "rate_limit"})
+    b = section("wader.backoff", wader_raw.get("backoff"), {"network", "http", "rate_limit"})
     d = BackoffConfig()
     wader["backoff"] = BackoffConfig(
         network=_backoff("wader.backoff.network", b.get("network"), d.network),
@@ -575,58 +316,6 @@ def _build(data: dict[str, Any]) -> Config:
     return Config(**kw)
 
 
-def _sentinels(key: str, v: object) -> tuple[tuple[str, int], ...]:
-    """``redis.sentinels``: a list of ``host:port`` (port 26379 when left out)."""
-    if isinstance(v, str):
-        v = [p for p in (x.strip() for x in v.split(",")) if p]
-    if not isinstance(v, list):
-        raise ConfigError(key, f"expected a list of host:port, got {_kind(v)}")
-    return tuple(_host_port(f"{key}[{i}]", x, 26379) for i, x in enumerate(v))
-
-
-def _host_names(key: str, v: object) -> tuple[str, ...]:
-    """``web.allowed_hosts``: host names or IPs without a port (``*`` = any), lowercased."""
-    items = v.split(",") if isinstance(v, str) else v
-    if not isinstance(items, list):
-        raise ConfigError(key, f"expected a list of host names, got {_kind(v)}")
-    out = []
-    for item in items:
-        name = _str(key, item).strip().lower()
-        if name.startswith("[") and name.endswith("]"):
-            name = name[1:-1]
-        if name != "*" and not (re.fullmatch(r"[a-z0-9_.-]+", name) or _is_ipv6(name)):
-            raise ConfigError(key, f"expected a host name or IP without a port, got {item!r}")
-        out.append(name.rstrip(".") if name != "*" else name)
-    return tuple(out)
-
-
-def _is_ipv6(name: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.IPv6Address(name)
-    except ValueError:
-        return False
-    return True
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback IP literal (127.0.0.0/8, ::1, ::ffff:127.x)."""
-    import ipaddress
-
-    name = host.strip().lower().rstrip(".")
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    if name == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(name.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or bool(mapped is not None and mapped.is_loopback)
-
-
 def _check_web_bind(web: WebConfig) -> None:
     """Without a token, only loopback: any web page could drive a reachable API."""
     if web.enabled and not web.token and not web.allow_unauthenticated \
@@ -634,20 +323,6 @@ def _check_web_bind(web: WebConfig) -> None:
         raise ConfigError("web.token", f"required when web.host listens beyond loopback "
                           f"({web.host}); set web.token (or FLAMINGO_WEB_TOKEN), or "
                           f"web.allow_unauthenticated: true if something else guards the port")
-
-def redact_url(url: str) -> str:
-    """``https://user:pass@host/x`` -> ``https://***@host/x`` (anything printed goes through here)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", url)
-
-
-def _url(key: str, v: object, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    s = _str(key, v).rstrip("/")
-    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://[^/\s]+(/\S*)?", s)
-    if not m or m.group(1).lower() not in schemes:
-        wanted = " or ".join(f"{x}://" for x in schemes)
-        raise ConfigError(key, f"expected a {wanted} URL, got {redact_url(s)!r}")
-    return s
-
 
 #: api.version values of old files, and the source each means
 _VERSIONS = {"1.1": "twitter", "1": "twitter", "2": "x"}
@@ -661,23 +336,11 @@ def _source(raw: object, version: object) -> str:
     implied = _VERSIONS[str(version)] if version is not None else None
     if raw is None:
         return implied or "twitter"
-    source = _choice("source", raw, catalog.SOURCE_NAMES)
+    source = choice("source", raw, catalog.SOURCE_NAMES)
     if implied is not None and implied != source:
         raise ConfigError("source", f"source: {source} contradicts api.version: {version} "
                           f"(which means source: {implied}); keep one of the two keys")
     return str(source)
-
-
-def _names(key: str, v: object) -> tuple[str, ...]:
-    """A list of field names (``[a, b]`` or ``"a,b"``)."""
-    items = v.split(",") if isinstance(v, str) else v
-    if not isinstance(items, list):
-        raise ConfigError(key, f"expected a list of names, got {_kind(v)}")
-    out = tuple(_str(key, i).strip() for i in items)
-    for name in out:
-        if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
-            raise ConfigError(key, f"not a field name: {name!r}")
-    return out
 
 
 #: the partitions each X stream takes (absent: none allowed)
@@ -686,12 +349,12 @@ X_PARTITIONS = {"sample10": (1, 2), "firehose": (1, 20), "tweets-compliance": (1
 
 
 def _x_section(raw: object, stream: str | None) -> XConfig:
-    fields = {f: _names for f in ("tweet_fields", "expansions", "user_fields", "media_fields",
-                                  "poll_fields", "place_fields")}
-    x = _fields("x", raw, {"partition": lambda k, v: _int(k, v, 1),
-                           "backfill_minutes": lambda k, v: _int(k, v, 0),
-                           "tier": lambda k, v: _choice(k, v, ("pay-per-use", "enterprise")),
-                           **fields})
+    lists: dict[str, Field] = {f: names for f in ("tweet_fields", "expansions", "user_fields",
+                                                  "media_fields", "poll_fields", "place_fields")}
+    x = fields("x", raw, {"partition": lambda k, v: integer(k, v, 1),
+                          "backfill_minutes": lambda k, v: integer(k, v, 0),
+                          "tier": lambda k, v: choice(k, v, ("pay-per-use", "enterprise")),
+                          **lists})
     if x.get("backfill_minutes", 0) > 5:
         raise ConfigError("x.backfill_minutes", f"must be 0 to 5, got {x['backfill_minutes']}")
     if stream is not None:
@@ -725,13 +388,6 @@ def _credentials_from_url(kw: dict[str, Any]) -> None:
         if v:
             kw[k] = v
     kw["api"] = attrs.evolve(api, url=parts._replace(netloc=hostport).geturl())
-
-
-def _namespace(key: str, v: object) -> str:
-    s = _str(key, v)
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s):
-        raise ConfigError(key, f"must match [A-Za-z0-9_.:-]{{1,64}}, got {s!r}")
-    return s
 
 
 def _check_semantics(c: Config) -> None:

@@ -202,11 +202,11 @@ def cmd_restart(ctx: Context) -> int:
 
 
 def _redis_address(ctx: Context) -> tuple[str, int]:
-    from flamingo.config import ConfigError, _host_port
+    from flamingo.config_values import ConfigError, host_port
 
     if ctx.args.redis:
         try:
-            return _host_port("--redis", ctx.args.redis, 6379)
+            return host_port("--redis", ctx.args.redis, 6379)
         except ConfigError as e:
             raise UsageError(str(e)) from None
     if ctx.config is not None:
