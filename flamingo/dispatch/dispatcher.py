@@ -11,6 +11,7 @@ wait) to Redis. Its ``status()`` is what ``App.delivery`` exposes.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.redis_sink import RedisSink
+from flamingo.dispatch.stages import StageCpu
 from flamingo.logs import logger
 from flamingo.stats import Stats
 from flamingo.stream.messages import message_type, parse_limit
@@ -43,6 +45,7 @@ class Dispatcher:
         self.journal = journal
         self.sink = sink
         self.stats = stats
+        self.cpu = StageCpu(sink=(lambda: sink.cpu_seconds) if sink is not None else (lambda: 0.0))
 
     def connection_started(self, request_line: str) -> None:
         self.stats.connection_started(request_line)
@@ -50,10 +53,13 @@ class Dispatcher:
     def messages_received(self, frames: list[bytes]) -> None:
         if not frames:
             return
+        t0 = time.thread_time()
         frames, fixed = one_line(frames)
         if fixed:
             self.journal.newlines_replaced += fixed
+        t1 = time.thread_time()
         first = self.journal.append(frames)
+        t2 = time.thread_time()
         kept = 0 if first is None else min(len(frames), self.journal.next_seq - first)
         types = [message_type(f) for f in frames]
         counts = Counter(types)
@@ -62,6 +68,9 @@ class Dispatcher:
             self._control(frames, types, counts)
         if self.sink is not None:
             self.sink.deliver(first, kept, frames, types)
+        cpu = self.cpu
+        cpu.journal += t2 - t1
+        cpu.dispatch += time.thread_time() - t2 + (t1 - t0)
 
     def _control(self, frames: list[bytes], types: list[str], counts: Counter[str]) -> None:
         """Rare messages the stats look into: limit notices and stall warnings."""
@@ -104,6 +113,7 @@ class DeliveryService(service.Service):
         self.meta_interval = meta_interval
         self.dispatcher = Dispatcher(journal, sink, stats)
         stats.provide("journal", journal.status)
+        stats.provide("cpu", self.dispatcher.cpu.snapshot)
         stats.provide("delivery", self._delivery_stats)
 
     def _delivery_stats(self) -> JsonObject:

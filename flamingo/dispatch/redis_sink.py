@@ -35,6 +35,7 @@ order with the rest; they have no position, so for them the guarantee is only
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +149,7 @@ class RedisSink:
         self.lost_events = 0  # not journaled and dropped from memory: gone
         self.gap_events = 0  # positions the journal could not give back (deleted, cut short)
         self.queue_errors: dict[str, str] = {}
+        self.cpu_seconds = 0.0  # reactor-thread CPU spent building and handing over batches
 
     @classmethod
     def from_config(cls, config: Config, journal: Journal, subscriptions: Callable[[], dict[str, Subscription] | None],
@@ -271,6 +273,13 @@ class RedisSink:
             self._scheduled = self.reactor.callLater(0, self._pump)
 
     def _pump(self) -> None:
+        t0 = time.thread_time()  # per batch, not per event: the bench's per-stage CPU
+        try:
+            self._pump_batch()
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    def _pump_batch(self) -> None:
         self._scheduled = None
         if self._proto is None or self._inflight is not None or self.checkpoint is None:
             return
