@@ -72,6 +72,7 @@ LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 STREAMS = catalog.spec_for("twitter").streams  # v1.1's; every source's: catalog.all_streams()
 AUTHS = ("basic", "oauth1", "bearer", "none")
 FSYNC = ("always", "everysec", "no")
+JOURNAL_WRITERS = ("thread", "inline")
 
 
 # --- sections -------------------------------------------------------------
@@ -99,6 +100,7 @@ class LoggingConfig:
 class JournalConfig:
     fsync: str = "everysec"  # always | everysec | no, like Redis' appendfsync
     segment_bytes: int = 64 * 1024 * 1024  # internal spool segment size
+    writer: str = "thread"  # thread | inline: who runs the journal's writes (journal_writer.py)
 
 
 @attrs.frozen
@@ -509,7 +511,8 @@ def _build(data: dict[str, Any]) -> Config:
 
     kw["journal"] = JournalConfig(**_fields("journal", top.get("journal"), {
         "fsync": lambda k, v: _choice(k, v, FSYNC),
-        "segment_bytes": lambda k, v: _int(k, v, 4096)}))
+        "segment_bytes": lambda k, v: _int(k, v, 4096),
+        "writer": lambda k, v: _choice(k, v, JOURNAL_WRITERS)}))
 
     redis = _fields("redis", top.get("redis"), {
         "host": lambda k, v: _host_port(k, v, 6379), "namespace": _namespace,

@@ -29,6 +29,12 @@ A range that cannot be read back (a file deleted under the daemon, a closed
 segment cut short by a machine crash, a torn line inside it) raises
 ``JournalGap``: the reader reports it and moves on instead of stalling.
 
+Writes can run on a writer thread (``journal_writer.ThreadWriter``): then
+``next_seq`` is the writer's, and what readers (the sink, ``read``, ``status``)
+see is ``last_seq``, *published* on the reactor thread once the write holding
+it completed (``publish``); logs and gzip jobs the write path starts are
+handed to the reactor thread too (``on_reactor``).
+
 Write errors (disk full, permission denied, deleted directory) never raise:
 the batch is counted as not kept (``lost_events``/``lost_bytes``), the error is
 logged loudly and shown in ``status()``, and the next append at least
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +67,11 @@ from flamingo.dispatch.segments import (
     count_lines,
     gzip_file,
     new_epoch,
+    one_line,
     one_per_position,
     sync_and_close,
     unlink_quietly,
+    write_lines,
 )
 from flamingo.logs import logger
 
@@ -72,22 +81,7 @@ log = logger("flamingo.journal")
 
 _Reader = Reader  # the name tests patch (SegmentReads.reader_class is this class)
 
-_NL = b"\n"
-_IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
 SYMLINK = "event.log"
-
-
-def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
-    """Frames with raw LF (and CR next to it) replaced by spaces, and how many needed it."""
-    fixed = 0
-    out = frames
-    for i, f in enumerate(frames):
-        if b"\n" in f:
-            if out is frames:
-                out = list(frames)
-            out[i] = f.replace(b"\n", b" ").replace(b"\r", b" ")
-            fixed += 1
-    return out, fixed
 
 
 class Journal:
@@ -113,7 +107,13 @@ class Journal:
         self.reactor = reactor
         self.retry_interval = retry_interval
         self.segments: list[Segment] = []
-        self.next_seq = 1
+        self.next_seq = 1  # the writer's next position
+        self._published = 1  # what readers see: next_seq once the writes before it completed
+        # a writer thread publishes positions itself (publish) and runs on_reactor's calls
+        # on the reactor thread; inline, both happen at once
+        self.defer_publish = False
+        self.on_reactor: Callable[[Callable[[], None]], None] = _now
+        self.sync_hook: Callable[[], None] | None = None  # everysec: ask the writer thread to sync
         # the journal's identity: made when it is created, kept in journal.state
         self.epoch = ""
         # False when journal.state was missing while segments exist (an upgrade, or
@@ -157,6 +157,7 @@ class Journal:
             self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             move_state(self.dir, self.state_dir)
             self._scan()
+            self._published = self.next_seq
             self.opened_last_seq = self.last_seq
             self._open_current()
             if self.gzip:  # closed files a crash left uncompressed (their .gz.tmp was removed)
@@ -167,6 +168,7 @@ class Journal:
             self._failed("open", e)
         if not self.epoch:  # the directory could not even be scanned: still an identity
             self.epoch = new_epoch()
+        self._published = self.next_seq
         if self.fsync == "everysec":
             self._sync_loop = task.LoopingCall(self._sync_in_background)
             self._sync_loop.clock = self.reactor
@@ -254,7 +256,8 @@ class Journal:
             os.symlink(path.name, tmp)
             os.replace(tmp, self.dir / SYMLINK)
         except OSError as e:
-            log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=e)
+            err = str(e)
+            self.on_reactor(lambda: log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=err))
 
     def _write_state(self, durable: bool = False) -> None:
         write_state(self.state_dir, self.next_seq, self.epoch, durable and self.fsync != "no")
@@ -263,12 +266,18 @@ class Journal:
 
     @property
     def last_seq(self) -> int:
-        return self.next_seq - 1
+        """The last position readers may use: its write has completed."""
+        return self._published - 1
 
     @property
     def first_seq(self) -> int:
         """The oldest position still on disk (``last_seq + 1`` if none)."""
-        return self.segments[0].first if self.segments else self.next_seq
+        return self.segments[0].first if self.segments else self._published
+
+    def publish(self, upto: int) -> None:
+        """Positions before ``upto`` are written (a writer thread's completion, on the reactor)."""
+        if upto > self._published:
+            self._published = upto
 
     def _full(self, count: int, nbytes: int, opened: float | None) -> bool:
         if self.rotate_events is not None and count >= self.rotate_events:
@@ -283,7 +292,14 @@ class Journal:
         """Write ``frames`` (already one line each, see ``one_line``); the first position, or None.
 
         None means not kept (an error, counted); the caller delivers them from memory.
+        Kept are ``min(len(frames), next_seq - first)`` (read ``next_seq`` right after).
         """
+        first = self._append(frames)
+        if not self.defer_publish:
+            self._published = self.next_seq
+        return first
+
+    def _append(self, frames: list[bytes]) -> int | None:
         if not frames:
             return self.next_seq
         if self._fd is None:
@@ -317,39 +333,18 @@ class Journal:
         else:
             self._dirty = True
         if self.error is not None:
-            log.info("journal {dir} writable again after {n} events not kept", dir=str(self.dir),
-                     n=self.lost_events)
+            n = self.lost_events
+            self.on_reactor(lambda: log.info("journal {dir} writable again after {n} events not kept",
+                                             dir=str(self.dir), n=n))
             self.error = None
             self.error_since = None
         return first
 
     def _write(self, frames: list[bytes]) -> int:
-        """Frames and their newlines in one writev (no joined copy); the bytes written."""
+        """Frames and their newlines in writev calls (no joined copy); the bytes written.
+        A failed write leaves no torn line behind."""
         assert self._fd is not None
-        seg = self.segments[-1]
-        start = seg.bytes
-        n = len(frames)
-        try:
-            total = 0
-            for k in range(0, n, _IOV_EVENTS):
-                chunk = frames[k:k + _IOV_EVENTS] if n > _IOV_EVENTS else frames
-                iov: list[bytes] = [_NL] * (2 * len(chunk))
-                iov[::2] = chunk
-                want = sum(map(len, chunk)) + len(chunk)
-                done = os.writev(self._fd, iov)
-                if done < want:  # short write: finish it the slow way
-                    rest = memoryview(b"".join(iov))[done:]
-                    while rest:
-                        w = os.write(self._fd, rest)
-                        rest = rest[w:]
-                total += want
-            return total
-        except OSError:
-            try:  # no torn line left behind
-                os.ftruncate(self._fd, start)
-            except OSError:
-                pass
-            raise
+        return write_lines(self._fd, frames, self.segments[-1].bytes)
 
     def _rotate(self) -> None:
         old = self.segments[-1]
@@ -363,7 +358,7 @@ class Journal:
         self._fd = None
         self._new_segment()
         if self.gzip:
-            self._gzip_later(old)
+            self.on_reactor(lambda: self._gzip_later(old))
 
     def _gzip_later(self, seg: Segment) -> None:
         # gzip needs a real reactor's thread pool (IReactorThreads), not only its timers
@@ -385,6 +380,9 @@ class Journal:
 
     def _sync_in_background(self) -> None:
         """everysec: fdatasync in a thread (a slow disk must not stall the reactor), like Redis."""
+        if self.sync_hook is not None:  # the writer thread syncs, in order with its writes
+            self.sync_hook()
+            return
         pool = getattr(self.reactor, "getThreadPool", None)
         if pool is None:  # a Clock in tests
             self.sync()
@@ -431,8 +429,9 @@ class Journal:
         self.errors += 1
         if self.error is None:
             self.error_since = self.reactor.seconds()
-            log.critical("JOURNAL ERROR: cannot {msg}; events are delivered to Redis from memory "
-                         "but NOT kept on disk until this is fixed (retrying)", msg=msg)
+            self.on_reactor(lambda: log.critical(
+                "JOURNAL ERROR: cannot {msg}; events are delivered to Redis from memory "
+                "but NOT kept on disk until this is fixed (retrying)", msg=msg))
         self.error = msg
         self._retry_at = self.reactor.seconds() + self.retry_interval
         self._close_fd()
@@ -494,3 +493,5 @@ class Journal:
                 "newlines_replaced": self.newlines_replaced}
 
 
+def _now(fn: Callable[[], None]) -> None:
+    fn()

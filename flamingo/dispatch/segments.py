@@ -24,7 +24,7 @@ from flamingo.logs import logger
 
 __all__ = ["Segment", "SEGMENT_NAME", "FILE_MODE", "DIR_MODE", "READ_ERRORS", "Reader", "one_per_position",
            "count_lines", "open_segment", "gzip_file", "sync_and_close", "sync_dir", "unlink_quietly",
-           "new_epoch"]
+           "new_epoch", "write_lines", "one_line"]
 
 log = logger("flamingo.journal")
 
@@ -171,6 +171,52 @@ class Reader:
 
     def close(self) -> None:
         self.f.close()
+
+
+def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
+    """Frames with raw LF (and CR next to it) replaced by spaces, and how many needed it."""
+    fixed = 0
+    out = frames
+    for i, f in enumerate(frames):
+        if b"\n" in f:
+            if out is frames:
+                out = list(frames)
+            out[i] = f.replace(b"\n", b" ").replace(b"\r", b" ")
+            fixed += 1
+    return out, fixed
+
+
+_NL = b"\n"
+_IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
+
+
+def write_lines(fd: int, frames: list[bytes], start: int) -> int:
+    """Frames and their newlines in writev calls (no joined copy); the bytes written.
+
+    ``start`` is the file's size before: a failed write is cut back to it, so no torn
+    line is left behind, and the error raised."""
+    n = len(frames)
+    try:
+        total = 0
+        for k in range(0, n, _IOV_EVENTS):
+            chunk = frames[k:k + _IOV_EVENTS] if n > _IOV_EVENTS else frames
+            iov: list[bytes] = [_NL] * (2 * len(chunk))
+            iov[::2] = chunk
+            want = sum(map(len, chunk)) + len(chunk)
+            done = os.writev(fd, iov)
+            if done < want:  # short write: finish it the slow way
+                rest = memoryview(b"".join(iov))[done:]
+                while rest:
+                    w = os.write(fd, rest)
+                    rest = rest[w:]
+            total += want
+        return total
+    except OSError:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass
+        raise
 
 
 def sync_and_close(fd: int) -> None:
