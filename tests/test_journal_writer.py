@@ -220,9 +220,36 @@ class WriterTests(unittest.TestCase):
         self.submit(w, [ev(1)])
         self.clock.advance(1.0)  # the journal's everysec loop asks the writer
         self.assertEqual(synced, [])  # not on the reactor
-        w.step(block=False)
-        self.assertEqual(len(synced), 1)  # after the write, in the same round
+        w.step(block=False)  # the writer dups the segment after the write...
+        self.assertEqual(synced, [])
+        self.calls.run()  # ...and the dup is synced off the writer (the reactor's pool; here at once)
+        self.assertEqual(len(synced), 1)
         self.assertFalse(j._dirty)
+
+    def test_a_failed_background_sync_is_handled_by_the_writer(self):
+        j = self.journal(fsync="everysec")
+        w = self.writer(j)
+        self.submit(w, [ev(1)])
+        self.clock.advance(1.0)
+
+        def eio(fd):
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(os, "fdatasync", eio)
+        w.step(block=False)
+        self.calls.run()
+        self.assertIsNone(j.error)  # not yet: the fd is the writer's
+        self.assertTrue(w.step(block=False))  # the writer's next round takes the error
+        self.calls.run()
+        self.assertIn("Input/output error", j.error)
+        self.assertIsNone(j._fd)  # closed by its owner; the next write reopens
+        self.patch(os, "fdatasync", lambda fd: None)
+        self.clock.advance(1.5)
+        self.submit(w, [ev(2)])
+        w.step(block=False)
+        self.calls.run()
+        self.assertEqual(self.got[-1].first, 2)
+        self.assertIsNone(j.error)
 
     def test_backpressure_gate_closes_above_high_water_and_opens_below_half(self):
         j = self.journal()

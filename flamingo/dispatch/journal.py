@@ -114,6 +114,8 @@ class Journal:
         self.defer_publish = False
         self.on_reactor: Callable[[Callable[[], None]], None] = _now
         self.sync_hook: Callable[[], None] | None = None  # everysec: ask the writer thread to sync
+        # a background fdatasync failed: handled by the thread that owns the fd
+        self.sync_failed: Callable[[OSError], None] = lambda e: self._failed("fsync", e)
         # the journal's identity: made when it is created, kept in journal.state
         self.epoch = ""
         # False when journal.state was missing while segments exist (an upgrade, or
@@ -380,22 +382,44 @@ class Journal:
 
     def _sync_in_background(self) -> None:
         """everysec: fdatasync in a thread (a slow disk must not stall the reactor), like Redis."""
-        if self.sync_hook is not None:  # the writer thread syncs, in order with its writes
+        if self.sync_hook is not None:  # a writer thread dups the segment, in order with its writes
             self.sync_hook()
             return
-        pool = getattr(self.reactor, "getThreadPool", None)
-        if pool is None:  # a Clock in tests
+        if getattr(self.reactor, "getThreadPool", None) is None:  # a Clock in tests
             self.sync()
             return
-        if self._syncing is not None or self._fd is None or not self._dirty:
-            return
+        if self._syncing is None:
+            fd = self.dup_for_sync()
+            if fd is not None:
+                self.sync_fd(fd)
+
+    def dup_for_sync(self) -> int | None:
+        """The current segment, dup'd, if it has writes not yet synced (on the writing thread)."""
+        if self._fd is None or not self._dirty:
+            return None
         try:
             fd = os.dup(self._fd)
         except OSError as e:
             self._failed("fsync", e)
-            return
+            return None
         self._dirty = False
-        d = threads.deferToThreadPool(self.reactor, pool(), sync_and_close, fd)
+        return fd
+
+    def sync_fd(self, fd: int) -> None:
+        """fdatasync a dup in the reactor's thread pool while writes go on (on the reactor)."""
+        if self._syncing is not None:  # the last one is still running: next time
+            os.close(fd)
+            self._dirty = True
+            return
+        get_pool = getattr(self.reactor, "getThreadPool", None)
+        if get_pool is None:  # a Clock in tests: at once
+            try:
+                sync_and_close(fd)
+            except OSError as e:
+                self._dirty = True
+                self.sync_failed(e)
+            return
+        d = threads.deferToThreadPool(self.reactor, get_pool(), sync_and_close, fd)
         self._syncing = d
 
         def done(result: Any) -> None:
@@ -404,7 +428,7 @@ class Journal:
                 e = result.value
                 if isinstance(e, OSError):
                     self._dirty = True
-                    self._failed("fsync", e)
+                    self.sync_failed(e)
         d.addBoth(done)
 
     def sync(self) -> None:

@@ -131,6 +131,7 @@ class ThreadWriter:
         self._jobs: deque[tuple[list[bytes], list[str], int]] = deque()
         self._queued = 0  # bytes submitted, not yet written
         self._sync_asked = False
+        self._sync_error: OSError | None = None  # a background fdatasync failed: the writer handles it
         self._stopping = False
         # results for the reactor, under _out_lock
         self._out_lock = threading.Lock()
@@ -155,6 +156,7 @@ class ThreadWriter:
         j.on_reactor = self._post_call
         if j.fsync == "everysec":
             j.sync_hook = self.request_sync
+            j.sync_failed = self._sync_failed
         if self.start_thread:
             self._thread = threading.Thread(target=self._run, name="flamingo-journal", daemon=True)
             self._thread.start()
@@ -175,8 +177,15 @@ class ThreadWriter:
         if self.flow is not None and self.pending_bytes > self.high_bytes:
             self.flow.close()
 
+    def _sync_failed(self, e: OSError) -> None:
+        with self._cond:
+            self._sync_error = e
+            self._cond.notify()
+
     def request_sync(self) -> None:
-        """everysec: an ``fdatasync`` by the writer, after what is queued now."""
+        """everysec: the writer dups the segment after what is queued now; the dup is synced
+        in the reactor's thread pool (writes go on meanwhile: a slow fdatasync would
+        otherwise hold up every batch behind it)."""
         if self._thread is None and self.start_thread or self._stopped:
             self.journal.sync()  # not running (any more): the reactor syncs, as inline
             return
@@ -241,6 +250,7 @@ class ThreadWriter:
         j.defer_publish = False
         j.on_reactor = lambda fn: fn()
         j.sync_hook = None
+        j.sync_failed = lambda e: j._failed("fsync", e)
         waiters, self._stop_waiters = self._stop_waiters, []
         for d in waiters:
             d.callback(None)
@@ -258,7 +268,7 @@ class ThreadWriter:
         """One round: write what is queued (merged up to ``merge_bytes``), sync if asked,
         post the results. False once stopping with nothing left (or, not blocking, idle)."""
         with self._cond:
-            while not self._jobs and not self._sync_asked and not self._stopping:
+            while not self._jobs and not self._sync_asked and not self._stopping and self._sync_error is None:
                 if not block:
                     return False
                 self._cond.wait()
@@ -269,13 +279,19 @@ class ThreadWriter:
                 batch.append(job)
                 size += job[2]
             sync, self._sync_asked = self._sync_asked, False
-            if not batch and not sync:
+            failed, self._sync_error = self._sync_error, None
+            if not batch and not sync and failed is None:
                 return False  # stopping, nothing left
         t0 = time.thread_time()
+        j = self.journal
+        if failed is not None:
+            j._failed("fsync", failed)  # the fd is this thread's: closed here, reopened on the next write
         if batch:
             self._post(self._write(batch))
         if sync:
-            self.journal.sync()
+            fd = j.dup_for_sync()
+            if fd is not None:
+                self._post_call(lambda: j.sync_fd(fd))
         self.cpu.journal += time.thread_time() - t0
         with self._cond:
             self._queued -= size
