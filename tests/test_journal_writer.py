@@ -356,7 +356,7 @@ class RealThreadTests(unittest.TestCase):
             got.append(w)
 
         flow = Flow()
-        w = ThreadWriter(j, deliver, StageCpu(), reactor.callFromThread, flow, high_bytes=4096)
+        w = ThreadWriter(j, deliver, StageCpu(), reactor.callFromThread, flow, high_bytes=4096, inline_below=0)
         w.start()
         frames = [ev(i) for i in range(1, 2001)]
         for k in range(0, 2000, 40):
@@ -379,7 +379,8 @@ class RealThreadTests(unittest.TestCase):
     def test_hard_cap_makes_submit_wait_for_the_writer(self):
         j = Journal(self.dir / "j", kind="event", reactor=reactor).open()
         got: list[Written] = []
-        w = ThreadWriter(j, got.append, StageCpu(), reactor.callFromThread, None, high_bytes=1, hard_bytes=1)
+        w = ThreadWriter(j, got.append, StageCpu(), reactor.callFromThread, None, high_bytes=1, hard_bytes=1,
+                         inline_below=0)
         w.start()
         for i in range(1, 201):
             w.submit([ev(i)], ["tweet"], len(ev(i)))
@@ -390,3 +391,29 @@ class RealThreadTests(unittest.TestCase):
         yield j.close()
         self.assertGreater(w.hard_waits, 0)
         self.assertEqual([g.first for g in got], list(range(1, 201)))
+
+    @defer.inlineCallbacks
+    def test_a_quiet_stream_is_written_on_the_reactor_and_order_holds_across_modes(self):
+        j = Journal(self.dir / "j", kind="event", reactor=reactor).open()
+        got: list[Written] = []
+        cpu = StageCpu()
+        w = ThreadWriter(j, got.append, cpu, reactor.callFromThread, None)  # default inline_below
+        w.start()
+        w.submit([ev(1)], ["tweet"], len(ev(1)))  # the writer idle, the rate low: written here, at once
+        self.assertEqual([(g.first, g.kept) for g in got], [(1, 1)])
+        self.assertEqual(j.last_seq, 1)
+        self.assertEqual(w.inline_batches, 1)
+        self.assertGreater(cpu.journal_inline, 0.0)
+        w.inline_below = 0  # a fast stream: the thread writes
+        for i in range(2, 102):
+            w.submit([ev(i)], ["tweet"], len(ev(i)))
+        w.inline_below = 1e18  # quiet again: inline whenever the writer has nothing
+        for i in range(102, 202):
+            w.submit([ev(i)], ["tweet"], len(ev(i)))
+        yield wait_for(lambda: len(got) == 201, what="all handed on")
+        yield w.stop()
+        yield j.close()
+        self.assertEqual([g.first for g in got], list(range(1, 202)))  # one order, whoever wrote
+        j2 = Journal(self.dir / "j", kind="event", reactor=reactor).open()
+        self.addCleanup(j2.close)
+        self.assertEqual(j2.read(1, max_events=500), [ev(i) for i in range(1, 202)])

@@ -64,7 +64,7 @@ class Dispatcher:
             return
         t0 = time.thread_time()
         cpu = self.cpu
-        inline = 0.0 if self.writer.threaded else cpu.journal
+        inline = cpu.journal_inline
         frames, fixed = one_line(frames)
         if fixed:
             self.journal.newlines_replaced += fixed
@@ -75,8 +75,7 @@ class Dispatcher:
         if len(counts) > 1 or "tweet" not in counts:
             self._control(frames, types, counts)
         self.writer.submit(frames, types, nbytes)  # the sink gets them once written (_written)
-        if not self.writer.threaded:
-            inline = cpu.journal - inline  # the inline journal's share of this call
+        inline = cpu.journal_inline - inline  # the journal's share of this call on this thread
         cpu.dispatch += time.thread_time() - t0 - inline
 
     def _written(self, w: Written) -> None:

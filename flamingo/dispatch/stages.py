@@ -28,14 +28,16 @@ class StageCpu:
 
     dispatch: float = 0.0
     journal: float = 0.0
-    journal_thread: bool = False  # the journal's CPU is its writer thread's, not the reactor's
+    journal_inline: float = 0.0  # the part of ``journal`` spent on the reactor thread
+    journal_thread: bool = False  # a writer thread does (most of) the journal's writes
     sink: Callable[[], float] = lambda: 0.0
 
     def snapshot(self) -> JsonObject:
         reactor = time.thread_time()  # the caller is the reactor thread
         dispatch, journal, sink = self.dispatch, self.journal, self.sink()
-        inline = 0.0 if self.journal_thread else journal
+        inline = self.journal_inline
         return {"process": round(time.process_time(), 4), "reactor": round(reactor, 4),
                 "stream": round(max(0.0, reactor - dispatch - sink - inline), 4),
-                "dispatch": round(dispatch, 4), "journal": round(journal, 4), "sink": round(sink, 4),
+                "dispatch": round(dispatch, 4), "journal": round(journal, 4),
+                "journal_reactor": round(inline, 4), "sink": round(sink, 4),
                 "journal_thread": self.journal_thread}
