@@ -57,7 +57,8 @@ def one_round(mode: str, frames: list[bytes], batch: int, where: Path) -> dict[s
         cpu = StageCpu()
         writer: InlineWriter | ThreadWriter
         if mode == "thread":
-            writer = ThreadWriter(j, deliver, cpu, lambda fn, *a: calls.put((fn, a)))
+            # inline_below=0: always the thread (a quiet stream would be written here)
+            writer = ThreadWriter(j, deliver, cpu, lambda fn, *a: calls.put((fn, a)), inline_below=0)
         else:
             writer = InlineWriter(j, deliver, cpu)
         writer.start()
