@@ -287,6 +287,9 @@ class WriterTests(unittest.TestCase):
         self.assertIsNone(j.sync_hook)
         self.assertEqual(j.append([ev(3)]), 3)  # inline again
         self.assertEqual(j.last_seq, 3)
+        self.submit(w, [ev(4)])  # a batch after stop is still written, then handed on
+        self.assertEqual((self.got[-1].first, self.got[-1].kept), (4, 1))
+        self.assertEqual(j.last_seq, 4)
 
     def test_flush_fires_once_everything_submitted_is_handed_on(self):
         j = self.journal()

@@ -184,6 +184,11 @@ class ThreadWriter:
             self._rate = self._win_bytes / (now - self._win_start)
             self._win_start, self._win_bytes = now, 0
         self._win_bytes += nbytes
+        if self._stopped:  # the thread is gone (a batch after stop): the reactor writes, as inline
+            first = self.journal.append(frames)
+            kept = 0 if first is None else min(len(frames), self.journal.next_seq - first)
+            self.deliver(Written(first, kept, frames, types, nbytes))
+            return
         with self._cond:
             inline = (self._rate < self.inline_below and not self._jobs and not self._busy
                       and not self._stopping and self._thread is not None)
