@@ -211,7 +211,7 @@ class WriterTests(unittest.TestCase):
         self.assertEqual([(x.first, x.kept) for x in _positions(7, 1, b)], [(7, 1), (None, 0), (None, 0)])
         self.assertEqual([(x.first, x.kept) for x in _positions(None, 0, b)], [(None, 0)] * 3)
 
-    def test_everysec_sync_runs_in_the_writer_in_order_with_writes(self):
+    def test_everysec_sync_dups_in_the_writer_in_order_and_syncs_off_it(self):
         j = self.journal(fsync="everysec")
         synced = []
         real = os.fdatasync
