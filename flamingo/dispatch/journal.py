@@ -30,10 +30,9 @@ segment cut short by a machine crash, a torn line inside it) raises
 ``JournalGap``: the reader reports it and moves on instead of stalling.
 
 Writes can run on a writer thread (``journal_writer.ThreadWriter``): then
-``next_seq`` is the writer's, and what readers (the sink, ``read``, ``status``)
-see is ``last_seq``, *published* on the reactor thread once the write holding
-it completed (``publish``); logs and gzip jobs the write path starts are
-handed to the reactor thread too (``on_reactor``).
+``next_seq`` is the writer's, readers see ``last_seq``, *published* on the
+reactor once the write holding it completed (``publish``), and logs and gzip
+jobs of the write path go to the reactor too (``on_reactor``).
 
 Write errors (disk full, permission denied, deleted directory) never raise:
 the batch is counted as not kept (``lost_events``/``lost_bytes``), the error is
@@ -65,10 +64,11 @@ from flamingo.dispatch.segments import (
     Reader,
     Segment,
     count_lines,
-    gzip_file,
+    gzip_in_pool,
     new_epoch,
     one_line,
     one_per_position,
+    point_symlink,
     sync_and_close,
     unlink_quietly,
     write_lines,
@@ -249,16 +249,8 @@ class Journal:
         self._link(path)
 
     def _link(self, path: Path) -> None:
-        if not self.keep:
-            return
-        tmp = self.dir / (SYMLINK + ".tmp")
-        try:
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            os.symlink(path.name, tmp)
-            os.replace(tmp, self.dir / SYMLINK)
-        except OSError as e:
-            err = str(e)
+        err = point_symlink(self.dir / SYMLINK, path.name) if self.keep else None
+        if err is not None:
             self.on_reactor(lambda: log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=err))
 
     def _write_state(self, durable: bool = False) -> None:
@@ -364,21 +356,7 @@ class Journal:
 
     def _gzip_later(self, seg: Segment) -> None:
         # gzip needs a real reactor's thread pool (IReactorThreads), not only its timers
-        pool = self.reactor.getThreadPool()  # type: ignore[attr-defined]
-        d = threads.deferToThreadPool(self.reactor, pool, gzip_file, seg.path)
-        self._pending.add(d)
-
-        def done(result: Any) -> None:
-            self._pending.discard(d)
-            if isinstance(result, Path):
-                seg.path = result
-                try:
-                    seg.bytes = result.stat().st_size
-                except OSError:
-                    pass
-            else:
-                log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
-        d.addBoth(done)
+        gzip_in_pool(self.reactor, seg, self._pending)
 
     def _sync_in_background(self) -> None:
         """everysec: fdatasync in a thread (a slow disk must not stall the reactor), like Redis."""

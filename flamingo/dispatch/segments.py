@@ -16,15 +16,16 @@ import secrets
 import shutil
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
+from twisted.internet import defer, threads
 
 from flamingo.logs import logger
 
 __all__ = ["Segment", "SEGMENT_NAME", "FILE_MODE", "DIR_MODE", "READ_ERRORS", "Reader", "one_per_position",
            "count_lines", "open_segment", "gzip_file", "sync_and_close", "sync_dir", "unlink_quietly",
-           "new_epoch", "write_lines", "one_line"]
+           "new_epoch", "write_lines", "one_line", "gzip_in_pool", "point_symlink"]
 
 log = logger("flamingo.journal")
 
@@ -245,6 +246,38 @@ def gzip_file(path: Path) -> Path:
     sync_dir(path.parent)
     path.unlink()
     return gz
+
+
+def gzip_in_pool(reactor: Any, seg: Segment, pending: set[defer.Deferred[Any]]) -> None:
+    """``gzip_file`` of a closed segment in ``reactor``'s thread pool; ``seg`` follows the rename.
+    Its Deferred stays in ``pending`` until done (the journal's close waits for it)."""
+    d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), gzip_file, seg.path)
+    pending.add(d)
+
+    def done(result: Any) -> None:
+        pending.discard(d)
+        if isinstance(result, Path):
+            seg.path = result
+            try:
+                seg.bytes = result.stat().st_size
+            except OSError:
+                pass
+        else:
+            log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
+    d.addBoth(done)
+
+
+def point_symlink(link: Path, target: str) -> str | None:
+    """Point ``link`` at ``target`` atomically (a temporary link renamed over it); the error, if any."""
+    tmp = link.with_name(link.name + ".tmp")
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as e:
+        return str(e)
+    return None
 
 
 def sync_dir(path: Path) -> None:
