@@ -5,7 +5,12 @@
 - loopback HTTP: the emulator's stream read by ``curl -s`` for a bounded
   time (what the emulator and loopback can give). curl's output goes to a
   pipe where only bytes and newlines are counted, so events are counted
-  exactly and the corpus's mean message size comes out of the same read.
+  exactly and the corpus's mean message size comes out of the same read;
+- the page cache: what one thread can ``writev`` into a file in the event
+  log's directory (the journal's own write pattern: 64 messages and their
+  newlines per call, a new file, optionally an ``fdatasync`` every second as
+  ``journal.fsync: everysec`` does). On some virtual machines this, not the
+  disk, caps the event log.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 from bench.procs import BenchError, children
 
-__all__ = ["redis_benchmark", "curl_stream", "StreamSample"]
+__all__ = ["redis_benchmark", "curl_stream", "StreamSample", "page_cache_write", "WriteSample"]
 
 
 def redis_benchmark(port: int, payload: int, requests: int, clients: int = 4, pipeline: int = 64,
@@ -108,3 +115,53 @@ def curl_stream(url: str, user: str, password: str, seconds: float, gzip: bool =
         raise BenchError(f"curl read nothing from {url}")
     elapsed = (end or time.monotonic()) - counting_from
     return StreamSample(nbytes, lines, elapsed)
+
+
+class WriteSample:
+    """What one bounded run of ``writev`` calls gave."""
+
+    def __init__(self, nbytes: int, seconds: float, message_bytes: float) -> None:
+        self.bytes = nbytes
+        self.seconds = seconds
+        self.message_bytes = message_bytes
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        """Messages (and their newline) per second at the corpus's mean size."""
+        return self.bytes / self.seconds / (self.message_bytes + 1) if self.seconds else 0.0
+
+
+def page_cache_write(directory: str | Path, seconds: float, message_bytes: float, sync_every: float = 0.0,
+                     per_call: int = 64) -> WriteSample:
+    """One thread ``writev``-ing ``per_call`` messages of ``message_bytes`` (and their
+    newlines) at a time into a new file under ``directory`` for ``seconds``;
+    ``sync_every`` > 0 adds an ``fdatasync`` that often. The file is removed after."""
+    size = max(1, int(round(message_bytes)))
+    msg = (b"x" * (size - 1)) + b"}"
+    iov = [msg, b"\n"] * per_call
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="pagecache-", suffix=".log", dir=str(directory))
+    try:
+        written = 0
+        t0 = time.monotonic()
+        synced = t0
+        end = t0 + seconds
+        now = t0
+        while now < end:
+            for _ in range(16):
+                written += os.writev(fd, iov)
+            now = time.monotonic()
+            if sync_every and now - synced >= sync_every:
+                os.fdatasync(fd)
+                synced = now = time.monotonic()
+        if sync_every:
+            os.fdatasync(fd)
+        elapsed = time.monotonic() - t0
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    return WriteSample(written, elapsed, size)

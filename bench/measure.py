@@ -8,6 +8,7 @@ the bench behaves like the consumers the queues exist for.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["QueueCounter", "ProcSampler", "count_lines", "Window", "measure_windows", "percentile"]
+__all__ = ["QueueCounter", "ProcSampler", "StageProbe", "count_lines", "Window", "measure_windows", "percentile",
+           "stage_split"]
 
 
 class QueueCounter:
@@ -97,26 +99,82 @@ def count_lines(directory: Path) -> int:
     return total
 
 
-class Window:
-    """One measured interval: events delivered, seconds, CPU seconds spent."""
+class StageProbe:
+    """The daemon's CPU seconds per stage, now: ``/meta.json``'s ``cpu`` (the daemon counts
+    them per batch: see ``flamingo/dispatch/stages.py``) and, from ``/proc``, its main
+    (reactor) thread against all its other threads (journal writer, fsync and gzip pool)."""
 
-    def __init__(self, events: int, seconds: float, cpu: float) -> None:
+    def __init__(self, pid: int, meta_url: str | None) -> None:
+        self.pid = pid
+        self.meta_url = meta_url
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _threads(self) -> dict[str, float]:
+        main = other = 0.0
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return {}
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+            if int(tid) == self.pid:
+                main += cpu
+            else:
+                other += cpu
+        return {"main_thread": main, "other_threads": other}
+
+    def read(self) -> dict[str, float]:
+        out = self._threads()
+        if self.meta_url:
+            import json
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(self.meta_url, timeout=5) as r:
+                    cpu = json.loads(r.read()).get("cpu") or {}
+            except (OSError, ValueError):
+                cpu = {}
+            for k, v in cpu.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[k] = float(v)
+        return out
+
+
+def stage_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per stage between two ``StageProbe.read()``s (keys both have)."""
+    return {k: round(after[k] - before[k], 4) for k in after if k in before}
+
+
+class Window:
+    """One measured interval: events delivered, seconds, CPU seconds spent (and per stage)."""
+
+    def __init__(self, events: int, seconds: float, cpu: float, stages: dict[str, float] | None = None) -> None:
         self.events = events
         self.seconds = seconds
         self.cpu = cpu
+        self.stages = stages or {}
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {"events": self.events, "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu, 3),
-                "events_per_s": round(self.rate, 1)}
+        d = {"events": self.events, "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu, 3),
+             "events_per_s": round(self.rate, 1)}
+        if self.stages:
+            d["stages"] = self.stages
+        return d
 
 
 def measure_windows(counter: QueueCounter, rounds: int, round_seconds: float, warmup_events: int,
                     max_seconds: float, sampler: ProcSampler | None = None, poll: float = 0.1,
-                    alive: Callable[[], bool] = lambda: True, warmup_seconds: float = 0.0) -> list[Window]:
+                    alive: Callable[[], bool] = lambda: True, warmup_seconds: float = 0.0,
+                    probe: StageProbe | None = None) -> list[Window]:
     """Warm up (until ``warmup_events`` are delivered, then ``warmup_seconds`` more),
     then ``rounds`` back-to-back windows.
 
@@ -150,11 +208,13 @@ def measure_windows(counter: QueueCounter, rounds: int, round_seconds: float, wa
             break
         start_n, start_t = delivered, time.monotonic()
         start_cpu = sampler.cpu_seconds() if sampler else 0.0
+        start_stages = probe.read() if probe else {}
         while time.monotonic() - start_t < round_seconds and time.monotonic() < deadline:
             delivered = tick()
         end_t = time.monotonic()
         cpu = (sampler.cpu_seconds() - start_cpu) if sampler else 0.0
-        windows.append(Window(delivered - start_n, end_t - start_t, cpu))
+        stages = stage_split(start_stages, probe.read()) if probe else None
+        windows.append(Window(delivered - start_n, end_t - start_t, cpu, stages))
     return windows
 
 

@@ -22,6 +22,7 @@ TARGET_S3 = 143_000
 TARGET_BASELINE_X = 5.0
 TARGET_P99_MS = 50.0
 TARGET_RSS_MB = 200.0
+TARGET_STABLE = 0.85  # the sustained run's last window within 15% of its first
 
 
 def _version(argv: list[str]) -> str | None:
@@ -107,6 +108,9 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
             "foreign_cores": sc.get("foreign_cores"),
             # what one fully used core would give at the measured CPU cost per event
             "one_core_events_per_s": round(1e6 / sc["cpu_s_per_million"]) if sc.get("cpu_s_per_million") else None,
+            "pagecache_limit_events_per_s": lim.get("pagecache_everysec_events_per_s"),
+            "vs_pagecache_limit": _ratio(rate, lim.get("pagecache_everysec_events_per_s")),
+            "stages_us_per_event": sc.get("stages_us_per_event") or {},
             "p50_ms": None,
             "p99_ms": None,
         }
@@ -173,6 +177,10 @@ def targets(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[st
     for r in rows:
         out.append(_target(f"scenario {r['scenario']} ≥ 5× baseline", r["vs_baseline"], TARGET_BASELINE_X,
                            unit="×"))
+    for key, sc in results["scenarios"].items():
+        if sc.get("first_window"):
+            out.append(_target(f"scenario {key}: last {sc['edge_seconds']} s within 15% of the first",
+                               sc.get("last_vs_first"), TARGET_STABLE))
     lat = results.get("latency") or {}
     out.append(_target("p99 latency < 50 ms at 10,000 events/s", lat.get("p99_ms"), TARGET_P99_MS,
                        higher_is_better=False, unit=" ms"))
@@ -197,6 +205,25 @@ def render(results: dict[str, Any]) -> str:
                          f"({v['curl_mb_per_s']:.1f} MB/s, mean message {v['mean_message_bytes']:.0f} B); "
                          f"redis-benchmark RPUSH -P 64 -d {v['redis_payload_bytes']}: "
                          f"{_fmt(v['redis_rpush_per_s'])}/s")
+        if v.get("pagecache_mb_per_s") is not None:
+            parts.append(f"limits {key}: one thread writev into the event log's filesystem "
+                         f"{v['pagecache_mb_per_s']:.0f} MB/s ({v['pagecache_events_per_s']:,.0f} events/s), "
+                         f"with fdatasync every second {v['pagecache_everysec_mb_per_s']:.0f} MB/s "
+                         f"({v['pagecache_everysec_events_per_s']:,.0f} events/s)")
+    for key, sc in results["scenarios"].items():
+        if sc.get("first_window"):
+            f, last = sc["first_window"], sc["last_window"]
+            parts.append(f"scenario {key} sustained {sc['sustained_seconds']:.0f} s: first {sc['edge_seconds']} s "
+                         f"{f['events_per_s']:,.0f} events/s ({_fmt(f['cpu_s_per_million'], '.1f')} CPU s/M), "
+                         f"last {sc['edge_seconds']} s {last['events_per_s']:,.0f} events/s "
+                         f"({_fmt(last['cpu_s_per_million'], '.1f')} CPU s/M): last/first "
+                         f"{_fmt(sc['last_vs_first'], '.2f')}")
+    for r in rows:
+        st = r.get("stages_us_per_event") or {}
+        if st:
+            parts.append(f"scenario {r['scenario']} CPU µs per event: " + ", ".join(
+                f"{k} {st[k]:.1f}" for k in ("stream", "dispatch", "journal", "sink", "main_thread",
+                                             "other_threads", "process") if k in st))
     parts.append("daemon CPU per event → events/s one fully used core would give: " + ", ".join(
         f"scenario {r['scenario']} {_fmt(r.get('one_core_events_per_s'))}" for r in rows))
     lat = results.get("latency")

@@ -6,6 +6,7 @@ the next step, so no step measures while another one loads the machine.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -17,8 +18,16 @@ from typing import Any
 import attrs
 
 from bench.daemon import Flamingod, SubSpec
-from bench.limits import StreamSample, curl_stream, redis_benchmark
-from bench.measure import NoiseMeter, ProcSampler, QueueCounter, count_lines, measure_windows, percentile
+from bench.limits import StreamSample, curl_stream, page_cache_write, redis_benchmark
+from bench.measure import (
+    NoiseMeter,
+    ProcSampler,
+    QueueCounter,
+    StageProbe,
+    count_lines,
+    measure_windows,
+    percentile,
+)
 from bench.procs import ROOT, BenchError, RedisProc, children, free_port, venv_python, wait_port
 from bench.stamps import read_stamps
 from bench.xscenario import EMULATOR_ARGS as X_EMULATOR
@@ -44,12 +53,16 @@ class Settings:
     pause_seconds: float = 10.0
     catchup_max_seconds: float = 60.0
     seed: int = 20130803
+    sustained_seconds: float = 60.0  # the sustained scenario: one run this long, 1 s windows
+    sustained_edge_seconds: float = 10.0  # its first and last windows compared
+    pagecache_seconds: float = 2.0  # each page-cache write limit (with and without fdatasync)
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(rounds=3, round_seconds=1.0, warmup_seconds=1.0, max_step_seconds=20.0,
                    limit_reads=1, limit_seconds=1.5, redis_bench_requests=60_000,
-                   latency_seconds=4.0, pause_seconds=5.0, catchup_max_seconds=25.0)
+                   latency_seconds=4.0, pause_seconds=5.0, catchup_max_seconds=25.0,
+                   sustained_seconds=10.0, sustained_edge_seconds=3.0, pagecache_seconds=1.2)
 
 
 @attrs.frozen
@@ -60,6 +73,7 @@ class Scenario:
     subs: tuple[SubSpec, ...]
     gzip: bool
     source: str = "twitter"  # x: bench/xscenario.py (no v1.1 limits or baseline for its data)
+    sustained: bool = False  # one long run (Settings.sustained_seconds): first vs last windows
 
     @property
     def data(self) -> tuple[str, bool]:
@@ -80,12 +94,33 @@ SCENARIOS = (
               SubSpec("terms", "raw", filter=("love", "python", "coffee"))), False),
     Scenario("3", "small tweets (~300 B), 1 raw subscription", "small", (RAW,), False),
     Scenario("4", "realistic tweets, gzip on, 1 raw subscription", "realistic", (RAW,), True),
-    Scenario("5", "X API v2 posts (~270 B), source: x, 1 raw subscription", "small", (RAW,), False, "x"),
+    Scenario("5", "realistic tweets, 1 raw subscription, sustained", "realistic", (RAW,), False, sustained=True),
+    Scenario("6", "X API v2 posts (~270 B), source: x, 1 raw subscription", "small", (RAW,), False, "x"),
 )
 
 
 def _median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else 0.0
+
+
+def _span(windows: Sequence[Any]) -> dict[str, Any]:
+    """Consecutive windows taken as one: events/s, CPU s per M events, CPU µs per event per stage."""
+    events = sum(w.events for w in windows)
+    seconds = sum(w.seconds for w in windows)
+    cpu = sum(w.cpu for w in windows)
+    return {"events_per_s": round(events / seconds, 1) if seconds else 0.0,
+            "cpu_s_per_million": round(cpu / events * 1e6, 2) if events else None,
+            "stages_us_per_event": _stages_per_event(windows)}
+
+
+def _stages_per_event(windows: Sequence[Any]) -> dict[str, float]:
+    """The daemon's CPU µs per delivered event, per stage (``StageProbe``), over ``windows``."""
+    events = sum(w.events for w in windows)
+    total: dict[str, float] = {}
+    for w in windows:
+        for k, v in w.stages.items():
+            total[k] = total.get(k, 0.0) + v
+    return {k: round(v / events * 1e6, 2) for k, v in total.items()} if events else {}
 
 
 def _log(msg: str) -> None:
@@ -194,6 +229,12 @@ class Bench:
             "redis_rpush_per_s": None,
             "redis_payload_bytes": payload,
         }
+        # One thread writev-ing into the event log's filesystem, without and with everysec fdatasync.
+        where = Path(self.daemon_dir or tempfile.gettempdir())
+        for key, sync in (("pagecache", 0.0), ("pagecache_everysec", 1.0)):
+            w = page_cache_write(where, self.s.pagecache_seconds, mean_bytes - 1, sync_every=sync)
+            limits[f"{key}_mb_per_s"] = round(w.mb_per_s, 1)
+            limits[f"{key}_events_per_s"] = round(w.events_per_s, 1)
         # Without redis-benchmark (e.g. redis-server from PyPI) the curl limit still stands.
         limits["redis_rpush_per_s"] = _median([
             redis_benchmark(self.redis.port, payload, self.s.redis_bench_requests)
@@ -270,10 +311,15 @@ class Bench:
             partial = [s.queue_key() for s in sc.subs if s.filter]
             counter = QueueCounter(self.r, full)
             side = QueueCounter(self.r, partial)
+            probe = StageProbe(daemon.proc.pid, f"http://127.0.0.1:{daemon.web_port}/meta.json")
             noise = NoiseMeter()
-            windows = measure_windows(counter, self.s.rounds, self.s.round_seconds, 1,
-                                      self.s.max_step_seconds, sampler=sampler, alive=daemon.alive,
-                                      warmup_seconds=self.s.warmup_seconds)
+            if sc.sustained:
+                rounds, seconds = int(self.s.sustained_seconds), 1.0
+                limit = self.s.sustained_seconds + self.s.warmup_seconds + 30
+            else:
+                rounds, seconds, limit = self.s.rounds, self.s.round_seconds, self.s.max_step_seconds
+            windows = measure_windows(counter, rounds, seconds, 1, limit, sampler=sampler, alive=daemon.alive,
+                                      warmup_seconds=self.s.warmup_seconds, probe=probe)
             if not windows or not sum(w.events for w in windows):
                 raise BenchError(f"no event reached Redis within {self.s.max_step_seconds:.0f} s\n"
                                  f"{daemon.tail()}")
@@ -298,15 +344,26 @@ class Bench:
             daemon.cleanup()
         events = sum(w.events for w in windows)
         cpu = sum(w.cpu for w in windows)
-        self.results["scenarios"][sc.key] = {
+        rate = _median([w.rate for w in windows])
+        extra: dict[str, Any] = {}
+        if sc.sustained:
+            k = max(1, int(self.s.sustained_edge_seconds))
+            first, last = _span(windows[:k]), _span(windows[-k:])
+            rate = round(events / sum(w.seconds for w in windows), 1)
+            extra = {"sustained_seconds": round(sum(w.seconds for w in windows), 1), "edge_seconds": k,
+                     "first_window": first, "last_window": last,
+                     "last_vs_first": round(last["events_per_s"] / first["events_per_s"], 3)
+                     if first["events_per_s"] else None}
+        self.results["scenarios"][sc.key] = {**extra,
             "title": sc.title,
             "size": sc.size,
             "gzip": sc.gzip,
             "source": sc.source,
             "subscriptions": [f"{s.name} ({s.format}{', terms' if s.filter else ''})" for s in sc.subs],
-            "events_per_s": round(_median([w.rate for w in windows]), 1),
+            "events_per_s": round(rate, 1),
             "windows": [w.to_dict() for w in windows],
             "cpu_s_per_million": round(cpu / events * 1e6, 2) if events else None,
+            "stages_us_per_event": _stages_per_event(windows),
             "peak_rss_mb": round(sampler.peak_rss / 1e6, 1),
             "peak_anon_mb": round(sampler.peak_anon / 1e6, 1),
             "delivered_total": delivered,
@@ -315,6 +372,7 @@ class Bench:
             "term_filtered_delivered": sum(side.totals.values()) if partial else None,
             "queue_totals": {**counter.totals, **side.totals},
             "foreign_cores": foreign,
+            "loadavg_1m": round(os.getloadavg()[0], 2),
         }
 
     # -- latency and backlog ----------------------------------------------

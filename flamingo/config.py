@@ -96,6 +96,7 @@ ENV_OVERRIDES = {
 STREAMS = catalog.spec_for("twitter").streams  # v1.1's; every source's: catalog.all_streams()
 AUTHS = ("basic", "oauth1", "bearer", "none")
 FSYNC = ("always", "everysec", "no")
+JOURNAL_WRITERS = ("thread", "inline")
 
 
 @attrs.frozen
@@ -260,7 +261,8 @@ def _build(data: dict[str, Any]) -> Config:
 
     kw["journal"] = JournalConfig(**fields("journal", top.get("journal"), {
         "fsync": lambda k, v: choice(k, v, FSYNC),
-        "segment_bytes": lambda k, v: integer(k, v, 4096)}))
+        "segment_bytes": lambda k, v: integer(k, v, 4096),
+        "writer": lambda k, v: choice(k, v, JOURNAL_WRITERS)}))
 
     redis = fields("redis", top.get("redis"), {
         "host": lambda k, v: host_port(k, v, 6379), "namespace": namespace,

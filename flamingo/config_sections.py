@@ -38,6 +38,7 @@ class LoggingConfig:
 class JournalConfig:
     fsync: str = "everysec"  # always | everysec | no, like Redis' appendfsync
     segment_bytes: int = 64 * 1024 * 1024  # internal spool segment size
+    writer: str = "thread"  # thread | inline: who runs the journal's writes (journal_writer.py)
 
 
 @attrs.frozen

@@ -118,6 +118,7 @@ class DeliveryServiceTests(unittest.TestCase):
         delivery.connection_started("GET /1.1/statuses/sample.json")
         for i in range(0, 1000, 100):
             delivery.messages_received(events[i:i + 100])
+        yield delivery.dispatcher.writer.flush()  # the writer thread has written them all
         st = delivery.status()
         self.assertEqual(st["journal"]["last_seq"], 1000)
         self.assertEqual(st["journal"]["kind"], "event_log")

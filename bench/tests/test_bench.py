@@ -159,3 +159,43 @@ class SummarizeTests(SynchronousTestCase):
         self.assertIn("100 samples", text)
         self.assertIn(" 70.0%  write (x/journal.py)", text)
         self.assertIn("100.0%  run (a/app.py)", text)
+
+
+class SustainedAndStagesTests(SynchronousTestCase):
+    def test_span_and_stages_per_event(self) -> None:
+        from bench.measure import Window, stage_split
+        from bench.run import _span, _stages_per_event
+
+        self.assertEqual(stage_split({"journal": 1.0, "sink": 2.0}, {"journal": 1.5, "sink": 2.0, "new": 9.0}),
+                         {"journal": 0.5, "sink": 0.0})
+        ws = [Window(1000, 1.0, 0.04, {"journal": 0.005, "stream": 0.02}),
+              Window(3000, 1.0, 0.12, {"journal": 0.025, "stream": 0.06})]
+        self.assertEqual(_stages_per_event(ws), {"journal": 7.5, "stream": 20.0})
+        span = _span(ws)
+        self.assertEqual(span["events_per_s"], 2000.0)
+        self.assertEqual(span["cpu_s_per_million"], 40.0)
+        self.assertEqual(_stages_per_event([]), {})
+
+    def test_sustained_target_and_pagecache_ratio(self) -> None:
+        r = _results()
+        r["limits"]["realistic"].update({"pagecache_mb_per_s": 600.0, "pagecache_events_per_s": 150_000.0,
+                                         "pagecache_everysec_mb_per_s": 400.0,
+                                         "pagecache_everysec_events_per_s": 100_000.0})
+        sc = dict(r["scenarios"]["1"])
+        sc.update({"title": "sustained", "first_window": {"events_per_s": 30_000.0, "cpu_s_per_million": 30.0},
+                   "last_window": {"events_per_s": 24_000.0, "cpu_s_per_million": 40.0},
+                   "last_vs_first": 0.8, "sustained_seconds": 60.0, "edge_seconds": 10})
+        r["scenarios"]["5"] = sc
+        rows = report.derive(r)
+        self.assertEqual(rows[0]["vs_pagecache_limit"], 0.3)
+        t = {x["target"]: x for x in report.targets(r, rows)}
+        stable = t["scenario 5: last 10 s within 15% of the first"]
+        self.assertFalse(stable["met"])
+        r["limits"]["realistic"].update({"curl_mb_per_s": 342.0, "redis_payload_bytes": 3798})
+        r["latency"] = None
+        r["machine"] = {"cpu": "c", "cores": 2, "memory_gb": 1, "os": "o", "python": "p", "twisted": "t",
+                        "redis": "r", "loadavg_at_start": [1.0, 1.0, 1.0]}
+        r["rows"], r["targets"] = rows, report.targets(r, rows)
+        text = report.render(r)
+        self.assertIn("scenario 5 sustained 60 s: first 10 s 30,000 events/s", text)
+        self.assertIn("with fdatasync every second 400 MB/s (100,000 events/s)", text)

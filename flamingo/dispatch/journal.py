@@ -29,6 +29,11 @@ A range that cannot be read back (a file deleted under the daemon, a closed
 segment cut short by a machine crash, a torn line inside it) raises
 ``JournalGap``: the reader reports it and moves on instead of stalling.
 
+Writes can run on a writer thread (``journal_writer.ThreadWriter``): then
+``next_seq`` is the writer's, readers see ``last_seq``, *published* on the
+reactor once the write holding it completed (``publish``), and logs and gzip
+jobs of the write path go to the reactor too (``on_reactor``).
+
 Write errors (disk full, permission denied, deleted directory) never raise:
 the batch is counted as not kept (``lost_events``/``lost_bytes``), the error is
 logged loudly and shown in ``status()``, and the next append at least
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +64,14 @@ from flamingo.dispatch.segments import (
     Reader,
     Segment,
     count_lines,
-    gzip_file,
+    gzip_in_pool,
     new_epoch,
+    one_line,
     one_per_position,
+    point_symlink,
     sync_and_close,
     unlink_quietly,
+    write_lines,
 )
 from flamingo.logs import logger
 
@@ -72,22 +81,7 @@ log = logger("flamingo.journal")
 
 _Reader = Reader  # the name tests patch (SegmentReads.reader_class is this class)
 
-_NL = b"\n"
-_IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
 SYMLINK = "event.log"
-
-
-def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
-    """Frames with raw LF (and CR next to it) replaced by spaces, and how many needed it."""
-    fixed = 0
-    out = frames
-    for i, f in enumerate(frames):
-        if b"\n" in f:
-            if out is frames:
-                out = list(frames)
-            out[i] = f.replace(b"\n", b" ").replace(b"\r", b" ")
-            fixed += 1
-    return out, fixed
 
 
 class Journal:
@@ -113,7 +107,15 @@ class Journal:
         self.reactor = reactor
         self.retry_interval = retry_interval
         self.segments: list[Segment] = []
-        self.next_seq = 1
+        self.next_seq = 1  # the writer's next position
+        self._published = 1  # what readers see: next_seq once the writes before it completed
+        # a writer thread publishes positions itself (publish) and runs on_reactor's calls
+        # on the reactor thread; inline, both happen at once
+        self.defer_publish = False
+        self.on_reactor: Callable[[Callable[[], None]], None] = _now
+        self.sync_hook: Callable[[], None] | None = None  # everysec: ask the writer thread to sync
+        # a background fdatasync failed: handled by the thread that owns the fd
+        self.sync_failed: Callable[[OSError], None] = lambda e: self._failed("fsync", e)
         # the journal's identity: made when it is created, kept in journal.state
         self.epoch = ""
         # False when journal.state was missing while segments exist (an upgrade, or
@@ -157,6 +159,7 @@ class Journal:
             self.dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             move_state(self.dir, self.state_dir)
             self._scan()
+            self._published = self.next_seq
             self.opened_last_seq = self.last_seq
             self._open_current()
             if self.gzip:  # closed files a crash left uncompressed (their .gz.tmp was removed)
@@ -167,6 +170,7 @@ class Journal:
             self._failed("open", e)
         if not self.epoch:  # the directory could not even be scanned: still an identity
             self.epoch = new_epoch()
+        self._published = self.next_seq
         if self.fsync == "everysec":
             self._sync_loop = task.LoopingCall(self._sync_in_background)
             self._sync_loop.clock = self.reactor
@@ -245,16 +249,9 @@ class Journal:
         self._link(path)
 
     def _link(self, path: Path) -> None:
-        if not self.keep:
-            return
-        tmp = self.dir / (SYMLINK + ".tmp")
-        try:
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            os.symlink(path.name, tmp)
-            os.replace(tmp, self.dir / SYMLINK)
-        except OSError as e:
-            log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=e)
+        err = point_symlink(self.dir / SYMLINK, path.name) if self.keep else None
+        if err is not None:
+            self.on_reactor(lambda: log.warn("cannot update {link}: {e}", link=str(self.dir / SYMLINK), e=err))
 
     def _write_state(self, durable: bool = False) -> None:
         write_state(self.state_dir, self.next_seq, self.epoch, durable and self.fsync != "no")
@@ -263,12 +260,18 @@ class Journal:
 
     @property
     def last_seq(self) -> int:
-        return self.next_seq - 1
+        """The last position readers may use: its write has completed."""
+        return self._published - 1
 
     @property
     def first_seq(self) -> int:
         """The oldest position still on disk (``last_seq + 1`` if none)."""
-        return self.segments[0].first if self.segments else self.next_seq
+        return self.segments[0].first if self.segments else self._published
+
+    def publish(self, upto: int) -> None:
+        """Positions before ``upto`` are written (a writer thread's completion, on the reactor)."""
+        if upto > self._published:
+            self._published = upto
 
     def _full(self, count: int, nbytes: int, opened: float | None) -> bool:
         if self.rotate_events is not None and count >= self.rotate_events:
@@ -283,7 +286,14 @@ class Journal:
         """Write ``frames`` (already one line each, see ``one_line``); the first position, or None.
 
         None means not kept (an error, counted); the caller delivers them from memory.
+        Kept are ``min(len(frames), next_seq - first)`` (read ``next_seq`` right after).
         """
+        first = self._append(frames)
+        if not self.defer_publish:
+            self._published = self.next_seq
+        return first
+
+    def _append(self, frames: list[bytes]) -> int | None:
         if not frames:
             return self.next_seq
         if self._fd is None:
@@ -317,39 +327,18 @@ class Journal:
         else:
             self._dirty = True
         if self.error is not None:
-            log.info("journal {dir} writable again after {n} events not kept", dir=str(self.dir),
-                     n=self.lost_events)
+            n = self.lost_events
+            self.on_reactor(lambda: log.info("journal {dir} writable again after {n} events not kept",
+                                             dir=str(self.dir), n=n))
             self.error = None
             self.error_since = None
         return first
 
     def _write(self, frames: list[bytes]) -> int:
-        """Frames and their newlines in one writev (no joined copy); the bytes written."""
+        """Frames and their newlines in writev calls (no joined copy); the bytes written.
+        A failed write leaves no torn line behind."""
         assert self._fd is not None
-        seg = self.segments[-1]
-        start = seg.bytes
-        n = len(frames)
-        try:
-            total = 0
-            for k in range(0, n, _IOV_EVENTS):
-                chunk = frames[k:k + _IOV_EVENTS] if n > _IOV_EVENTS else frames
-                iov: list[bytes] = [_NL] * (2 * len(chunk))
-                iov[::2] = chunk
-                want = sum(map(len, chunk)) + len(chunk)
-                done = os.writev(self._fd, iov)
-                if done < want:  # short write: finish it the slow way
-                    rest = memoryview(b"".join(iov))[done:]
-                    while rest:
-                        w = os.write(self._fd, rest)
-                        rest = rest[w:]
-                total += want
-            return total
-        except OSError:
-            try:  # no torn line left behind
-                os.ftruncate(self._fd, start)
-            except OSError:
-                pass
-            raise
+        return write_lines(self._fd, frames, self.segments[-1].bytes)
 
     def _rotate(self) -> None:
         old = self.segments[-1]
@@ -363,41 +352,52 @@ class Journal:
         self._fd = None
         self._new_segment()
         if self.gzip:
-            self._gzip_later(old)
+            self.on_reactor(lambda: self._gzip_later(old))
 
     def _gzip_later(self, seg: Segment) -> None:
         # gzip needs a real reactor's thread pool (IReactorThreads), not only its timers
-        pool = self.reactor.getThreadPool()  # type: ignore[attr-defined]
-        d = threads.deferToThreadPool(self.reactor, pool, gzip_file, seg.path)
-        self._pending.add(d)
-
-        def done(result: Any) -> None:
-            self._pending.discard(d)
-            if isinstance(result, Path):
-                seg.path = result
-                try:
-                    seg.bytes = result.stat().st_size
-                except OSError:
-                    pass
-            else:
-                log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
-        d.addBoth(done)
+        gzip_in_pool(self.reactor, seg, self._pending)
 
     def _sync_in_background(self) -> None:
         """everysec: fdatasync in a thread (a slow disk must not stall the reactor), like Redis."""
-        pool = getattr(self.reactor, "getThreadPool", None)
-        if pool is None:  # a Clock in tests
+        if self.sync_hook is not None:  # a writer thread dups the segment, in order with its writes
+            self.sync_hook()
+            return
+        if getattr(self.reactor, "getThreadPool", None) is None:  # a Clock in tests
             self.sync()
             return
-        if self._syncing is not None or self._fd is None or not self._dirty:
-            return
+        if self._syncing is None:
+            fd = self.dup_for_sync()
+            if fd is not None:
+                self.sync_fd(fd)
+
+    def dup_for_sync(self) -> int | None:
+        """The current segment, dup'd, if it has writes not yet synced (on the writing thread)."""
+        if self._fd is None or not self._dirty:
+            return None
         try:
             fd = os.dup(self._fd)
         except OSError as e:
             self._failed("fsync", e)
-            return
+            return None
         self._dirty = False
-        d = threads.deferToThreadPool(self.reactor, pool(), sync_and_close, fd)
+        return fd
+
+    def sync_fd(self, fd: int) -> None:
+        """fdatasync a dup in the reactor's thread pool while writes go on (on the reactor)."""
+        if self._syncing is not None:  # the last one is still running: next time
+            os.close(fd)
+            self._dirty = True
+            return
+        get_pool = getattr(self.reactor, "getThreadPool", None)
+        if get_pool is None:  # a Clock in tests: at once
+            try:
+                sync_and_close(fd)
+            except OSError as e:
+                self._dirty = True
+                self.sync_failed(e)
+            return
+        d = threads.deferToThreadPool(self.reactor, get_pool(), sync_and_close, fd)
         self._syncing = d
 
         def done(result: Any) -> None:
@@ -406,7 +406,7 @@ class Journal:
                 e = result.value
                 if isinstance(e, OSError):
                     self._dirty = True
-                    self._failed("fsync", e)
+                    self.sync_failed(e)
         d.addBoth(done)
 
     def sync(self) -> None:
@@ -431,8 +431,9 @@ class Journal:
         self.errors += 1
         if self.error is None:
             self.error_since = self.reactor.seconds()
-            log.critical("JOURNAL ERROR: cannot {msg}; events are delivered to Redis from memory "
-                         "but NOT kept on disk until this is fixed (retrying)", msg=msg)
+            self.on_reactor(lambda: log.critical(
+                "JOURNAL ERROR: cannot {msg}; events are delivered to Redis from memory "
+                "but NOT kept on disk until this is fixed (retrying)", msg=msg))
         self.error = msg
         self._retry_at = self.reactor.seconds() + self.retry_interval
         self._close_fd()
@@ -494,3 +495,5 @@ class Journal:
                 "newlines_replaced": self.newlines_replaced}
 
 
+def _now(fn: Callable[[], None]) -> None:
+    fn()

@@ -29,7 +29,6 @@ class Positions(Protocol):
     """What reading needs of the journal: its segments and positions."""
 
     segments: list[Segment]
-    next_seq: int
 
     @property
     def first_seq(self) -> int: ...
@@ -59,7 +58,7 @@ class SegmentReads:
         size = 0
         while idx < len(j.segments) and len(out) < max_events and size < max_bytes and seq <= j.last_seq:
             seg = j.segments[idx]
-            end = j.segments[idx + 1].first if idx + 1 < len(j.segments) else j.next_seq
+            end = j.segments[idx + 1].first if idx + 1 < len(j.segments) else j.last_seq + 1
             try:
                 reader = self._reader_at(seg, seq)
                 while seq < end and len(out) < max_events and size < max_bytes:

@@ -7,6 +7,11 @@ event: it reaches each subscription once). Lines that are not JSON (type ``inval
 ``Exceeded connection limit`` or a torn ``{"not json``) are kept in the event
 log and counted, but go only to a subscription whose ``types`` names
 ``invalid`` explicitly: every consumer of a raw queue would fail on them.
+
+Work is shared between subscriptions: a format's payload of an event is
+built once per batch however many subscriptions of that format get it (the
+same bytes objects go into every queue's RPUSH), the unfiltered list of a
+format once, and a tweet is parsed once for every filtered subscription.
 """
 
 from __future__ import annotations
@@ -41,16 +46,26 @@ class Routes:
         self._views: dict[int, bytes | None] = {}  # per frame, shared by every filtered subscription
         self._hays: dict[int, Any] = {}
         self._tags: dict[int, frozenset[str] | None] = {}
+        self._all: dict[str, list[bytes]] = {}  # format -> the values of an unfiltered subscription
+        self._built: dict[str, dict[int, bytes]] = {}  # format -> frame index -> payload
 
     def values_for(self, sub: Subscription) -> list[bytes]:
-        build = BUILDERS[sub.format]
+        fmt = sub.format
+        build = BUILDERS[fmt]
         frames, types = self.frames, self.types
         if sub.types is None and not sub.filter and not sub.rules:
-            if self._has_invalid:
-                return [build(f, t) for f, t in zip(frames, types) if t != INVALID]
-            if sub.format == "raw":
-                return frames
-            return [build(f, t) for f, t in zip(frames, types)]
+            got = self._all.get(fmt)
+            if got is None:
+                if self._has_invalid:
+                    got = [f if fmt == "raw" else self._payload(fmt, build, i, f, t)
+                           for i, (f, t) in enumerate(zip(frames, types)) if t != INVALID]
+                elif fmt == "raw":
+                    got = frames
+                else:
+                    got = [build(f, t) for f, t in zip(frames, types)]
+                    self._built[fmt] = dict(enumerate(got))
+                self._all[fmt] = got
+            return got
         wanted = sub.types
         matcher = self._matcher(sub.filter) if sub.filter else None
         values = []
@@ -64,8 +79,18 @@ class Routes:
                 continue
             if sub.rules and not self._tagged(i, f, sub.rules):
                 continue
-            values.append(build(f, t))
+            values.append(f if fmt == "raw" else self._payload(fmt, build, i, f, t))
         return values
+
+    def _payload(self, fmt: str, build: Callable[[bytes, str], bytes], i: int, frame: bytes, etype: str) -> bytes:
+        """Frame ``i``'s payload in ``fmt``, built once per batch."""
+        built = self._built.get(fmt)
+        if built is None:
+            built = self._built[fmt] = {}
+        v = built.get(i)
+        if v is None:
+            v = built[i] = build(frame, etype)
+        return v
 
     def _tagged(self, i: int, frame: bytes, tags: tuple[str, ...]) -> bool:
         """An X post matched one of these rule tags (its ``matching_rules``)."""

@@ -16,15 +16,16 @@ import secrets
 import shutil
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
+from twisted.internet import defer, threads
 
 from flamingo.logs import logger
 
 __all__ = ["Segment", "SEGMENT_NAME", "FILE_MODE", "DIR_MODE", "READ_ERRORS", "Reader", "one_per_position",
            "count_lines", "open_segment", "gzip_file", "sync_and_close", "sync_dir", "unlink_quietly",
-           "new_epoch"]
+           "new_epoch", "write_lines", "one_line", "gzip_in_pool", "point_symlink"]
 
 log = logger("flamingo.journal")
 
@@ -173,6 +174,52 @@ class Reader:
         self.f.close()
 
 
+def one_line(frames: list[bytes]) -> tuple[list[bytes], int]:
+    """Frames with raw LF (and CR next to it) replaced by spaces, and how many needed it."""
+    fixed = 0
+    out = frames
+    for i, f in enumerate(frames):
+        if b"\n" in f:
+            if out is frames:
+                out = list(frames)
+            out[i] = f.replace(b"\n", b" ").replace(b"\r", b" ")
+            fixed += 1
+    return out, fixed
+
+
+_NL = b"\n"
+_IOV_EVENTS = 500  # frames per writev (IOV_MAX is 1024 iovecs on Linux)
+
+
+def write_lines(fd: int, frames: list[bytes], start: int) -> int:
+    """Frames and their newlines in writev calls (no joined copy); the bytes written.
+
+    ``start`` is the file's size before: a failed write is cut back to it, so no torn
+    line is left behind, and the error raised."""
+    n = len(frames)
+    try:
+        total = 0
+        for k in range(0, n, _IOV_EVENTS):
+            chunk = frames[k:k + _IOV_EVENTS] if n > _IOV_EVENTS else frames
+            iov: list[bytes] = [_NL] * (2 * len(chunk))
+            iov[::2] = chunk
+            want = sum(map(len, chunk)) + len(chunk)
+            done = os.writev(fd, iov)
+            if done < want:  # short write: finish it the slow way
+                rest = memoryview(b"".join(iov))[done:]
+                while rest:
+                    w = os.write(fd, rest)
+                    rest = rest[w:]
+            total += want
+        return total
+    except OSError:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass
+        raise
+
+
 def sync_and_close(fd: int) -> None:
     try:
         os.fdatasync(fd)
@@ -199,6 +246,38 @@ def gzip_file(path: Path) -> Path:
     sync_dir(path.parent)
     path.unlink()
     return gz
+
+
+def gzip_in_pool(reactor: Any, seg: Segment, pending: set[defer.Deferred[Any]]) -> None:
+    """``gzip_file`` of a closed segment in ``reactor``'s thread pool; ``seg`` follows the rename.
+    Its Deferred stays in ``pending`` until done (the journal's close waits for it)."""
+    d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), gzip_file, seg.path)
+    pending.add(d)
+
+    def done(result: Any) -> None:
+        pending.discard(d)
+        if isinstance(result, Path):
+            seg.path = result
+            try:
+                seg.bytes = result.stat().st_size
+            except OSError:
+                pass
+        else:
+            log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
+    d.addBoth(done)
+
+
+def point_symlink(link: Path, target: str) -> str | None:
+    """Point ``link`` at ``target`` atomically (a temporary link renamed over it); the error, if any."""
+    tmp = link.with_name(link.name + ".tmp")
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as e:
+        return str(e)
+    return None
 
 
 def sync_dir(path: Path) -> None:

@@ -199,7 +199,9 @@ class HttpLineLink:
     def _start_body(self, response: IResponse) -> None:
         encoding = response.headers.getRawHeaders(b"content-encoding", [b""])[0].lower()
         self.decoder = StreamDecoder(self.max_message_bytes, gzip=encoding in (b"gzip", b"x-gzip"))
-        self.pump = BodyPump(self.decoder, self._decoded, self.turns.callLater)
+        # the wader's gate (closed while the event log's writer is behind), if it has one
+        self.pump = BodyPump(self.decoder, self._decoded, self.turns.callLater,
+                             gate=getattr(self.events, "flow", None))
         self.body = _Body(self)
         self.events.alive(self)
         response.deliverBody(self.body)

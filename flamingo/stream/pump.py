@@ -10,6 +10,10 @@ decode) and continues on the next turn. Bytes that still arrive while paused
 (already parsed out of the socket by the HTTP client) queue behind the
 pending ones, so order is kept. The end of the body is reported only once
 everything before it has been decoded.
+
+With a ``gate`` (``flow.Flow``: closed while the event log's writer is
+behind) no turn starts while the gate is closed: the transport stays paused
+until it opens.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from flamingo.stream.flow import Flow
 from flamingo.stream.framing import SLICE_BYTES, StreamDecoder
 
 __all__ = ["BodyPump", "TURN_BYTES"]
@@ -38,15 +43,17 @@ class BodyPump:
     """
 
     def __init__(self, decoder: StreamDecoder, on_turn: Callable[[list[bytes]], bool],
-                 call_later: Callable[..., Any], turn_bytes: int = TURN_BYTES) -> None:
+                 call_later: Callable[..., Any], turn_bytes: int = TURN_BYTES,
+                 gate: Flow | None = None) -> None:
         self.decoder = decoder
+        self.gate = gate
         self.on_turn = on_turn
         self.call_later = call_later
         self.turn_bytes = turn_bytes
         self.producer: Any = None
         self.turns = 0  # reactor turns that did work (figures, tests)
         self.paused = False
-        self._next: Any = None  # the scheduled continuation
+        self._next: Any = None  # the scheduled continuation (a call, or a wait at the gate)
         self._stopped = False
         self._on_end: Callable[[], None] | None = None
 
@@ -97,11 +104,34 @@ class BodyPump:
 
     def _turn(self) -> None:
         self._next = None
+        if self._gated():
+            return
         if not self._work():
             return
         if self.decoder.pending:
             self._pause()
             self._next = self.call_later(0, self._turn)
+            return
+        if self._gated():
+            return
+        self._resume()
+        if self._on_end is not None:
+            callback, self._on_end = self._on_end, None
+            callback()
+
+    def _gated(self) -> bool:
+        """The gate is closed: pause the transport and come back when it opens."""
+        gate = self.gate
+        if gate is None or gate.open:
+            return False
+        self._pause()
+        self._next = gate.when_open(self._after_gate)
+        return True
+
+    def _after_gate(self) -> None:
+        self._next = None
+        if self.decoder.pending:
+            self._turn()
             return
         self._resume()
         if self._on_end is not None:

@@ -78,6 +78,10 @@ class LinkEvents(Protocol):
     def ended(self, link: Link, verdict: Verdict) -> None:
         """An open connection ended without being closed on purpose."""
 
+    # Optionally also ``flow``: a ``flamingo.stream.flow.Flow`` (the wader has one when its
+    # sink does), closed while delivery is behind: a link stops reading while it is closed
+    # (``BodyPump(gate=...)`` does this for HTTP bodies). Read it with getattr(events, "flow", None).
+
 
 class JournalTail(Protocol):
     """The journal as a source sees it at start: what was last received, to resume from."""

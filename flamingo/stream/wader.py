@@ -30,6 +30,7 @@ from flamingo.config import Config
 from flamingo.logs import logger
 from flamingo.stream.backoff import Backoffs
 from flamingo.stream.endpoints import Endpoint
+from flamingo.stream.flow import Flow
 from flamingo.stream.machine import Inputs, build_machine
 from flamingo.stream.source import JournalTail, Link, Source, Verdict
 from flamingo.stream.sources import build_source
@@ -59,6 +60,8 @@ class Wader(Service):
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.store = store
         self.sink = sink
+        #: back-pressure: links pause reading while it is closed (``LinkEvents.flow``)
+        self.flow: Flow | None = getattr(sink, "flow", None)
         self.stats: StreamStats = stats if stats is not None else _NoStats()
         if source is None and (endpoint is not None or auth is not None or agent is not None):
             source = TwitterV11Source(config, reactor, self.clock, self.stats, endpoint=endpoint, auth=auth,

@@ -1,0 +1,86 @@
+"""Back-pressure from delivery to the stream: a gate the reader waits at.
+
+The journal's writer thread closes the gate when the bytes waiting to be
+written pass a high-water mark and opens it again below a low one. A source's
+reader (``BodyPump``) checks the gate before each turn of decoding: while it
+is closed the pump pauses its transport (``pauseProducing``: the socket is not
+read, TCP's window pushes back on the server) and resumes when it opens. A
+source without a pump finds the gate as ``LinkEvents.flow`` (the wader's) and
+can do the same; the writer also has a hard cap of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["Flow", "FlowWait"]
+
+
+class FlowWait:
+    """One waiter at a closed gate; ``cancel()`` withdraws it (an ``IDelayedCall``'s shape)."""
+
+    def __init__(self, flow: Flow, callback: Callable[[], None]) -> None:
+        self._flow = flow
+        self._callback = callback
+        self._pending = True
+
+    def active(self) -> bool:
+        return self._pending
+
+    def cancel(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._flow._forget(self)
+
+    def _fire(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._callback()
+
+
+class Flow:
+    """Open (read on) or closed (pause reading); counts how often and how long it closed."""
+
+    def __init__(self, now: Callable[[], float] | None = None) -> None:
+        self.open = True
+        self.pauses = 0  # times the gate closed
+        self.paused_seconds = 0.0  # how long it was closed, in all (with ``now``)
+        self._now = now
+        self._closed_at = 0.0
+        self._waiters: list[FlowWait] = []
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.pauses += 1
+            if self._now is not None:
+                self._closed_at = self._now()
+
+    def reopen(self) -> None:
+        """Open the gate; the waiters run, in the order they came."""
+        if self.open:
+            return
+        self.open = True
+        if self._now is not None:
+            self.paused_seconds += self._now() - self._closed_at
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w._fire()
+
+    def when_open(self, callback: Callable[[], None]) -> FlowWait:
+        """``callback()`` when the gate opens (at once if it is open)."""
+        w = FlowWait(self, callback)
+        if self.open:
+            w._fire()
+        else:
+            self._waiters.append(w)
+        return w
+
+    def _forget(self, w: FlowWait) -> None:
+        try:
+            self._waiters.remove(w)
+        except ValueError:
+            pass
+
+    def status(self) -> dict[str, float | int | bool]:
+        return {"open": self.open, "pauses": self.pauses, "paused_seconds": round(self.paused_seconds, 3)}
