@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from flamingo.stream.sse import SseEvent, SseParser
+from tests.support.waiting import until
 
 STREAM = (b":)\nevent: update\ndata: {\"id\":\"1\"}\n\n:thump\n"
           b"event: delete\r\ndata: 12345\r\n\r\n"
@@ -70,3 +74,71 @@ class SseParserTests(SynchronousTestCase):
         events, _, errors = parse_in([data], max_bytes=1024)
         self.assertEqual(events[-1], SseEvent("delete", b"2"))
         self.assertGreaterEqual(errors, 1)
+
+
+class SseLinkGate(TestCase):
+    """A real SSE response over loopback: a closed delivery gate stops the reading."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_closed_delivery_gate_pauses_reading_until_it_opens(self) -> Any:
+        from twisted.web.client import Agent
+        from twisted.web.http_headers import Headers
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET, Site
+
+        from flamingo.stream.endpoints import StreamRequest
+        from flamingo.stream.flow import Flow
+        from flamingo.stream.sse import SseLink
+
+        requests: list[Any] = []
+
+        class Stream(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> Any:
+                request.setHeader(b"content-type", b"text/event-stream")
+                request.write(b"event: update\ndata: 1\n\n")
+                requests.append(request)
+                return NOT_DONE_YET
+
+        port = reactor.listenTCP(0, Site(Stream()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        frames: list[bytes] = []
+
+        class Events:
+            flow = Flow()
+
+            def responded(self, link: Any) -> None: ...
+
+            def refused(self, link: Any, verdict: Any) -> None: ...
+
+            def alive(self, link: Any) -> None: ...
+
+            def messages(self, link: Any, batch: list[bytes]) -> None:
+                frames.extend(batch)
+
+            def ended(self, link: Any, verdict: Any) -> None: ...
+
+        class Stats:
+            def keepalive(self, n: int) -> None: ...
+
+            def parse_error(self, kind: str, sample: bytes, n: int) -> None: ...
+
+        events = Events()
+        events.flow.close()  # the event log's writer is behind
+        url = f"http://127.0.0.1:{port.getHost().port}/api/v1/streaming/public"
+        link = SseLink(StreamRequest("GET", url, None, (), "/api/v1/streaming/public"), Headers(),
+                       lambda evs: [e.data for e in evs], events, agent=Agent(reactor),
+                       clock=task.Clock(), stats=Stats(), connect_timeout=10, max_event_bytes=1 << 16)
+        self.addCleanup(link.close)
+        yield until(lambda: frames == [b"1"] and link.gate_wait is not None)
+        # the body's transport is Twisted's proxy of the TCP connection (its _producer)
+        tcp = link.body.transport._producer  # type: ignore[union-attr]
+        self.assertNotIn(tcp, reactor.getReaders())  # not read: TCP's window pushes back
+        requests[0].write(b"event: update\ndata: 2\n\n")
+        events.flow.reopen()
+        yield until(lambda: frames == [b"1", b"2"])
+        self.assertIsNone(link.gate_wait)
+        self.assertIn(tcp, reactor.getReaders())

@@ -153,6 +153,27 @@ class WebSocketLinkTests(LinkTestBase):
         self.assertFalse(link.send(b"late"))
 
     @defer.inlineCallbacks
+    def test_closed_delivery_gate_pauses_reading_until_it_opens(self) -> Any:
+        from flamingo.stream.flow import Flow
+
+        flow = Flow()
+        url = self.serve(send=[(b"1", False)])
+        link = self.link(url)
+        self.events.flow = flow  # type: ignore[attr-defined]  # the wader's LinkEvents.flow
+        flow.close()  # the event log's writer is behind
+        yield until(lambda: self.events.frames == [b"1"] and link.gate_wait is not None)
+        transport = link.protocol.transport  # type: ignore[union-attr]
+        self.assertNotIn(transport, reactor.getReaders())  # the socket is not read: TCP pushes back
+        peer = self.server.peers[0]
+        peer.sendMessage(b"2")
+        peer.sendMessage(b"3")
+        self.assertNotIn(transport, reactor.getReaders())
+        flow.reopen()
+        yield until(lambda: self.events.frames == [b"1", b"2", b"3"])  # nothing lost, in order
+        self.assertIsNone(link.gate_wait)
+        self.assertIn(transport, reactor.getReaders())
+
+    @defer.inlineCallbacks
     def test_decoder_turns_frames_into_events(self) -> Any:
         def decode(payload: bytes, binary: bool) -> bytes | None:
             if payload == b"skip":

@@ -30,6 +30,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from flamingo.stream.endpoints import StreamRequest
+from flamingo.stream.flow import Flow, FlowWait
 from flamingo.stream.http_lines import MAX_ERROR_BODY, LineStats, _Discard, _ErrorBody
 from flamingo.stream.source import LinkEvents, Retry, Verdict
 from flamingo.stream.websocket import handshake_verdict
@@ -156,6 +157,7 @@ class SseLink:
         self.stats = stats
         self.connect_timeout = connect_timeout
         self.parser = SseParser(max_event_bytes)
+        self.gate_wait: FlowWait | None = None  # reading paused until delivery's gate opens
         self.body: _Body | None = None
         self.closing = False
         self.finished = False
@@ -238,6 +240,23 @@ class SseLink:
             frames = self.decode(parsed)
             if frames and not self.closing:
                 self.events.messages(self, frames)
+        self._wait_for_gate()
+
+    def _wait_for_gate(self) -> None:
+        """Back-pressure: while delivery's gate (``LinkEvents.flow``) is closed, the response
+        is not read; reading resumes when it opens."""
+        gate: Flow | None = getattr(self.events, "flow", None)
+        transport = self.body.transport if self.body is not None else None
+        if gate is None or gate.open or transport is None or self.closing or self.gate_wait is not None:
+            return
+        transport.pauseProducing()  # type: ignore[attr-defined]  # the response's transport
+        self.gate_wait = gate.when_open(self._gate_opened)
+
+    def _gate_opened(self) -> None:
+        self.gate_wait = None
+        transport = self.body.transport if self.body is not None else None
+        if transport is not None and not self.finished:
+            transport.resumeProducing()  # type: ignore[attr-defined]
 
     def abort(self, because: Retry) -> None:
         if self.aborted is None:
@@ -278,6 +297,9 @@ class SseLink:
         if self.timeout_call is not None and self.timeout_call.active():
             self.timeout_call.cancel()
         self.timeout_call = None
+        if self.gate_wait is not None:
+            self.gate_wait.cancel()
+            self.gate_wait = None
         if not self.finished:
             self.finished = True
             self.done.callback(None)

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from flamingo.logs import logger
 from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.endpoints import StreamRequest
+from flamingo.stream.flow import Flow, FlowWait
 from flamingo.stream.source import Fatal, LinkEvents, Retry, Verdict
 
 __all__ = ["WebSocketLink", "FrameDecoder", "FrameError", "EndNotice", "FrameStats",
@@ -172,6 +173,7 @@ class WebSocketLink:
         self.timed_out = False
         self.pending: list[bytes] = []
         self.flush_call: IDelayedCall | None = None
+        self.gate_wait: FlowWait | None = None  # reading paused until delivery's gate opens
         self.ping_call: IDelayedCall | None = None
         self.close_call: IDelayedCall | None = None
         self.pings_sent = 0
@@ -265,6 +267,23 @@ class WebSocketLink:
             self.events.messages(self, frames)
         if not self.closing:
             self.events.alive(self)
+            self._wait_for_gate()
+
+    def _wait_for_gate(self) -> None:
+        """Back-pressure: while delivery's gate (``LinkEvents.flow``) is closed, the socket
+        is not read (TCP's window pushes back on the server); reading resumes when it opens."""
+        gate: Flow | None = getattr(self.events, "flow", None)
+        transport = self.protocol.transport if self.protocol is not None else None
+        if gate is None or gate.open or transport is None or self.gate_wait is not None:
+            return
+        transport.pauseProducing()  # type: ignore[attr-defined]  # a TCP transport is a producer
+        self.gate_wait = gate.when_open(self._gate_opened)
+
+    def _gate_opened(self) -> None:
+        self.gate_wait = None
+        transport = self.protocol.transport if self.protocol is not None else None
+        if transport is not None and not self.finished:
+            transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _drain(self) -> None:
         _cancel(self.flush_call)
@@ -353,16 +372,16 @@ class WebSocketLink:
         self.events.ended(self, verdict)
 
     def _finish(self) -> None:
-        for call in (self.timeout_call, self.ping_call, self.close_call, self.flush_call):
+        for call in (self.timeout_call, self.ping_call, self.close_call, self.flush_call, self.gate_wait):
             _cancel(call)
-        self.timeout_call = self.ping_call = self.close_call = self.flush_call = None
+        self.timeout_call = self.ping_call = self.close_call = self.flush_call = self.gate_wait = None
         self.is_open = False
         if not self.finished:
             self.finished = True
             self.done.callback(None)
 
 
-def _cancel(call: IDelayedCall | None) -> None:
+def _cancel(call: IDelayedCall | FlowWait | None) -> None:
     if call is not None and call.active():
         call.cancel()
 
