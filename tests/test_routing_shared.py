@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.dispatch import payloads
 from flamingo.dispatch.routing import Routes
-from flamingo.stream.predicates import TermMatcher
+from flamingo.stream.matching import TermMatcher
 from flamingo.subscription import Subscription
 
 
