@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.support.child_daemon import TWISTD, Child
 from tests.support.redis import shared_redis
 from tests.support.waiting import until
 
-TWISTD = str(Path(sys.executable).with_name("twistd"))
 LISTENING = "Listening on stream: /1.1/statuses/filter.json?track=%23etsy,austin,cheaptweet"
 
 
@@ -51,22 +51,6 @@ def write_config(directory: Path, **overrides: Any) -> Path:
     return path
 
 
-class _Child(protocol.ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = b""
-        self.ended: defer.Deferred[int] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(reason.value.exitCode if reason.value.signal is None else -reason.value.signal)
-
-
-
-
 class RunningDaemonTests(TestCase):
     timeout = 60
 
@@ -86,7 +70,7 @@ class RunningDaemonTests(TestCase):
 
     @defer.inlineCallbacks
     def test_start_signals_and_graceful_stop(self) -> Any:
-        child = _Child()
+        child = Child()
         proc = reactor.spawnProcess(
             child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
@@ -135,7 +119,7 @@ class RunningDaemonTests(TestCase):
         self.config = write_config(self.dir, api={"url": self.emu.url}, redis={
             "namespace": yaml.safe_load(self.config.read_text())["redis"]["namespace"]},
             wader={"min_interval": 0, "backoff": {"http": {"initial": 0.5}}})
-        child = _Child()
+        child = Child()
         proc = reactor.spawnProcess(
             child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))

@@ -21,7 +21,6 @@ asserts timing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import tempfile
@@ -31,12 +30,13 @@ from typing import Any
 
 import psutil
 import yaml
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from tests.support.child_daemon import Child, event_lines, spawn_twistd
 from tests.support.emulator import start_emulator
 from tests.support.redis import RedisServer, shared_redis
-from tests.test_daemon import TWISTD, _Child, until
+from tests.support.waiting import until
 
 RSS_BOUND = 300 * 1024 * 1024
 
@@ -84,19 +84,14 @@ class DaemonDeliveryTests(TestCase):
                   "max_length", "")
         r.command("PUBLISH", f"{ns}:changes", "subscriptions:q")
 
-    def start(self) -> tuple[Any, _Child]:
-        child = _Child()
-        proc = reactor.spawnProcess(
-            child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
+    def start(self) -> tuple[Any, Child]:
+        proc, child = spawn_twistd(self.config, self.dir)
         self.procs.append(proc)
         return proc, child
 
     # -- what happened --------------------------------------------------------
     def event_log(self) -> list[bytes]:
-        files = sorted((self.dir / "events").glob("event-*"))
-        data = b"".join(p.read_bytes() for p in files)
-        return [line for line in data.split(b"\n") if line]
+        return event_lines(self.dir / "events")
 
     def queue(self) -> list[bytes]:
         return list(self.redis.command("LRANGE", f"{self.ns}:queue:q", "0", "-1"))  # type: ignore[arg-type]
@@ -121,7 +116,7 @@ class DaemonDeliveryTests(TestCase):
         return until(lambda: self.rss(proc) and len(self.event_log()) >= target, timeout=30)
 
     @defer.inlineCallbacks
-    def stop(self, proc: Any, child: _Child) -> Any:
+    def stop(self, proc: Any, child: Child) -> Any:
         proc.signalProcess("TERM")
         code = yield child.ended
         out = child.out.decode(errors="replace")

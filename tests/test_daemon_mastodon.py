@@ -12,7 +12,6 @@ event log line for line.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import tempfile
@@ -25,9 +24,10 @@ import yaml
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from tests.support.child_daemon import Child, event_lines, spawn_twistd
 from tests.support.masto import http_client, start_masto
 from tests.support.redis import free_port, shared_redis
-from tests.test_daemon import TWISTD, _Child, until
+from tests.support.waiting import until
 
 
 def _idkey(i: str) -> tuple[int, str]:
@@ -70,24 +70,19 @@ class MastodonDaemonTests(TestCase):
         r.command("HSET", f"{ns}:subscription:q", "format", "raw", "types", "", "filter", "", "max_length", "")
         r.command("PUBLISH", f"{ns}:changes", "subscriptions:q")
 
-    def start(self) -> tuple[Any, _Child]:
-        child = _Child()
-        proc = reactor.spawnProcess(
-            child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
+    def start(self) -> tuple[Any, Child]:
+        proc, child = spawn_twistd(self.config, self.dir)
         self.procs.append(proc)
         return proc, child
 
     def event_log(self) -> list[bytes]:
-        files = sorted((self.dir / "events").glob("event-*"))
-        data = b"".join(p.read_bytes() for p in files)
-        return [line for line in data.split(b"\n") if line]
+        return event_lines(self.dir / "events")
 
     def queue(self) -> list[bytes]:
         return list(self.redis.command("LRANGE", f"{self.ns}:queue:q", "0", "-1"))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
-    def stop(self, proc: Any, child: _Child) -> Any:
+    def stop(self, proc: Any, child: Child) -> Any:
         proc.signalProcess("TERM")
         code = yield child.ended
         out = child.out.decode(errors="replace")

@@ -287,10 +287,10 @@ class CommandLineTests(TestCase):
 
         from twisted.internet import reactor
 
-        from tests.test_daemon import _Child
+        from tests.support.child_daemon import Child
 
         flamingo = str(Path(sys.executable).with_name("flamingo"))
-        child = _Child()
+        child = Child()
         proc = reactor.spawnProcess(child, flamingo, [
             flamingo, "emulator", "--source", "mastodon", "--port", "0", "--streaming-port", "0",
             "--access-token", "s3cret", "--rate", "50", "--fault", "refuse:after=10,seconds=3600"], env=None)

@@ -10,7 +10,6 @@ first connection's start to the end, is in the queue exactly once, in order
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import tempfile
@@ -21,14 +20,14 @@ from typing import Any
 import orjson
 import treq
 import yaml
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from flamingo.emulator.jet_timeline import Wants
+from tests.support.child_daemon import Child, spawn_twistd
 from tests.support.jetstream import start_jetstream
 from tests.support.redis import free_port, shared_redis
 from tests.support.waiting import until
-from tests.test_daemon import TWISTD, _Child
 
 WANTED = ["app.bsky.feed.post", "app.bsky.graph.*"]
 
@@ -66,11 +65,8 @@ class JetstreamDaemonTests(TestCase):
             if proc.pid is not None:
                 proc.signalProcess("KILL")
 
-    def start(self) -> tuple[Any, _Child]:
-        child = _Child()
-        proc = reactor.spawnProcess(
-            child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
+    def start(self) -> tuple[Any, Child]:
+        proc, child = spawn_twistd(self.config, self.dir)
         self.procs.append(proc)
         return proc, child
 

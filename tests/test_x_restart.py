@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 import yaml
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.support.child_daemon import Child, spawn_twistd
 from tests.support.redis import shared_redis
+from tests.support.waiting import until
 from tests.support.xdaemon import TOKEN
 from tests.support.xemu import start_x_emulator
-from tests.test_daemon import TWISTD, _Child, until
 
 
 class KillRestartTests(TestCase):
@@ -57,11 +58,8 @@ class KillRestartTests(TestCase):
             if proc.pid is not None:
                 proc.signalProcess("KILL")
 
-    def start(self) -> tuple[Any, _Child]:
-        child = _Child()
-        proc = reactor.spawnProcess(
-            child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
+    def start(self) -> tuple[Any, Child]:
+        proc, child = spawn_twistd(self.config, self.dir)
         self.procs.append(proc)
         return proc, child
 

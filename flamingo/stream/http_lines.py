@@ -32,7 +32,7 @@ from flamingo.stream.framing import StreamDecoder
 from flamingo.stream.pump import BodyPump
 from flamingo.stream.source import Fatal, LinkEvents, Retry, Verdict
 
-__all__ = ["HttpLineLink", "LineRules", "LineStats", "QuietEndpoints", "MAX_ERROR_BODY"]
+__all__ = ["HttpExchange", "HttpLineLink", "LineRules", "LineStats", "QuietEndpoints", "MAX_ERROR_BODY"]
 
 log = logger("flamingo.wader")
 
@@ -104,43 +104,49 @@ class _Body(Protocol):
         self.link.body_lost(reason)
 
 
-class HttpLineLink:
-    """One HTTP streaming request, from request to the end of its body."""
+class HttpExchange:
+    """The request half of a streaming HTTP link, shared by HTTP lines and SSE.
 
-    def __init__(self, request: StreamRequest, headers: Headers, rules: LineRules,
-                 events: LinkEvents, *, agent: IAgent, clock: IReactorTime,
-                 turns: IReactorTime, stats: LineStats, connect_timeout: float,
-                 max_message_bytes: int) -> None:
-        self.request = request
-        self.rules = rules
-        self.events = events
-        self.clock = clock
-        self.turns = turns  # the pump's reactor turns (the real reactor, also in tests)
-        self.stats = stats
-        self.connect_timeout = connect_timeout
-        self.max_message_bytes = max_message_bytes
-        self.body: _Body | None = None
-        self.decoder: StreamDecoder | None = None
-        self.pump: BodyPump | None = None
-        self.closing = False  # ended on purpose: nothing more is reported
-        self.aborted: Retry | None = None
-        self.timed_out = False
-        self.finished = False
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self.keepalives_seen = 0
-        self.errors_seen = 0
-        self.error_counts: dict[str, int] = {}
-        producer = FileBodyProducer(BytesIO(request.body)) if request.body is not None else None
-        self.request_d: defer.Deferred[IResponse] | None = agent.request(
-            request.method.encode(), request.url.encode(), headers, producer)
-        self.timeout_call: IDelayedCall | None = clock.callLater(connect_timeout,
-                                                                 self._connect_timed_out)
+    Sends the request through an ``Agent``, gives up after ``connect_timeout``
+    on the link's clock, reads a refusal's (bounded) body into the verdict its
+    status calls for, and hands a 200 to ``_start_body``. A subclass sets the
+    attributes below and supplies ``_start_body``, ``_status_verdict`` and
+    ``_finish``.
+    """
+
+    request: StreamRequest
+    events: LinkEvents
+    clock: IReactorTime
+    connect_timeout: float
+    closing: bool
+    timed_out: bool
+    aborted: Retry | None
+    body: Protocol | None
+    request_d: defer.Deferred[IResponse] | None
+    timeout_call: IDelayedCall | None
+
+    def _send(self, agent: IAgent, method: bytes, url: bytes, headers: Headers,
+              producer: FileBodyProducer | None) -> None:
+        self.request_d = agent.request(method, url, headers, producer)
+        self.timeout_call = self.clock.callLater(self.connect_timeout, self._connect_timed_out)
         self.request_d.addCallbacks(self._response, self._request_failed)
         self.request_d.addErrback(lambda f: log.failure("Wader bug handling a response", f))
 
     @property
     def request_line(self) -> str:
         return self.request.request_line
+
+    def close(self) -> defer.Deferred[None]:
+        raise NotImplementedError
+
+    def _start_body(self, response: IResponse) -> None:
+        raise NotImplementedError
+
+    def _status_verdict(self, code: int, phrase: str, body: str) -> Verdict:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
 
     # -- the response -------------------------------------------------------
 
@@ -191,8 +197,55 @@ class HttpLineLink:
         if self.closing:
             return
         text = body[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()
-        self.events.refused(self, self.rules.on_status(
+        self.events.refused(self, self._status_verdict(
             response.code, response.phrase.decode("latin-1", "replace"), text))
+
+    # -- ending ----------------------------------------------------------------
+
+    def abort(self, because: Retry) -> None:
+        """End now, even if the peer is stalled (no TLS close_notify wait)."""
+        if self.aborted is None:
+            self.aborted = because
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.body is not None and self.body.transport is not None:
+            self.body.transport.stopProducing()  # type: ignore[attr-defined]  # the response's transport
+        elif self.request_d is not None:
+            self.request_d.cancel()
+
+
+class HttpLineLink(HttpExchange):
+    """One HTTP streaming request, from request to the end of its body."""
+
+    def __init__(self, request: StreamRequest, headers: Headers, rules: LineRules,
+                 events: LinkEvents, *, agent: IAgent, clock: IReactorTime,
+                 turns: IReactorTime, stats: LineStats, connect_timeout: float,
+                 max_message_bytes: int) -> None:
+        self.request = request
+        self.rules = rules
+        self.events = events
+        self.clock = clock
+        self.turns = turns  # the pump's reactor turns (the real reactor, also in tests)
+        self.stats = stats
+        self.connect_timeout = connect_timeout
+        self.max_message_bytes = max_message_bytes
+        self.body: _Body | None = None
+        self.decoder: StreamDecoder | None = None
+        self.pump: BodyPump | None = None
+        self.closing = False  # ended on purpose: nothing more is reported
+        self.aborted: Retry | None = None
+        self.timed_out = False
+        self.finished = False
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self.keepalives_seen = 0
+        self.errors_seen = 0
+        self.error_counts: dict[str, int] = {}
+        producer = FileBodyProducer(BytesIO(request.body)) if request.body is not None else None
+        self._send(agent, request.method.encode(), request.url.encode(), headers, producer)
+
+    def _status_verdict(self, code: int, phrase: str, body: str) -> Verdict:
+        return self.rules.on_status(code, phrase, body)
 
     # -- the body -----------------------------------------------------------
 
@@ -251,18 +304,6 @@ class HttpLineLink:
                          kind=kind, n=total, sample=sample[:120])
 
     # -- the end --------------------------------------------------------------
-
-    def abort(self, because: Retry) -> None:
-        """End now, even if the peer is stalled (no TLS close_notify wait)."""
-        if self.aborted is None:
-            self.aborted = because
-        self._drop()
-
-    def _drop(self) -> None:
-        if self.body is not None and self.body.transport is not None:
-            self.body.transport.stopProducing()  # type: ignore[attr-defined]
-        elif self.request_d is not None:
-            self.request_d.cancel()
 
     def close(self) -> defer.Deferred[None]:
         if self.pump is not None and not self.closing:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import attrs
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -31,7 +31,7 @@ from twisted.web.iweb import IAgent, IResponse
 
 from flamingo.stream.endpoints import StreamRequest
 from flamingo.stream.flow import Flow, FlowWait
-from flamingo.stream.http_lines import MAX_ERROR_BODY, LineStats, _Discard, _ErrorBody
+from flamingo.stream.http_lines import HttpExchange, LineStats
 from flamingo.stream.source import LinkEvents, Retry, Verdict
 from flamingo.stream.websocket import handshake_verdict
 
@@ -144,7 +144,7 @@ class _Body(Protocol):
         self.link.body_lost(reason)
 
 
-class SseLink:
+class SseLink(HttpExchange):
     """One SSE response, from its request to its end."""
 
     def __init__(self, request: StreamRequest, headers: Headers, decode: Decode, events: LinkEvents,
@@ -165,66 +165,15 @@ class SseLink:
         self.timed_out = False
         self.done: defer.Deferred[None] = defer.Deferred()
         headers.setRawHeaders(b"accept", [b"text/event-stream"])
-        self.request_d: defer.Deferred[IResponse] | None = agent.request(
-            b"GET", request.url.encode(), headers, None)
-        self.timeout_call: IDelayedCall | None = clock.callLater(connect_timeout, self._timed_out)
-        self.request_d.addCallbacks(self._response, self._failed)
+        self._send(agent, b"GET", request.url.encode(), headers, None)
 
-    @property
-    def request_line(self) -> str:
-        return self.request.request_line
-
-    def _timed_out(self) -> None:
-        self.timeout_call = None
-        self.timed_out = True
-        if self.request_d is not None:
-            self.request_d.cancel()
-
-    def _arrived(self) -> None:
-        self.request_d = None
-        if self.timeout_call is not None and self.timeout_call.active():
-            self.timeout_call.cancel()
-        self.timeout_call = None
-
-    def _failed(self, failure: Failure) -> None:
-        self._arrived()
-        self._finish()
-        if self.closing:
-            return
-        message = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
-        if self.timed_out:
-            message = f"no response within {self.connect_timeout}s"
-        self.events.refused(self, Retry("network", message))
-
-    def _response(self, response: IResponse) -> defer.Deferred[None] | None:
-        self._arrived()
-        if self.closing:
-            response.deliverBody(_Discard())
-            self._finish()
-            return None
-        if response.code != 200:
-            reader = _ErrorBody()
-            response.deliverBody(reader)
-            d = reader.done
-            d.addTimeout(self.connect_timeout, self.clock, onTimeoutCancel=lambda r, t: reader.abort())
-            return d.addCallback(lambda body: self._refused(response, body))
-        self.events.responded(self)
-        if self.closing:
-            response.deliverBody(_Discard())
-            self._finish()
-            return None
+    def _start_body(self, response: IResponse) -> None:
         self.events.alive(self)
         self.body = _Body(self)
         response.deliverBody(self.body)
-        return None
 
-    def _refused(self, response: IResponse, body: bytes) -> None:
-        self._finish()
-        if self.closing:
-            return
-        text = body[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()
-        verdict = handshake_verdict(response.code, response.phrase.decode("latin-1", "replace"), text, "")
-        self.events.refused(self, verdict)
+    def _status_verdict(self, code: int, phrase: str, body: str) -> Verdict:
+        return handshake_verdict(code, phrase, body, "")
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -257,17 +206,6 @@ class SseLink:
         transport = self.body.transport if self.body is not None else None
         if transport is not None and not self.finished:
             transport.resumeProducing()  # type: ignore[attr-defined]
-
-    def abort(self, because: Retry) -> None:
-        if self.aborted is None:
-            self.aborted = because
-        self._drop()
-
-    def _drop(self) -> None:
-        if self.body is not None and self.body.transport is not None:
-            self.body.transport.stopProducing()  # type: ignore[attr-defined]  # the response's transport
-        elif self.request_d is not None:
-            self.request_d.cancel()
 
     def close(self) -> defer.Deferred[None]:
         self.closing = True

@@ -19,12 +19,14 @@ from twisted.internet import defer, protocol, reactor
 
 from tests.support.emulator import start_emulator
 
-__all__ = ["ChildDaemon"]
+__all__ = ["ChildDaemon", "Child", "TWISTD", "spawn_twistd", "event_lines"]
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 
-class _Child(protocol.ProcessProtocol):
+class Child(protocol.ProcessProtocol):
+    """A child's output, and ``ended``: its exit code (or minus the signal that ended it)."""
+
     def __init__(self) -> None:
         self.out = b""
         self.ended: defer.Deferred[int] = defer.Deferred()
@@ -37,6 +39,20 @@ class _Child(protocol.ProcessProtocol):
     def processEnded(self, reason: Any) -> None:
         v = reason.value
         self.ended.callback(v.exitCode if v.signal is None else -v.signal)
+
+
+def spawn_twistd(config: Path, cwd: Path) -> tuple[Any, Child]:
+    """``twistd -n flamingo -c config`` as a child process (unbuffered output, no pidfile)."""
+    child = Child()
+    proc = reactor.spawnProcess(child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(config)],
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(cwd))
+    return proc, child
+
+
+def event_lines(events_dir: Path) -> list[bytes]:
+    """Every line of the event log's files, in order."""
+    data = b"".join(p.read_bytes() for p in sorted(events_dir.glob("event-*")))
+    return [line for line in data.split(b"\n") if line]
 
 
 class ChildDaemon:
@@ -62,14 +78,11 @@ class ChildDaemon:
         self.config = self.dir / "flamingo.yml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.proc: Any = None
-        self.child: _Child | None = None
+        self.child: Child | None = None
         owner.addCleanup(self._kill)
 
     def start(self) -> None:
-        self.child = _Child()
-        self.proc = reactor.spawnProcess(
-            self.child, TWISTD, [TWISTD, "-n", "--pidfile=", "flamingo", "-c", str(self.config)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, path=str(self.dir))
+        self.proc, self.child = spawn_twistd(self.config, self.dir)
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
@@ -87,9 +100,7 @@ class ChildDaemon:
             self.proc.signalProcess("KILL")
 
     def event_log(self) -> list[bytes]:
-        files = sorted((self.dir / "events").glob("event-*"))
-        data = b"".join(p.read_bytes() for p in files)
-        return [line for line in data.split(b"\n") if line]
+        return event_lines(self.dir / "events")
 
     def log(self) -> str:
         path = self.dir / "flamingo.log"
