@@ -27,7 +27,7 @@ setup(
     # py.typed (PEP 561): type checkers of code that imports flamingo read its annotations.
     package_data={"flamingo": ["py.typed", "demo.yml", "demo_jetstream.yml", "demo-mastodon.yml", "web/static/*", "web/static/vendor/uplot/*",
                               # Jetstream's zstd dictionary, with its licence and provenance
-                              "stream/jetstream_data/*"]},
+                              "sources/jetstream_data/*"]},
     include_package_data=True,
     install_requires=[
         # The design card's packages.

@@ -30,7 +30,7 @@ class SubSpec:
         self.types = tuple(types)
 
     def subscription(self):  # type: ignore[no-untyped-def]
-        from flamingo.subscription import Subscription
+        from flamingo.domain.subscription import Subscription
 
         return Subscription.create(self.name, format=self.format, filter=list(self.filter) or None,
                                    types=list(self.types) or None)

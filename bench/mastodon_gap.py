@@ -56,7 +56,7 @@ def measure(reactor: Any, n: int) -> Any:
     """(seconds, pages, bytes per event) for a gap of ``n`` statuses."""
     from flamingo.config import from_mapping
     from flamingo.emulator.mastodon import MastodonEmulator, MastoOptions
-    from flamingo.stream.mastodon import MastodonSource
+    from flamingo.sources.mastodon import MastodonSource
     from flamingo.stream.wader import Wader
 
     def later(delay: float) -> Any:

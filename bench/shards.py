@@ -25,7 +25,7 @@ from twisted.internet import defer, task
 from flamingo._redis_server import RedisServer
 from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.redis_sink import RedisSink
-from flamingo.subscription import Subscription
+from flamingo.domain.subscription import Subscription
 
 
 def _cpu(server: RedisServer) -> float:

@@ -11,10 +11,10 @@ from flamingo._types import JsonObject
 from flamingo.config import Config
 
 if TYPE_CHECKING:  # the parts import this module's users; only their types are needed here
-    from flamingo.stats import Stats
-    from flamingo.store import Store
+    from flamingo.dispatch.stats import Stats
+    from flamingo.dispatch.store import Store
+    from flamingo.sources.xrules.service import RulesService
     from flamingo.stream.wader_core import WaderState
-    from flamingo.xrules.service import RulesService
 
 __all__ = ["App", "DeliveryStatus", "WaderControl"]
 
@@ -40,7 +40,7 @@ class DeliveryStatus(Protocol):
 class App:
     """What control surfaces need: read state, make changes through the store.
 
-    ``store`` (flamingo.store.Store), ``stats`` (flamingo.stats.Stats),
+    ``store`` (flamingo.dispatch.store.Store), ``stats`` (flamingo.dispatch.stats.Stats),
     ``wader`` (flamingo.stream.wader.Wader) and ``delivery``
     (flamingo.dispatch: journal backlog, Redis status) are filled in by
     flamingo.service when the daemon is built.

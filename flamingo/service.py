@@ -27,14 +27,14 @@ from flamingo.config import Config, start_warnings
 from flamingo.console import console_service
 from flamingo.dispatch.dispatcher import DeliveryService
 from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
+from flamingo.dispatch.stats import Stats
+from flamingo.dispatch.store import Store
 from flamingo.logs import FlamingoLogs, logger
-from flamingo.stats import Stats
-from flamingo.store import Store
+from flamingo.sources.xrules.service import build_rules as _build_rules
 from flamingo.stream.source import JournalTail
 from flamingo.stream.wader import Wader
 from flamingo.stream.wader_core import MessageSink
 from flamingo.web.server import web_service
-from flamingo.xrules.service import build_rules as _build_rules
 
 __all__ = ["FlamingoService", "StoreService", "build_store", "build_stats", "build_delivery",
            "build_wader", "build_web", "build_console"]
@@ -63,7 +63,7 @@ class StoreService(Service):
 
 
 def build_store(app: App) -> IService:
-    """Sets ``app.store`` (flamingo.store.Store on Redis); returns its service."""
+    """Sets ``app.store`` (flamingo.dispatch.store.Store on Redis); returns its service."""
     store = app.store = Store.from_config(app.config, reactor=app.reactor)
     _built(app.stats, "stats").provide("store", store.status)  # re-seeds after an empty Redis
     return StoreService(store)

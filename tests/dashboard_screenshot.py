@@ -69,7 +69,7 @@ def shoot(out: Path, seconds: float, dark: bool = False, width: int = 1280) -> A
         owner.addCleanup(redis.stop)
         live = yield start_live(owner, redis, token=TOKEN, rate=25.0)
         store = live.app.store
-        from flamingo.subscription import Subscription
+        from flamingo.domain.subscription import Subscription
 
         yield store.save_subscription(Subscription.create("example"))
         yield store.save_subscription(Subscription.create("jobs", format="resque",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from unittest import TestCase
 
-from flamingo import catalog
 from flamingo.config import ConfigError, from_mapping
+from flamingo.domain import catalog
+from flamingo.domain.store_rules import change_targets, validate_params
 from flamingo.errors import ValidationError
-from flamingo.store_rules import change_targets, validate_params
 
 
 class SourceKey(TestCase):

@@ -49,7 +49,7 @@ class Daemon(unittest.TestCase):
         self.config = from_mapping(self.raw)
         self.config_file = self.dir / "flamingo.yml"
         self.config_file.write_text(yaml.safe_dump(self.raw))
-        from flamingo.store import Store
+        from flamingo.dispatch.store import Store
         from flamingo.web.server import make_site
 
         self.store = Store.from_config(self.config, reactor=reactor)
@@ -284,7 +284,7 @@ class NoToken(Daemon):
 
 
 def _sub(name: str, **kw: Any) -> Any:
-    from flamingo.subscription import Subscription
+    from flamingo.domain.subscription import Subscription
 
     return Subscription.create(name, **kw)
 

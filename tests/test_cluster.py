@@ -14,10 +14,10 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from flamingo.config import ConfigError, from_mapping
+from flamingo.dispatch.redis_address import owner_of
+from flamingo.dispatch.store import Store
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.redis_address import owner_of
-from flamingo.store import Store
-from flamingo.subscription import Subscription
 from tests.support.child_daemon import ChildDaemon
 from tests.support.cluster import Cluster
 from tests.support.processes import run

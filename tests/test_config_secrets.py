@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from flamingo.app import App
 from flamingo.config import ConfigError, from_mapping, load, redact_url, start_warnings
 from flamingo.console import build_namespace, load_or_create_host_key
-from flamingo.store import Store
+from flamingo.dispatch.store import Store
 
 
 class EscapeTests(SynchronousTestCase):

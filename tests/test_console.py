@@ -56,7 +56,7 @@ class ConsoleOverSSH(unittest.TestCase):
             "console": {"listen": "tcp:0:interface=127.0.0.1",
                         "authorized_keys": str(self.authorized)},
         })
-        from flamingo.store import Store
+        from flamingo.dispatch.store import Store
 
         self.store = Store.from_config(config, reactor=reactor)
         yield self.store.start()

@@ -36,7 +36,7 @@ class ConsoleDrivesTheWader(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_track_terms_reach_the_stream(self) -> Any:
-        from flamingo.store import Store
+        from flamingo.dispatch.store import Store
         from flamingo.stream.wader import Wader
         from tests.support.emulator import start_emulator
 

@@ -14,8 +14,8 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 
 from flamingo import logs
-from flamingo.stats import Stats
-from flamingo.subscription import Subscription
+from flamingo.dispatch.stats import Stats
+from flamingo.domain.subscription import Subscription
 from flamingo.web import dashboard
 from tests.support.parts import SECRET_TOKEN
 from tests.test_web_api import ApiTestCase

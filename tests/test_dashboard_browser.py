@@ -29,7 +29,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from flamingo.subscription import Subscription
+from flamingo.domain.subscription import Subscription
 from tests.dashboard_support import browser_missing, chrome, start_live
 from tests.support.redis import shared_redis
 from tests.support.waiting import until

@@ -20,9 +20,9 @@ from rich.console import Console
 from twisted.internet import defer, protocol, reactor
 from twisted.trial import unittest
 
+from flamingo.cli.top import BLOCKS, sparkline, view
 from flamingo.config import from_mapping
-from flamingo.subscription import Subscription
-from flamingo.top import BLOCKS, sparkline, view
+from flamingo.domain.subscription import Subscription
 from flamingo.web.server import make_site
 from tests.support.parts import SECRET_TOKEN, make_app, make_store
 from tests.support.waiting import until

@@ -19,9 +19,9 @@ from twisted.trial import unittest
 from flamingo.config import from_mapping
 from flamingo.dispatch.dispatcher import build_delivery
 from flamingo.dispatch.journal import Journal
-from flamingo.stats import Stats
-from flamingo.store import Store
-from flamingo.subscription import Subscription
+from flamingo.dispatch.stats import Stats
+from flamingo.dispatch.store import Store
+from flamingo.domain.subscription import Subscription
 from tests.support.redis import shared_redis
 from tests.support.waiting import wait_for
 from tests.test_sink import Harness, lrange, tweet
@@ -34,8 +34,8 @@ from twisted.internet import reactor, task
 from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.dispatch.dispatcher import Dispatcher
-from flamingo.stats import Stats
-from flamingo.subscription import Subscription
+from flamingo.dispatch.stats import Stats
+from flamingo.domain.subscription import Subscription
 d, ns, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 subs = {"q": Subscription.create("q")}
 j = Journal(d, kind="spool", rotate_bytes=20000, fsync="no").open()

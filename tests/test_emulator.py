@@ -15,10 +15,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from flamingo.domain.matching import Predicates
 from flamingo.emulator import Emulator, EmulatorOptions
 from flamingo.emulator.pool import split_frames
 from flamingo.stream.auth import OAuth1
-from flamingo.stream.matching import Predicates
 from tests.support.emulator import RawClient, request, start_emulator
 
 FILTER = "/1.1/statuses/filter.json"

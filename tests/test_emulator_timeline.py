@@ -14,8 +14,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from flamingo.domain.matching import Predicates
 from flamingo.emulator.timeline import Timeline
-from flamingo.stream.matching import Predicates
 from tests.support.emulator import request, start_emulator
 
 FILTER = "/1.1/statuses/filter.json"

@@ -18,8 +18,8 @@ from twisted.trial.unittest import TestCase
 from flamingo.emulator.jet_corpus import Corpus
 from flamingo.emulator.jet_faults import JetFault
 from flamingo.emulator.jet_timeline import Wants
+from flamingo.sources.jetstream_events import head
 from flamingo.stream.endpoints import StreamRequest
-from flamingo.stream.jetstream_events import head
 from flamingo.stream.source import Fatal, Retry
 from flamingo.stream.websocket import WebSocketLink
 from tests.support.jetstream import start_jetstream

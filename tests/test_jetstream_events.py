@@ -13,16 +13,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.config import from_mapping
 from flamingo.dispatch.routing import Routes
+from flamingo.domain.matching import TermMatcher
+from flamingo.domain.store_rules import validate_params
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.store_rules import validate_params
-from flamingo.stream.jetstream import DICTIONARY_ID, JetstreamSource, dictionary
-from flamingo.stream.jetstream_cursor import ResumeWindow
-from flamingo.stream.jetstream_events import EventHead, check_params, event_type, head
-from flamingo.stream.matching import TermMatcher
+from flamingo.sources.jetstream import DICTIONARY_ID, JetstreamSource, dictionary
+from flamingo.sources.jetstream_cursor import ResumeWindow
+from flamingo.sources.jetstream_events import EventHead, check_params, event_type, head
 from flamingo.stream.messages import message_type
 from flamingo.stream.source import Retry
 from flamingo.stream.websocket import EndNotice, FrameError
-from flamingo.subscription import Subscription
 
 DID = "did:plc:eygmaihciaxprqvxpfvl6flk"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo import documents
 from flamingo.app import App
 from flamingo.config import from_mapping
 from flamingo.console.namespace import build_namespace
-from flamingo.stats import Stats
-from flamingo.stream.sources import build_source
+from flamingo.dispatch.stats import Stats
+from flamingo.sources.registry import build_source
+from flamingo.web import documents
 from flamingo.web.metrics import Metrics
 from tests.support.parts import FakeDelivery, FakeWader
 

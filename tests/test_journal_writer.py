@@ -23,7 +23,7 @@ from flamingo.dispatch.dispatcher import Dispatcher
 from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.journal_writer import ThreadWriter, Written, _positions
 from flamingo.dispatch.stages import StageCpu
-from flamingo.stats import Stats
+from flamingo.dispatch.stats import Stats
 from flamingo.stream.flow import Flow
 from tests.support.waiting import wait_for
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from flamingo.stream.mastodon_api import (
+from flamingo.sources.mastodon_api import (
     ShapeError,
     http_url,
     id_key,
@@ -25,7 +25,7 @@ from flamingo.stream.mastodon_api import (
     timeline_path,
     ws_url,
 )
-from flamingo.stream.mastodon_rest import RateBudget, server_words, with_query
+from flamingo.sources.mastodon_rest import RateBudget, server_words, with_query
 from flamingo.stream.messages import message_type
 
 STATUS = {"id": "109348677773283527", "content": "<p>hi \"there\"</p>", "edited_at": None,
@@ -164,8 +164,8 @@ class RestHelperTests(SynchronousTestCase):
 
 class ParamRuleTests(SynchronousTestCase):
     def test_tags_and_list_ids_checked_in_the_store(self) -> None:
+        from flamingo.domain.store_rules import validate_params
         from flamingo.errors import ValidationError
-        from flamingo.store_rules import validate_params
 
         validate_params("hashtag", {"tag": ["#Python", "café", "日本"]}, source="mastodon")
         validate_params("list", {"list": ["42"]}, source="mastodon")
@@ -198,7 +198,7 @@ class ResumeTests(SynchronousTestCase):
         from twisted.internet.task import Clock
 
         from flamingo.config import from_mapping
-        from flamingo.stream.mastodon import MastodonSource
+        from flamingo.sources.mastodon import MastodonSource
         from tests.support.fakes import NullStats
 
         config = from_mapping({"source": "mastodon", "stream": "hashtag", "api": {"url": "http://127.0.0.1:9"},
@@ -209,7 +209,7 @@ class ResumeTests(SynchronousTestCase):
         return src
 
     def test_the_newest_ids_even_when_the_tail_hits_its_byte_cap(self) -> None:
-        from flamingo.stream import mastodon
+        from flamingo.sources import mastodon
 
         big = b"x" * 20_000
         events = [shape_status(("hashtag", "a" if i % 2 else "b"),

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from flamingo.stats import Stats
+from flamingo.dispatch.stats import Stats
 from flamingo.stream.framing import FrameParser
 from flamingo.stream.messages import message_type, parse_limit
 

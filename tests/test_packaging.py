@@ -62,7 +62,7 @@ class WheelContents(unittest.TestCase):
 
     def test_jetstream_dictionary_ships_with_its_licence(self) -> None:
         for name in ("zstd_dictionary", "LICENSE-DUAL", "LICENSE-MIT", "LICENSE-APACHE", "README.md"):
-            self.assertIn("flamingo/stream/jetstream_data/" + name, self.names)
+            self.assertIn("flamingo/sources/jetstream_data/" + name, self.names)
         self.assertIn("flamingo/demo_jetstream.yml", self.names)
 
     def test_type_marker_ships(self) -> None:

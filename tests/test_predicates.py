@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.stream.matching import Predicates, TermMatcher
-from flamingo.stream.predicates import Problem, validate_params
+from flamingo.domain.matching import Predicates, TermMatcher
+from flamingo.domain.predicates import Problem, validate_params
 
 
 def statuses(problems: list[Problem]) -> set[int]:

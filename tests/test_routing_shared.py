@@ -7,8 +7,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.dispatch import payloads
 from flamingo.dispatch.routing import Routes
-from flamingo.stream.matching import TermMatcher
-from flamingo.subscription import Subscription
+from flamingo.domain.matching import TermMatcher
+from flamingo.domain.subscription import Subscription
 
 
 def tweet(i: int, text: str = "hello") -> bytes:

@@ -20,9 +20,9 @@ from twisted.trial import unittest
 
 from flamingo.config import ConfigError, from_mapping
 from flamingo.dispatch.failover import ReleaseGate
-from flamingo.redis_address import MasterNotFound, ResolvingEndpoint, SentinelResolver
-from flamingo.store import Store
-from flamingo.subscription import Subscription
+from flamingo.dispatch.redis_address import MasterNotFound, ResolvingEndpoint, SentinelResolver
+from flamingo.dispatch.store import Store
+from flamingo.domain.subscription import Subscription
 from tests.support.child_daemon import ChildDaemon
 from tests.support.redis import RedisServer, free_port
 from tests.support.sentinel import SentinelGroup

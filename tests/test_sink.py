@@ -14,8 +14,8 @@ from twisted.trial import unittest
 from flamingo.dispatch.dispatcher import Dispatcher
 from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.redis_sink import RedisSink
-from flamingo.stats import Stats
-from flamingo.subscription import Subscription
+from flamingo.dispatch.stats import Stats
+from flamingo.domain.subscription import Subscription
 from tests.support.redis import RedisServer, shared_redis
 from tests.support.waiting import wait_for
 

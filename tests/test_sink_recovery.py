@@ -19,9 +19,9 @@ from twisted.trial import unittest
 from flamingo.config import from_mapping
 from flamingo.dispatch.dispatcher import build_delivery
 from flamingo.dispatch.routing import Routes
-from flamingo.stats import Stats
-from flamingo.store import Store
-from flamingo.subscription import Subscription
+from flamingo.dispatch.stats import Stats
+from flamingo.dispatch.store import Store
+from flamingo.domain.subscription import Subscription
 from tests.support.redis import RedisServer, shared_redis
 from tests.support.waiting import wait_for
 from tests.test_sink import Harness, lrange, tweet

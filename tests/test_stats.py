@@ -6,7 +6,7 @@ import orjson
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from flamingo.stats import MAX_TYPE_NAMES, Stats
+from flamingo.dispatch.stats import MAX_TYPE_NAMES, Stats
 
 
 class StatsTests(unittest.SynchronousTestCase):

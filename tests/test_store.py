@@ -7,9 +7,9 @@ import uuid
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from flamingo.dispatch.store import Store
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
-from flamingo.store import Store
-from flamingo.subscription import Subscription
 from tests.support.redis import RedisServer, shared_redis
 from tests.support.waiting import wait_for
 
@@ -144,7 +144,7 @@ class StoreTests(unittest.TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
 
         def lines(level):
-            return [e for e in events if e.get("log_namespace") == "flamingo.store"
+            return [e for e in events if e.get("log_namespace") == "flamingo.dispatch.store"
                     and e["log_level"].name == level]
         server = RedisServer()  # not started yet: nothing listens on its port
         self.addCleanup(server.cleanup)

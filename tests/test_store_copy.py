@@ -11,10 +11,10 @@ from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from flamingo.dispatch.store import Store
+from flamingo.dispatch.store_copy import LocalCopy, copy_path, decode, encode, read_copy
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.store import Store
-from flamingo.store_copy import LocalCopy, copy_path, decode, encode, read_copy
-from flamingo.subscription import Subscription
 from tests.support.redis import RedisServer, shared_redis
 from tests.support.waiting import wait_for
 
@@ -34,7 +34,7 @@ class _Base(unittest.TestCase):
         self.data_dir.mkdir(mode=0o700)
 
     def warnings(self, text=""):
-        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "flamingo.store"
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "flamingo.dispatch.store"
                 and e["log_level"].name == "warn" and text in formatEvent(e)]
 
     def store(self, server, namespace, data_dir=None):
@@ -323,7 +323,7 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
     """The notice format, without Redis."""
 
     def test_notices(self):
-        from flamingo.store_rules import change_targets
+        from flamingo.domain.store_rules import change_targets
         self.assertEqual(change_targets("params:filter:track"), [("params", "filter", "track")])
         self.assertEqual(change_targets("params:filter"), [("params", "filter", None)])
         self.assertEqual(change_targets("subscriptions:a:b"), [("subscription", "a:b", None)])
@@ -335,7 +335,7 @@ class ChangeTargetTests(unittest.SynchronousTestCase):
         from hypothesis import given
         from hypothesis import strategies as st
 
-        from flamingo.store_rules import STREAM_RE, change_targets
+        from flamingo.domain.store_rules import STREAM_RE, change_targets
 
         @given(st.text())
         def check(message):

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.subscription import Subscription
 
 
 class SubscriptionTests(unittest.SynchronousTestCase):

@@ -19,8 +19,8 @@ from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from flamingo.dispatch.stream_groups import parse_groups
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.subscription import Subscription
 from tests.support.daemon import start_daemon
 from tests.support.processes import run
 from tests.support.redis import shared_redis

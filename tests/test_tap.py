@@ -14,9 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from flamingo import logs
 from flamingo.config import LoggingConfig, from_mapping
 from flamingo.dispatch.dispatcher import DeliveryService
+from flamingo.dispatch.stats import Stats
+from flamingo.dispatch.store import Store
 from flamingo.service import FlamingoService
-from flamingo.stats import Stats
-from flamingo.store import Store
 from flamingo.tap import Options, makeService
 
 

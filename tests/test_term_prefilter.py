@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.stream import matching, predicates
-from flamingo.stream.matching import TermMatcher, haystack, prefilter_view
+from flamingo.domain import matching, predicates
+from flamingo.domain.matching import TermMatcher, haystack, prefilter_view
 
 
 def tweet(text="", hashtags=(), mentions=(), urls=(), **extra):

@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from flamingo.config import from_mapping
-from flamingo.stream.mastodon import MastodonLink, MastodonSource
+from flamingo.sources.mastodon import MastodonLink, MastodonSource
 from flamingo.stream.wader import Wader
 from tests.support.fakes import MemoryStore
 from tests.support.masto import start_masto

@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from flamingo import documents
+from flamingo.web import documents
 from flamingo.web.openapi import SCHEMAS
 from tests.support.http import Server, Stub
 from tests.support.parts import SECRET_PASSWORD, SECRET_TOKEN, make_app, make_config, make_store

@@ -13,9 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from flamingo.console.namespace import build_namespace
 from flamingo.dispatch.routing import Routes
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import FlamingoError, ValidationError
-from flamingo.stream.x_messages import x_message_type
-from flamingo.subscription import Subscription
+from flamingo.sources.x_messages import x_message_type
 from flamingo.web.openapi import document
 from tests.support.http import Stub
 from tests.support.parts import make_app, make_config, make_store

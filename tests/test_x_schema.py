@@ -11,10 +11,10 @@ from twisted.internet import defer, reactor, task, utils
 from twisted.trial import unittest
 
 from flamingo.config import from_mapping
-from flamingo.xrules.book import RuleBook
-from flamingo.xrules.model import TIERS
-from flamingo.xrules.reconciler import Reconciler
-from flamingo.xrules.service import RulesService
+from flamingo.sources.xrules.book import RuleBook
+from flamingo.sources.xrules.model import TIERS
+from flamingo.sources.xrules.reconciler import Reconciler
+from flamingo.sources.xrules.service import RulesService
 from tests.support.http import Server
 from tests.support.parts import SECRET_TOKEN, make_app, make_store
 from tests.test_web_schema import schemathesis_command

@@ -17,11 +17,11 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from flamingo.config import from_mapping
+from flamingo.sources.x import TOO_MANY_CONNECTIONS, XLineRules, XRequests, XSource, x_error_message
+from flamingo.sources.x_messages import post_id, rule_tags, x_message_type
 from flamingo.stream.messages import message_type
 from flamingo.stream.source import Fatal, Retry
 from flamingo.stream.wader import Wader
-from flamingo.stream.x import TOO_MANY_CONNECTIONS, XLineRules, XRequests, XSource, x_error_message
-from flamingo.stream.x_messages import post_id, rule_tags, x_message_type
 from tests.support.fakes import MemoryStore, NullStats
 from tests.test_wader import Script, WaderTestBase, until
 

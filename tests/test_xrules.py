@@ -16,10 +16,19 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import resource, server
 
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
-from flamingo.xrules.book import RuleBook
-from flamingo.xrules.client import AddResult, RulesApiError, TreqRulesApi, parse_add
-from flamingo.xrules.model import TIERS, Outcome, RemoteRule, Rule, apply_outcome, check_new, plan, select_removed
-from flamingo.xrules.reconciler import PostBudget, Reconciler
+from flamingo.sources.xrules.book import RuleBook
+from flamingo.sources.xrules.client import AddResult, RulesApiError, TreqRulesApi, parse_add
+from flamingo.sources.xrules.model import (
+    TIERS,
+    Outcome,
+    RemoteRule,
+    Rule,
+    apply_outcome,
+    check_new,
+    plan,
+    select_removed,
+)
+from flamingo.sources.xrules.reconciler import PostBudget, Reconciler
 from tests.support.parts import make_store
 from tests.support.waiting import until
 

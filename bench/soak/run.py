@@ -27,7 +27,7 @@ from bench.soak.faults import FAULTS
 from bench.soak.rig import Consumer, SoakDaemon, SoakEmulator, SoakRedis, journal_head, readiness
 from bench.soak.schedule import KINDS, plan
 from bench.soak.verdict import FaultRecord, Verdict, judge
-from flamingo.stream.matching import TermMatcher
+from flamingo.domain.matching import TermMatcher
 from flamingo.stream.messages import message_type
 
 __all__ = ["Settings", "Soak", "SUBSCRIPTIONS", "gap_ranges"]

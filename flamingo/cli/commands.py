@@ -68,7 +68,7 @@ class Context:
 
 def cmd_status(ctx: Context) -> int:
     if getattr(ctx.args, "watch", False):  # a plain refresh
-        from flamingo.top import watch
+        from flamingo.cli.top import watch
 
         client = ctx.client()
         try:
@@ -80,8 +80,8 @@ def cmd_status(ctx: Context) -> int:
 
 
 def cmd_top(ctx: Context) -> int:
-    """The live terminal view (flamingo/top.py)."""
-    from flamingo.top import run_top
+    """The live terminal view (flamingo/cli/top.py)."""
+    from flamingo.cli.top import run_top
 
     client = ctx.client()
     client.get("/dashboard/data.json")  # a refusal (401) or no daemon at all: say so and exit
@@ -202,7 +202,7 @@ def cmd_restart(ctx: Context) -> int:
 
 
 def _redis_address(ctx: Context) -> tuple[str, int]:
-    from flamingo.config_values import ConfigError, host_port
+    from flamingo.config.values import ConfigError, host_port
 
     if ctx.args.redis:
         try:

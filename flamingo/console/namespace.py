@@ -15,16 +15,17 @@ import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from flamingo import catalog, documents
 from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.config import SECRET_KEYS, Config
+from flamingo.domain import catalog
 from flamingo.errors import FlamingoError, NotFound
+from flamingo.web import documents
 
 if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
-    from flamingo.store import Store
-    from flamingo.subscription import Subscription as Sub
-    from flamingo.xrules.service import RulesService
+    from flamingo.dispatch.store import Store
+    from flamingo.domain.subscription import Subscription as Sub
+    from flamingo.sources.xrules.service import RulesService
 
 __all__ = ["BANNER", "Watch", "ParamsView", "build_namespace", "ConfigView", "Redacted",
            "Text", "Pretty", "NoWader", "describe_error"]
@@ -173,7 +174,7 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
             self.options = options
 
         def save(self) -> defer.Deferred:
-            from flamingo.subscription import Subscription as Sub
+            from flamingo.domain.subscription import Subscription as Sub
 
             sub = Sub.create(self.name, **self.options)
             return _store(app).save_subscription(sub)

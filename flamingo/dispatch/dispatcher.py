@@ -30,14 +30,14 @@ from flamingo.dispatch.journal import Journal, one_line
 from flamingo.dispatch.journal_writer import InlineWriter, JournalWriter, ThreadWriter, Written
 from flamingo.dispatch.redis_sink import RedisSink
 from flamingo.dispatch.stages import StageCpu
+from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.stream_groups import GroupWatch
 from flamingo.logs import logger
-from flamingo.stats import Stats
 from flamingo.stream.flow import Flow
 from flamingo.stream.messages import message_type, parse_limit
 
 if TYPE_CHECKING:  # the store is built beside delivery; only its type is needed here
-    from flamingo.store import Store
+    from flamingo.dispatch.store import Store
 
 __all__ = ["Dispatcher", "DeliveryService", "build_delivery"]
 

@@ -51,8 +51,10 @@ from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.failover import HOLD_WITH_SENTINEL, ReleaseGate
 from flamingo.dispatch.journal import Journal, JournalGap
+from flamingo.dispatch.redis_address import FAILOVER_ERRORS, endpoint_for
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
+from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.transaction import (
     MOVED,
     SCRIPT,
@@ -63,12 +65,10 @@ from flamingo.dispatch.transaction import (
     parse_checkpoint,
     resume_point,
 )
+from flamingo.domain.matching import TermMatcher
+from flamingo.domain.subscription import Subscription
 from flamingo.logs import logger
-from flamingo.redis_address import FAILOVER_ERRORS, endpoint_for
-from flamingo.stats import Stats
-from flamingo.stream.matching import TermMatcher
 from flamingo.stream.messages import message_type
-from flamingo.subscription import Subscription
 
 __all__ = ["RedisSink"]
 

@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from flamingo.dispatch.payloads import BUILDERS
-from flamingo.stream.jetstream_events import POST, post_haystack
-from flamingo.stream.matching import TermMatcher, haystack, prefilter_view
-from flamingo.stream.x_messages import rule_tags
-from flamingo.subscription import Subscription
+from flamingo.domain.matching import TermMatcher, haystack, prefilter_view
+from flamingo.domain.subscription import Subscription
+from flamingo.sources.jetstream_events import POST, post_haystack
+from flamingo.sources.x_messages import rule_tags
 
 __all__ = ["Routes", "INVALID"]
 

@@ -16,11 +16,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from flamingo._types import JsonObject
+from flamingo.dispatch.stats import Stats
 from flamingo.logs import logger
-from flamingo.stats import Stats
 
 if TYPE_CHECKING:
-    from flamingo.store import Store
+    from flamingo.dispatch.store import Store
 
 __all__ = ["GroupWatch", "parse_groups"]
 

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 import orjson
 
 from flamingo._types import JsonObject
-from flamingo.stream.matching import Predicates
-from flamingo.stream.predicates import parse_boxes, split_values
+from flamingo.domain.matching import Predicates
+from flamingo.domain.predicates import parse_boxes, split_values
 
 __all__ = ["Corpus", "ID_SENTINEL", "ID_LOW_DIGITS", "id_prefix", "make_matching"]
 

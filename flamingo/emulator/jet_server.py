@@ -37,7 +37,7 @@ from flamingo.emulator.jet_faults import JetFault, JetFaults
 from flamingo.emulator.jet_timeline import Timeline, Wants
 from flamingo.errors import ValidationError
 from flamingo.logs import logger
-from flamingo.stream.jetstream_events import check_params
+from flamingo.sources.jetstream_events import check_params
 
 __all__ = ["JetstreamEmulator", "JetOptions", "ConnectionRecord"]
 

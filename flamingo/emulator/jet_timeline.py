@@ -18,8 +18,8 @@ import attrs
 import zstandard
 
 from flamingo.emulator.jet_corpus import Corpus
-from flamingo.stream.jetstream import dictionary
-from flamingo.stream.jetstream_events import head
+from flamingo.sources.jetstream import dictionary
+from flamingo.sources.jetstream_events import head
 
 __all__ = ["Timeline", "Wants"]
 

@@ -24,6 +24,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
+from flamingo.domain.matching import Predicates
+from flamingo.domain.predicates import validate_params
 from flamingo.emulator.authcheck import AuthChecker
 from flamingo.emulator.faults import FaultPlan
 from flamingo.emulator.http import HTTPServerFactory, HTTPServerProtocol, Request
@@ -32,8 +34,6 @@ from flamingo.emulator.options import EmulatorOptions
 from flamingo.emulator.pool import PoolSource, ReplaySource, build_pool
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
-from flamingo.stream.matching import Predicates
-from flamingo.stream.predicates import validate_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from flamingo.emulator.x.service import XService

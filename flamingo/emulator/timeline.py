@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 from twisted.internet.interfaces import IReactorTime
 
+from flamingo.domain.matching import Predicates
 from flamingo.emulator.corpus import ID_SENTINEL, id_prefix
 from flamingo.emulator.pool import Pool, build_pool
-from flamingo.stream.matching import Predicates
 
 __all__ = ["Timeline", "TimelineSource", "params_key"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from flamingo.stream import jetstream_events
-from flamingo.stream.x_messages import X_PREFIXES, x_message_type
+from flamingo.sources import jetstream_events
+from flamingo.sources.x_messages import X_PREFIXES, x_message_type
 
 __all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
 

@@ -28,13 +28,13 @@ from twisted.web.iweb import IAgent
 
 from flamingo.config import Config
 from flamingo.logs import logger
+from flamingo.sources.registry import build_source
+from flamingo.sources.twitter import FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, V11Stats, auth_for
 from flamingo.stream.backoff import Backoffs
 from flamingo.stream.endpoints import Endpoint
 from flamingo.stream.flow import Flow
 from flamingo.stream.machine import Inputs, build_machine
 from flamingo.stream.source import JournalTail, Link, Source, Verdict
-from flamingo.stream.sources import build_source
-from flamingo.stream.twitter import FATAL_DISCONNECT_CODES, Auth, TwitterV11Source, V11Stats, auth_for
 from flamingo.stream.wader_core import Core, Links, MessageSink, ParamsReader, WaderState, WaderStats
 
 __all__ = ["Wader", "WaderState", "MessageSink", "auth_for", "FATAL_DISCONNECT_CODES"]
@@ -177,7 +177,7 @@ class Wader(Service):
 
 
 class StreamStats(WaderStats, V11Stats, Protocol):
-    """The figures the wader and its source record (``flamingo.stats.Stats``)."""
+    """The figures the wader and its source record (``flamingo.dispatch.stats.Stats``)."""
 
 
 class _NoStats:

@@ -23,12 +23,11 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter
 
-from flamingo import documents
 from flamingo._types import JsonObject
 from flamingo.app import App
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
-from flamingo.web import _params, dashboard
+from flamingo.web import _params, dashboard, documents
 from flamingo.web import rules as rules_api
 from flamingo.web._params import BadRequest, RequestParams
 from flamingo.web.guard import Guard
@@ -37,8 +36,8 @@ from flamingo.web.metrics import Metrics
 from flamingo.web.routes import ROUTES, listing
 
 if TYPE_CHECKING:  # the store is one of App's parts; only its type is needed here
-    from flamingo.store import Store
-    from flamingo.subscription import Subscription
+    from flamingo.dispatch.store import Store
+    from flamingo.domain.subscription import Subscription
 
 __all__ = ["FlamingoApi", "ApiError", "RESOURCES"]
 
@@ -303,7 +302,7 @@ class FlamingoApi:
     @app.route("/subscriptions.json", methods=["POST"])
     @inlineCallbacks
     def post_subscription(self, request: IRequest) -> Any:
-        from flamingo.subscription import Subscription
+        from flamingo.domain.subscription import Subscription
 
         given = self._params(request)
         _params.check_known(given, ("name",) + _SUB_OPTIONS)
@@ -322,7 +321,7 @@ class FlamingoApi:
     @app.route("/subscriptions/<name>.json", methods=["PATCH"])
     @inlineCallbacks
     def patch_subscription(self, request: IRequest, name: str) -> Any:
-        from flamingo.subscription import Subscription
+        from flamingo.domain.subscription import Subscription
 
         old = self._subscription(name)
         given = self._params(request)

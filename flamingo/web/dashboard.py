@@ -28,10 +28,11 @@ from urllib.parse import parse_qs, urlsplit
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from flamingo import catalog, documents
 from flamingo._types import JsonObject
 from flamingo.app import App
-from flamingo.subscription import Subscription
+from flamingo.domain import catalog
+from flamingo.domain.subscription import Subscription
+from flamingo.web import documents
 
 __all__ = ["COOKIE", "CSP", "PAGE_PATH", "DATA_PATH", "STATIC_PREFIX", "PARAM_KEYS",
            "cookie_value", "authenticates", "credential", "page", "static", "snapshot"]

@@ -21,9 +21,9 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from flamingo import documents
 from flamingo._types import JsonMapping, JsonObject
 from flamingo.app import App
+from flamingo.web import documents
 from flamingo.web.health import REASONS, Readiness
 
 __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import functools
 
-from flamingo import __version__, catalog
+from flamingo import __version__
 from flamingo._types import JsonObject
+from flamingo.domain import catalog
 from flamingo.web.health import REASONS
 from flamingo.web.routes import ROUTES
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from flamingo.sources.xrules.service import RulesService
 from flamingo.web import _params
 from flamingo.web._params import RequestParams
-from flamingo.xrules.service import RulesService
 
 __all__ = ["handle"]
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 
 from flamingo._redis_server import RedisServer
-from flamingo.redis_address import owner_of
+from flamingo.dispatch.redis_address import owner_of
 
 __all__ = ["Cluster"]
 

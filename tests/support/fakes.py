@@ -1,7 +1,7 @@
 """In-memory fakes of the store and stats, for tests of the wader on its own.
 
-The daemon always runs the real parts (flamingo.store.Store on Redis,
-flamingo.stats.Stats); these stand in for them where a test only needs the
+The daemon always runs the real parts (flamingo.dispatch.store.Store on Redis,
+flamingo.dispatch.stats.Stats); these stand in for them where a test only needs the
 reading side of the store or a place for the wader's counters.
 """
 

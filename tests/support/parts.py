@@ -15,8 +15,8 @@ from twisted.internet import defer, reactor
 
 from flamingo.app import App
 from flamingo.config import Config, from_mapping
-from flamingo.stats import Stats
-from flamingo.store import Store
+from flamingo.dispatch.stats import Stats
+from flamingo.dispatch.store import Store
 from flamingo.stream.wader import WaderState
 from tests.support.redis import shared_redis
 

@@ -21,7 +21,7 @@ import attrs
 import orjson
 
 from flamingo._types import JsonMapping
-from flamingo.stream.predicates import FILTER_LEVELS, FOLLOW_ID, parse_boxes, split_values
+from flamingo.domain.predicates import FILTER_LEVELS, FOLLOW_ID, parse_boxes, split_values
 
 __all__ = ["Predicates", "TermMatcher", "haystack", "Haystack", "prefilter_view", "PREFILTER_WINDOW"]
 

@@ -72,13 +72,20 @@ from twisted.python.failure import Failure
 from flamingo._reactor import maybe_global_reactor
 from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
+from flamingo.dispatch.redis_address import FAILOVER_ERRORS, endpoint_for
+from flamingo.dispatch.store_copy import CopyFile, LocalCopy, copy_path
+from flamingo.dispatch.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
+from flamingo.domain.store_rules import (
+    Target,
+    appends_only,
+    change_targets,
+    foreign_queue,
+    param_values,
+    validate_params,
+)
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import NotFound, StoreUnavailable, ValidationError
 from flamingo.logs import logger
-from flamingo.redis_address import FAILOVER_ERRORS, endpoint_for
-from flamingo.store_copy import CopyFile, LocalCopy, copy_path
-from flamingo.store_redis import RESTORE, SAVE_SUBSCRIPTION, KeyReader
-from flamingo.store_rules import Target, appends_only, change_targets, foreign_queue, param_values, validate_params
-from flamingo.subscription import Subscription
 
 __all__ = ["Store", "CLUSTER_RESQUE"]
 
@@ -87,7 +94,7 @@ CLUSTER_RESQUE = ("format resque needs a Redis that is not a cluster: its keys (
                   "resque:queues) are fixed by Resque and cannot carry the namespace's hash tag, so they "
                   "would sit on other shards than the batch that feeds them; use format stream or raw")
 
-log = logger("flamingo.store")
+log = logger("flamingo.dispatch.store")
 
 ChangeCallback = Callable[[str, str], None]
 #: One Redis command inside a MULTI: its name, then its arguments.

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from flamingo.errors import NotFound, ValidationError
 from flamingo.logs import logger
-from flamingo.xrules.model import Limits, Rule, check_new, select_removed
+from flamingo.sources.xrules.model import Limits, Rule, check_new, select_removed
 
 __all__ = ["RuleBook", "RedisCommands"]
 

@@ -19,15 +19,15 @@ from pathlib import Path
 import attrs
 import orjson
 
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
 from flamingo.logs import logger
-from flamingo.subscription import Subscription
 
 __all__ = ["LocalCopy", "CopyFile", "copy_path", "read_copy", "write_copy", "encode", "decode"]
 
 FORMAT = 1
 
-log = logger("flamingo.store")
+log = logger("flamingo.dispatch.store")
 
 
 @attrs.frozen

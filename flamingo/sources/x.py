@@ -1,7 +1,7 @@
 """X API v2 streams as a ``Source``: NDJSON over HTTP, rules through their own API.
 
 Streams: ``filter`` (``/2/tweets/search/stream``; what it delivers is set by
-rules, reconciled by ``flamingo/xrules/``, never by reconnecting), ``sample``,
+rules, reconciled by ``flamingo/sources/xrules/``, never by reconnecting), ``sample``,
 ``sample10`` and ``firehose`` (a partition), and the compliance streams.
 The request asks for the fields and expansions of ``x:`` and, when set,
 ``backfill_minutes`` on every connection: what X re-sends that the journal
@@ -35,13 +35,13 @@ from twisted.web.iweb import IAgent
 from flamingo import __version__
 from flamingo.config import Config, XConfig
 from flamingo.logs import logger
+from flamingo.sources.x_messages import post_id
 from flamingo.stream.auth import BearerAuth
 from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.endpoints import StreamRequest
 from flamingo.stream.http_lines import HttpLineLink, LineStats, QuietEndpoints
 from flamingo.stream.overlap import RecentIds
 from flamingo.stream.source import Fatal, JournalTail, Link, LinkEvents, Params, Retry, Verdict
-from flamingo.stream.x_messages import post_id
 
 __all__ = ["XSource", "XLineRules", "XRequests", "XStats", "PATHS", "TOO_MANY_CONNECTIONS", "NO_RULES",
            "x_error_message"]

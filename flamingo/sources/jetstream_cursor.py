@@ -30,7 +30,7 @@ from collections.abc import Hashable, Iterable
 
 import attrs
 
-from flamingo.stream.jetstream_events import EventHead, head
+from flamingo.sources.jetstream_events import EventHead, head
 
 __all__ = ["ResumeWindow"]
 

@@ -6,9 +6,9 @@ makes X's equal to them through ``TreqRulesApi`` (client.py); the pure core
 (service.py) runs them in the daemon for ``source: x``, stream ``filter``.
 """
 
-from flamingo.xrules.book import RuleBook
-from flamingo.xrules.client import RulesApi, RulesApiError, TreqRulesApi
-from flamingo.xrules.model import TIERS, Limits, Rule
-from flamingo.xrules.reconciler import Reconciler
+from flamingo.sources.xrules.book import RuleBook
+from flamingo.sources.xrules.client import RulesApi, RulesApiError, TreqRulesApi
+from flamingo.sources.xrules.model import TIERS, Limits, Rule
+from flamingo.sources.xrules.reconciler import Reconciler
 
 __all__ = ["RuleBook", "Reconciler", "RulesApi", "RulesApiError", "TreqRulesApi", "Rule", "Limits", "TIERS"]

@@ -33,9 +33,7 @@ from flamingo import __version__
 from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.logs import logger
-from flamingo.stream.endpoints import StreamRequest
-from flamingo.stream.http_lines import QuietEndpoints
-from flamingo.stream.mastodon_api import (
+from flamingo.sources.mastodon_api import (
     Shaped,
     ShapeError,
     StreamKey,
@@ -52,8 +50,10 @@ from flamingo.stream.mastodon_api import (
     timeline_path,
     ws_url,
 )
-from flamingo.stream.mastodon_gap import GapStats, fill_gaps, label
-from flamingo.stream.mastodon_rest import MastodonRest, failure_verdict, plain_words, server_words
+from flamingo.sources.mastodon_gap import GapStats, fill_gaps, label
+from flamingo.sources.mastodon_rest import MastodonRest, failure_verdict, plain_words, server_words
+from flamingo.stream.endpoints import StreamRequest
+from flamingo.stream.http_lines import QuietEndpoints
 from flamingo.stream.overlap import RecentIds
 from flamingo.stream.source import JournalTail, Link, LinkEvents, Params, Retry, Verdict
 from flamingo.stream.sse import SseEvent, SseLink

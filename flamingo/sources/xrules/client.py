@@ -21,8 +21,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from flamingo import __version__
-from flamingo.stream.x import x_error_message
-from flamingo.xrules.model import RemoteRule, Rule
+from flamingo.sources.x import x_error_message
+from flamingo.sources.xrules.model import RemoteRule, Rule
 
 __all__ = ["RulesApi", "TreqRulesApi", "RulesApiError", "AddResult", "RULES_PATH", "parse_add"]
 

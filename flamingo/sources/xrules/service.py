@@ -17,12 +17,12 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from flamingo._types import JsonObject
 from flamingo.app import WaderControl
 from flamingo.config import Config
+from flamingo.dispatch.store import Store
 from flamingo.logs import logger
-from flamingo.store import Store
-from flamingo.xrules.book import RuleBook
-from flamingo.xrules.client import TreqRulesApi
-from flamingo.xrules.model import TIERS, Rule
-from flamingo.xrules.reconciler import Reconciler
+from flamingo.sources.xrules.book import RuleBook
+from flamingo.sources.xrules.client import TreqRulesApi
+from flamingo.sources.xrules.model import TIERS, Rule
+from flamingo.sources.xrules.reconciler import Reconciler
 
 __all__ = ["RulesService", "build_rules", "SYNC_INTERVAL"]
 

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 import attrs
 import orjson
 
+from flamingo.domain.matching import Haystack
+from flamingo.domain.predicates import split_values
 from flamingo.errors import ValidationError
-from flamingo.stream.matching import Haystack
-from flamingo.stream.predicates import split_values
 
 __all__ = ["EventHead", "head", "event_type", "post_haystack", "check_params", "wanted",
            "MAX_COLLECTIONS", "MAX_DIDS", "POST", "PREFIX"]

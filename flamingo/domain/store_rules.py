@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flamingo import catalog
+from flamingo.domain import catalog, predicates
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.stream import jetstream_events, predicates
-from flamingo.subscription import Subscription
+from flamingo.sources import jetstream_events
 
 __all__ = ["PARAM_RE", "STREAM_RE", "Target", "change_targets", "param_values", "validate_params",
            "boxes", "appends_only", "foreign_queue"]
@@ -102,7 +102,7 @@ def validate_params(stream: str, params: dict[str, list[str]], source: str = "tw
         if source == "jetstream":
             jetstream_events.check_params(params)
         if source == "mastodon":
-            from flamingo.stream.mastodon_api import param_problem
+            from flamingo.sources.mastodon_api import param_problem
 
             problem = param_problem(params)
             if problem is not None:

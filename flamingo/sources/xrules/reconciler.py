@@ -29,10 +29,10 @@ from flamingo._types import JsonObject
 from flamingo.config import BackoffConfig
 from flamingo.errors import StoreUnavailable
 from flamingo.logs import logger
+from flamingo.sources.xrules.book import RuleBook
+from flamingo.sources.xrules.client import RulesApi, RulesApiError
+from flamingo.sources.xrules.model import Outcome, Rule, apply_outcome, plan
 from flamingo.stream.backoff import Backoffs
-from flamingo.xrules.book import RuleBook
-from flamingo.xrules.client import RulesApi, RulesApiError
-from flamingo.xrules.model import Outcome, Rule, apply_outcome, plan
 
 __all__ = ["Reconciler", "PostBudget", "POSTS_PER_WINDOW", "WINDOW"]
 

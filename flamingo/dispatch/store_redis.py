@@ -14,8 +14,8 @@ import attrs
 import txredisapi
 from twisted.internet import defer
 
+from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
-from flamingo.subscription import Subscription
 
 __all__ = ["RESTORE", "SAVE_SUBSCRIPTION", "KeyReader"]
 

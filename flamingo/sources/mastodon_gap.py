@@ -19,8 +19,8 @@ from twisted.internet import defer
 
 from flamingo._types import JsonObject
 from flamingo.logs import logger
-from flamingo.stream.mastodon_api import Shaped, StreamKey, id_key, shape_status
-from flamingo.stream.mastodon_rest import GapResult, MastodonRest, RestError
+from flamingo.sources.mastodon_api import Shaped, StreamKey, id_key, shape_status
+from flamingo.sources.mastodon_rest import GapResult, MastodonRest, RestError
 
 __all__ = ["GapStats", "fill_gaps", "label"]
 

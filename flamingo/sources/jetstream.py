@@ -35,9 +35,9 @@ from flamingo import __version__
 from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.logs import logger
+from flamingo.sources.jetstream_cursor import ResumeWindow
+from flamingo.sources.jetstream_events import head, wanted
 from flamingo.stream.endpoints import StreamRequest
-from flamingo.stream.jetstream_cursor import ResumeWindow
-from flamingo.stream.jetstream_events import head, wanted
 from flamingo.stream.source import JournalTail, Link, LinkEvents, Params, Retry
 from flamingo.stream.websocket import EndNotice, FrameError, FrameStats, WebSocketLink
 
@@ -61,7 +61,7 @@ class JetstreamStats(FrameStats, TypingProtocol):
 
 def dictionary() -> bytes:
     """Jetstream's zstd dictionary, as published (112,640 bytes, id 1612007021)."""
-    return (resources.files("flamingo.stream") / "jetstream_data" / "zstd_dictionary").read_bytes()
+    return (resources.files("flamingo.sources") / "jetstream_data" / "zstd_dictionary").read_bytes()
 
 
 class JetstreamSource:

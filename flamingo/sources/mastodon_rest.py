@@ -27,8 +27,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from flamingo.stream.backoff import cause_for_status
-from flamingo.stream.mastodon_api import (
+from flamingo.sources.mastodon_api import (
     StreamKey,
     http_url,
     id_key,
@@ -37,6 +36,7 @@ from flamingo.stream.mastodon_api import (
     streaming_base,
     timeline_path,
 )
+from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.source import Fatal, Retry, Verdict
 
 __all__ = ["MastodonRest", "RestError", "RateBudget", "GapResult", "server_words", "plain_words",

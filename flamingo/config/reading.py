@@ -27,9 +27,8 @@ from urllib.parse import unquote, urlsplit
 import attrs
 import yaml
 
-from flamingo import catalog
 from flamingo._types import JsonObject
-from flamingo.config_sections import (
+from flamingo.config.sections import (
     ApiConfig,
     Backoff,
     BackoffConfig,
@@ -46,7 +45,7 @@ from flamingo.config_sections import (
     WebConfig,
     XConfig,
 )
-from flamingo.config_values import (
+from flamingo.config.values import (
     LEVELS,
     SECRET_KEYS,
     ConfigError,
@@ -72,6 +71,7 @@ from flamingo.config_values import (
     text,
     url,
 )
+from flamingo.domain import catalog
 
 __all__ = ["Config", "ConfigError", "load", "from_mapping", "find_config_file", "SECRET_KEYS",
            "redact_url", "start_warnings", "is_loopback_host", "LEVELS",

@@ -12,11 +12,11 @@ from typing import cast
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo.config import Config, ConfigError
-from flamingo.stats import Stats
-from flamingo.stream.jetstream import JetstreamSource, JetstreamStats
+from flamingo.dispatch.stats import Stats
+from flamingo.sources.jetstream import JetstreamSource, JetstreamStats
+from flamingo.sources.twitter import TwitterV11Source, V11Stats
+from flamingo.sources.x import XSource, XStats
 from flamingo.stream.source import JournalTail, Source
-from flamingo.stream.twitter import TwitterV11Source, V11Stats
-from flamingo.stream.x import XSource, XStats
 
 __all__ = ["build_source", "BUILDERS", "SourceBuilder"]
 
@@ -40,8 +40,8 @@ def _jetstream(config: Config, reactor: IReactorTime, clock: IReactorTime, stats
 
 def _mastodon(config: Config, reactor: IReactorTime, clock: IReactorTime, stats: V11Stats,
               journal: JournalTail | None) -> Source:
-    from flamingo.stats import Stats
-    from flamingo.stream.mastodon import MastodonSource, MastodonStats
+    from flamingo.dispatch.stats import Stats
+    from flamingo.sources.mastodon import MastodonSource, MastodonStats
 
     if not isinstance(stats, MastodonStats):  # the wader's figures count duplicates too
         raise TypeError("the mastodon source needs stats that count duplicates")
