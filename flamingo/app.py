@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the parts import this module's users; only their types are 
     from flamingo.sources.xrules.service import RulesService
     from flamingo.stream.wader_core import WaderState
 
-__all__ = ["App", "DeliveryStatus", "WaderControl"]
+__all__ = ["App", "DeliveryStatus", "Started", "WaderControl"]
 
 
 class WaderControl(Protocol):
@@ -37,13 +37,25 @@ class DeliveryStatus(Protocol):
 
 
 @attrs.define
+class Started:
+    """When the service started, in reactor seconds (0.0 until it has).
+
+    The one thing about the daemon that is only known once it runs: the App
+    that holds it is built (and frozen) before then.
+    """
+
+    at: float = 0.0
+
+
+@attrs.frozen
 class App:
     """What control surfaces need: read state, make changes through the store.
 
-    ``store`` (flamingo.dispatch.store.Store), ``stats`` (flamingo.dispatch.stats.Stats),
-    ``wader`` (flamingo.stream.wader.Wader) and ``delivery``
-    (flamingo.dispatch: journal backlog, Redis status) are filled in by
-    flamingo.service when the daemon is built.
+    Built by flamingo.service once its parts exist, then never changed:
+    ``store`` (flamingo.dispatch.store.Store), ``stats``
+    (flamingo.dispatch.stats.Stats), ``wader`` (flamingo.stream.wader.Wader),
+    ``delivery`` (flamingo.dispatch: journal backlog, Redis status) and
+    ``rules``. Tests leave out the parts they do not need.
     """
 
     config: Config
@@ -53,4 +65,9 @@ class App:
     wader: WaderControl | None = None
     delivery: DeliveryStatus | None = None
     rules: RulesService | None = None  # X filter rules (source: x, stream filter)
-    started_at: float = 0.0
+    started: Started = attrs.field(factory=Started)
+
+    @property
+    def started_at(self) -> float:
+        """When the service started (reactor seconds), 0.0 before it has."""
+        return self.started.at
