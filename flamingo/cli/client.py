@@ -13,11 +13,11 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
-from flamingo._types import JsonObject
+from flamingo._types import JsonObject, RespReply
 
 if TYPE_CHECKING:  # the config package is imported only when a file is read
     from flamingo.config import Config
@@ -32,7 +32,7 @@ DEFAULT_URL = "http://127.0.0.1:4711"
 _T = TypeVar("_T")
 
 #: A RESP reply: a bulk or simple string, an integer, nil, or an array of replies.
-Reply: TypeAlias = "bytes | int | None | list[Reply]"
+Reply = RespReply
 
 
 # --- errors ---------------------------------------------------------------------
