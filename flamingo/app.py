@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from flamingo._reactor import FlamingoReactor
-from flamingo._types import JsonObject
+from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
 
 if TYPE_CHECKING:  # the parts import this module's users; only their types are needed here
-    from flamingo.dispatch.stats import Stats
     from flamingo.dispatch.store import Store
     from flamingo.sources.xrules.service import RulesService
     from flamingo.stream.wader_core import WaderState
 
-__all__ = ["App", "DeliveryStatus", "Started", "WaderControl"]
+__all__ = ["App", "DeliveryStatus", "Started", "StatsSource", "WaderControl"]
 
 
 class WaderControl(Protocol):
@@ -34,6 +34,25 @@ class DeliveryStatus(Protocol):
     """The delivery side as the control surfaces see it: one JSON-ready status."""
 
     def status(self) -> JsonObject: ...
+
+
+class StatsSource(Protocol):
+    """The counters as the control surfaces read them (flamingo.dispatch.stats.Stats)."""
+
+    @property
+    def queues(self) -> Mapping[str, Mapping[str, int]]:
+        """Per subscription queue: length, trimmed, pushed."""
+
+    @property
+    def streams(self) -> Mapping[str, JsonMapping]:
+        """Per ``format: stream`` subscription: its consumer groups and when they were read."""
+
+    def snapshot(self) -> JsonObject: ...
+
+    def per_second(self, seconds: int = 300) -> list[tuple[int, int]]: ...
+
+    def provided(self, name: str) -> object:
+        """What a part's status function (``provide(name, fn)``) gives now."""
 
 
 @attrs.define
@@ -61,7 +80,7 @@ class App:
     config: Config
     reactor: FlamingoReactor
     store: Store | None = None
-    stats: Stats | None = None
+    stats: StatsSource | None = None
     wader: WaderControl | None = None
     delivery: DeliveryStatus | None = None
     rules: RulesService | None = None  # X filter rules (source: x, stream filter)
