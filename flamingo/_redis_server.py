@@ -17,7 +17,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
+
+from flamingo._types import RespReply
 
 __all__ = ["RedisServer", "RedisServerError", "redis_server_binary", "free_port"]
 
@@ -96,7 +98,7 @@ class RedisServer:
         except OSError:
             return False
 
-    def command(self, *args: str | bytes) -> Any:
+    def command(self, *args: str | bytes) -> RespReply:
         """A blocking one-shot command (RESP); the decoded reply, errors raised."""
         parts = [b"*%d\r\n" % len(args)]
         for a in args:
@@ -135,7 +137,7 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _read_reply(f: BinaryIO) -> Any:
+def _read_reply(f: BinaryIO) -> RespReply:
     line = f.readline()
     kind, rest = line[:1], line[1:-2]
     if kind == b"+":

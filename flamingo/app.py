@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from flamingo._reactor import FlamingoReactor
-from flamingo._types import JsonObject
+from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
 
 if TYPE_CHECKING:  # the parts import this module's users; only their types are needed here
-    from flamingo.dispatch.stats import Stats
     from flamingo.dispatch.store import Store
     from flamingo.sources.xrules.service import RulesService
     from flamingo.stream.wader_core import WaderState
 
-__all__ = ["App", "DeliveryStatus", "WaderControl"]
+__all__ = ["App", "DeliveryStatus", "Started", "StatsSource", "WaderControl"]
 
 
 class WaderControl(Protocol):
@@ -36,21 +36,57 @@ class DeliveryStatus(Protocol):
     def status(self) -> JsonObject: ...
 
 
+class StatsSource(Protocol):
+    """The counters as the control surfaces read them (flamingo.dispatch.stats.Stats)."""
+
+    @property
+    def queues(self) -> Mapping[str, Mapping[str, int]]:
+        """Per subscription queue: length, trimmed, pushed."""
+
+    @property
+    def streams(self) -> Mapping[str, JsonMapping]:
+        """Per ``format: stream`` subscription: its consumer groups and when they were read."""
+
+    def snapshot(self) -> JsonObject: ...
+
+    def per_second(self, seconds: int = 300) -> list[tuple[int, int]]: ...
+
+    def provided(self, name: str) -> object:
+        """What a part's status function (``provide(name, fn)``) gives now."""
+
+
 @attrs.define
+class Started:
+    """When the service started, in reactor seconds (0.0 until it has).
+
+    The one thing about the daemon that is only known once it runs: the App
+    that holds it is built (and frozen) before then.
+    """
+
+    at: float = 0.0
+
+
+@attrs.frozen
 class App:
     """What control surfaces need: read state, make changes through the store.
 
-    ``store`` (flamingo.dispatch.store.Store), ``stats`` (flamingo.dispatch.stats.Stats),
-    ``wader`` (flamingo.stream.wader.Wader) and ``delivery``
-    (flamingo.dispatch: journal backlog, Redis status) are filled in by
-    flamingo.service when the daemon is built.
+    Built by flamingo.service once its parts exist, then never changed:
+    ``store`` (flamingo.dispatch.store.Store), ``stats``
+    (flamingo.dispatch.stats.Stats), ``wader`` (flamingo.stream.wader.Wader),
+    ``delivery`` (flamingo.dispatch: journal backlog, Redis status) and
+    ``rules``. Tests leave out the parts they do not need.
     """
 
     config: Config
     reactor: FlamingoReactor
     store: Store | None = None
-    stats: Stats | None = None
+    stats: StatsSource | None = None
     wader: WaderControl | None = None
     delivery: DeliveryStatus | None = None
     rules: RulesService | None = None  # X filter rules (source: x, stream filter)
-    started_at: float = 0.0
+    started: Started = attrs.field(factory=Started)
+
+    @property
+    def started_at(self) -> float:
+        """When the service started (reactor seconds), 0.0 before it has."""
+        return self.started.at

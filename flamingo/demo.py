@@ -23,12 +23,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import orjson
 
+from flamingo._reactor import maybe_global_reactor
 from flamingo._redis_server import RedisServer, RedisServerError, free_port, redis_server_binary
+from flamingo._types import JsonObject
 
 __all__ = ["RedisServer", "redis_server_binary", "free_port", "describe", "dashboard_url", "main"]
 
@@ -65,9 +66,9 @@ def describe(raw: bytes) -> str:
         return _describe_mastodon(m)
     if "did" in m and "time_us" in m:  # Bluesky (Jetstream)
         c = m.get("commit")
-        commit: dict[str, Any] = c if isinstance(c, dict) else {}
+        commit: JsonObject = c if isinstance(c, dict) else {}
         r = commit.get("record")
-        record: dict[str, Any] = r if isinstance(r, dict) else {}
+        record: JsonObject = r if isinstance(r, dict) else {}
         what = commit.get("collection") or m.get("kind", "?")
         return f"{what:22s} " + " ".join(str(record.get("text", record.get("subject", ""))).split())[:80]
     if isinstance(m.get("data"), dict) or "errors" in m:
@@ -84,7 +85,7 @@ def describe(raw: bytes) -> str:
     return "event   " + raw[:90].decode("utf-8", "replace")
 
 
-def _describe_mastodon(m: dict[str, Any]) -> str:
+def _describe_mastodon(m: JsonObject) -> str:
     """``update  hashtag python @acct: text`` for a Mastodon event as queued."""
     import re
 
@@ -96,7 +97,7 @@ def _describe_mastodon(m: dict[str, Any]) -> str:
     return f"{m['event']:<7} {where} " + orjson.dumps(payload).decode()[:80]
 
 
-def _describe_x(m: dict[str, Any]) -> str:
+def _describe_x(m: JsonObject) -> str:
     """An X API v2 line: a post with its rule tags, a compliance event, an error line."""
     data = m.get("data")
     if not isinstance(data, dict):
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from twisted.internet import defer, reactor, task
+    from twisted.internet.error import ProcessExitedAlready
     from twisted.internet.protocol import ProcessProtocol
     from twisted.python.failure import Failure
 
@@ -310,29 +312,34 @@ def main(argv: list[str] | None = None) -> int:
     ended.addCallback(early_exit)
     stopping = {"now": False}
 
-    @defer.inlineCallbacks
-    def shutdown() -> Any:
+    def kill() -> None:
+        if not ended.called:
+            proc.signalProcess("KILL")
+
+    async def shutdown() -> None:
         stopping["now"] = True
         if loop.running:
             loop.stop()
         if not ended.called:
             try:
                 proc.signalProcess("TERM")
-            except Exception:
-                pass
-            timer = reactor.callLater(15, lambda: ended.called or proc.signalProcess("KILL"))
-            code = yield ended
+            except (ProcessExitedAlready, OSError):
+                pass  # it ended meanwhile: ``ended`` fires
+            timer = reactor.callLater(15, kill)
+            code = await ended
             if timer.active():
                 timer.cancel()
             show()
             say(f"\nflamingod stopped (exit status {code}); {tail.count} events shown, {made()}")
-        yield emu.stop()
+        await emu.stop()
         redis.stop()
 
-    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    # the reactor waits for the Deferred before it stops
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
     if args.seconds:
         reactor.callLater(args.seconds, reactor.stop)
-    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(reactor.stop))
+    running = maybe_global_reactor(None)  # the same reactor, typed: it takes calls from threads
+    signal.signal(signal.SIGTERM, lambda *a: running.callFromThread(running.stop))
     try:
         reactor.run()
     finally:

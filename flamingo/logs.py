@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from twisted.logger import (
     ILogObserver,
@@ -73,7 +73,7 @@ def current_level() -> str:
 class _LevelLogger(Logger):
     """A twisted Logger that drops events below Flamingo's current level."""
 
-    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
         if level < _level:
             return
         super().emit(level, format, **kwargs)
@@ -147,8 +147,8 @@ def format_line(event: LogEvent) -> str:
     if failure is not None:
         try:
             text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
-        except Exception:  # a broken failure must not break logging
-            pass
+        except Exception as e:  # a broken failure must not break logging: the line says so
+            text = f"{text}\n(traceback unavailable: {type(e).__name__})"
     return f"[{when}, {level}] - {text}\n"
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any, TypeVar
+from types import FrameType
+from typing import TypeVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
 
 from flamingo import __version__
 from flamingo._reactor import FlamingoReactor, maybe_global_reactor
@@ -30,6 +32,7 @@ from flamingo.dispatch.dispatcher import build_delivery as _build_delivery
 from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.store import Store
 from flamingo.logs import FlamingoLogs, logger
+from flamingo.sources.xrules.service import RulesService
 from flamingo.sources.xrules.service import build_rules as _build_rules
 from flamingo.stream.source import JournalTail
 from flamingo.stream.wader import Wader
@@ -37,9 +40,11 @@ from flamingo.stream.wader_core import MessageSink
 from flamingo.web.server import web_service
 
 __all__ = ["FlamingoService", "StoreService", "build_store", "build_stats", "build_delivery",
-           "build_wader", "build_web", "build_console"]
+           "build_rules", "build_wader", "build_web", "build_console"]
 
 log = logger("flamingo.service")
+
+T = TypeVar("T")
 
 
 # --- builders: one per part, in start order -----------------------------------
@@ -53,57 +58,43 @@ class StoreService(Service):
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def startService(self) -> Deferred:
-        super().startService()
+    def startService(self) -> Deferred[None]:
+        super().startService()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
         return maybeDeferred(self.store.start)
 
-    def stopService(self) -> Deferred:
-        super().stopService()
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
         return maybeDeferred(self.store.stop)
 
 
-def build_store(app: App) -> IService:
-    """Sets ``app.store`` (flamingo.dispatch.store.Store on Redis); returns its service."""
-    store = app.store = Store.from_config(app.config, reactor=app.reactor)
-    _built(app.stats, "stats").provide("store", store.status)  # re-seeds after an empty Redis
-    return StoreService(store)
+def build_stats(reactor: FlamingoReactor) -> Stats:
+    return Stats(clock=reactor)
 
 
-def build_stats(app: App) -> None:
-    app.stats = Stats(clock=app.reactor)
+def build_store(config: Config, reactor: FlamingoReactor, stats: Stats) -> Store:
+    """flamingo.dispatch.store.Store on Redis; its status feeds ``stats``."""
+    store = Store.from_config(config, reactor=reactor)
+    stats.provide("store", store.status)  # re-seeds after an empty Redis
+    return store
 
 
-T = TypeVar("T")
+def build_delivery(config: Config, reactor: FlamingoReactor, store: Store, stats: Stats) -> DeliveryService:
+    """The delivery service, also the wader's MessageSink: the event log first, then Redis."""
+    return _build_delivery(config, store, stats, reactor=reactor)
 
 
-def _built(part: T | None, name: str) -> T:
-    """A part an earlier ``build_*`` step set on the App (stats first, then the store)."""
-    if part is None:
-        raise RuntimeError(f"app.{name} is needed before it is built")
-    return part
+def build_rules(config: Config, reactor: FlamingoReactor, store: Store, stats: Stats) -> RulesService | None:
+    """The rule book and its reconciler, for an X filter stream only."""
+    rules = _build_rules(config, store, reactor)
+    if rules is not None:  # /meta.json and <ns>:meta:stats show the rule sync
+        stats.provide("rules", rules.status)
+    return rules
 
 
-def build_delivery(app: App) -> tuple[DeliveryService, MessageSink]:
-    """Sets ``app.delivery``; returns (service, MessageSink): the event log first, then Redis."""
-    delivery = _build_delivery(app.config, _built(app.store, "store"), _built(app.stats, "stats"),
-                               reactor=app.reactor)
-    app.delivery = delivery
-    return delivery, delivery
-
-
-def build_wader(app: App, sink: MessageSink, journal: JournalTail | None = None) -> IService:
-    """Sets ``app.wader``; its source resumes from what ``journal`` holds last."""
-    wader = Wader(app.config, app.reactor, app.store, sink, app.stats, journal=journal)
-    app.wader = wader
-    return wader
-
-
-def build_rules(app: App) -> IService | None:
-    """Sets ``app.rules`` for an X filter stream (the rule book and its reconciler)."""
-    app.rules = _build_rules(app.config, _built(app.store, "store"), app.reactor)
-    if app.rules is not None:  # /meta.json and <ns>:meta:stats show the rule sync
-        _built(app.stats, "stats").provide("rules", app.rules.status)
-    return app.rules
+def build_wader(config: Config, reactor: FlamingoReactor, store: Store, sink: MessageSink, stats: Stats,
+                journal: JournalTail | None = None) -> Wader:
+    """The wader; its source resumes from what ``journal`` holds last."""
+    return Wader(config, reactor, store, sink, stats, journal=journal)
 
 
 def build_web(app: App) -> IService | None:
@@ -120,32 +111,37 @@ def build_console(app: App) -> IService | None:
 
 # --- the service ----------------------------------------------------------------
 
+#: What ``signal.signal`` returns: the handler it replaced.
+_Handler = Callable[[int, FrameType | None], object] | int | None
+
 
 class FlamingoService(MultiService):
     """The whole daemon as one service; twistd starts and stops it."""
 
     def __init__(self, config: Config, reactor: FlamingoReactor | None = None, install_signals: bool = False) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
         reactor = maybe_global_reactor(reactor)
         self.config = config
         self.reactor = reactor
         self.install_signals = install_signals
         self.logs = FlamingoLogs(config.logging)
-        self.app = App(config=config, reactor=reactor)
-        self._previous_handlers: dict[int, Any] = {}
-        self.ready: Deferred = Deferred()
+        self._previous_handlers: dict[int, _Handler] = {}
+        self.ready: Deferred[None] = Deferred()
         self._announced = False
 
-        build_stats(self.app)
-        parts: list[tuple[str, IService | None]] = [("store", build_store(self.app))]
-        delivery, sink = build_delivery(self.app)
-        parts.append(("delivery", delivery))
-        parts.append(("rules", build_rules(self.app)))
-        parts.append(("wader", build_wader(self.app, sink, delivery.journal)))
-        parts.append(("web", build_web(self.app)))
-        parts.append(("console", build_console(self.app)))
-        if self.app.rules is not None and self.app.wader is not None:
-            self.app.rules.follow(self.app.wader)  # the filter stream waits for its first rule
+        # the parts first, then the App that hands them to the web and the console
+        stats = build_stats(reactor)
+        store = build_store(config, reactor, stats)
+        delivery = build_delivery(config, reactor, store, stats)
+        rules = build_rules(config, reactor, store, stats)
+        wader = build_wader(config, reactor, store, delivery, stats, delivery.journal)
+        self.app = App(config=config, reactor=reactor, store=store, stats=stats, wader=wader,
+                       delivery=delivery, rules=rules)
+        parts: list[tuple[str, IService | None]] = [
+            ("store", StoreService(store)), ("delivery", delivery), ("rules", rules), ("wader", wader),
+            ("web", build_web(self.app)), ("console", build_console(self.app))]
+        if rules is not None:
+            rules.follow(wader)  # the filter stream waits for its first rule
         for name, part in parts:
             if part is not None:
                 if getattr(part, "name", None) is None:
@@ -154,7 +150,7 @@ class FlamingoService(MultiService):
 
     def privilegedStartService(self) -> None:
         self._announce()
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
 
     def _announce(self) -> None:
         if self._announced:
@@ -170,7 +166,7 @@ class FlamingoService(MultiService):
 
     def startService(self) -> None:
         self._announce()
-        self.app.started_at = self.reactor.seconds()
+        self.app.started.at = self.reactor.seconds()
         if self.install_signals:
             # after the reactor's own handlers (installed once it runs), so ours win
             self.reactor.callWhenRunning(self._install_signals)
@@ -182,15 +178,17 @@ class FlamingoService(MultiService):
         store = next((c for c in children if c.name == "store"), None)
         self.ready = maybeDeferred(store.startService) if store is not None else succeed(None)
 
-        def start_rest(_: Any) -> None:
+        def start_rest(_: None) -> None:
             for child in children:
                 if child is not store and self.running:
                     child.startService()
 
-        self.ready.addErrback(lambda f: log.failure("Store failed to start", f))
-        self.ready.addCallback(start_rest)
+        def failed(f: Failure) -> None:
+            log.failure("Store failed to start", f)
 
-    def stopService(self) -> Deferred:
+        self.ready.addErrback(failed).addCallback(start_rest)
+
+    def stopService(self) -> Deferred[None]:
         """Stop children one after the other, last started first.
 
         Sequential on purpose: the wader has stopped reading (its connections
@@ -200,14 +198,19 @@ class FlamingoService(MultiService):
         log.info("Flamingod stopping")
         self._restore_signals()
         Service.stopService(self)
-        d: Deferred = succeed(None)
+        d: Deferred[None] = succeed(None)
+
+        def stop(_: None, child: IService) -> Deferred[None]:
+            return maybeDeferred(child.stopService)
+
+        def failed(f: Failure, child: IService) -> None:
+            log.failure("Stopping {name} failed", f, name=child.name)
+
         for child in reversed(list(self)):
             if child.running:
-                d.addCallback(lambda _, c=child: maybeDeferred(c.stopService))
-                d.addErrback(lambda f, c=child: log.failure("Stopping {name} failed", f,
-                                                           name=c.name))
+                d.addCallback(stop, child).addErrback(failed, child)
 
-        def done(result: Any) -> Any:
+        def done(result: T) -> T:
             log.info("Flamingod stopped")
             self.logs.stop()
             self._announced = False
@@ -248,7 +251,7 @@ class FlamingoService(MultiService):
             signal.SIGINT: lambda: self.graceful_stop("SIGINT"),
         }
         for signum, action in handlers.items():
-            def handler(_signum: int, _frame: Any, action: Callable[[], None] = action) -> None:
+            def handler(_signum: int, _frame: FrameType | None, action: Callable[[], None] = action) -> None:
                 self.reactor.callFromThread(action)
 
             try:

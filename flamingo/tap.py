@@ -9,7 +9,6 @@ and exit status 1, never a traceback or a page of usage text.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -42,8 +41,8 @@ class Options(usage.Options):
             self.config_obj = load(find_config_file(self["config"]))
         except ConfigError as e:
             raise SystemExit(f"flamingo: config error: {e}") from None
-        parent: Any = getattr(self, "parent", None)
-        if (self.config_obj.pidfile is not None and parent is not None
+        parent: object = getattr(self, "parent", None)  # twistd's ServerOptions, a dict
+        if (self.config_obj.pidfile is not None and isinstance(parent, dict)
                 and parent.get("pidfile") == _TWISTD_DEFAULT_PIDFILE):
             parent["pidfile"] = str(self.config_obj.pidfile)
 

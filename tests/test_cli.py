@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from flamingo import cli
-from flamingo.app import App
+from flamingo.app import App, Started
 from flamingo.config import from_mapping
 from tests.support.parts import FakeWader, make_stats
 from tests.support.processes import clean, keygen, run
@@ -57,7 +57,7 @@ class Daemon(unittest.TestCase):
         self.addCleanup(self.store.stop)
         self.wader = FakeWader()
         self.app = App(self.config, reactor, store=self.store, stats=make_stats(),
-                       wader=self.wader, started_at=1.0)
+                       wader=self.wader, started=Started(1.0))
         self.site = make_site(self.app)
         self.listening = reactor.listenTCP(self.web_port, self.site, interface="127.0.0.1")
         self.addCleanup(self.listening.stopListening)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from flamingo.app import App
+from flamingo.app import App, Started
 from flamingo.config import from_mapping
 from flamingo.console.namespace import build_namespace
 from flamingo.dispatch.stats import Stats
@@ -26,7 +26,7 @@ class CursorStatusTests(SynchronousTestCase):
         self.source.decode(b'{"did":"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa","time_us":1700000000000000,'  # type: ignore[attr-defined]
                            b'"kind":"identity","identity":{}}', False)
         self.app = App(config=config, reactor=self.clock, store=None, stats=self.stats, wader=FakeWader(),
-                       delivery=FakeDelivery(), started_at=1_700_000_000)
+                       delivery=FakeDelivery(), started=Started(1_700_000_000))
 
     def test_status_and_meta(self) -> None:
         status = documents.status_document(self.app, self.clock.seconds())
@@ -57,5 +57,5 @@ class CursorStatusTests(SynchronousTestCase):
     def test_twitter_has_no_cursor(self) -> None:
         config = from_mapping({"username": "u", "password": "p"}, environ={})
         app = App(config=config, reactor=self.clock, store=None, stats=Stats(clock=self.clock),
-                  wader=FakeWader(), delivery=FakeDelivery(), started_at=1)
+                  wader=FakeWader(), delivery=FakeDelivery(), started=Started(1))
         self.assertIsNone(documents.status_document(app, 2)["cursor"])

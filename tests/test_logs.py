@@ -72,3 +72,18 @@ class LevelEverywhereTests(SynchronousTestCase):
         logs.set_level("ERROR")
         Logger(namespace="twisted", observer=pub).info("shown again")
         self.assertEqual(len(seen), 1)
+
+
+class BrokenFailureLineTests(SynchronousTestCase):
+    def test_a_failure_whose_traceback_breaks_still_gives_a_line(self) -> None:
+        from twisted.logger import LogLevel
+
+        from flamingo.logs import format_line
+
+        class Broken:
+            def getTraceback(self) -> str:
+                raise ValueError("no")
+
+        line = format_line({"log_format": "it failed", "log_level": LogLevel.error,
+                            "log_time": 0.0, "log_failure": Broken()})
+        self.assertEqual(line, "[1970-01-01 00:00:00, ERROR] - it failed\n(traceback unavailable: ValueError)\n")

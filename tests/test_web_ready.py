@@ -54,8 +54,11 @@ class ReadyTestCase(unittest.TestCase):
         else:
             self.store = yield make_store(self)
         self.clock = task.Clock()
-        self.app = make_app(_config(self.stuck_after), self.store)
-        self.delivery = self.app.delivery = SinkDelivery()
+        self.delivery = SinkDelivery()
+        self.app = attrs.evolve(make_app(_config(self.stuck_after), self.store), delivery=self.delivery)
+        self.serve()
+
+    def serve(self) -> None:
         self.api = FlamingoApi(self.app, clock=self.clock)
         self.http = StubTreq(self.api.resource())
 
@@ -168,7 +171,8 @@ class OtherReasonTests(ReadyTestCase):
 
     @defer.inlineCallbacks
     def test_store_not_started(self) -> Any:
-        self.app.store = None
+        self.app = attrs.evolve(self.app, store=None)
+        self.serve()
         doc = yield self.get("/ready", 503)
         self.assertEqual(doc["reasons"], [{"reason": "store", "detail": "store not started"}])
 
@@ -209,9 +213,8 @@ class SampleTests(unittest.TestCase):
 
         store = yield make_store(self)
         clock = task.Clock()
-        app = make_app(_config(), store)
-        app.reactor = clock
-        app.delivery = delivery = SinkDelivery()
+        delivery = SinkDelivery()
+        app = attrs.evolve(make_app(_config(), store), reactor=clock, delivery=delivery)
         delivery.redis["backlog"] = 50
         site = make_site(app)
         service = WebService(serverFromString(reactor, "tcp:0:interface=127.0.0.1"), site, clock)

@@ -7,6 +7,7 @@ import os
 import re
 from typing import Any
 
+import attrs
 from twisted.internet import defer, reactor, task, utils
 from twisted.trial import unittest
 
@@ -32,11 +33,10 @@ class XSchemaTests(unittest.TestCase):
         store = yield make_store(self)
         config = from_mapping({"source": "x", "stream": "filter", "bearer_token": "b",
                                "web": {"token": SECRET_TOKEN}}, environ={})
-        app = make_app(config, store)
         book = RuleBook(store, TIERS["pay-per-use"])
         store.on_notice("rules", book.changed)
         rec = Reconciler(book, FakeX(), task.Clock())
-        app.rules = RulesService(book, rec, store, None)
+        app = attrs.evolve(make_app(config, store), rules=RulesService(book, rec, store, None))
         server = Server(self, app)
         workdir = self.mktemp()
         os.makedirs(workdir)

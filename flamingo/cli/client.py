@@ -13,16 +13,26 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
+from flamingo._types import JsonObject, RespReply
+
+if TYPE_CHECKING:  # the config package is imported only when a file is read
+    from flamingo.config import Config
+
 __all__ = ["OK", "REFUSED", "USAGE", "UNREACHABLE", "DEFAULT_URL", "CliError", "ServerSaidNo",
            "Unreachable", "UsageError", "load_config", "resolve_url", "resolve_token", "Client",
-           "RespClient", "quote"]
+           "RespClient", "Reply", "items", "blob", "quote", "expect"]
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 DEFAULT_URL = "http://127.0.0.1:4711"
+
+_T = TypeVar("_T")
+
+#: A RESP reply: a bulk or simple string, an integer, nil, or an array of replies.
+Reply = RespReply
 
 
 # --- errors ---------------------------------------------------------------------
@@ -38,8 +48,8 @@ class CliError(Exception):
 class ServerSaidNo(CliError):
     status: int
     error: str
-    detail: Any = None
-    body: Any = None
+    detail: object = None
+    body: object = None
     code = REFUSED
 
     def __str__(self) -> str:
@@ -68,7 +78,7 @@ class UsageError(CliError):
 # --- configuration ----------------------------------------------------------------
 
 
-def load_config(path: str | None) -> Any:
+def load_config(path: str | None) -> Config | None:
     """The config from ``-c`` (or ./flamingo.yml, ~/flamingo.yml); None when there is none.
 
     A client needs only web/redis/console: when the whole file does not
@@ -106,7 +116,7 @@ def _http_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def resolve_url(args: argparse.Namespace, config: Any, env: dict[str, str]) -> str:
+def resolve_url(args: argparse.Namespace, config: Config | None, env: dict[str, str]) -> str:
     if getattr(args, "url", None):
         return str(args.url).rstrip("/")
     if env.get("FLAMINGO_URL"):
@@ -116,7 +126,7 @@ def resolve_url(args: argparse.Namespace, config: Any, env: dict[str, str]) -> s
     return DEFAULT_URL
 
 
-def resolve_token(config: Any, env: dict[str, str]) -> str | None:
+def resolve_token(config: Config | None, env: dict[str, str]) -> str | None:
     if env.get("FLAMINGO_WEB_TOKEN"):
         return env["FLAMINGO_WEB_TOKEN"]
     return config.web.token if config is not None else None
@@ -133,7 +143,8 @@ class Client:
     token: str | None = attrs.field(default=None, repr=False)
     timeout: float = 10.0
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: object = None) -> object:
+        """The decoded JSON reply (or its text, when it is not JSON)."""
         data = None
         headers = {"Accept": "application/json", "User-Agent": "flamingo-cli"}
         if body is not None:
@@ -159,15 +170,43 @@ class Client:
         except (TimeoutError, OSError) as e:
             raise Unreachable(self.url, getattr(e, "strerror", None) or str(e) or "timed out") from None
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str) -> object:
         return self.request("GET", path)
 
+    def document(self, method: str, path: str, body: object = None) -> JsonObject:
+        """A reply that is a JSON object (every route but the lists and a param's values)."""
+        return expect(self.request(method, path, body), dict, f"{method} {path}")
 
-def _decode(raw: bytes) -> Any:
+    def rows(self, method: str, path: str, body: object = None) -> list[JsonObject]:
+        """A reply that is a JSON list of objects (subscriptions, rules)."""
+        rows = expect(self.request(method, path, body), list, f"{method} {path}")
+        return [expect(r, dict, f"{method} {path}") for r in rows]
+
+
+def expect(value: object, kind: type[_T], what: str) -> _T:
+    """``value`` as the JSON ``kind`` a route answers with; a CliError when it is not."""
+    if not isinstance(value, kind):
+        raise CliError(f"{what}: expected a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _decode(raw: bytes) -> object:
     try:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+def items(reply: Reply) -> list[Reply]:
+    """An array reply's elements (nil, or anything but an array: none)."""
+    return reply if isinstance(reply, list) else []
+
+
+def blob(reply: Reply) -> bytes:
+    """A string reply's bytes (an integer as its digits, nil as empty)."""
+    if isinstance(reply, bytes):
+        return reply
+    return b"" if reply is None or isinstance(reply, list) else str(reply).encode()
 
 
 def quote(name: str) -> str:
@@ -193,7 +232,7 @@ class RespClient:
         self.file.close()
         self.sock.close()
 
-    def command(self, *args: Any, timeout: float | None = None) -> Any:
+    def command(self, *args: str | bytes | int | float, timeout: float | None = None) -> Reply:
         parts = [b"*%d\r\n" % len(args)]
         for a in args:
             b = a if isinstance(a, bytes) else str(a).encode()
@@ -207,7 +246,7 @@ class RespClient:
             raise Unreachable(self.address, getattr(e, "strerror", None) or str(e) or "closed",
                               what="Redis") from None
 
-    def _reply(self) -> Any:
+    def _reply(self) -> Reply:
         line = self.file.readline()
         if not line:
             raise EOFError("connection closed")

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import attrs
 
@@ -26,6 +26,9 @@ from flamingo.cli.client import (
     ServerSaidNo,
     Unreachable,
     UsageError,
+    blob,
+    expect,
+    items,
     quote,
     resolve_token,
     resolve_url,
@@ -33,18 +36,23 @@ from flamingo.cli.client import (
 from flamingo.cli.format import SUB_COLUMNS, flatten, key_values, show_params, show_status, table
 from flamingo.cli.stream_tail import ensure_group, read_group
 
+if TYPE_CHECKING:  # the config package is imported only when a file is read
+    from flamingo.config import Config
+
 __all__ = ["Context", "cmd_status", "cmd_top", "cmd_meta", "cmd_stream", "cmd_subscriptions",
            "cmd_subscribe", "cmd_unsubscribe", "cmd_rules", "cmd_restart", "cmd_tail", "cmd_console",
            "cmd_emulator", "console_address"]
+
+_T = TypeVar("_T")
 
 
 @attrs.define
 class Context:
     args: argparse.Namespace
-    config: Any
+    config: Config | None
     env: dict[str, str]
-    out: Any = attrs.field(factory=lambda: sys.stdout)
-    err: Any = attrs.field(factory=lambda: sys.stderr)
+    out: TextIO = attrs.field(factory=lambda: sys.stdout)
+    err: TextIO = attrs.field(factory=lambda: sys.stderr)
 
     @property
     def json(self) -> bool:
@@ -55,7 +63,7 @@ class Context:
                       resolve_token(self.config, self.env),
                       timeout=float(getattr(self.args, "timeout", None) or 10.0))
 
-    def emit(self, doc: Any, human: Callable[[Any], str]) -> int:
+    def emit(self, doc: _T, human: Callable[[_T], str]) -> int:
         if self.json:
             self.out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         else:
@@ -72,11 +80,11 @@ def cmd_status(ctx: Context) -> int:
 
         client = ctx.client()
         try:
-            return watch(lambda: client.get("/status.json"), show_status, ctx.out,
+            return watch(lambda: client.document("GET", "/status.json"), show_status, ctx.out,
                          ctx.args.interval)
         except KeyboardInterrupt:
             return OK
-    return ctx.emit(ctx.client().get("/status.json"), show_status)
+    return ctx.emit(ctx.client().document("GET", "/status.json"), show_status)
 
 
 def cmd_top(ctx: Context) -> int:
@@ -86,13 +94,13 @@ def cmd_top(ctx: Context) -> int:
     client = ctx.client()
     client.get("/dashboard/data.json")  # a refusal (401) or no daemon at all: say so and exit
     try:
-        return run_top(lambda: client.get("/dashboard/data.json"), ctx.args.interval)
+        return run_top(lambda: client.document("GET", "/dashboard/data.json"), ctx.args.interval)
     except KeyboardInterrupt:
         return OK
 
 
 def cmd_meta(ctx: Context) -> int:
-    return ctx.emit(ctx.client().get("/meta.json"), lambda d: key_values(flatten(d)))
+    return ctx.emit(ctx.client().document("GET", "/meta.json"), lambda d: key_values(flatten(d)))
 
 
 def cmd_stream(ctx: Context) -> int:
@@ -101,7 +109,7 @@ def cmd_stream(ctx: Context) -> int:
     client = ctx.client()
     base = f"/streams/{quote(name)}"
     if a.action is None:
-        doc = client.get(base + ".json")
+        doc = client.document("GET", base + ".json")
         return ctx.emit(doc, lambda d: show_params(d.get("name", name), d.get("params") or {},
                                                    d.get("resource")))
     if a.param is None:
@@ -121,12 +129,13 @@ def cmd_stream(ctx: Context) -> int:
         result = client.request("POST", path, {"remove": values})
     else:
         result = client.request("DELETE", path)
-    doc = {"stream": name, "param": a.param, "values": result}
-    return ctx.emit(doc, lambda d: f"{name} {a.param}: " + (", ".join(result) or "(none)"))
+    values = [str(v) for v in expect(result, list, path)]  # the param's values, as the daemon has them now
+    doc = {"stream": name, "param": a.param, "values": values}
+    return ctx.emit(doc, lambda d: f"{name} {a.param}: " + (", ".join(values) or "(none)"))
 
 
 def cmd_subscriptions(ctx: Context) -> int:
-    subs = ctx.client().get("/subscriptions.json")
+    subs = ctx.client().rows("GET", "/subscriptions.json")
     return ctx.emit(subs, lambda s: table(s, SUB_COLUMNS) if s else "(no subscriptions)")
 
 
@@ -151,7 +160,7 @@ def cmd_subscribe(ctx: Context) -> int:
         body["groups"] = _csv(a.groups)
     if a.rules is not None:
         body["rules"] = _csv(a.rules)
-    sub = ctx.client().request("POST", "/subscriptions.json", body)
+    sub = ctx.client().document("POST", "/subscriptions.json", body)
     return ctx.emit(sub, lambda s: table([s], SUB_COLUMNS))
 
 
@@ -160,7 +169,7 @@ def cmd_unsubscribe(ctx: Context) -> int:
     path = f"/subscriptions/{quote(a.name)}.json" + ("?drop_queue=true" if a.drop_queue else "")
     doc = ctx.client().request("DELETE", path)
 
-    def human(d: Any) -> str:
+    def human(d: object) -> str:
         queue = d.get("queue") if isinstance(d, dict) else None
         if a.drop_queue:
             return f"unsubscribed {a.name}; queue {queue} dropped"
@@ -180,20 +189,20 @@ def cmd_rules(ctx: Context) -> int:
         body: JsonObject = {"value": a.value}
         if a.tag is not None:
             body["tag"] = a.tag
-        rule = client.request("POST", RULES_PATH, body)
+        rule = client.document("POST", RULES_PATH, body)
         return ctx.emit(rule, lambda r: table([r], RULE_COLUMNS))
     if a.action == "remove":
         if (a.value is None) == (a.tag is None):
             raise UsageError("rules remove: give --value V or --tag T (one of the two)")
         query = f"?value={quote(a.value)}" if a.value is not None else f"?tag={quote(a.tag)}"
-        left = client.request("DELETE", RULES_PATH + query)
+        left = client.rows("DELETE", RULES_PATH + query)
         return ctx.emit(left, lambda r: table(r, RULE_COLUMNS) if r else "(no rules left)")
-    rules = client.get(RULES_PATH)
+    rules = client.rows("GET", RULES_PATH)
     return ctx.emit(rules, lambda r: table(r, RULE_COLUMNS) if r else "(no rules)")
 
 
 def cmd_restart(ctx: Context) -> int:
-    doc = ctx.client().request("POST", "/wader/restart.json")
+    doc = ctx.client().document("POST", "/wader/restart.json")
     return ctx.emit(doc, lambda d: "wader restarting (state: "
                     + str(((d or {}).get("wader") or {}).get("name")) + ")")
 
@@ -297,13 +306,14 @@ def cmd_tail(ctx: Context) -> int:
             if not a.peek:
                 raise UsageError(f"{key} is a stream: read it with --group G --consumer C (or --peek)")
             count = a.n if a.n is not None else 10
-            for _, fields in redis.command("XRANGE", key, "-", "+", "COUNT", max(count, 1)) or []:
-                show(_stream_event(fields))
+            for entry in items(redis.command("XRANGE", key, "-", "+", "COUNT", max(count, 1))):
+                _, fields = items(entry)
+                show(_stream_event([blob(f) for f in items(fields)]))
             return OK
         if a.peek:
             count = a.n if a.n is not None else 10
-            for value in redis.command("LRANGE", key, 0, count - 1 if count > 0 else -1) or []:
-                show(value)
+            for value in items(redis.command("LRANGE", key, 0, count - 1 if count > 0 else -1)):
+                show(blob(value))
             return OK
         seen = 0
         idle_since = time.monotonic()
@@ -317,7 +327,7 @@ def cmd_tail(ctx: Context) -> int:
             reply = redis.command("BLPOP", key, f"{wait:.1f}", timeout=wait + 10)
             if reply is None:
                 continue
-            show(reply[1])
+            show(blob(items(reply)[1]))
             seen += 1
             idle_since = time.monotonic()
         return OK

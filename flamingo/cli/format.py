@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from flamingo._types import JsonObject
 
 __all__ = ["table", "flatten", "key_values", "show_params", "show_status", "SUB_COLUMNS"]
 
 
-def _when(t: Any) -> str:
+def _when(t: object) -> str:
     if not isinstance(t, (int, float)) or isinstance(t, bool):
         return "-" if t is None else str(t)
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _cell(v: Any) -> str:
+def _cell(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, (list, tuple)):
@@ -37,16 +36,16 @@ def table(rows: list[JsonObject], columns: Sequence[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
 
 
-def flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def flatten(doc: object, prefix: str = "") -> list[tuple[str, object]]:
     if isinstance(doc, dict) and doc:
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[str, object]] = []
         for k, v in doc.items():
             out += flatten(v, f"{prefix}.{k}" if prefix else str(k))
         return out
     return [(prefix, doc)]
 
 
-def key_values(pairs: Iterable[tuple[str, Any]]) -> str:
+def key_values(pairs: Iterable[tuple[str, object]]) -> str:
     pairs = list(pairs)
     width = max((len(k) for k, _ in pairs), default=0)
     return "\n".join(f"{k.ljust(width)}  {_cell(v) if not isinstance(v, dict) else '-'}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from flamingo.cli.commands import (
     Context,
@@ -54,20 +53,24 @@ class FlamingoParser(argparse.ArgumentParser):
         ns, extras = super().parse_known_args(marked, namespace)
         for key, value in vars(ns).items():
             setattr(ns, key, _unmark(value))
-        return ns, [_unmark(a) for a in extras]
+        return ns, [_unmark_text(a) for a in extras]
 
 
-def _unmark(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_MARK):
-        return value[len(_MARK):]
+def _unmark_text(value: str) -> str:
+    return value[len(_MARK):] if value.startswith(_MARK) else value
+
+
+def _unmark(value: object) -> object:
+    if isinstance(value, str):
+        return _unmark_text(value)
     if isinstance(value, list):
         return [_unmark(v) for v in value]
     return value
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> FlamingoParser:
     """Options every subcommand takes, before or after its name."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = FlamingoParser(add_help=False)
     s = argparse.SUPPRESS
     p.add_argument("-c", "--config", metavar="FILE", default=s,
                    help="flamingo.yml to read web.host/port/token, redis and console from "
@@ -101,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                "`flamingo path/to/flamingo.yml` opens the console, as the original did.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=FlamingoParser)
 
-    def add(name: str, help_: str, func: Callable[[Context], int], **kw: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, parents=[common], **kw)
+    def add(name: str, help_: str, func: Callable[[Context], int], epilog: str | None = None) -> FlamingoParser:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common], epilog=epilog)
         p.set_defaults(func=func)
         return p
 

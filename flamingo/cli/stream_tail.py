@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from flamingo.cli.client import RespClient, ServerSaidNo
+from flamingo.cli.client import Reply, RespClient, ServerSaidNo, blob, items
 
 __all__ = ["read_group", "ensure_group"]
 
@@ -32,15 +31,21 @@ def ensure_group(redis: RespClient, key: str, group: str) -> bool:
         raise
 
 
-def _event(fields: Any) -> bytes | None:
+def _event(fields: Reply) -> bytes | None:
     """The ``event`` field of an entry (None for an entry deleted or trimmed away meanwhile)."""
     if not fields:
         return None
-    it = iter(fields)
+    it = iter(items(fields))
     for k, v in zip(it, it):
         if k == b"event":
-            return bytes(v)
+            return blob(v)
     return None
+
+
+def _entries(reply: Reply) -> Reply:
+    """XREADGROUP's reply for its one stream: that stream's entries."""
+    streams = items(reply)
+    return items(streams[0])[1] if streams else []
 
 
 def read_group(redis: RespClient, key: str, group: str, consumer: str, show: Callable[[bytes], None], *,
@@ -48,10 +53,11 @@ def read_group(redis: RespClient, key: str, group: str, consumer: str, show: Cal
     """Print and acknowledge entries until ``count`` were shown or ``idle`` s passed without one."""
     seen = 0
 
-    def handle(entries: Any) -> int:
+    def handle(entries: Reply) -> int:
         nonlocal seen
         done = 0
-        for entry_id, fields in entries or ():
+        for entry in items(entries):
+            entry_id, fields = items(entry)
             if count is not None and seen >= count:
                 break
             event = _event(fields)
@@ -59,7 +65,7 @@ def read_group(redis: RespClient, key: str, group: str, consumer: str, show: Cal
                 show(event)
                 seen += 1
                 done += 1
-            redis.command("XACK", key, group, entry_id)
+            redis.command("XACK", key, group, blob(entry_id))
         return done
 
     def want() -> int:
@@ -68,7 +74,7 @@ def read_group(redis: RespClient, key: str, group: str, consumer: str, show: Cal
     # 1. what this consumer was given before and did not acknowledge
     while want():
         reply = redis.command("XREADGROUP", "GROUP", group, consumer, "COUNT", want(), "STREAMS", key, "0")
-        entries = reply[0][1] if reply else []
+        entries = _entries(reply)
         if not entries:
             break
         handle(entries)
@@ -77,7 +83,7 @@ def read_group(redis: RespClient, key: str, group: str, consumer: str, show: Cal
     while want():
         # 2. entries other consumers left pending too long (crashed): take them over
         reply = redis.command("XAUTOCLAIM", key, group, consumer, claim_ms, "0-0", "COUNT", want())
-        if handle(reply[1] if reply else []):
+        if handle(items(reply)[1] if reply else []):
             idle_since = time.monotonic()
             continue
         if not want():
@@ -91,6 +97,6 @@ def read_group(redis: RespClient, key: str, group: str, consumer: str, show: Cal
             wait = max(0.1, min(wait, left))
         reply = redis.command("XREADGROUP", "GROUP", group, consumer, "COUNT", want(),
                               "BLOCK", int(wait * 1000), "STREAMS", key, ">", timeout=wait + 10)
-        if reply and handle(reply[0][1]):
+        if reply and handle(_entries(reply)):
             idle_since = time.monotonic()
     return seen

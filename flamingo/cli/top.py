@@ -17,13 +17,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from flamingo._types import JsonObject
+
+if TYPE_CHECKING:  # rich is imported when the view is drawn
+    from rich.console import RenderableType
 
 __all__ = ["BLOCKS", "sparkline", "view", "run_top", "watch"]
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+_T = TypeVar("_T")
+
 STATE_STYLE = {"connected": "bold green", "connecting": "yellow", "retrying": "yellow",
                "waiting_for_params": "yellow", "fatal": "bold red", "stopped": "red"}
 
@@ -42,7 +47,7 @@ def sparkline(values: Sequence[float], width: int) -> str:
                    for v in tail)
 
 
-def _num(v: Any, digits: int = 1) -> str:
+def _num(v: object, digits: int = 1) -> str:
     if isinstance(v, bool) or v is None:
         return "-"
     if isinstance(v, float):
@@ -50,7 +55,7 @@ def _num(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def view(doc: JsonObject, width: int = 80, error: str | None = None) -> Any:
+def view(doc: JsonObject, width: int = 80, error: str | None = None) -> RenderableType:
     """The whole screen for one snapshot (a rich renderable)."""
     from rich.console import Group
     from rich.table import Table
@@ -64,7 +69,7 @@ def view(doc: JsonObject, width: int = 80, error: str | None = None) -> Any:
                          "  ", ("redis ", "dim"),
                          "reachable" if (doc.get("redis") or {}).get("available")
                          else Text("UNREACHABLE", "bold red"))
-    parts: list[Any] = [head]
+    parts: list[RenderableType] = [head]
     if error:
         parts.append(Text(f"daemon not answering: {error} (retrying)", "bold red"))
     if wader.get("message") or wader.get("cause"):
@@ -124,7 +129,7 @@ def _wait_without_keys(timeout: float) -> str:
 
 
 @contextmanager
-def _keys(stream: Any) -> Iterator[Callable[[float], str]]:
+def _keys(stream: TextIO) -> Iterator[Callable[[float], str]]:
     """``read(timeout)`` -> the keys typed within ``timeout`` (cbreak mode on a TTY)."""
     fd = stream.fileno() if hasattr(stream, "fileno") else -1
     if fd < 0 or not os.isatty(fd):
@@ -147,7 +152,7 @@ def _keys(stream: Any) -> Iterator[Callable[[float], str]]:
 
 
 def run_top(fetch: Callable[[], JsonObject], interval: float = 1.0,
-            stdin: Any = None) -> int:
+            stdin: TextIO | None = None) -> int:
     """Draw until ``q``; ``fetch()`` raises OSError-like errors while the daemon is away."""
     from rich.console import Console
     from rich.live import Live
@@ -171,7 +176,7 @@ def run_top(fetch: Callable[[], JsonObject], interval: float = 1.0,
                     return 0
 
 
-def watch(fetch: Callable[[], Any], show: Callable[[Any], str], out: Any,
+def watch(fetch: Callable[[], _T], show: Callable[[_T], str], out: TextIO,
           interval: float = 1.0) -> int:
     """``status --watch``: the plain view again every ``interval`` seconds, until Ctrl-C."""
     tty = hasattr(out, "isatty") and out.isatty()

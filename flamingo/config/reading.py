@@ -21,7 +21,6 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -52,7 +51,7 @@ from flamingo.config.values import (
     Field,
     boolean,
     choice,
-    expand_env,
+    expand_env_mapping,
     fields,
     host_names,
     host_port,
@@ -126,7 +125,7 @@ class Config:
 
     def redacted(self) -> JsonObject:
         """A plain dict of the whole config, secrets shown as '***'."""
-        return _redact(_to_plain(self), "")
+        return _redact(_plain_mapping(self), "")
 
     def secret(self, dotted: str) -> str | None:
         """The value of one secret key (``"password"``, ``"redis.password"``): asked for by name."""
@@ -174,33 +173,34 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
     return attrs.evolve(config, file=path.resolve(), file_secrets=_written_secrets(data))
 
 
-def _written_secrets(data: Any) -> tuple[str, ...]:
+def _written_secrets(data: object) -> tuple[str, ...]:
     """The secret keys whose value is written in the file itself (not only ``${ENV}`` references)."""
     found = []
     for dotted in sorted(SECRET_KEYS):
-        node = data
+        node: object = data
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, (str, int)) and not isinstance(node, bool) and str(node):
             if re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "", str(node).replace("$${", "")):
                 found.append(dotted)
-    url = data.get("api", {}).get("url") if isinstance(data.get("api"), dict) else None
+    api = data.get("api") if isinstance(data, dict) else None
+    url = api.get("url") if isinstance(api, dict) else None
     if isinstance(url, str) and "@" in urlsplit(url).netloc:
         found.append("api.url")
     return tuple(found)
 
 
-def from_mapping(data: Any, environ: Mapping[str, str] | None = None,
+def from_mapping(data: object, environ: Mapping[str, str] | None = None,
                  check_dirs: bool = False) -> Config:
     """Validate a mapping (as parsed from YAML) into a ``Config``."""
     env = os.environ if environ is None else environ
     if not isinstance(data, dict):
         raise ConfigError("", f"the config must be a mapping of keys, got {kind_of(data)}")
-    data = expand_env(data, env, "")
+    expanded = expand_env_mapping(data, env, "")
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
-            set_dotted(data, dotted, env[var])
-    config = _build(data)
+            set_dotted(expanded, dotted, env[var])
+    config = _build(expanded)
     _check_semantics(config)
     if check_dirs:
         _check_dirs(config)
@@ -216,11 +216,11 @@ def _backoff(key: str, v: object, default: Backoff) -> Backoff:
     return b
 
 
-def _build(data: dict[str, Any]) -> Config:
+def _build(data: JsonObject) -> Config:
     top = section("", data, {a.name for a in attrs.fields(Config)} - {"file", "file_secrets"})
     api = fields("api", top.get("api"), {"url": text, "version": text})
     spec = catalog.spec_for(_source(top.get("source"), api.get("version")))
-    kw: dict[str, Any] = fields("", {k: v for k, v in top.items() if k in {
+    kw = fields("", {k: v for k, v in top.items() if k in {
         "username", "password", "stream", "auth", "bearer_token", "data_dir", "pidfile"}}, {
         "username": optional_text, "password": optional_text, "bearer_token": optional_text,
         "stream": lambda k, v: choice(k, v, spec.streams, f" for source: {spec.name}"),
@@ -372,7 +372,7 @@ def _x_section(raw: object, stream: str | None) -> XConfig:
     return XConfig(**x)
 
 
-def _credentials_from_url(kw: dict[str, Any]) -> None:
+def _credentials_from_url(kw: JsonObject) -> None:
     """Move ``user:pass@`` out of api.url into username/password (Basic auth)."""
     api: ApiConfig = kw["api"]
     parts = urlsplit(api.url)
@@ -451,9 +451,17 @@ def start_warnings(c: Config) -> list[str]:
     return out
 
 
-def _to_plain(value: Any) -> Any:
+def _plain_mapping(value: object) -> JsonObject:
+    """An attrs section as the mapping a config file would hold."""
+    cls = type(value)
+    if not attrs.has(cls):
+        raise TypeError(f"not a config section: {cls.__name__}")
+    return {a.name: _to_plain(getattr(value, a.name)) for a in attrs.fields(cls)}
+
+
+def _to_plain(value: object) -> object:
     if attrs.has(type(value)):
-        return {a.name: _to_plain(getattr(value, a.name)) for a in attrs.fields(type(value))}
+        return _plain_mapping(value)
     if isinstance(value, Path):
         return str(value)
     return value

@@ -12,11 +12,11 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from flamingo._types import JsonObject
+from flamingo._types import JsonMapping, JsonObject
 
-__all__ = ["ConfigError", "SECRET_KEYS", "LEVELS", "Field", "kind_of", "expand_env", "set_dotted", "text",
+__all__ = ["ConfigError", "SECRET_KEYS", "LEVELS", "Field", "kind_of", "expand_env", "expand_env_mapping",
+           "set_dotted", "text",
            "optional_text", "integer", "number", "boolean", "choice", "path", "host_port", "section",
            "fields", "sentinels", "host_names", "is_loopback_host", "redact_url", "url", "names", "namespace"]
 
@@ -55,9 +55,10 @@ def kind_of(value: object, key: str = "") -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-def expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
+def expand_env(value: object, env: Mapping[str, str], key: str) -> object:
+    """``${NAME}`` replaced by the variable's value in every string of ``value`` (``$${`` is a literal ``${``)."""
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        return expand_env_mapping(value, env, key)
     if isinstance(value, list):
         return [expand_env(v, env, key) for v in value]
     if isinstance(value, str) and "${" in value:
@@ -70,6 +71,11 @@ def expand_env(value: Any, env: Mapping[str, str], key: str) -> Any:
             return env[name]
         return re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
     return value
+
+
+def expand_env_mapping(value: JsonMapping, env: Mapping[str, str], key: str) -> JsonObject:
+    """:func:`expand_env` over a whole mapping (a config file, a section)."""
+    return {k: expand_env(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
 
 
 def set_dotted(data: JsonObject, dotted: str, value: str) -> None:
@@ -157,13 +163,14 @@ def section(key: str, v: object, allowed: set[str]) -> JsonObject:
     return v
 
 
-Field = Callable[[str, object], Any]
+#: A key's converter: (dotted key, raw value) -> the validated value, or ConfigError.
+Field = Callable[[str, object], object]
 
 
-def fields(prefix: str, raw: object, spec: dict[str, Field]) -> dict[str, Any]:
-    """Validate the keys of one section with per-key converters."""
+def fields(prefix: str, raw: object, spec: dict[str, Field]) -> JsonObject:
+    """Validate the keys of one section with per-key converters: keyword arguments for its attrs class."""
     given = section(prefix, raw, set(spec))
-    out = {}
+    out: JsonObject = {}
     for k, conv in spec.items():
         if k in given and given[k] is not None:  # null = the default
             out[k] = conv(f"{prefix}.{k}" if prefix else k, given[k])

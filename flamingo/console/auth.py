@@ -47,7 +47,7 @@ _KEY_TYPES = (b"ssh-", b"ecdsa-", b"sk-")
 class AuthorizedKeysFile:
     """``authorized_keys``, read again at every login.
 
-    Any user name is accepted; the key decides.  Lines with options
+    Whatever the user name, the key decides.  Lines with options
     (``from=...``, ``command=...``, ``restrict``) are skipped: they ask for
     limits this console cannot enforce, so such keys get no access at all.
     """

@@ -7,7 +7,8 @@ until the result is printed, or ``WAIT_LIMIT`` seconds pass, or Ctrl-C.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import TypeVar
 
 from twisted.conch import manhole
 from twisted.internet import defer
@@ -24,23 +25,26 @@ __all__ = ["WAIT_LIMIT", "FlamingoInterpreter", "FlamingoManhole"]
 #: back (the result is then printed when it arrives).
 WAIT_LIMIT = 10.0
 
+_T = TypeVar("_T")
+
 
 class FlamingoInterpreter(manhole.ManholeInterpreter):
     """Deferreds at top level are waited for and their result printed."""
 
     handler: FlamingoManhole
 
-    def displayhook(self, obj: Any) -> None:
+    def displayhook(self, obj: object) -> None:
         if isinstance(obj, defer.Deferred):
             self.handler.watch(obj, "")
             return
         self.locals["_"] = obj
         if obj is not None:
-            self.write(repr(obj))
+            self.write(repr(obj))  # type: ignore[no-untyped-call]  # conch leaves it untyped
 
-    def excepthook(self, excType: Any, excValue: BaseException, excTraceback: Any) -> None:
+    def excepthook(self, excType: type[BaseException], excValue: BaseException,
+                   excTraceback: TracebackType) -> None:
         if isinstance(excValue, FlamingoError):
-            self.write(describe_error(excValue) + "\n")
+            self.write(describe_error(excValue) + "\n")  # type: ignore[no-untyped-call]  # conch's
         else:
             super().excepthook(excType, excValue, excTraceback)
 
@@ -49,24 +53,24 @@ class FlamingoManhole(manhole.ColoredManhole):
     """A manhole whose prompt waits for the writes a line started."""
 
     def __init__(self, app: App, clock: IReactorTime | None = None) -> None:
-        super().__init__(None)
+        super().__init__(None)  # type: ignore[no-untyped-call]  # conch leaves it untyped
         self.app = app
         self.clock = clock if clock is not None else app.reactor
-        self._waiting: list[defer.Deferred] = []
-        self._held: list[tuple[Any, Any]] | None = None
+        self._pending = 0  # watched writes whose result is not shown yet
+        self._held: list[tuple[object, int | None]] | None = None  # keystrokes typed meanwhile
         self._timer: IDelayedCall | None = None
         self._eof = False
 
     def connectionMade(self) -> None:
         self.namespace = build_namespace(self.app, self.watch)
-        super().connectionMade()
-        self.interpreter = FlamingoInterpreter(self, self.namespace)
+        super().connectionMade()  # type: ignore[no-untyped-call]  # conch leaves it untyped
+        self.interpreter = FlamingoInterpreter(self, self.namespace)  # type: ignore[no-untyped-call]  # conch's
         self.terminal.write(BANNER.encode())
         self.terminal.write(self.ps[self.pn])
 
     def initializeScreen(self) -> None:
         # No screen reset and no prompt here: the banner comes first.
-        self.setInsertMode()
+        self.setInsertMode()  # type: ignore[no-untyped-call]  # conch leaves it untyped
 
     def terminalSize(self, width: int, height: int) -> None:
         # Record only: the stock redraw would erase the banner.
@@ -83,26 +87,26 @@ class FlamingoManhole(manhole.ColoredManhole):
 
     # Results of asynchronous writes ------------------------------------------------
 
-    def watch(self, d: defer.Deferred, label: str) -> None:
+    def watch(self, d: defer.Deferred[_T], label: str) -> None:
         """Print ``d``'s result (or one error line) when it fires."""
         prefix = f"{label} = " if label else ""
 
-        def shown(result: Any) -> None:
+        def shown(result: _T | Failure) -> None:
             if isinstance(result, Failure):
                 text = describe_error(result)
             else:
                 if self.interpreter is not None and not label:
                     self.interpreter.locals["_"] = result
+                value: object = result
                 if label and isinstance(result, dict):  # a stream's params: show this one
-                    result = result.get(label.rsplit(".", 1)[-1], [])
-                text = prefix + repr(result) if result is not None or label else "ok"
+                    value = result.get(label.rsplit(".", 1)[-1], [])
+                text = prefix + repr(value) if value is not None or label else "ok"
             self._show(text)
-            if d in self._waiting:
-                self._waiting.remove(d)
-            if not self._waiting:
+            self._pending -= 1
+            if not self._pending:
                 self._release()
 
-        self._waiting.append(d)
+        self._pending += 1
         d.addBoth(shown)
 
     def _show(self, text: str) -> None:
@@ -110,14 +114,14 @@ class FlamingoManhole(manhole.ColoredManhole):
         if self._held is not None:
             self.terminal.write(data.encode())
         else:
-            self.addOutput(data.encode(), True)
+            self.addOutput(data.encode(), True)  # type: ignore[no-untyped-call]  # conch leaves it untyped
 
     def lineReceived(self, line: bytes) -> None:
         more = self.interpreter.push(line)
         self.pn = bool(more)
-        if self._needsNewline():
+        if self._needsNewline():  # type: ignore[no-untyped-call]  # conch leaves it untyped
             self.terminal.nextLine()
-        if self._waiting:
+        if self._pending:
             self._held = []
             self._timer = self.clock.callLater(WAIT_LIMIT, self._give_up_waiting)
         else:
@@ -144,18 +148,19 @@ class FlamingoManhole(manhole.ColoredManhole):
             if self._held is not None:  # a replayed line started a new wait
                 self._held.append((key, modifier))
             else:
-                super().keystrokeReceived(key, modifier)
+                super().keystrokeReceived(key, modifier)  # type: ignore[no-untyped-call]  # conch's
         if self._held is None and self._eof:
             self.handle_QUIT()
 
-    def keystrokeReceived(self, keyID: Any, modifier: Any) -> None:
+    def keystrokeReceived(self, keyID: object, modifier: int | None) -> None:
+        """``keyID``: the typed bytes, or one of insults' key constants (arrows, F-keys)."""
         if self._held is not None:
             if keyID == manhole.CTRL_C:
                 self._give_up_waiting()
                 return
             self._held.append((keyID, modifier))
             return
-        super().keystrokeReceived(keyID, modifier)
+        super().keystrokeReceived(keyID, modifier)  # type: ignore[no-untyped-call]  # conch's
 
     def eof_received(self) -> None:
         """The client closed its input: leave once pending results are shown."""
@@ -167,4 +172,4 @@ class FlamingoManhole(manhole.ColoredManhole):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # conch leaves it untyped

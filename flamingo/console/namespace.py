@@ -8,8 +8,8 @@ parts are handed out wrapped in :class:`Redacted`, so secrets show as '***'.
 from __future__ import annotations
 
 import pprint
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -25,6 +25,7 @@ from flamingo.web import documents
 if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
     from flamingo.dispatch.store import Store
     from flamingo.domain.subscription import Subscription as Sub
+    from flamingo.sources.xrules.model import Rule
     from flamingo.sources.xrules.service import RulesService
 
 __all__ = ["BANNER", "Watch", "ParamsView", "build_namespace", "ConfigView", "Redacted",
@@ -51,7 +52,16 @@ Flamingo console (Python, inside the running daemon). What is here:
 """
 
 
-Watch = Callable[[defer.Deferred, str], None]
+_T = TypeVar("_T")
+
+#: What a store write gives back: the stream's params once written.
+Params = dict[str, list[str]]
+
+
+class Watch(Protocol):
+    """Shows a write's result (or one error line) when ``d`` fires: the manhole's ``watch``."""
+
+    def __call__(self, d: defer.Deferred[_T], label: str) -> None: ...
 
 
 class ParamsView:
@@ -69,20 +79,20 @@ class ParamsView:
     def __getitem__(self, key: str) -> list[str]:
         return list(self._store().params(self._stream).get(key, []))
 
-    def __setitem__(self, key: str, values: Any) -> None:
+    def __setitem__(self, key: str, values: object) -> None:
         d = self._store().set_param(self._stream, key, _values(values))
         self._watch(d, f"{self._stream}.{key}")
 
     def __delitem__(self, key: str) -> None:
         self._watch(self._store().delete_param(self._stream, key), f"{self._stream}.{key}")
 
-    def add(self, key: str, *values: Any) -> defer.Deferred:
+    def add(self, key: str, *values: object) -> defer.Deferred[Params]:
         return self._store().add_values(self._stream, key, _flat(values))
 
-    def remove(self, key: str, *values: Any) -> defer.Deferred:
+    def remove(self, key: str, *values: object) -> defer.Deferred[Params]:
         return self._store().remove_values(self._stream, key, _flat(values))
 
-    def delete(self, key: str) -> defer.Deferred:
+    def delete(self, key: str) -> defer.Deferred[Params]:
         return self._store().delete_param(self._stream, key)
 
     def keys(self) -> list[str]:
@@ -101,13 +111,15 @@ class ParamsView:
         return repr(self.all())
 
 
-def _values(values: Any) -> list[str]:
+def _values(values: object) -> list[str]:
     if isinstance(values, (str, bytes, int)):
         values = [values]
+    if not isinstance(values, Iterable):
+        raise TypeError(f"'{type(values).__name__}' object is not iterable")
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _flat(values: tuple[Any, ...]) -> list[str]:
+def _flat(values: tuple[object, ...]) -> list[str]:
     out: list[str] = []
     for v in values:
         out.extend(_values(v))
@@ -127,7 +139,7 @@ def _rules(app: App) -> RulesService:
     return app.rules
 
 
-def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
+def build_namespace(app: App, watch: Watch) -> dict[str, object]:
     """The console's names, bound to ``app``; ``watch(d, label)`` shows a write's result."""
 
     class Stream:
@@ -155,13 +167,19 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
             """X filter rules (source: x): value, tag, X's id, status, error."""
             return [r.to_dict() for r in _rules(app).rules()]
 
-        def add_rule(self, value: str, tag: str | None = None) -> defer.Deferred:
+        def add_rule(self, value: str, tag: str | None = None) -> defer.Deferred[JsonObject]:
             """Add an X rule; X follows without a reconnect (a value already there: unchanged)."""
-            return _rules(app).add(value, tag).addCallback(lambda done: done[0].to_dict())
+            def added(done: tuple[Rule, bool]) -> JsonObject:
+                return done[0].to_dict()
 
-        def remove_rule(self, value: str | None = None, tag: str | None = None) -> defer.Deferred:
+            return _rules(app).add(value, tag).addCallback(added)
+
+        def remove_rule(self, value: str | None = None, tag: str | None = None) -> defer.Deferred[list[JsonObject]]:
             """Remove an X rule by value, or every rule with a tag; the rules left."""
-            return _rules(app).remove(value, tag).addCallback(lambda left: [r.to_dict() for r in left])
+            def left(rules: list[Rule]) -> list[JsonObject]:
+                return [r.to_dict() for r in rules]
+
+            return _rules(app).remove(value, tag).addCallback(left)
 
         def __repr__(self) -> str:
             return f"Stream({self.name!r}, params={self.params!r})"
@@ -169,17 +187,17 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
     class Subscription:
         """A subscription to build and ``.save()``; ``all()``/``find()`` read the store."""
 
-        def __init__(self, name: str, **options: Any) -> None:
+        def __init__(self, name: str, **options: object) -> None:
             self.name = str(name)
             self.options = options
 
-        def save(self) -> defer.Deferred:
+        def save(self) -> defer.Deferred[Sub]:
             from flamingo.domain.subscription import Subscription as Sub
 
             sub = Sub.create(self.name, **self.options)
             return _store(app).save_subscription(sub)
 
-        def delete(self, drop_queue: bool = False) -> defer.Deferred:
+        def delete(self, drop_queue: bool = False) -> defer.Deferred[None]:
             return _store(app).delete_subscription(self.name, drop_queue=drop_queue)
 
         @staticmethod
@@ -206,7 +224,7 @@ def build_namespace(app: App, watch: Watch) -> dict[str, Any]:
         """What /status.json shows: the wader's state, backlog, Redis."""
         return Pretty(documents.status_document(app, app.reactor.seconds()))
 
-    def help(obj: Any = None) -> Any:  # noqa: A001 - the console's help
+    def help(obj: object = None) -> Text:  # noqa: A001 - the console's help
         if obj is None:
             return Text(BANNER)
         return Text(getattr(obj, "__doc__", None) or repr(obj))
@@ -234,7 +252,7 @@ class Text(str):
         return str(self).rstrip("\n")
 
 
-class Pretty(dict):
+class Pretty(dict[str, object]):
     """A dict the console prints over several lines."""
 
     def __repr__(self) -> str:
@@ -255,19 +273,19 @@ class NoWader:
 class ConfigView:
     """The config with secrets as '***': ``config``, ``config['redis']``, ``config.redis``."""
 
-    _config: Any
+    _config: Config
 
     def _data(self) -> JsonObject:
         return self._config.redacted()
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> object:
         return self._data()[key]
 
     def secret(self, dotted: str) -> str | None:
         """One secret, asked for by its key: ``config.secret('redis.password')``."""
         return self._config.secret(dotted)
 
-    def __getattr__(self, key: str) -> Any:
+    def __getattr__(self, key: str) -> object:
         if key.startswith("_"):
             raise AttributeError(key)
         try:
@@ -294,11 +312,11 @@ class Redacted:
 
     __slots__ = ("_target",)
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: object) -> None:
         object.__setattr__(self, "_target", target)
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(object.__getattribute__(self, "_target"), name)
+    def __getattr__(self, name: str) -> object:
+        value: object = getattr(object.__getattribute__(self, "_target"), name)
         if name.lstrip("_") in _SECRET_NAMES and value:
             return "***"
         if isinstance(value, Config):
@@ -307,7 +325,7 @@ class Redacted:
             return Redacted(value)
         return value
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         setattr(object.__getattribute__(self, "_target"), name, value)
 
     def __dir__(self) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Mapping as _AbcMapping
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import attrs
 import orjson
@@ -132,7 +132,7 @@ def _haystack(tweet: JsonMapping) -> _Haystack:
     return _Haystack(texts, urls, tags, mentions)
 
 
-def haystack(tweet: Any) -> _Haystack | None:
+def haystack(tweet: object) -> _Haystack | None:
     """What terms are matched against (None when ``tweet`` is not an object).
 
     Built once per tweet and shared by every ``TermMatcher`` that looks at it.
@@ -289,7 +289,7 @@ class TermMatcher:
         return False
 
 
-def _user_id(obj: Any) -> int | None:
+def _user_id(obj: object) -> int | None:
     if _is_map(obj):
         user = obj.get("user")
         uid = user.get("id") if _is_map(user) else None

@@ -7,7 +7,6 @@ Kept apart from store.py so they can be read (and tested) without Redis.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from flamingo.domain import catalog, predicates
 from flamingo.domain.subscription import Subscription
@@ -43,7 +42,7 @@ def change_targets(message: str) -> list[Target] | None:
     return None
 
 
-def param_values(param: str, values: Any) -> list[str]:
+def param_values(param: str, values: object) -> list[str]:
     """A param's values as given (list or comma string) -> sorted, unique strings."""
     if isinstance(values, str):
         values = [v.strip() for v in values.split(",") if v.strip()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import attrs
 import orjson
@@ -34,7 +33,7 @@ MAX_TERM_BYTES = 60
 MAX_TAG_CHARS = 256
 
 
-def _tuple_of_str(field: str, value: Any) -> tuple[str, ...]:
+def _tuple_of_str(field: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in (p.strip() for p in value.split(",")) if v]
     if not isinstance(value, (list, tuple, set, frozenset)):
@@ -60,7 +59,7 @@ class Subscription:
     rules: tuple[str, ...] = ()  # X rule tags: only posts whose matching_rules has one
 
     @classmethod
-    def create(cls, name: Any, **options: Any) -> Subscription:
+    def create(cls, name: object, **options: object) -> Subscription:
         """Validate and build; raises ValidationError naming the field."""
         unknown = set(options) - {"format", "types", "filter", "max_length", "groups", "rules"}
         if unknown:
@@ -143,10 +142,20 @@ class Subscription:
                 "rules": orjson.dumps(list(self.rules)).decode() if self.rules else ""}
 
     @classmethod
-    def from_hash(cls, name: str, fields: Mapping[Any, Any]) -> Subscription:
-        """Decode a hash written by ``to_hash`` (or by hand: comma lists are accepted)."""
+    def from_hash(cls, name: str, fields: Mapping[str, object] | Mapping[bytes, object]) -> Subscription:
+        """Decode a hash written by ``to_hash`` (or by hand: comma lists are accepted).
+
+        Keys are bytes from Redis, str from the store's copy (a str key wins).
+        """
+        named: dict[str, object] = {}
+        for key, value in fields.items():
+            if isinstance(key, str):
+                named[key] = value
+            else:
+                named.setdefault(key.decode("utf-8", "replace"), value)
+
         def get(k: str) -> str:
-            v = fields.get(k, fields.get(k.encode(), ""))
+            v = named.get(k, "")
             return v.decode() if isinstance(v, bytes) else ("" if v is None else str(v))
 
         def lst(k: str) -> Iterable[str] | None:
@@ -165,7 +174,7 @@ class Subscription:
                           groups=lst("groups"), rules=lst("rules"))
 
 
-def _groups(value: Any, fmt: str) -> tuple[str, ...]:
+def _groups(value: object, fmt: str) -> tuple[str, ...]:
     """``groups``: consumer group names, for ``format: stream`` only."""
     groups = tuple(dict.fromkeys(_tuple_of_str("groups", value or ())))
     if groups and fmt != "stream":

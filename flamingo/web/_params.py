@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
@@ -33,7 +32,7 @@ class BadRequest(Exception):
     """Malformed input (REST: 400)."""
 
     message: str
-    detail: Any = None
+    detail: object = None
 
     def __str__(self) -> str:
         return self.message
@@ -90,7 +89,7 @@ def split_values(raw: Iterable[str]) -> list[str]:
     return out
 
 
-def _scalar(name: str, value: Any, in_list: bool = False) -> str:
+def _scalar(name: str, value: object, in_list: bool = False) -> str:
     """A JSON value as the string a query string would have carried.
 
     Strings and numbers only (``null`` alone means "unset"); booleans, nulls

@@ -11,11 +11,10 @@ empty 200): ``_json`` serialises.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -62,7 +61,7 @@ class _ParamName(BaseConverter):
 class ApiError(Exception):
     """An HTTP error answered as ``{"error": ..., "detail": ...}``."""
 
-    def __init__(self, status: int, error: str, detail: Any = None,
+    def __init__(self, status: int, error: str, detail: object = None,
                  headers: dict[bytes, bytes] | None = None) -> None:
         super().__init__(error)
         self.status = status
@@ -71,14 +70,25 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(value: object) -> bytes:
     return json.dumps(value, default=str).encode("ascii")
 
 
-def _json(request: IRequest, value: Any, status: int = 200) -> bytes:
+def _json(request: IRequest, value: object, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", _JSON)
     return _dumps(value)
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _error(failure: Failure, kind: type[_E]) -> _E:
+    """The exception an error handler was registered for (Klein calls it for nothing else)."""
+    exc = failure.value
+    if not isinstance(exc, kind):
+        failure.raiseException()
+    return exc
 
 
 class FlamingoApi:
@@ -116,25 +126,25 @@ class FlamingoApi:
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
-        exc = failure.value
+        exc = _error(failure, ApiError)
         for k, v in exc.headers.items():
             request.setHeader(k, v)
         return _json(request, {"error": exc.error, "detail": exc.detail}, exc.status)
 
     @app.handle_errors(BadRequest)
     def _bad_request(self, request: IRequest, failure: Failure) -> bytes:
-        exc = failure.value
+        exc = _error(failure, BadRequest)
         return _json(request, {"error": exc.message, "detail": exc.detail}, 400)
 
     @app.handle_errors(ValidationError)
     def _invalid(self, request: IRequest, failure: Failure) -> bytes:
-        exc = failure.value
+        exc = _error(failure, ValidationError)
         return _json(request, {"error": str(exc), "detail": {
             "field": exc.field, "message": exc.message, "limit": exc.limit}}, 422)
 
     @app.handle_errors(NotFound)
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
-        exc = failure.value
+        exc = _error(failure, NotFound)
         return _json(request, {"error": str(exc), "detail": {"what": exc.what,
                                                              "name": exc.name}}, 404)
 
@@ -145,14 +155,15 @@ class FlamingoApi:
 
     @app.handle_errors(MethodNotAllowed)
     def _method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = sorted(failure.value.valid_methods or ())
+        allowed = sorted(_error(failure, MethodNotAllowed).valid_methods or ())
         request.setHeader(b"allow", ", ".join(allowed).encode())
         return _json(request, {"error": "method not allowed", "detail": {"allowed": allowed}}, 405)
 
     @app.handle_errors(HTTPException)
     def _http_error(self, request: IRequest, failure: Failure) -> bytes:
-        code = failure.value.code or 500
-        error = "no such route" if code == 404 else (failure.value.name or "error").lower()
+        exc = _error(failure, HTTPException)
+        code = exc.code or 500
+        error = "no such route" if code == 404 else (exc.name or "error").lower()
         return _json(request, {"error": error,
                                "detail": request.path.decode("latin-1", "replace")}, code)
 
@@ -161,7 +172,7 @@ class FlamingoApi:
         log.failure("unhandled error in {method} {path}", failure,
                     method=request.method.decode("latin-1"),
                     path=request.path.decode("latin-1", "replace"))
-        return _json(request, {"error": "internal error", "detail": failure.type.__name__}, 500)
+        return _json(request, {"error": "internal error", "detail": type(failure.value).__name__}, 500)
 
     # --- reading helpers --------------------------------------------------------
 
@@ -223,15 +234,14 @@ class FlamingoApi:
         return _json(request, self._stream_doc(self._stream(name)))
 
     @app.route("/streams/<name>.json", methods=["PUT"])
-    @inlineCallbacks
-    def put_stream(self, request: IRequest, name: str) -> Any:
+    async def put_stream(self, request: IRequest, name: str) -> bytes:
         name = self._stream(name)
         given = self._params(request)
         new = {k: _params.split_values(given.raw(k)) for k in given.names() if k != "name"}
         if not new:
             raise BadRequest("no params given", {"example": "track=a,b&follow=1,2"})
         store = self._writable()
-        yield store.set_params(name, new)
+        await store.set_params(name, new)
         log.info("Set {keys} on stream {stream}", keys=",".join(sorted(new)), stream=name)
         return _json(request, {**self._stream_doc(name), "wader": self._wader_state()})
 
@@ -247,8 +257,7 @@ class FlamingoApi:
         return _json(request, self.store.params(name).get(key, []))
 
     @app.route("/streams/<name>/<param:key>.json", methods=["POST"])
-    @inlineCallbacks
-    def post_param(self, request: IRequest, name: str, key: str) -> Any:
+    async def post_param(self, request: IRequest, name: str, key: str) -> bytes:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values", "add", "remove"))
@@ -260,14 +269,13 @@ class FlamingoApi:
             raise BadRequest("give values=A,B or add=A,B and/or remove=C", {"param": key})
         store = self._writable()
         if add:
-            yield store.add_values(name, key, add)
+            await store.add_values(name, key, add)
         if remove and key in store.params(name):  # removing what is not there: a no-op
-            yield store.remove_values(name, key, remove)
+            await store.remove_values(name, key, remove)
         return self._param_result(request, name, key)
 
     @app.route("/streams/<name>/<param:key>.json", methods=["PUT"])
-    @inlineCallbacks
-    def put_param(self, request: IRequest, name: str, key: str) -> Any:
+    async def put_param(self, request: IRequest, name: str, key: str) -> bytes:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values",))
@@ -275,12 +283,11 @@ class FlamingoApi:
         if values is None:
             raise BadRequest("give values=A,B", {"param": key})
         store = self._writable()
-        yield store.set_param(name, key, values)
+        await store.set_param(name, key, values)
         return self._param_result(request, name, key)
 
     @app.route("/streams/<name>/<param:key>.json", methods=["DELETE"])
-    @inlineCallbacks
-    def delete_param(self, request: IRequest, name: str, key: str) -> Any:
+    async def delete_param(self, request: IRequest, name: str, key: str) -> bytes:
         name = self._stream(name)
         given = self._params(request)
         _params.check_known(given, ("values",))
@@ -289,9 +296,9 @@ class FlamingoApi:
         if key not in store.params(name):
             pass  # as the original: deleting an unset param answers []
         elif values:
-            yield store.remove_values(name, key, values)
+            await store.remove_values(name, key, values)
         else:
-            yield store.delete_param(name, key)
+            await store.delete_param(name, key)
         return self._param_result(request, name, key)
 
     @app.route("/subscriptions.json", methods=["GET"])
@@ -300,8 +307,7 @@ class FlamingoApi:
         return _json(request, [self._subscription_doc(subs[n]) for n in sorted(subs)])
 
     @app.route("/subscriptions.json", methods=["POST"])
-    @inlineCallbacks
-    def post_subscription(self, request: IRequest) -> Any:
+    async def post_subscription(self, request: IRequest) -> bytes:
         from flamingo.domain.subscription import Subscription
 
         given = self._params(request)
@@ -311,7 +317,7 @@ class FlamingoApi:
             raise BadRequest("give name=N", {"field": "name"})
         sub = Subscription.create(name, **_subscription_options(given))
         store = self._writable()
-        yield store.save_subscription(sub)
+        await store.save_subscription(sub)
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["GET"])
@@ -319,8 +325,7 @@ class FlamingoApi:
         return _json(request, self._subscription_doc(self._subscription(name)))
 
     @app.route("/subscriptions/<name>.json", methods=["PATCH"])
-    @inlineCallbacks
-    def patch_subscription(self, request: IRequest, name: str) -> Any:
+    async def patch_subscription(self, request: IRequest, name: str) -> bytes:
         from flamingo.domain.subscription import Subscription
 
         old = self._subscription(name)
@@ -336,31 +341,29 @@ class FlamingoApi:
         options.update(changes)
         sub = Subscription.create(name, **options)
         store = self._writable()
-        yield store.save_subscription(sub)
+        await store.save_subscription(sub)
         return _json(request, self._subscription_doc(sub))
 
     @app.route("/subscriptions/<name>.json", methods=["DELETE"])
-    @inlineCallbacks
-    def delete_subscription(self, request: IRequest, name: str) -> Any:
+    async def delete_subscription(self, request: IRequest, name: str) -> bytes:
         sub = self._subscription(name)
         given = self._params(request)
         _params.check_known(given, ("drop_queue",))
         drop = _params.parse_bool("drop_queue", given.one("drop_queue"))
         store = self._writable()
-        yield store.delete_subscription(name, drop_queue=drop)
+        await store.delete_subscription(name, drop_queue=drop)
         return _json(request, {**self._subscription_doc(sub), "deleted": True,
                                "queue_dropped": drop})
 
     # --- new routes ------------------------------------------------------------
 
     @app.route("/streams/filter/rules.json", methods=["GET", "POST", "DELETE"])
-    @inlineCallbacks
-    def filter_rules(self, request: IRequest) -> Any:
+    async def filter_rules(self, request: IRequest) -> bytes:
         rules = self.flamingo.rules
         if rules is None:
             raise ApiError(404, "no filter rules here: they are for source: x, stream: filter",
                            {"source": self.config.source, "stream": self.config.stream})
-        status, body = yield rules_api.handle(rules, request.method.decode("latin-1"), self._params(request))
+        status, body = await rules_api.handle(rules, request.method.decode("latin-1"), self._params(request))
         return _json(request, body, status)
 
     @app.route("/status.json", methods=["GET"])

@@ -22,7 +22,6 @@ import hmac
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.web.iweb import IRequest
@@ -93,7 +92,7 @@ def authenticates(request: IRequest, token: str) -> bool:
     return False
 
 
-def credential(token: str) -> Callable[[Any], bool]:
+def credential(token: str) -> Callable[[IRequest], bool]:
     """:func:`authenticates` as a one-argument check, for an API guard's list of
     credential sources (next to the Bearer header)."""
     return lambda request: authenticates(request, token)

@@ -57,13 +57,19 @@ def streams(app: App) -> JsonObject:
 
 def cursor_status(app: App) -> JsonObject | None:
     """Jetstream's resume cursor and lag (None for sources without a cursor)."""
-    return app.stats.provided("cursor") if app.stats is not None else None
+    return _provided(app, "cursor")
 
 
 def gap_fill_status(app: App) -> JsonObject | None:
     """Mastodon's gap fills: counts, the last fill per stream, the newest ids, the REST
     budget (None for sources without gap filling)."""
-    return app.stats.provided("gap_fill") if app.stats is not None else None
+    return _provided(app, "gap_fill")
+
+
+def _provided(app: App, name: str) -> JsonObject | None:
+    """A part's status document, as the stats hold its provider (None without one)."""
+    doc = app.stats.provided(name) if app.stats is not None else None
+    return doc if isinstance(doc, dict) else None
 
 
 def process_info(app: App, now: float) -> JsonObject:

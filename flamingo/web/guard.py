@@ -25,12 +25,12 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
 
 from flamingo.config import WebConfig, is_loopback_host
 from flamingo.logs import logger
@@ -54,7 +54,7 @@ class Refusal:
 
     status: int
     error: str
-    detail: Any = None
+    detail: object = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def render(self, request: IRequest) -> bytes:
@@ -161,7 +161,7 @@ def _body_size(request: IRequest) -> int:
         return 0
     pos = content.tell()
     content.seek(0, 2)
-    size = content.tell()
+    size: int = content.tell()
     content.seek(pos)
     return size
 
@@ -177,7 +177,7 @@ class Guard(Resource):
     isLeaf = True
 
     def __init__(self, inner: IResource, web: WebConfig) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted leaves Resource untyped
         self.inner = inner
         self.hosts = HostRule.from_config(web)
         self.max_body = web.max_body
@@ -216,16 +216,18 @@ class Guard(Resource):
                             "size": size})
         return None
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: Request) -> bytes | int:
+        """The refusal, else the route's answer (bytes, or NOT_DONE_YET while a Deferred runs)."""
         started = time.monotonic()
         request.notifyFinish().addBoth(_log_request, request, started, self.quiet_paths)
         refused = self.refusal(request)
         if refused is not None:
             return refused.render(request)
-        return self.inner.render(request)
+        answer: bytes | int = self.inner.render(request)
+        return answer
 
 
-def _log_request(result: Any, request: IRequest, started: float,
+def _log_request(result: object, request: Request, started: float,
                  quiet_paths: frozenset[str] = frozenset()) -> None:
     path = urlsplit(request.uri.decode("latin-1")).path
     emit = log.debug if path in quiet_paths else log.info

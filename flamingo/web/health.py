@@ -15,13 +15,12 @@ cannot read, a checkpoint that never advances — shows here as a reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from flamingo._types import JsonMapping, JsonObject
-from flamingo.app import App
+from flamingo.app import App, WaderControl
 
 __all__ = ["liveness", "Reason", "REASONS", "ProgressWatch", "assess", "Readiness"]
 
@@ -80,17 +79,17 @@ class ProgressWatch:
     The first observation counts as movement (nothing is known before it).
     """
 
-    checkpoint: Any = None
+    checkpoint: object = None
     moved_at: float | None = None
 
-    def observe(self, checkpoint: Any, backlog: float | None, now: float) -> float:
+    def observe(self, checkpoint: object, backlog: float | None, now: float) -> float:
         if self.moved_at is None or not backlog or checkpoint != self.checkpoint:
             self.checkpoint = checkpoint
             self.moved_at = now
         return self.moved_at
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
@@ -110,7 +109,7 @@ def stalled_for(sink: JsonMapping | None, backlog: float | None, now: float,
 
 
 def assess(*, status: JsonMapping | None, store_available: bool | None,
-           wader: Any, stalled: float, stuck_after: float) -> list[Reason]:
+           wader: WaderControl | None, stalled: float, stuck_after: float) -> list[Reason]:
     """The reasons not to be ready (empty: ready). Pure."""
     reasons: list[Reason] = []
     journal = _journal_check(status)

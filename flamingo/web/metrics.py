@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -31,7 +31,7 @@ __all__ = ["FlamingoCollector", "Metrics", "WADER_STATES"]
 WADER_STATES = ("connecting", "connected", "retrying", "fatal", "waiting_for_params", "stopped")
 
 
-def _num(value: Any) -> float | None:
+def _num(value: object) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
@@ -39,7 +39,7 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def _get(d: Any, *path: str) -> Any:
+def _get(d: object, *path: str) -> object:
     for key in path:
         if not isinstance(d, Mapping):
             return None
@@ -47,7 +47,7 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
-def _first(d: Any, *paths: tuple[str, ...]) -> Any:
+def _first(d: object, *paths: tuple[str, ...]) -> object:
     for path in paths:
         v = _get(d, *path)
         if v is not None:

@@ -9,10 +9,7 @@ reconciler, without reconnecting the stream.
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet import defer
-
+from flamingo._types import JsonObject
 from flamingo.sources.xrules.service import RulesService
 from flamingo.web import _params
 from flamingo.web._params import RequestParams
@@ -20,8 +17,7 @@ from flamingo.web._params import RequestParams
 __all__ = ["handle"]
 
 
-@defer.inlineCallbacks
-def handle(rules: RulesService, method: str, given: RequestParams) -> Any:
+async def handle(rules: RulesService, method: str, given: RequestParams) -> tuple[int, JsonObject | list[JsonObject]]:
     """-> (status, JSON body) for one request."""
     if method == "GET":
         _params.check_known(given, ())
@@ -29,7 +25,7 @@ def handle(rules: RulesService, method: str, given: RequestParams) -> Any:
     _params.check_known(given, ("value", "tag"))
     value, tag = given.one("value"), given.one("tag")
     if method == "POST":
-        rule, created = yield rules.add("" if value is None else value, tag)
+        rule, created = await rules.add("" if value is None else value, tag)
         return (201 if created else 200), rule.to_dict()
-    left = yield rules.remove(value, tag)
+    left = await rules.remove(value, tag)
     return 200, [r.to_dict() for r in left]

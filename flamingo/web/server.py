@@ -4,10 +4,9 @@ once-a-second sample that times a stalled sink for ``/ready``."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
@@ -47,15 +46,24 @@ class BoundedRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         self.body_bytes += len(data)
         if self.body_bytes <= self.max_body:
-            super().handleContentChunk(data)
+            super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # twisted leaves it untyped
+
+
+def _bounded(limit: int) -> type[BoundedRequest]:
+    """A BoundedRequest class whose limit is ``limit`` bytes (a Site makes its requests from a class)."""
+
+    class Bounded(BoundedRequest):
+        max_body = limit
+
+    Bounded.__name__ = Bounded.__qualname__ = "BoundedRequest"
+    return Bounded
 
 
 def make_site(app: App) -> FlamingoSite:
     api = FlamingoApi(app)
-    site = FlamingoSite(api.resource())
+    site = FlamingoSite(api.resource())  # type: ignore[no-untyped-call]  # twisted leaves Site untyped
     site.api = api
-    site.requestFactory = type("BoundedRequest", (BoundedRequest,),
-                               {"max_body": app.config.web.max_body})
+    site.requestFactory = _bounded(app.config.web.max_body)
     site.noisy = False
     return site
 
@@ -71,19 +79,20 @@ class WebService(StreamServerEndpointService):
     probe instead of from when it stopped moving."""
 
     def __init__(self, endpoint: IStreamServerEndpoint, site: FlamingoSite, clock: IReactorTime) -> None:
-        super().__init__(endpoint, site)
+        super().__init__(endpoint, site)  # type: ignore[no-untyped-call]  # twisted leaves it untyped
         self._sample = LoopingCall(site.api.readiness.stalled)
         self._sample.clock = clock
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
         self._sample.start(SAMPLE_INTERVAL, now=True).addErrback(
             lambda f: log.failure("readiness sample", f))
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[None] | None:
         if self._sample.running:
             self._sample.stop()
-        return super().stopService()
+        stopped: Deferred[None] | None = super().stopService()  # type: ignore[no-untyped-call]  # twisted's
+        return stopped
 
 
 def web_service(app: App) -> Service:
@@ -91,5 +100,5 @@ def web_service(app: App) -> Service:
     web = app.config.web
     endpoint = serverFromString(app.reactor, endpoint_description(web.host, web.port))
     service = WebService(endpoint, make_site(app), app.reactor)
-    service.setName("web")
+    service.setName("web")  # type: ignore[no-untyped-call]  # twisted leaves it untyped
     return service

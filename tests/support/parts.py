@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 from twisted.internet import defer, reactor
 
-from flamingo.app import App
+from flamingo.app import App, Started
 from flamingo.config import Config, from_mapping
 from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.store import Store
@@ -100,4 +100,4 @@ def make_store(testcase: Any, redis_port: int | None = None, timeout: float = 2.
 
 def make_app(config: Config, store: Any) -> App:
     return App(config=config, reactor=reactor, store=store, stats=make_stats(),
-               wader=FakeWader(), delivery=FakeDelivery(), started_at=reactor.seconds() - 5)
+               wader=FakeWader(), delivery=FakeDelivery(), started=Started(reactor.seconds() - 5))
