@@ -251,3 +251,13 @@ class LikeBaselineTests(SynchronousTestCase):
         self.assertTrue(naive_matches({"text": "I LOVE tea"}))
         self.assertFalse(naive_matches({"text": "lovely pythons", "user": {"description": "coffee"}}))
         self.assertTrue(naive_matches({"text": "RT", "retweeted_status": {"extended_tweet": {"full_text": "coffee!"}}}))
+
+
+class HotpathMicroTests(SynchronousTestCase):
+    def test_measures_every_hot_spot(self) -> None:
+        from bench.hotpath_micro import corpus, measure
+
+        got = measure(corpus(40), repeat=1)
+        self.assertEqual(set(got), {"frame_plain_us", "frame_gzip_us", "match_plain_words_us",
+                                    "match_token_set_us", "route_scenario2_us"})
+        self.assertTrue(all(v >= 0 for v in got.values()))
