@@ -1,9 +1,12 @@
-"""The HTTP stream's socket is read in READ_BYTES pieces (Twisted's default is 64 KiB)."""
+"""The HTTP stream's socket is read in READ_BYTES pieces (Twisted's default is 64 KiB), but for gzip."""
+
+from __future__ import annotations
 
 from twisted.internet import abstract
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial import unittest
 
+from flamingo.stream.framing import StreamDecoder
 from flamingo.stream.http_lines import READ_BYTES, _Body
 
 
@@ -22,6 +25,7 @@ class _Proxy(StringTransport):
 
 class _Link:
     pump = None
+    decoder: StreamDecoder | None = None
 
 
 class ReadSizeTests(unittest.SynchronousTestCase):
@@ -31,6 +35,13 @@ class ReadSizeTests(unittest.SynchronousTestCase):
         self.assertEqual(sock.bufferSize, READ_BYTES)
         self.assertGreater(READ_BYTES, abstract.FileDescriptor.bufferSize)
         self.assertEqual(abstract.FileDescriptor.bufferSize, 64 * 1024)  # the class is left alone
+
+    def test_gzip_body_keeps_twisted_reads(self) -> None:
+        sock = _Descriptor(reactor=MemoryReactor())
+        link = _Link()
+        link.decoder = StreamDecoder(gzip=True)
+        _Body(link).makeConnection(_Proxy(sock))  # type: ignore[arg-type]
+        self.assertEqual(sock.bufferSize, 64 * 1024)
 
     def test_other_transports_are_left_alone(self) -> None:
         transport = _Proxy(object())

@@ -347,6 +347,11 @@ class StreamDecoder:
         self.last_step_cost = 0  # its work: bytes, plus LINE_COST per line not bulk-counted
         self.broken = False
 
+    @property
+    def gzip(self) -> bool:
+        """The body is gzip-compressed."""
+        return self._gzip is not None
+
     def push(self, data: bytes) -> None:
         if data and not self.broken:
             self._input.append(data)

@@ -38,9 +38,9 @@ __all__ = ["HttpExchange", "HttpLineLink", "LineRules", "LineStats", "QuietEndpo
 log = logger("flamingo.wader")
 
 MAX_ERROR_BODY = 4096
-#: bytes asked of the stream's socket per read (Twisted reads 64 KiB): at full speed a
-#: read is a batch, and every batch has fixed costs (the HTTP and chunked-decoding calls,
-#: a journal write, a Redis transaction); the pump still bounds the work per turn
+#: bytes asked of the stream's socket per read of a plain body (Twisted reads 64 KiB): at
+#: full speed a read is a batch, and every batch has fixed costs (the HTTP and chunked-decoding
+#: calls, a journal write, a Redis transaction); the pump still bounds the work per turn
 READ_BYTES = 256 * 1024
 
 
@@ -101,9 +101,11 @@ class _Body(Protocol):
     def connectionMade(self) -> None:
         if self.link.pump is not None:
             self.link.pump.producer = self.transport
-        # the response's socket, behind Twisted's TransportProxyProducer: larger reads
+        # the response's socket, behind Twisted's TransportProxyProducer: larger reads of a
+        # plain body (64 KiB of gzip is already ~360 KiB of events: larger reads cost more there)
         sock = getattr(self.transport, "_producer", None)
-        if isinstance(sock, abstract.FileDescriptor):
+        decoder = self.link.decoder
+        if isinstance(sock, abstract.FileDescriptor) and not (decoder is not None and decoder.gzip):
             sock.bufferSize = READ_BYTES
 
     def dataReceived(self, data: bytes) -> None:
