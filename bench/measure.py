@@ -23,24 +23,26 @@ __all__ = ["QueueCounter", "ProcSampler", "StageProbe", "count_lines", "Window",
 class QueueCounter:
     """Exact per-queue event counts while draining the queues."""
 
-    def __init__(self, client, keys: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client, keys: Sequence[str], side: Sequence[str] = ()) -> None:  # type: ignore[no-untyped-def]
         self.client = client
         self.keys = list(keys)
-        self.totals = {k: 0 for k in self.keys}
+        self.side = [k for k in side if k not in self.keys]  # drained and counted, not in ``delivered``
+        self.totals = {k: 0 for k in self.keys + self.side}
 
     def poll(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=True)
-        for k in self.keys:
+        every = self.keys + self.side
+        for k in every:
             pipe.llen(k)
             pipe.unlink(k)
         replies = pipe.execute()
-        for i, k in enumerate(self.keys):
+        for i, k in enumerate(every):
             self.totals[k] += int(replies[2 * i])
         return dict(self.totals)
 
     def delivered(self) -> int:
-        """Events in every counted queue (the slowest queue's count)."""
-        return min(self.totals.values()) if self.totals else 0
+        """Events in every counted queue (the slowest queue's count; ``side`` queues aside)."""
+        return min(self.totals[k] for k in self.keys) if self.keys else 0
 
 
 class ProcSampler:
@@ -102,12 +104,24 @@ def count_lines(directory: Path) -> int:
 class StageProbe:
     """The daemon's CPU seconds per stage, now: ``/meta.json``'s ``cpu`` (the daemon counts
     them per batch: see ``flamingo/dispatch/stages.py``) and, from ``/proc``, its main
-    (reactor) thread against all its other threads (journal writer, fsync and gzip pool)."""
+    (reactor) thread against all its other threads (journal writer, fsync and gzip pool);
+    with ``others`` (name -> pid), the CPU seconds of those whole processes as
+    ``<name>_process`` (the redis-server and the emulator sharing the machine)."""
 
-    def __init__(self, pid: int, meta_url: str | None) -> None:
+    def __init__(self, pid: int, meta_url: str | None, others: dict[str, int] | None = None) -> None:
         self.pid = pid
         self.meta_url = meta_url
+        self.others = dict(others or {})  # name -> pid of another process on the machine (redis, emulator)
         self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _process(self, pid: int) -> float | None:
+        """A whole process's CPU seconds (all its threads), from ``/proc/<pid>/stat``."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
 
     def _threads(self) -> dict[str, float]:
         main = other = 0.0
@@ -130,6 +144,10 @@ class StageProbe:
 
     def read(self) -> dict[str, float]:
         out = self._threads()
+        for name, pid in self.others.items():
+            cpu = self._process(pid)
+            if cpu is not None:
+                out[f"{name}_process"] = cpu
         if self.meta_url:
             import json
             import urllib.request

@@ -74,6 +74,7 @@ class Scenario:
     gzip: bool
     source: str = "twitter"  # x: bench/xscenario.py (no v1.1 limits or baseline for its data)
     sustained: bool = False  # one long run (Settings.sustained_seconds): first vs last windows
+    like_baseline: bool = False  # also a baseline doing these subscriptions the naive way (baseline --subs4)
 
     @property
     def data(self) -> tuple[str, bool]:
@@ -91,7 +92,7 @@ SCENARIOS = (
     Scenario("1", "realistic tweets, 1 raw subscription", "realistic", (RAW,), False),
     Scenario("2", "realistic tweets, 4 subscriptions", "realistic",
              (RAW, SubSpec("env", "envelope"), SubSpec("jobs", "resque"),
-              SubSpec("terms", "raw", filter=("love", "python", "coffee"))), False),
+              SubSpec("terms", "raw", filter=("love", "python", "coffee"))), False, like_baseline=True),
     Scenario("3", "small tweets (~300 B), 1 raw subscription", "small", (RAW,), False),
     Scenario("4", "realistic tweets, gzip on, 1 raw subscription", "realistic", (RAW,), True),
     Scenario("5", "realistic tweets, 1 raw subscription, sustained", "realistic", (RAW,), False, sustained=True),
@@ -191,6 +192,9 @@ class Bench:
             self._guard(f"limits {size} gzip={gzip}", lambda: self.measure_limits(size, gzip))
             if self.baseline:
                 self._guard(f"baseline {size} gzip={gzip}", lambda: self.measure_baseline(size, gzip))
+                if any(sc.like_baseline and sc.data == (size, gzip) for sc in self.scenarios):
+                    self._guard(f"baseline {size} gzip={gzip}, four subscriptions",
+                                lambda: self.measure_baseline(size, gzip, subs4=True))
         for sc in self.scenarios:
             self._guard(f"scenario {sc.key}", lambda: self.measure_scenario(sc))
         if self.latency:
@@ -241,21 +245,29 @@ class Bench:
             for _ in range(self.s.limit_reads)])
 
     # -- the baseline -----------------------------------------------------
-    def measure_baseline(self, size: str, gzip: bool) -> None:
+    def measure_baseline(self, size: str, gzip: bool, subs4: bool = False) -> None:
+        """The naive consumer on the same stream; ``subs4``: scenario 2's four subscriptions
+        (results key ``<data>+subs4``), else one raw queue (key ``<data>``)."""
         emu = self.emulator(size)
         queue = "baseline:queue"
+        from bench.baseline import SUBS4_SUFFIXES
+
+        full = [f"{queue}:{x}" for x in SUBS4_SUFFIXES if x != "terms"] if subs4 else [queue]
         total = self.s.warmup_seconds + self.s.rounds * self.s.round_seconds + 10
         argv = [venv_python(), "-m", "bench.baseline", emu.stream_url, "--user", USER,
                 "--password", PASSWORD, "--redis-port", str(self.redis.port), "--queue", queue,
                 "--out", str(self.tmp / "baseline.jsonl"), "--seconds", str(total)]
         if gzip:
             argv.append("--gzip")
+        if subs4:
+            argv.append("--subs4")
         proc = children.spawn(argv, name="baseline", cwd=ROOT)
         self._pin(proc, "daemon")  # the baseline gets the daemon's place
         try:
             sampler = ProcSampler(proc.pid)
             noise = NoiseMeter()
-            windows = measure_windows(QueueCounter(self.r, [queue]), self.s.rounds, self.s.round_seconds,
+            counter = QueueCounter(self.r, full, side=[f"{queue}:terms"] if subs4 else ())
+            windows = measure_windows(counter, self.s.rounds, self.s.round_seconds,
                                       warmup_events=1, max_seconds=self.s.max_step_seconds,
                                       sampler=sampler, alive=lambda: proc.poll() is None,
                                       warmup_seconds=self.s.warmup_seconds)
@@ -266,11 +278,14 @@ class Bench:
             children.stop(proc)
             emu.stop()
             (self.tmp / "baseline.jsonl").unlink(missing_ok=True)
-        self.results["baselines"][f"{size}{'+gzip' if gzip else ''}"] = {
+        self.results["baselines"][f"{size}{'+gzip' if gzip else ''}{'+subs4' if subs4 else ''}"] = {
             "events_per_s": round(_median([w.rate for w in windows]), 1),
+            "cpu_s_per_million": round(sum(w.cpu for w in windows) / max(1, sum(w.events for w in windows)) * 1e6, 2),
             "windows": [w.to_dict() for w in windows],
             "peak_rss_mb": round(sampler.peak_rss / 1e6, 1),
             "foreign_cores": foreign,
+            "mode": "four subscriptions, naive (baseline --subs4)" if subs4 else "one raw queue",
+            "queue_totals": dict(counter.totals),
         }
 
     # -- Flamingo ---------------------------------------------------------
@@ -311,7 +326,10 @@ class Bench:
             partial = [s.queue_key() for s in sc.subs if s.filter]
             counter = QueueCounter(self.r, full)
             side = QueueCounter(self.r, partial)
-            probe = StageProbe(daemon.proc.pid, f"http://127.0.0.1:{daemon.web_port}/meta.json")
+            others = {"emulator": emu.proc.pid}
+            if self.redis.proc is not None:
+                others["redis"] = self.redis.proc.pid
+            probe = StageProbe(daemon.proc.pid, f"http://127.0.0.1:{daemon.web_port}/meta.json", others)
             noise = NoiseMeter()
             if sc.sustained:
                 rounds, seconds = int(self.s.sustained_seconds), 1.0
@@ -359,6 +377,7 @@ class Bench:
             "size": sc.size,
             "gzip": sc.gzip,
             "source": sc.source,
+            "like_baseline": sc.like_baseline,
             "subscriptions": [f"{s.name} ({s.format}{', terms' if s.filter else ''})" for s in sc.subs],
             "events_per_s": round(rate, 1),
             "windows": [w.to_dict() for w in windows],

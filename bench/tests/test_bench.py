@@ -199,3 +199,65 @@ class SustainedAndStagesTests(SynchronousTestCase):
         text = report.render(r)
         self.assertIn("scenario 5 sustained 60 s: first 10 s 30,000 events/s", text)
         self.assertIn("with fdatasync every second 400 MB/s (100,000 events/s)", text)
+
+
+class CeilingTests(SynchronousTestCase):
+    def test_machine_and_reactor_ceilings(self) -> None:
+        r = _results()
+        r["machine"] = {"cores": 2}
+        r["scenarios"]["1"]["stages_us_per_event"] = {"main_thread": 25.0, "other_threads": 5.0,
+                                                      "redis_process": 6.0, "emulator_process": 9.0}
+        one, two = report.derive(r)
+        # 2 cores / (30 + 6 + 9 µs) = 44,444 events/s; 1 / 25 µs = 40,000
+        self.assertEqual(one["machine_ceiling_events_per_s"], 44_444)
+        self.assertEqual(one["reactor_ceiling_events_per_s"], 40_000)
+        self.assertEqual(one["vs_machine_ceiling"], 0.675)
+        self.assertEqual(one["vs_reactor_ceiling"], 0.75)
+        self.assertIsNone(two["machine_ceiling_events_per_s"])  # not measured: no ceiling
+        self.assertIn("| 0.68 (of 44,444) | 0.75 (of 40,000) |", report.table([one, two]))
+
+    def test_probe_reads_other_processes(self) -> None:
+        import os
+
+        from bench.measure import StageProbe
+
+        probe = StageProbe(os.getpid(), None, {"me": os.getpid(), "gone": 2**22 + 7})
+        got = probe.read()
+        self.assertIn("me_process", got)
+        self.assertNotIn("gone_process", got)
+        self.assertGreaterEqual(got["me_process"], got["main_thread"])
+
+
+class LikeBaselineTests(SynchronousTestCase):
+    def test_scenario2_against_both_baselines(self) -> None:
+        r = _results()
+        r["baselines"]["realistic+subs4"] = {"events_per_s": 2_500.0}
+        r["scenarios"]["2"]["like_baseline"] = True
+        one, two = report.derive(r)
+        self.assertIsNone(one["vs_like_baseline"])
+        self.assertEqual(two["vs_baseline"], 2.0)  # the single-queue ratio stays
+        self.assertEqual(two["vs_like_baseline"], 4.0)
+        self.assertIn("2.00 (5,000) one queue; 4.00 (2,500) like-for-like", report.table([one, two]))
+        t = {x["target"]: x for x in report.targets(r, [one, two])}
+        self.assertFalse(t["scenario 2 ≥ 5× baseline (one raw queue)"]["met"])
+        self.assertEqual(t["scenario 2 ≥ 5× like-for-like baseline (the same subscriptions, naive)"]["ratio"], 0.8)
+        self.assertIn("scenario 1 ≥ 5× baseline", t)
+
+    def test_naive_filter_and_type(self) -> None:
+        from bench.baseline import naive_matches, naive_type
+
+        self.assertEqual(naive_type({"delete": {}}), "delete")
+        self.assertEqual(naive_type({"text": "x", "user": {}}), "tweet")
+        self.assertTrue(naive_matches({"text": "I LOVE tea"}))
+        self.assertFalse(naive_matches({"text": "lovely pythons", "user": {"description": "coffee"}}))
+        self.assertTrue(naive_matches({"text": "RT", "retweeted_status": {"extended_tweet": {"full_text": "coffee!"}}}))
+
+
+class HotpathMicroTests(SynchronousTestCase):
+    def test_measures_every_hot_spot(self) -> None:
+        from bench.hotpath_micro import corpus, measure
+
+        got = measure(corpus(40), repeat=1)
+        self.assertEqual(set(got), {"frame_plain_us", "frame_gzip_us", "match_plain_words_us",
+                                    "match_token_set_us", "route_scenario2_us"})
+        self.assertTrue(all(v >= 0 for v in got.values()))

@@ -12,10 +12,17 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import abstract, defer, protocol
 from twisted.python.failure import Failure
 
-__all__ = ["RespProtocol", "ResponseError", "encode", "command"]
+__all__ = ["RespProtocol", "ResponseError", "encode", "command", "SEND_LIMIT"]
+
+#: bytes offered to one ``send()`` on the Redis socket (Twisted's default is 128 KiB). The
+#: reactor sends once per turn, and a turn may read far more than 128 KiB of the stream
+#: (a 64 KiB gzip read is ~360 KiB of events; scenario 2 sends three copies of each): at
+#: 128 KiB per turn the sink fell behind the reader for good, shed its batches and read
+#: them back from the event log. The kernel takes what its buffer has room for.
+SEND_LIMIT = 8 << 20
 
 
 class ResponseError(Exception):
@@ -94,6 +101,8 @@ class RespProtocol(protocol.Protocol):
         setter = getattr(self.transport, "setTcpNoDelay", None)
         if setter is not None:
             setter(True)
+        if isinstance(self.transport, abstract.FileDescriptor):  # TCP, Unix sockets
+            self.transport.SEND_LIMIT = SEND_LIMIT
         self.connected_d.callback(self)
 
     def send(self, payload: bytes | list[bytes], nreplies: int) -> defer.Deferred[list[Any]]:

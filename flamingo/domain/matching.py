@@ -26,6 +26,7 @@ from flamingo.domain.predicates import FILTER_LEVELS, FOLLOW_ID, parse_boxes, sp
 __all__ = ["Predicates", "TermMatcher", "haystack", "Haystack", "prefilter_view", "PREFILTER_WINDOW"]
 
 _WORD = re.compile(r"[#@$]?\w+", re.UNICODE)
+_PLAIN = re.compile(r"\w+", re.UNICODE)
 
 
 def _is_map(x: object) -> TypeGuard[JsonMapping]:
@@ -142,7 +143,39 @@ def haystack(tweet: object) -> _Haystack | None:
     return _haystack(tweet)
 
 
-def _word_matches(word: str, hay: _Haystack) -> bool:
+def _is_word_char(c: str) -> bool:
+    """``re``'s ``\\w`` for one character of a str (sre: alphanumeric or ``_``)."""
+    return c.isalnum() or c == "_"
+
+
+def _has_run(text: str, word: str, not_after: str = "") -> bool:
+    """``word`` (all word characters) occurs in ``text`` as a whole run of word characters,
+    not right after a character of ``not_after``."""
+    n = len(word)
+    i = text.find(word)
+    while i != -1:
+        j = i + n
+        if (i == 0 or not (_is_word_char(text[i - 1]) or text[i - 1] in not_after)) and \
+                (j == len(text) or not _is_word_char(text[j])):
+            return True
+        i = text.find(word, i + 1)
+    return False
+
+
+def _plain_in_tokens(word: str, hay: _Haystack) -> bool:
+    """``word in hay.tokens`` for a plain word (``\\w+``), without building the tokens.
+
+    ``findall([#@$]?\\w+)`` makes each maximal run of word characters a token (a text's
+    ``#x`` / ``@x`` / ``$x`` tokens are also added bare); a URL's run right after ``#``,
+    ``@`` or ``$`` is only the prefixed token; hashtags and mentions are tokens as they are.
+    """
+    return (any(_has_run(t, word) for t in hay._texts) or any(_has_run(u, word, "#@$") for u in hay._urls)
+            or word in hay._tags or word in hay._mentions)
+
+
+def _word_matches(word: str, hay: _Haystack, plain: bool = False) -> bool:
+    if plain:
+        return _plain_in_tokens(word, hay)
     if word in hay.tokens:
         return True
     if _WORD.fullmatch(word):
@@ -219,6 +252,8 @@ class TermMatcher:
         )
         self.needles = _needles(self.phrases)
         self._bare = tuple(tuple(w[1:] if w[:1] in ("#", "@") else w for w in p) for p in self.phrases)
+        #: per phrase, (word, plain): a plain word (``\\w+``) is looked up without the token set
+        self._words = tuple(tuple((w, _PLAIN.fullmatch(w) is not None) for w in p) for p in self.phrases)
         # the prefilter pays when it rules out most messages; terms common in the
         # stream (in user descriptions, say) pass it anyway: then it is paused
         self._checked = self._passed = self._paused = 0
@@ -276,13 +311,13 @@ class TermMatcher:
 
     def matches_haystack(self, hay: _Haystack) -> bool:
         every = hay.every
-        for phrase, bare in zip(self.phrases, self._bare):
+        for words, bare in zip(self._words, self._bare):
             for b in bare:  # cheap and necessary: each word (less one # or @) occurs somewhere
                 if b not in every:
                     break
             else:
-                for w in phrase:
-                    if not _word_matches(w, hay):
+                for w, plain in words:
+                    if not _word_matches(w, hay, plain):
                         break
                 else:
                     return True

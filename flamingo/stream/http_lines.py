@@ -15,7 +15,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer
+from twisted.internet import abstract, defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
@@ -32,11 +32,16 @@ from flamingo.stream.framing import StreamDecoder
 from flamingo.stream.pump import BodyPump
 from flamingo.stream.source import Fatal, LinkEvents, Retry, Verdict
 
-__all__ = ["HttpExchange", "HttpLineLink", "LineRules", "LineStats", "QuietEndpoints", "MAX_ERROR_BODY"]
+__all__ = ["HttpExchange", "HttpLineLink", "LineRules", "LineStats", "QuietEndpoints", "MAX_ERROR_BODY",
+           "READ_BYTES"]
 
 log = logger("flamingo.wader")
 
 MAX_ERROR_BODY = 4096
+#: bytes asked of the stream's socket per read of a plain body (Twisted reads 64 KiB): at
+#: full speed a read is a batch, and every batch has fixed costs (the HTTP and chunked-decoding
+#: calls, a journal write, a Redis transaction); the pump still bounds the work per turn
+READ_BYTES = 256 * 1024
 
 
 class LineRules(TypingProtocol):
@@ -96,6 +101,12 @@ class _Body(Protocol):
     def connectionMade(self) -> None:
         if self.link.pump is not None:
             self.link.pump.producer = self.transport
+        # the response's socket, behind Twisted's TransportProxyProducer: larger reads of a
+        # plain body (64 KiB of gzip is already ~360 KiB of events: larger reads cost more there)
+        sock = getattr(self.transport, "_producer", None)
+        decoder = self.link.decoder
+        if isinstance(sock, abstract.FileDescriptor) and not (decoder is not None and decoder.gzip):
+            sock.bufferSize = READ_BYTES
 
     def dataReceived(self, data: bytes) -> None:
         self.link.data_received(data)
