@@ -52,12 +52,12 @@ from flamingo._types import JsonObject
 from flamingo.config import Config
 from flamingo.dispatch.failover import HOLD_WITH_SENTINEL, ReleaseGate
 from flamingo.dispatch.journal import Journal
-from flamingo.dispatch.redis_address import FAILOVER_ERRORS, endpoint_for
+from flamingo.dispatch.redis_address import FAILOVER_ERRORS, abort, endpoint_for
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
 from flamingo.dispatch.sink_batch import Backlog, Item
 from flamingo.dispatch.sink_checkpoint import CHECKPOINT_FILE, BadCheckpoint, CheckpointMirror, resume_after
-from flamingo.dispatch.sink_link import RedisLink, abort, failure_text
+from flamingo.dispatch.sink_link import RedisLink, failure_text
 from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.transaction import MOVED, QueueWrite, checkpoint_value, encode_batch
 from flamingo.domain.matching import TermMatcher

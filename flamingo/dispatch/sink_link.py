@@ -33,18 +33,18 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
-    ITCPTransport,
     ITransport,
 )
 from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from flamingo.dispatch.redis_address import abort
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.transaction import SCRIPT, SCRIPT_SHA
 from flamingo.logs import logger
 
-__all__ = ["RedisLink", "AttemptEndpoint", "run_id_of", "abort", "failure_text"]
+__all__ = ["RedisLink", "AttemptEndpoint", "run_id_of", "failure_text"]
 
 log = logger("flamingo.sink")
 
@@ -254,18 +254,6 @@ def run_id_of(info: object) -> bytes | None:
         if line.startswith(b"run_id:"):
             return line[7:].strip()
     return None
-
-
-def abort(proto: protocol.Protocol) -> None:
-    """Close ``proto``'s connection now, without flushing what is buffered."""
-    transport = proto.transport
-    if transport is None:
-        return
-    tcp = ITCPTransport(transport, None)
-    if tcp is not None:
-        tcp.abortConnection()
-    else:
-        transport.loseConnection()
 
 
 def failure_text(failure: Failure) -> str:
