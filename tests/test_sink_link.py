@@ -136,7 +136,9 @@ class LinkTests(SynchronousTestCase):
 
 class BackoffTests(SynchronousTestCase):
     def test_reconnect_delays(self) -> None:
-        sink = RedisSink(_Journal(), dict, reactor=Clock(), reconnect_max=2.0)  # type: ignore[arg-type]
+        clock = Clock()
+        sink = RedisSink(_Journal(), dict, reactor=clock, reconnect_max=2.0,  # type: ignore[arg-type]
+                         endpoint=FakeEndpoint(clock))
         delays = [sink._retry_delay(n) for n in range(1, 8)]
         self.assertEqual(delays, [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
         self.assertEqual(sink._attempt, 7)  # shared with the backoff of refused batches

@@ -107,7 +107,6 @@ class RedisSink:
         # can still land) or resumed at; a checkpoint beyond it and beyond the journal at
         # start was not written by this journal's events
         self._written_upto = 0
-        self._link: RedisLink | None = None
         self.waiting: str | None = None  # why nothing is sent although connected
         self.progress_at: float | None = None  # reactor seconds: last commit, or last time caught up
         self._proto: RespProtocol | None = None
@@ -129,7 +128,10 @@ class RedisSink:
         self.wait_short = 0  # batches WAIT did not see on wait_replicas replicas in time
         self.address: str | None = None  # the server of the current connection
         self.cpu_seconds = 0.0  # reactor-thread CPU spent building and handing over batches
-        self._fencing = True  # before the first connection
+        target = endpoint or endpoints.HostnameEndpoint(reactor, host, port, timeout=max(1, int(timeout)))
+        self._link = RedisLink(target, clock=reactor, timeout=timeout, password=password, db=db,
+                               checkpoint_key=self._ckey, retry=self._retry_delay, ready=self._ready,
+                               failed=self._connect_failed)
 
     @classmethod
     def from_config(cls, config: Config, journal: Journal, subscriptions: Callable[[], dict[str, Subscription] | None],
@@ -179,11 +181,11 @@ class RedisSink:
     @property
     def fencing(self) -> bool:
         """False once the Redis user turned out not to be allowed CLIENT (NOPERM)."""
-        return self._link.fencing if self._link is not None else self._fencing
+        return self._link.fencing
 
     @property
     def _client_id(self) -> int | None:
-        return self._link.client_id if self._link is not None else None
+        return self._link.client_id
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -191,11 +193,6 @@ class RedisSink:
         self._running = True
         self.progress_at = self.reactor.seconds()
         self._mirror.open()
-        target = self.endpoint or endpoints.HostnameEndpoint(self.reactor, self.host, self.port,
-                                                             timeout=max(1, int(self.timeout)))
-        self._link = RedisLink(target, clock=self.reactor, timeout=self.timeout, password=self.password,
-                               db=self.db, checkpoint_key=self._ckey, retry=self._retry_delay,
-                               ready=self._ready, failed=self._connect_failed)
         self._link.start()
 
     def stop(self) -> defer.Deferred[None]:
@@ -209,10 +206,7 @@ class RedisSink:
         self._scheduled = None
         if self._inflight is not None:
             await self._inflight  # never fails: _transaction_failed handles its errors
-        if self._link is not None:
-            link, self._link = self._link, None
-            self._fencing = link.fencing
-            await link.stop()  # closes the connection, waits until it is closed
+        await self._link.stop()  # closes the connection (or ends the attempt), waits until it is done
         self._mirror.close()
         self._fire_drained()
 
@@ -464,8 +458,7 @@ class RedisSink:
         if self._proto is proto:
             self._proto = None
             self.connected = False
-            if self._link is not None:
-                self._link.lost()
+            self._link.lost()
             if self._running:
                 self._set_error("connection lost")
 
