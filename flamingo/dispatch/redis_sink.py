@@ -131,7 +131,7 @@ class RedisSink:
         target = endpoint or endpoints.HostnameEndpoint(reactor, host, port, timeout=max(1, int(timeout)))
         self._link = RedisLink(target, clock=reactor, timeout=timeout, password=password, db=db,
                                checkpoint_key=self._ckey, retry=self._retry_delay, ready=self._ready,
-                               failed=self._connect_failed)
+                               failed=self._connect_failed, where=self.where)
 
     @classmethod
     def from_config(cls, config: Config, journal: Journal, subscriptions: Callable[[], dict[str, Subscription] | None],

@@ -35,7 +35,6 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -114,13 +113,17 @@ class AttemptEndpoint:
 
     def __init__(self, target: IStreamClientEndpoint, clock: IReactorTime, timeout: float,
                  connections: _Connections, accepted: Callable[[RespProtocol], bool],
-                 failed: Callable[[Failure], None]) -> None:
+                 failed: Callable[[Failure], None], where: str = "") -> None:
         self.failed = failed
+        self.where = where
         self.target = target
         self.clock = clock
         self.timeout = timeout
         self.connections = connections
         self.accepted = accepted
+
+    def __repr__(self) -> str:
+        return f"Redis ({self.where})"
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         d = self.target.connect(_GuardFactory(protocolFactory, self.connections, self.accepted))
@@ -137,8 +140,9 @@ class AttemptEndpoint:
 
 
 class _Service(ClientService):
-    # ClientService logs every retry at INFO; the sink logs a connection error once
-    _log = Logger(observer=LogPublisher())
+    # ClientService's own line per retry ("Scheduling retry N to connect <endpoint> in D
+    # seconds", INFO) goes through Flamingo's level filter like every other
+    _log = logger("flamingo.sink.reconnect")
 
 
 class RedisLink:
@@ -146,7 +150,7 @@ class RedisLink:
 
     def __init__(self, target: IStreamClientEndpoint, *, clock: IReactorTime, timeout: float,
                  password: str | None, db: int, checkpoint_key: bytes, retry: Callable[[int], float],
-                 ready: Ready, failed: Callable[[Failure], None]) -> None:
+                 ready: Ready, failed: Callable[[Failure], None], where: str = "") -> None:
         self.clock = clock
         self.timeout = timeout
         self.password, self.db = password, db
@@ -158,7 +162,7 @@ class RedisLink:
         self.run_id: bytes | None = None  # Redis' run_id when client_id was given
         self.fencing = True  # off when the Redis user may not use CLIENT (NOPERM)
         self._connections = _Connections()
-        endpoint = AttemptEndpoint(target, clock, timeout, self._connections, self._is_accepted, failed)
+        endpoint = AttemptEndpoint(target, clock, timeout, self._connections, self._is_accepted, failed, where)
         self._service = _Service(endpoint, self._connections, retryPolicy=retry, clock=clock,
                                  prepareConnection=self._prepare)
 

@@ -176,7 +176,10 @@ class Store(StoreWrites):
             except Exception as e:  # Redis away or slow: the stale "running" is the price
                 log.debug("process not marked stopped in Redis: {e}", e=e)
         if self._reloading is not None:  # let a load (or restore) finish: bounded by its timeouts
-            await self._reloading  # never fails: _run_load's done() takes its failure
+            try:
+                await self._reloading  # _run_load's done() takes a failed load
+            except Exception as e:  # done() itself failed: stopping goes on
+                log.warn("store load ended badly while stopping: {e}", e=e)
         ds = []
         if self._conn is not None:
             ds.append(self._conn.disconnect())
