@@ -92,6 +92,8 @@ class _Guard(protocol.Protocol):
 
 
 class _GuardFactory(protocol.Factory):
+    noisy = False  # no "Starting factory" line per attempt
+
     def __init__(self, factory: IProtocolFactory, connections: _Connections,
                  accepted: Callable[[RespProtocol], bool]) -> None:
         self.factory = factory
