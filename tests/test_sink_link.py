@@ -61,7 +61,7 @@ class LinkTests(SynchronousTestCase):
         self.endpoint = FakeEndpoint(self.clock)
         self.ready: list[tuple[RespProtocol, bytes | None]] = []
         self.failures: list[Failure] = []
-        self.link = RedisLink(self.endpoint, clock=self.clock, timeout=5.0, password=None, db=0,
+        self.link = RedisLink(lambda: self.endpoint, clock=self.clock, timeout=5.0, password=None, db=0,
                               checkpoint_key=b"ns:sink:checkpoint", retry=lambda n: 0.1 * n,
                               ready=lambda p, raw: self.ready.append((p, raw)), failed=self.failures.append)
         self.link.start()

@@ -128,8 +128,7 @@ class RedisSink:
         self.wait_short = 0  # batches WAIT did not see on wait_replicas replicas in time
         self.address: str | None = None  # the server of the current connection
         self.cpu_seconds = 0.0  # reactor-thread CPU spent building and handing over batches
-        target = endpoint or endpoints.HostnameEndpoint(reactor, host, port, timeout=max(1, int(timeout)))
-        self._link = RedisLink(target, clock=reactor, timeout=timeout, password=password, db=db,
+        self._link = RedisLink(self._endpoint, clock=reactor, timeout=timeout, password=password, db=db,
                                checkpoint_key=self._ckey, retry=self._retry_delay, ready=self._ready,
                                failed=self._connect_failed, where=self.where)
 
@@ -186,6 +185,11 @@ class RedisSink:
     @property
     def _client_id(self) -> int | None:
         return self._link.client_id
+
+    def _endpoint(self) -> IStreamClientEndpoint:
+        """Where the next connection attempt goes (the given endpoint resolves at each connect)."""
+        return self.endpoint or endpoints.HostnameEndpoint(self.reactor, self.host, self.port,
+                                                           timeout=max(1, int(self.timeout)))
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -110,10 +110,11 @@ class _GuardFactory(protocol.Factory):
 
 @implementer(IStreamClientEndpoint)
 class AttemptEndpoint:
-    """One connection attempt: through ``target`` (which may resolve the address again),
-    bounded by ``timeout``, behind a :class:`_Guard`; ``failed`` hears of a failed attempt."""
+    """One connection attempt: through the endpoint ``target()`` gives for it (one that may
+    resolve the address again), bounded by ``timeout``, behind a :class:`_Guard`; ``failed``
+    hears of a failed attempt."""
 
-    def __init__(self, target: IStreamClientEndpoint, clock: IReactorTime, timeout: float,
+    def __init__(self, target: Callable[[], IStreamClientEndpoint], clock: IReactorTime, timeout: float,
                  connections: _Connections, accepted: Callable[[RespProtocol], bool],
                  failed: Callable[[Failure], None], where: str = "") -> None:
         self.failed = failed
@@ -128,7 +129,7 @@ class AttemptEndpoint:
         return f"Redis ({self.where})"
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
-        d = self.target.connect(_GuardFactory(protocolFactory, self.connections, self.accepted))
+        d = self.target().connect(_GuardFactory(protocolFactory, self.connections, self.accepted))
         d.addTimeout(self.timeout, self.clock)
 
         def unwrap(guard: IProtocol) -> IProtocol:
@@ -150,7 +151,7 @@ class _Service(ClientService):
 class RedisLink:
     """Keeps one handshaken connection to Redis; see the module doc."""
 
-    def __init__(self, target: IStreamClientEndpoint, *, clock: IReactorTime, timeout: float,
+    def __init__(self, target: Callable[[], IStreamClientEndpoint], *, clock: IReactorTime, timeout: float,
                  password: str | None, db: int, checkpoint_key: bytes, retry: Callable[[int], float],
                  ready: Ready, failed: Callable[[Failure], None], where: str = "") -> None:
         self.clock = clock
