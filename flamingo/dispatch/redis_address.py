@@ -20,10 +20,15 @@ backoff; what changes here is that *every* attempt asks again where to go:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from zope.interface import implementer
 
 from flamingo.config import RedisConfig
@@ -31,7 +36,7 @@ from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.logs import logger
 
 __all__ = ["MasterNotFound", "SentinelResolver", "SlotResolver", "ResolvingEndpoint", "endpoint_for",
-           "Address", "FAILOVER_ERRORS"]
+           "Address", "FAILOVER_ERRORS", "abort"]
 
 log = logger("flamingo.redis")
 
@@ -42,28 +47,44 @@ FAILOVER_ERRORS = ("READONLY", "MASTERDOWN", "LOADING", "MOVED", "ASK", "TRYAGAI
                    "-FAILOVER", "FAILOVER")
 
 
+def abort(proto: protocol.Protocol) -> None:
+    """Close ``proto``'s connection now, without flushing what is buffered."""
+    transport = proto.transport
+    if transport is None:
+        return
+    tcp = ITCPTransport(transport, None)
+    if tcp is not None:
+        tcp.abortConnection()
+    else:
+        transport.loseConnection()
+
+
 class MasterNotFound(ConnectionError):
     """No sentinel (or cluster node) named a reachable master."""
 
 
-def _text(v: Any) -> str:
+def _text(v: object) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-@defer.inlineCallbacks
-def ask(reactor: IReactorTime, addr: Address, commands: list[bytes], timeout: float) -> Any:
+def _int(v: object) -> int:
+    if isinstance(v, (int, bytes, str)):
+        return int(v)
+    raise ValueError(f"not a number: {v!r}")
+
+
+async def ask(reactor: IReactorTime, addr: Address, commands: list[bytes], timeout: float) -> list[object]:
     """Send ``commands`` on a short connection of its own; the replies (errors as values)."""
     ep = endpoints.HostnameEndpoint(reactor, addr[0], addr[1], timeout=max(1, int(timeout)))
-    d = endpoints.connectProtocol(ep, RespProtocol())
+    d: defer.Deferred[RespProtocol] = endpoints.connectProtocol(ep, RespProtocol())
     d.addTimeout(timeout, reactor)
-    proto = yield d
+    proto = await d
     try:
         sent = proto.send(b"".join(commands), len(commands))
         sent.addTimeout(timeout, reactor)
-        replies = yield sent
+        replies: list[object] = await sent
     finally:
-        if proto.transport is not None:
-            proto.transport.abortConnection()
+        abort(proto)
     return replies
 
 
@@ -84,13 +105,15 @@ class SentinelResolver:
         self.master: Address | None = None  # the last one confirmed
         self.changes = 0  # times the confirmed master changed (failovers seen)
 
-    @defer.inlineCallbacks
-    def resolve(self) -> Any:
+    def resolve(self) -> defer.Deferred[Address]:
+        return defer.ensureDeferred(self._resolve())
+
+    async def _resolve(self) -> Address:
         problems = []
         for i, sentinel in enumerate(list(self.sentinels)):
             where = f"sentinel {sentinel[0]}:{sentinel[1]}"
             try:
-                reply, = yield ask(self.reactor, sentinel, [
+                reply, = await ask(self.reactor, sentinel, [
                     command("SENTINEL", "get-master-addr-by-name", self.master_name)], self.timeout)
             except Exception as e:
                 problems.append(f"{where}: {_text(e) or type(e).__name__}")
@@ -98,9 +121,9 @@ class SentinelResolver:
             if not isinstance(reply, list) or len(reply) != 2:
                 problems.append(f"{where}: knows no master {self.master_name!r} ({_text(reply)})")
                 continue
-            addr = (_text(reply[0]), int(reply[1]))
+            addr = (_text(reply[0]), _int(reply[1]))
             try:
-                replies = yield ask(self.reactor, addr, _auth(self.password) + [command("ROLE")], self.timeout)
+                replies = await ask(self.reactor, addr, _auth(self.password) + [command("ROLE")], self.timeout)
             except Exception as e:
                 problems.append(f"{where} names {addr[0]}:{addr[1]}, which does not answer "
                                 f"({_text(e) or type(e).__name__})")
@@ -134,18 +157,20 @@ class SlotResolver:
         self.master: Address | None = None
         self.slot: int | None = None
 
-    @defer.inlineCallbacks
-    def resolve(self) -> Any:
+    def resolve(self) -> defer.Deferred[Address]:
+        return defer.ensureDeferred(self._resolve())
+
+    async def _resolve(self) -> Address:
         problems = []
         for node in list(self.nodes):
             try:
-                replies = yield ask(self.reactor, node, _auth(self.password) + [
+                replies = await ask(self.reactor, node, _auth(self.password) + [
                     command("CLUSTER", "KEYSLOT", self.tag), command("CLUSTER", "SLOTS")], self.timeout)
             except Exception as e:
                 problems.append(f"{node[0]}:{node[1]}: {_text(e) or type(e).__name__}")
                 continue
             slot, slots = replies[-2], replies[-1]
-            if isinstance(slot, ResponseError) or isinstance(slots, ResponseError):
+            if not isinstance(slot, int) or isinstance(slots, ResponseError):
                 problems.append(f"{node[0]}:{node[1]}: {_text(slots if isinstance(slots, ResponseError) else slot)}")
                 continue
             owner, masters = owner_of(slot, slots, node[0])
@@ -160,20 +185,20 @@ class SlotResolver:
         raise MasterNotFound(f"no cluster node owns the slot of {self.tag}: " + "; ".join(problems))
 
 
-def owner_of(slot: int, slots: Any, asked_host: str) -> tuple[Address | None, list[Address]]:
+def owner_of(slot: int, slots: object, asked_host: str) -> tuple[Address | None, list[Address]]:
     """From a ``CLUSTER SLOTS`` reply: the master serving ``slot``, and every master listed.
 
     An empty host means "the node you asked" (Redis 7 may answer so)."""
     owner: Address | None = None
     masters: list[Address] = []
-    for entry in slots or ():
+    for entry in slots if isinstance(slots, list) else ():
         if not isinstance(entry, list) or len(entry) < 3 or not isinstance(entry[2], list):
             continue
         host = _text(entry[2][0]) or asked_host
-        addr = (host, int(entry[2][1]))
+        addr = (host, _int(entry[2][1]))
         if addr not in masters:
             masters.append(addr)
-        if int(entry[0]) <= slot <= int(entry[1]):
+        if _int(entry[0]) <= slot <= _int(entry[1]):
             owner = addr
     return owner, masters
 
@@ -182,7 +207,7 @@ def owner_of(slot: int, slots: Any, asked_host: str) -> tuple[Address | None, li
 class ResolvingEndpoint:
     """Resolves the address on every ``connect`` (so each reconnect follows a failover)."""
 
-    def __init__(self, reactor: IReactorTime, resolve: Callable[[], defer.Deferred[Any]], timeout: float) -> None:
+    def __init__(self, reactor: IReactorTime, resolve: Callable[[], defer.Deferred[Address]], timeout: float) -> None:
         self.reactor = reactor
         self.resolve = resolve
         self.timeout = timeout

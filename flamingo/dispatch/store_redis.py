@@ -12,7 +12,6 @@ from typing import Any
 
 import attrs
 import txredisapi
-from twisted.internet import defer
 
 from flamingo.domain.subscription import Subscription
 from flamingo.errors import ValidationError
@@ -77,7 +76,7 @@ return 'ok'
 """
 
 
-def _s(v: Any) -> str:
+def _s(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -89,25 +88,23 @@ class KeyReader:
     namespace: str  # the key prefix: the namespace, or {namespace} in cluster mode
     warn: Callable[[str, str], None]
 
-    @defer.inlineCallbacks
-    def members(self, key: str) -> Any:
+    async def members(self, key: str) -> list[str]:
         """The sorted members of a param set (``[]`` for a key of another type)."""
         try:
-            members = yield self.conn.smembers(key)
+            members = await self.conn.smembers(key)
         except txredisapi.ResponseError as e:
             self.warn(key, str(e))
             return []
         return sorted(_s(m) for m in members or ())
 
-    @defer.inlineCallbacks
-    def params(self, stream: str | None = None) -> Any:
+    async def params(self, stream: str | None = None) -> dict[str, dict[str, list[str]]]:
         """``{stream: {param: values}}`` for one stream, or every stream (SCAN)."""
         base = f"{self.namespace}:streams:"
         prefix = base if stream is None else f"{base}{stream}:"
         keys: set[str] = set()
         cursor = 0
         while True:
-            cursor, batch = yield self.conn.scan(cursor, pattern=prefix + "*", count=1000)
+            cursor, batch = await self.conn.scan(cursor, pattern=prefix + "*", count=1000)
             keys.update(_s(k) for k in batch)
             if int(cursor) == 0:
                 break
@@ -116,17 +113,16 @@ class KeyReader:
             name, sep, param = key[len(base):].rpartition(":")
             if not sep or not name:
                 continue
-            values = yield self.members(key)
+            values = await self.members(key)
             if values:
                 params.setdefault(name, {})[param] = values
         return params
 
-    @defer.inlineCallbacks
-    def subscription(self, name: str) -> Any:
+    async def subscription(self, name: str) -> Subscription | None:
         """One subscription, or None when its hash is not one."""
         key = f"{self.namespace}:subscription:{name}"
         try:
-            fields = yield self.conn.hgetall(key)
+            fields = await self.conn.hgetall(key)
         except txredisapi.ResponseError as e:
             self.warn(key, str(e))
             return None
@@ -136,32 +132,29 @@ class KeyReader:
             self.warn(key, f"subscription {name!r} is invalid ({e})")
             return None
 
-    @defer.inlineCallbacks
-    def is_subscribed(self, name: str) -> Any:
-        member = yield self.conn.sismember(f"{self.namespace}:subscriptions", name)
+    async def is_subscribed(self, name: str) -> bool:
+        member = await self.conn.sismember(f"{self.namespace}:subscriptions", name)
         return bool(member)
 
-    @defer.inlineCallbacks
-    def subscriptions(self) -> Any:
+    async def subscriptions(self) -> dict[str, Subscription]:
         key = f"{self.namespace}:subscriptions"
         try:
-            names = yield self.conn.smembers(key)
+            names = await self.conn.smembers(key)
         except txredisapi.ResponseError as e:
             self.warn(key, str(e))
             names = []
         subs: dict[str, Subscription] = {}
         for name in sorted(_s(n) for n in names or ()):
-            sub = yield self.subscription(name)
+            sub = await self.subscription(name)
             if sub is not None:
                 subs[name] = sub
         return subs
 
-    @defer.inlineCallbacks
-    def everything(self) -> Any:
+    async def everything(self) -> tuple[dict[str, dict[str, list[str]]], dict[str, Subscription], object]:
         """(params, subscriptions, marker). The marker is read last: a Redis emptied at
         any moment of this load has lost it, so a partial (or empty) read is never
         taken for the truth."""
-        params = yield self.params()
-        subs = yield self.subscriptions()
-        marker = yield self.conn.get(f"{self.namespace}:store:epoch")
+        params = await self.params()
+        subs = await self.subscriptions()
+        marker: object = await self.conn.get(f"{self.namespace}:store:epoch")
         return params, subs, marker
