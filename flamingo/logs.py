@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from flamingo.config import LoggingConfig
 
-__all__ = ["LEVELS", "level_for", "logger", "set_level", "current_level", "FlamingoLogs",
+__all__ = ["LEVELS", "level_for", "logger", "chatty_logger", "set_level", "current_level", "FlamingoLogs",
            "FileLogObserver", "LevelGate", "gate_observers", "ungate_observers"]
 
 #: config name -> twisted LogLevel (DEBUG < INFO < WARN < ERROR < FATAL)
@@ -77,6 +77,20 @@ class _LevelLogger(Logger):
         if level < _level:
             return
         super().emit(level, format, **kwargs)
+
+
+class _ChattyLogger(_LevelLogger):
+    """For a library's routine INFO lines (ClientService's "Scheduling retry N ..."
+    on every attempt): shown at DEBUG, so an outage is one ERROR line from
+    Flamingo, not one line per retry; warnings and errors pass unchanged."""
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        super().emit(LogLevel.debug if level == LogLevel.info else level, format, **kwargs)
+
+
+def chatty_logger(namespace: str) -> Logger:
+    """A logger for a library's per-attempt lines: its INFO becomes DEBUG."""
+    return _ChattyLogger(namespace=namespace)
 
 
 def logger(namespace: str, source: object = None) -> Logger:

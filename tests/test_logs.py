@@ -62,6 +62,21 @@ class LevelEverywhereTests(SynchronousTestCase):
         self.assertEqual(seen[-1]["log_format"], "now shown")
         fl.stop()
 
+    def test_a_librarys_retry_line_is_debug(self) -> None:
+        """ClientService's "Scheduling retry" INFO per attempt shows only at DEBUG; its warnings stay."""
+        from flamingo.dispatch.sink_link import _Service
+        pub = LogPublisher()
+        seen: list[dict[str, Any]] = []
+        pub.addObserver(seen.append)
+        self.patch(_Service.__dict__["_log"], "observer", pub)  # the descriptor's; instances get copies
+        _Service._log.info("Scheduling retry {attempt}", attempt=1)
+        self.assertEqual(seen, [])
+        _Service._log.warn("Duplicate ClientService.startService")
+        self.assertEqual([e["log_format"] for e in seen], ["Duplicate ClientService.startService"])
+        logs.set_level("DEBUG")
+        _Service._log.info("Scheduling retry {attempt}", attempt=2)
+        self.assertEqual(seen[-1]["log_format"], "Scheduling retry {attempt}")
+
     def test_stop_removes_the_gates(self) -> None:
         pub = LogPublisher()
         seen: list[dict[str, Any]] = []

@@ -41,7 +41,7 @@ from zope.interface import implementer
 from flamingo.dispatch.redis_address import abort
 from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.transaction import SCRIPT, SCRIPT_SHA
-from flamingo.logs import logger
+from flamingo.logs import chatty_logger, logger
 
 __all__ = ["RedisLink", "AttemptEndpoint", "run_id_of", "failure_text"]
 
@@ -144,8 +144,8 @@ class AttemptEndpoint:
 
 class _Service(ClientService):
     # ClientService's own line per retry ("Scheduling retry N to connect <endpoint> in D
-    # seconds", INFO) goes through Flamingo's level filter like every other
-    _log = logger("flamingo.sink.reconnect")
+    # seconds", INFO) is shown at DEBUG: the sink logs one ERROR when Redis goes away
+    _log = chatty_logger("flamingo.sink.reconnect")
 
 
 class RedisLink:
