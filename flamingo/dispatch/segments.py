@@ -16,10 +16,12 @@ import secrets
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import attrs
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.failure import Failure
 
 from flamingo.logs import logger
 
@@ -248,14 +250,13 @@ def gzip_file(path: Path) -> Path:
     return gz
 
 
-def gzip_in_pool(reactor: Any, seg: Segment, pending: set[defer.Deferred[Any]]) -> None:
+def gzip_in_pool(reactor: IReactorThreads, seg: Segment, pending: set[defer.Deferred[None]]) -> None:
     """``gzip_file`` of a closed segment in ``reactor``'s thread pool; ``seg`` follows the rename.
     Its Deferred stays in ``pending`` until done (the journal's close waits for it)."""
     d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), gzip_file, seg.path)
-    pending.add(d)
 
-    def done(result: Any) -> None:
-        pending.discard(d)
+    def done(result: Path | Failure) -> None:
+        pending.discard(waited)
         if isinstance(result, Path):
             seg.path = result
             try:
@@ -264,7 +265,10 @@ def gzip_in_pool(reactor: Any, seg: Segment, pending: set[defer.Deferred[Any]]) 
                 pass
         else:
             log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
-    d.addBoth(done)
+    # the same Deferred (its result None once done); it fires on a later reactor turn, so it is
+    # in ``pending`` before ``done`` runs
+    waited: defer.Deferred[None] = d.addBoth(done)
+    pending.add(waited)
 
 
 def point_symlink(link: Path, target: str) -> str | None:
