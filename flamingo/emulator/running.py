@@ -1,15 +1,17 @@
-"""An emulator in the foreground: the global reactor, run until SIGTERM or SIGINT."""
+"""An emulator's life: the global reactor run until SIGTERM or SIGINT; its ports closed."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
 
+from twisted.internet import defer
 from twisted.internet.base import ReactorBase
+from twisted.internet.interfaces import IListeningPort
 
 from flamingo._reactor import FlamingoReactor, maybe_global_reactor
 
-__all__ = ["foreground_reactor", "run_until_signal"]
+__all__ = ["foreground_reactor", "run_until_signal", "stop_listening"]
 
 
 def foreground_reactor() -> FlamingoReactor:
@@ -25,3 +27,11 @@ def run_until_signal(reactor: FlamingoReactor, shutdown: Callable[[], None]) -> 
         reactor.run(installSignalHandlers=False)
     else:  # pragma: no cover - no reactor is built otherwise
         reactor.run()
+
+
+def stop_listening(port: IListeningPort) -> defer.Deferred[None]:
+    """``port.stopListening()`` as a Deferred (it may return None, or raise: a failed Deferred)."""
+    def stop() -> defer.Deferred[None]:
+        d = port.stopListening()
+        return d if d is not None else defer.succeed(None)
+    return defer.maybeDeferred(stop)

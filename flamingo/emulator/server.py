@@ -33,6 +33,7 @@ from flamingo.emulator.http import HTTPServerFactory, HTTPServerProtocol, Reques
 from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.options import EmulatorOptions
 from flamingo.emulator.pool import PoolSource, ReplaySource, Source, build_pool
+from flamingo.emulator.running import stop_listening
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
 
@@ -170,12 +171,8 @@ class Emulator:
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection; fires when all are gone."""
         waits: list[defer.Deferred[None]] = []
-        port = self._port
-        if port is not None:
-            def stop_listening() -> defer.Deferred[None]:
-                d = port.stopListening()
-                return d if d is not None else defer.succeed(None)
-            waits.append(defer.maybeDeferred(stop_listening))
+        if self._port is not None:
+            waits.append(stop_listening(self._port))
             self._port = None
         for session in list(self.sessions):
             session.close("emulator stopped", abort=True)

@@ -11,8 +11,6 @@ refusal windows), so tests may pass a ``Clock``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
@@ -26,6 +24,7 @@ from flamingo.emulator.mastodon.faults import MastoFault, MastoFaults
 from flamingo.emulator.mastodon.rest import RateLimit, RestResource, instance_document
 from flamingo.emulator.mastodon.streaming import Session, StreamingResource
 from flamingo.emulator.mastodon.timeline import Event, Timeline, TimelineOptions
+from flamingo.emulator.running import stop_listening
 from flamingo.emulator.server import ExposureError, is_loopback
 
 __all__ = ["MastodonEmulator", "MastoOptions"]
@@ -118,12 +117,12 @@ class MastodonEmulator:
         self.timeline.start()
         return self
 
-    def stop(self) -> defer.Deferred[Any]:
+    def stop(self) -> defer.Deferred[list[None]]:
         self.timeline.stop()
         for s in list(self.sessions):
             s.drop()
         ports, self._ports = self._ports, []
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        return defer.gatherResults([stop_listening(p) for p in ports])
 
     @property
     def url(self) -> str:
