@@ -18,7 +18,14 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS, FileBodyProducer, ResponseDone
@@ -94,8 +101,9 @@ class _Body(Protocol):
         self.link = link
 
     def connectionMade(self) -> None:
-        if self.link.pump is not None:
-            self.link.pump.producer = self.transport
+        transport = self.transport  # the Agent's TransportProxyProducer
+        if self.link.pump is not None and IPushProducer.providedBy(transport):
+            self.link.pump.producer = transport
 
     def dataReceived(self, data: bytes) -> None:
         self.link.data_received(data)
