@@ -280,8 +280,8 @@ class ThreadWriter:
         for it in items:
             try:
                 if isinstance(it, Written):
-                    if it.kept:
-                        self.journal.publish(it.first + it.kept)  # type: ignore[operator]
+                    if it.kept and it.first is not None:  # kept events have positions
+                        self.journal.publish(it.first + it.kept)
                     self.pending_bytes -= it.nbytes
                     self.pending_events -= len(it.frames)
                     self.done += 1

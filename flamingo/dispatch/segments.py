@@ -16,7 +16,7 @@ import secrets
 import shutil
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import attrs
 from twisted.internet import defer, threads
@@ -102,7 +102,15 @@ def count_lines(seg: Segment) -> int:
     return n
 
 
-def open_segment(seg: Segment) -> BinaryIO:
+class ByteReader(Protocol):
+    """An open segment, plain or gzipped: what ``Reader`` needs of it."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def open_segment(seg: Segment) -> ByteReader:
     """Open for reading; a plain file replaced by its .gz meanwhile is found under its new name."""
     if not seg.gz:
         try:
@@ -112,13 +120,13 @@ def open_segment(seg: Segment) -> BinaryIO:
             if not gz.exists():
                 raise
             seg.path = gz
-    return _gzip.open(seg.path, "rb")  # type: ignore[return-value]
+    return _gzip.open(seg.path, "rb")
 
 
 class Reader:
     """Sequential line reader over one segment, in big chunks (readline is slow)."""
 
-    def __init__(self, path: Path, f: BinaryIO, seq: int) -> None:
+    def __init__(self, path: Path, f: ByteReader, seq: int) -> None:
         self.path = path
         self.f = f
         self.seq = seq

@@ -37,6 +37,7 @@ from flamingo._types import JsonObject
 from flamingo.emulator.jet_corpus import Corpus
 from flamingo.emulator.jet_faults import JetFault, JetFaults
 from flamingo.emulator.jet_timeline import Timeline, Wants
+from flamingo.emulator.running import tcp_address
 from flamingo.errors import ValidationError
 from flamingo.logs import logger
 from flamingo.sources.jetstream_events import check_params
@@ -282,8 +283,8 @@ class JetstreamEmulator:
     @property
     def url(self) -> str:
         assert self.port is not None, "start() first"
-        addr = self.port.getHost()
-        return f"ws://{addr.host}:{addr.port}"  # type: ignore[attr-defined]  # an IPv4Address
+        addr = tcp_address(self.port)
+        return f"ws://{addr.host}:{addr.port}"
 
     def stop(self) -> defer.Deferred[None] | None:
         if self._loop is not None and self._loop.running:

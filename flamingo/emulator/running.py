@@ -6,12 +6,13 @@ import signal
 from collections.abc import Callable
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.base import ReactorBase
 from twisted.internet.interfaces import IListeningPort
 
 from flamingo._reactor import FlamingoReactor, maybe_global_reactor
 
-__all__ = ["foreground_reactor", "run_until_signal", "stop_listening"]
+__all__ = ["foreground_reactor", "run_until_signal", "stop_listening", "tcp_address"]
 
 
 def foreground_reactor() -> FlamingoReactor:
@@ -27,6 +28,14 @@ def run_until_signal(reactor: FlamingoReactor, shutdown: Callable[[], None]) -> 
         reactor.run(installSignalHandlers=False)
     else:  # pragma: no cover - no reactor is built otherwise
         reactor.run()
+
+
+def tcp_address(port: IListeningPort) -> IPv4Address | IPv6Address:
+    """Where a ``listenTCP`` port listens (its ``port`` is the one given, or the one picked for 0)."""
+    address = port.getHost()
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        raise TypeError(f"not a TCP port: {address!r}")
+    return address
 
 
 def stop_listening(port: IListeningPort) -> defer.Deferred[None]:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
@@ -33,7 +32,7 @@ from flamingo.emulator.http import HTTPServerFactory, HTTPServerProtocol, Reques
 from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.options import EmulatorOptions
 from flamingo.emulator.pool import PoolSource, ReplaySource, Source, build_pool
-from flamingo.emulator.running import stop_listening
+from flamingo.emulator.running import stop_listening, tcp_address
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
 
@@ -153,9 +152,7 @@ class Emulator:
                                      rate=self.options.rate, clock=self.clock,
                                      next_cycle=self.next_cycle, pool_size=self.options.pool_size)
         self.host = host
-        address = listening.getHost()
-        assert isinstance(address, (IPv4Address, IPv6Address))  # listenTCP
-        self.port = address.port
+        self.port = tcp_address(listening).port
         return self.port
 
     @property

@@ -308,7 +308,7 @@ class StreamSession:
                 return
             n = self.backlog
             if self.delivery_cap is not None:
-                n = self._apply_cap(n)
+                n = self._apply_cap(n, self.delivery_cap)
                 if not n:
                     return
             sent = self._take(n)
@@ -319,12 +319,12 @@ class StreamSession:
             if not self.shared:
                 self.backlog -= sent
 
-    def _apply_cap(self, n: int) -> int:
+    def _apply_cap(self, n: int, cap: int) -> int:
         now = self.clock.seconds()
         window = int(now - self._started + 1e-6)
         if window != self._cap_window:
             self._cap_window, self._cap_used = window, 0
-        allowed = max(0, self.delivery_cap - self._cap_used)  # type: ignore[operator]
+        allowed = max(0, cap - self._cap_used)
         if n > allowed:
             self.undelivered += n - allowed
             self.backlog -= n - allowed
