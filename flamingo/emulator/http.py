@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 
-__all__ = ["Request", "HTTPServerProtocol", "HTTPServerFactory", "REASONS", "TcpTransport", "status_line"]
+__all__ = ["Request", "HTTPServerProtocol", "HTTPServerFactory", "REASONS", "TcpTransport", "as_tcp", "status_line"]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -105,6 +105,11 @@ class TcpTransport(typing.Protocol):
     def resumeProducing(self) -> None: ...
 
 
+def as_tcp(transport: object) -> TcpTransport:
+    """A connection's transport as the TCP transport it is (Twisted types it as ``ITransport``)."""
+    return cast(TcpTransport, transport)
+
+
 class HTTPServerProtocol(Protocol):
     """Reads one request, then belongs to whatever the handler does with it."""
 
@@ -125,7 +130,7 @@ class HTTPServerProtocol(Protocol):
     @property
     def tcp(self) -> TcpTransport:
         """The connection's transport: a TCP one, connected (a call before or after is a bug)."""
-        return cast(TcpTransport, self.transport)
+        return as_tcp(self.transport)
 
     def connectionMade(self) -> None:
         factory: HTTPServerFactory | None = self.factory

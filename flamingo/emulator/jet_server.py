@@ -22,8 +22,6 @@ ended).
 
 from __future__ import annotations
 
-from typing import Protocol, cast
-
 import attrs
 import orjson
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -34,6 +32,7 @@ from zope.interface import implementer
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo._types import JsonObject
+from flamingo.emulator.http import TcpTransport, as_tcp
 from flamingo.emulator.jet_corpus import Corpus
 from flamingo.emulator.jet_faults import JetFault, JetFaults
 from flamingo.emulator.jet_timeline import Timeline, Wants
@@ -78,20 +77,6 @@ class ConnectionRecord:
     ended: str | None = None
 
 
-class _Transport(Protocol):
-    """What the emulator uses of a TCP transport."""
-
-    def registerProducer(self, producer: object, streaming: bool) -> None: ...
-
-    def abortConnection(self) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
-
-
 class _Server(WebSocketServerProtocol):
     """One /subscribe connection; the emulator does the work."""
 
@@ -100,8 +85,8 @@ class _Server(WebSocketServerProtocol):
     sender: _Sender | None = None
 
     @property
-    def tcp(self) -> _Transport:
-        return cast(_Transport, self.transport)
+    def tcp(self) -> TcpTransport:
+        return as_tcp(self.transport)
 
     def send(self, payload: bytes, binary: bool) -> None:
         self.sendMessage(payload, isBinary=binary)  # type: ignore[no-untyped-call]  # autobahn: unannotated

@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from flamingo.logs import logger
 from flamingo.stream.endpoints import StreamRequest
+from flamingo.stream.flow import producing
 from flamingo.stream.framing import StreamDecoder
 from flamingo.stream.pump import BodyPump
 from flamingo.stream.source import Fatal, LinkEvents, Retry, Verdict
@@ -174,7 +175,7 @@ class HttpExchange:
         self._finish()
         if self.closing:
             return
-        message = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
+        message = failure.getErrorMessage() or type(failure.value).__name__
         if self.timed_out:
             message = f"no response within {self.connect_timeout}s"
         self.events.refused(self, Retry("network", message))
@@ -218,7 +219,7 @@ class HttpExchange:
 
     def _drop(self) -> None:
         if self.body is not None and self.body.transport is not None:
-            self.body.transport.stopProducing()  # type: ignore[attr-defined]  # the response's transport
+            producing(self.body.transport).stopProducing()
         elif self.request_d is not None:
             self.request_d.cancel()
 
@@ -345,7 +346,7 @@ class HttpLineLink(HttpExchange):
             verdict = self.aborted
         else:
             clean = reason.check(ResponseDone) is not None
-            why = reason.getErrorMessage() or reason.type.__name__  # type: ignore[union-attr]
+            why = reason.getErrorMessage() or type(reason.value).__name__
             verdict = self.rules.on_end(clean, why)
         self.events.ended(self, verdict)
 
@@ -381,7 +382,7 @@ class _ErrorBody(Protocol):
 
     def abort(self) -> bytes:
         if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+            producing(self.transport).stopProducing()
         return b"".join(self.parts)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
@@ -394,7 +395,7 @@ class _Discard(Protocol):
 
     def connectionMade(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+            producing(self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         pass
