@@ -222,3 +222,37 @@ class ResumeTests(SynchronousTestCase):
         self.assertEqual(src.newest, {("hashtag", "a"): "14999", ("hashtag", "b"): "14998"})  # type: ignore[attr-defined]
         self.assertGreater(len(journal.asked), 1)
         self.assertIn(("update", ("hashtag", "a"), "14999"), src.seen)  # type: ignore[attr-defined]
+
+
+class _Refusing:
+    """A source whose discovery fails at once (no request made)."""
+
+    forgot = 0
+
+    def prepare(self):
+        from twisted.internet import defer
+
+        from flamingo.sources.mastodon_rest import RestError
+        from flamingo.stream.source import Retry
+
+        return defer.fail(RestError(Retry("network", "no such host")))
+
+    def forget_discovery(self) -> None:
+        self.forgot += 1
+
+
+class PrepareFailsAtOnceTests(SynchronousTestCase):
+    def test_a_refusal_before_any_request_is_reported_not_raised(self) -> None:
+        from types import SimpleNamespace
+
+        from flamingo.sources.mastodon import MastodonLink
+        from flamingo.stream.endpoints import StreamRequest
+
+        source = _Refusing()
+        refused: list[object] = []
+        events = SimpleNamespace(refused=lambda link, verdict: refused.append(verdict))
+        request = StreamRequest("GET", "https://example.invalid/", None, (), "GET /api/v1/streaming")
+        link = MastodonLink(source, request, [("public",)], events)
+        self.assertIsNone(link.step)
+        self.assertEqual(source.forgot, 1)
+        self.assertEqual([v.message for v in refused], ["no such host"])

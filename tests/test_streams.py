@@ -56,6 +56,9 @@ class Pure(unittest.SynchronousTestCase):
         self.assertEqual(parse_groups(six)[0]["lag"], None)  # Redis < 7: no lag, never guessed
         self.assertEqual(parse_groups(six)[0]["pending"], 1)
         self.assertEqual(parse_groups(None), [])
+        # RESP3 maps; values int() refuses or that are no number are null
+        self.assertEqual(parse_groups([{b"name": b"g", b"consumers": [1], b"pending": "x", b"lag": True}]),
+                         [{"name": "g", "consumers": None, "pending": None, "lag": None, "last_delivered_id": None}])
 
 
 class _Out(protocol.ProcessProtocol):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from twisted.application import service
@@ -150,7 +150,7 @@ class DeliveryService(service.Service):
                 "waiting": st.get("waiting"), "writer": self.dispatcher.writer.status()}
 
     def startService(self) -> None:
-        super().startService()
+        service.Service.startService(self)
         self.journal.open()
         self.dispatcher.writer.start()
         if self.sink is not None:
@@ -160,23 +160,25 @@ class DeliveryService(service.Service):
         if self.groups is not None:
             self.groups.start()
 
-    @defer.inlineCallbacks
-    def stopService(self) -> Any:
+    def stopService(self) -> defer.Deferred[None]:
         """Flush: everything received is on disk; Redis gets it within ``flush_timeout``."""
-        super().stopService()
+        service.Service.stopService(self)
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
         if self.groups is not None:
             self.groups.stop()
-        yield self.dispatcher.writer.stop()  # what was received is written and handed on
+        await self.dispatcher.writer.stop()  # what was received is written and handed on
         if self.sink is not None:
             d = self.sink.drained()
             d.addTimeout(self.flush_timeout, self.reactor)
             try:
-                yield d
+                await d
             except defer.TimeoutError:
                 log.warn("stopping with {n} events not yet in Redis (kept in the journal, "
                          "delivered at the next start)", n=self.sink.backlog())
-            yield self.sink.stop()
-        yield self.journal.close()
+            await self.sink.stop()
+        await self.journal.close()
 
     def status(self) -> JsonObject:
         return self.dispatcher.status()

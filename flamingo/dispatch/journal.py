@@ -47,10 +47,10 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import defer, task, threads
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.python.failure import Failure
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo._types import JsonObject
@@ -128,10 +128,10 @@ class Journal:
         self._dirty = False
         self._sync_loop: task.LoopingCall | None = None
         self._reads = SegmentReads(self)
-        self._pending: set[defer.Deferred[Any]] = set()
+        self._pending: set[defer.Deferred[None]] = set()
         self._retry_at = 0.0
         self._last_end: int | None = None
-        self._syncing: defer.Deferred[Any] | None = None
+        self._syncing: defer.Deferred[None] | None = None
         # what could not be kept
         self.error: str | None = None
         self.error_since: float | None = None
@@ -177,19 +177,21 @@ class Journal:
             self._sync_loop.start(1.0, now=False)
         return self
 
-    @defer.inlineCallbacks
-    def close(self) -> Any:
+    def close(self) -> defer.Deferred[None]:
         """Sync and close; waits for gzip jobs in flight."""
+        return defer.Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
         if self._sync_loop is not None and self._sync_loop.running:
             self._sync_loop.stop()
         if self._syncing is not None:
-            yield self._syncing
+            await self._syncing
         self.sync()
         self._close_fd()
         self._reads.drop()
         self._write_state()
         if self._pending:
-            yield defer.DeferredList(list(self._pending), consumeErrors=True)
+            await defer.DeferredList(list(self._pending), consumeErrors=True)
 
     def _scan(self) -> None:
         by_first: dict[int, list[Segment]] = {}
@@ -300,6 +302,7 @@ class Journal:
             if self.reactor.seconds() < self._retry_at or not self._reopen():
                 self._lost(frames)
                 return None
+        assert self._fd is not None  # open, or just reopened
         first = self.next_seq
         i = 0
         try:
@@ -356,6 +359,7 @@ class Journal:
 
     def _gzip_later(self, seg: Segment) -> None:
         # gzip needs a real reactor's thread pool (IReactorThreads), not only its timers
+        assert IReactorThreads.providedBy(self.reactor)
         gzip_in_pool(self.reactor, seg, self._pending)
 
     def _sync_in_background(self) -> None:
@@ -363,7 +367,7 @@ class Journal:
         if self.sync_hook is not None:  # a writer thread dups the segment, in order with its writes
             self.sync_hook()
             return
-        if getattr(self.reactor, "getThreadPool", None) is None:  # a Clock in tests
+        if not IReactorThreads.providedBy(self.reactor):  # a Clock in tests
             self.sync()
             return
         if self._syncing is None:
@@ -389,20 +393,20 @@ class Journal:
             os.close(fd)
             self._dirty = True
             return
-        get_pool = getattr(self.reactor, "getThreadPool", None)
-        if get_pool is None:  # a Clock in tests: at once
+        reactor = self.reactor
+        if not IReactorThreads.providedBy(reactor):  # a Clock in tests: at once
             try:
                 sync_and_close(fd)
             except OSError as e:
                 self._dirty = True
                 self.sync_failed(e)
             return
-        d = threads.deferToThreadPool(self.reactor, get_pool(), sync_and_close, fd)
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), sync_and_close, fd)
         self._syncing = d
 
-        def done(result: Any) -> None:
+        def done(result: None | Failure) -> None:
             self._syncing = None
-            if not isinstance(result, BaseException) and hasattr(result, "value"):
+            if isinstance(result, Failure):
                 e = result.value
                 if isinstance(e, OSError):
                     self._dirty = True

@@ -33,11 +33,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from twisted.internet import defer
 
+from flamingo._types import JsonObject
 from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.stages import StageCpu
 from flamingo.logs import logger
@@ -108,7 +108,7 @@ class InlineWriter:
     def stop(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return {"thread": False}
 
 
@@ -123,7 +123,7 @@ class ThreadWriter:
     threaded = True
 
     def __init__(self, journal: Journal, deliver: Deliver, cpu: StageCpu,
-                 call_from_thread: Callable[..., Any], flow: Flow | None = None, *,
+                 call_from_thread: Callable[[Callable[[], None]], object], flow: Flow | None = None, *,
                  high_bytes: int = HIGH_BYTES, hard_bytes: int = HARD_BYTES, merge_bytes: int = MERGE_BYTES,
                  inline_below: float = INLINE_BELOW, start_thread: bool = True) -> None:
         self.journal = journal
@@ -280,8 +280,8 @@ class ThreadWriter:
         for it in items:
             try:
                 if isinstance(it, Written):
-                    if it.kept:
-                        self.journal.publish(it.first + it.kept)  # type: ignore[operator]
+                    if it.kept and it.first is not None:  # kept events have positions
+                        self.journal.publish(it.first + it.kept)
                     self.pending_bytes -= it.nbytes
                     self.pending_events -= len(it.frames)
                     self.done += 1
@@ -385,7 +385,7 @@ class ThreadWriter:
         if wake:
             self.call_from_thread(self._drain)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JsonObject:
         return {"thread": True, "pending_events": self.pending_events, "pending_bytes": self.pending_bytes,
                 "hard_waits": self.hard_waits, "inline_batches": self.inline_batches,
                 "bytes_per_s": round(self._rate),

@@ -16,10 +16,12 @@ import secrets
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Protocol
 
 import attrs
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.failure import Failure
 
 from flamingo.logs import logger
 
@@ -100,7 +102,15 @@ def count_lines(seg: Segment) -> int:
     return n
 
 
-def open_segment(seg: Segment) -> BinaryIO:
+class ByteReader(Protocol):
+    """An open segment, plain or gzipped: what ``Reader`` needs of it."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def open_segment(seg: Segment) -> ByteReader:
     """Open for reading; a plain file replaced by its .gz meanwhile is found under its new name."""
     if not seg.gz:
         try:
@@ -110,13 +120,13 @@ def open_segment(seg: Segment) -> BinaryIO:
             if not gz.exists():
                 raise
             seg.path = gz
-    return _gzip.open(seg.path, "rb")  # type: ignore[return-value]
+    return _gzip.open(seg.path, "rb")
 
 
 class Reader:
     """Sequential line reader over one segment, in big chunks (readline is slow)."""
 
-    def __init__(self, path: Path, f: BinaryIO, seq: int) -> None:
+    def __init__(self, path: Path, f: ByteReader, seq: int) -> None:
         self.path = path
         self.f = f
         self.seq = seq
@@ -248,14 +258,13 @@ def gzip_file(path: Path) -> Path:
     return gz
 
 
-def gzip_in_pool(reactor: Any, seg: Segment, pending: set[defer.Deferred[Any]]) -> None:
+def gzip_in_pool(reactor: IReactorThreads, seg: Segment, pending: set[defer.Deferred[None]]) -> None:
     """``gzip_file`` of a closed segment in ``reactor``'s thread pool; ``seg`` follows the rename.
     Its Deferred stays in ``pending`` until done (the journal's close waits for it)."""
     d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), gzip_file, seg.path)
-    pending.add(d)
 
-    def done(result: Any) -> None:
-        pending.discard(d)
+    def done(result: Path | Failure) -> None:
+        pending.discard(waited)
         if isinstance(result, Path):
             seg.path = result
             try:
@@ -264,7 +273,10 @@ def gzip_in_pool(reactor: Any, seg: Segment, pending: set[defer.Deferred[Any]]) 
                 pass
         else:
             log.warn("gzip of {path} failed: {e}", path=str(seg.path), e=result.getErrorMessage())
-    d.addBoth(done)
+    # the same Deferred (its result None once done); it fires on a later reactor turn, so it is
+    # in ``pending`` before ``done`` runs
+    waited: defer.Deferred[None] = d.addBoth(done)
+    pending.add(waited)
 
 
 def point_symlink(link: Path, target: str) -> str | None:

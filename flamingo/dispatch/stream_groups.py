@@ -9,7 +9,7 @@ Redis before 7.0 reports no ``lag``: it is shown as null, never guessed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -27,25 +27,26 @@ __all__ = ["GroupWatch", "parse_groups"]
 log = logger("flamingo.sink")
 
 
-def _text(v: Any) -> str | None:
+def _text(v: object) -> str | None:
     if v is None:
         return None
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-def _int(v: Any) -> int | None:
-    if v is None or isinstance(v, bool):
-        return None
+def _int(v: object) -> int | None:
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float, str, bytes)):
+        return None  # what int() would refuse
     try:
         return int(v)
     except (TypeError, ValueError):
         return None
 
 
-def parse_groups(reply: Any) -> list[JsonObject]:
+def parse_groups(reply: object) -> list[JsonObject]:
     """``XINFO GROUPS`` (a list of flat field/value lists, or of maps) -> one dict per group."""
     out: list[JsonObject] = []
-    for item in reply or ():
+    items = reply if isinstance(reply, (list, tuple)) else ()
+    for item in items:
         if isinstance(item, dict):
             fields = {_text(k): v for k, v in item.items()}
         elif isinstance(item, (list, tuple)):
@@ -88,7 +89,7 @@ class GroupWatch:
         d = self._read(sorted(subs), lambda n: subs[n].queue_key(self.store.prefix))
         self._running = d
 
-        def done(_: Any) -> None:
+        def done(_: None) -> None:
             self._running = None
 
         def failed(f: Failure) -> None:
@@ -97,8 +98,10 @@ class GroupWatch:
         d.addCallbacks(done, failed)
         return d
 
-    @defer.inlineCallbacks
-    def _read(self, names: list[str], key_of: Callable[[str], str]) -> Any:
+    def _read(self, names: list[str], key_of: Callable[[str], str]) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._read_all(names, key_of))
+
+    async def _read_all(self, names: list[str], key_of: Callable[[str], str]) -> None:
         for name in names:
-            length, reply = yield self.store.stream_info(key_of(name))
+            length, reply = await self.store.stream_info(key_of(name))
             self.stats.stream_groups(name, parse_groups(reply), length)

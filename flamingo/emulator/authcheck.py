@@ -67,10 +67,10 @@ class AuthChecker:
 
     def _loose_identity(self, scheme: str, header: str | None) -> str:
         try:
-            if scheme == "basic":
-                return base64.b64decode(header[6:].strip()).decode().partition(":")[0]  # type: ignore[index]
-            if scheme == "oauth":
-                return parse_oauth_header(header).get("oauth_token", "oauth")  # type: ignore[arg-type]
+            if scheme == "basic" and header is not None:
+                return base64.b64decode(header[6:].strip()).decode().partition(":")[0]
+            if scheme == "oauth" and header is not None:
+                return parse_oauth_header(header).get("oauth_token", "oauth")
         except (ValueError, UnicodeDecodeError):
             pass
         return "bearer" if scheme == "bearer" else "anonymous"

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from typing import Any
 
 import yaml
 
 from flamingo.emulator import jet_cli
 from flamingo.emulator.faults import KINDS, Fault
 from flamingo.emulator.options import EmulatorOptions
+from flamingo.emulator.running import foreground_reactor, run_until_signal
 
 __all__ = ["main", "build_parser", "load_script"]
 
@@ -130,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_script(path: str) -> list[Fault]:
     """Faults from a YAML script: a list, or a mapping with a ``faults`` list."""
     with open(path, encoding="utf-8") as f:
-        data: Any = yaml.safe_load(f) or {}
+        data: object = yaml.safe_load(f) or {}
     items = data.get("faults", []) if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError("a script is a list of faults (or {faults: [...]})")
@@ -215,10 +214,9 @@ def main(argv: list[str]) -> int:
             print(f"flamingo emulator: {e}", file=sys.stderr)
             return 2
 
-    from twisted.internet import reactor
-
     from flamingo.emulator.server import Emulator, ExposureError
 
+    reactor = foreground_reactor()
     emu = Emulator(options, reactor=reactor)
     emu.faults.add(*faults)
     try:
@@ -240,7 +238,5 @@ def main(argv: list[str]) -> int:
         emu.broadcast_disconnect(1, "Shutdown")
         emu.stop().addBoth(lambda _: reactor.stop())
 
-    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(shutdown))
-    signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(shutdown))
-    reactor.run(installSignalHandlers=False)
+    run_until_signal(reactor, shutdown)
     return 0

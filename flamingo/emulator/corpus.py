@@ -30,6 +30,7 @@ __all__ = ["Corpus", "ID_SENTINEL", "ID_LOW_DIGITS", "id_prefix", "make_matching
 ID_SENTINEL = b"918273645546"
 #: ids are ``<12-digit cycle prefix><7-digit sequence>`` (19 digits, like snowflakes).
 ID_LOW_DIGITS = 7
+_ID_SCALE: int = 10**ID_LOW_DIGITS
 _BASE_PREFIX = 150_000_000_000  # -> ids around 1.5e18, newer than any "old" id below
 _OLD_ID_RANGE = (1_000_000_000_000_000_000, 1_400_000_000_000_000_000)
 _EPOCH_MS = 1_700_000_000_000
@@ -41,7 +42,7 @@ def id_prefix(cycle: int) -> bytes:
 
 
 def _sentinel_id(seq: int) -> int:
-    return int(ID_SENTINEL) * 10**ID_LOW_DIGITS + seq
+    return int(ID_SENTINEL) * _ID_SCALE + seq
 
 
 WORDS = (
@@ -111,7 +112,9 @@ class Corpus:
         if self.size == "small":
             return {"id": uid, "id_str": str(uid), "screen_name": screen}
         created = _created_at(1_200_000_000_000 + rng.randrange(500_000_000_000))
-        color = lambda: "%06X" % rng.randrange(1 << 24)  # noqa: E731
+
+        def color() -> str:
+            return "%06X" % rng.randrange(1 << 24)
         image = f"http://pbs.twimg.com/profile_images/{rng.randrange(10**18)}/{screen}_normal.jpg"
         return {
             "id": uid,
@@ -155,7 +158,7 @@ class Corpus:
             "notifications": None,
         }
 
-    def _entities(self, text: str, tags: list[str], mentions: list[dict], urls: list[str]) -> JsonObject:
+    def _entities(self, text: str, tags: list[str], mentions: list[JsonObject], urls: list[str]) -> JsonObject:
         def span(token: str) -> list[int]:
             i = text.find(token)
             return [i, i + len(token)] if i >= 0 else [0, 0]
@@ -187,7 +190,7 @@ class Corpus:
             ent = {k: v for k, v in ent.items() if v}
         return ent
 
-    def _text(self) -> tuple[str, list[str], list[dict], list[str]]:
+    def _text(self) -> tuple[str, list[str], list[JsonObject], list[str]]:
         rng = self.rng
         long = rng.random() < (0.25 if self.size == "realistic" else 0.0)
         small = self.size == "small"
@@ -368,7 +371,7 @@ class Corpus:
                                       "withheld_in_countries": [rng.choice(COUNTRIES)]}}
         return None
 
-    def messages(self, transform: Callable[[dict], dict | None] | None = None) -> Iterator[JsonObject]:
+    def messages(self, transform: Callable[[JsonObject], JsonObject | None] | None = None) -> Iterator[JsonObject]:
         """Statuses (optionally transformed; None drops one) with control messages mixed in."""
         while True:
             ctl = self.control()
@@ -377,13 +380,14 @@ class Corpus:
                 continue
             tweet = self.status()
             if transform is not None:
-                tweet = transform(tweet)
-                if tweet is None:
+                bent = transform(tweet)
+                if bent is None:
                     continue
+                tweet = bent
             yield tweet
 
 
-def make_matching(corpus: Corpus, params: dict[str, list[str]]) -> Callable[[dict], dict | None]:
+def make_matching(corpus: Corpus, params: dict[str, list[str]]) -> Callable[[JsonObject], JsonObject | None]:
     """A transform that bends generated statuses to match filter ``params``.
 
     Each status is made to match one predicate at random (a tracked phrase
@@ -401,7 +405,7 @@ def make_matching(corpus: Corpus, params: dict[str, list[str]]) -> Callable[[dic
     languages = split_values(params.get("language", ()))
     kinds = [k for k, present in (("track", phrases), ("follow", follow), ("locations", boxes)) if present]
 
-    def transform(tweet: dict) -> dict | None:
+    def transform(tweet: JsonObject) -> JsonObject | None:
         if languages:
             tweet["lang"] = rng.choice(languages)
         if preds.filter_level != "none":

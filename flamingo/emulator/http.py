@@ -13,14 +13,17 @@ answered 408 and dropped, so idle sockets cannot pile up.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory
 
-__all__ = ["Request", "HTTPServerProtocol", "HTTPServerFactory", "REASONS", "status_line"]
+__all__ = ["Request", "HTTPServerProtocol", "HTTPServerFactory", "REASONS", "TcpTransport", "as_tcp", "status_line"]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -80,8 +83,36 @@ class Request:
         return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
 
 
+class TcpTransport(typing.Protocol):
+    """What the emulator uses of a TCP transport (``ITCPTransport`` and ``IConsumer``)."""
+
+    disconnecting: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def writeSequence(self, data: list[bytes]) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
+
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+
+def as_tcp(transport: object) -> TcpTransport:
+    """A connection's transport as the TCP transport it is (Twisted types it as ``ITransport``)."""
+    return cast(TcpTransport, transport)
+
+
 class HTTPServerProtocol(Protocol):
     """Reads one request, then belongs to whatever the handler does with it."""
+
 
     def __init__(self, handle: Callable[[HTTPServerProtocol, Request], None],
                  on_connect: Callable[[HTTPServerProtocol], bool] | None = None):
@@ -93,16 +124,21 @@ class HTTPServerProtocol(Protocol):
         self.done = False
         self.on_lost: Callable[[], None] | None = None
         self.on_timeout: Callable[[HTTPServerProtocol], None] | None = None
-        self._timeout_call: Any = None
+        self._timeout_call: IDelayedCall | None = None
         self.bytes_received = 0
 
+    @property
+    def tcp(self) -> TcpTransport:
+        """The connection's transport: a TCP one, connected (a call before or after is a bug)."""
+        return as_tcp(self.transport)
+
     def connectionMade(self) -> None:
-        factory = getattr(self, "factory", None)
+        factory: HTTPServerFactory | None = self.factory
         if factory is not None:
             factory.protocols.add(self)
         if self.on_connect is not None and not self.on_connect(self):
             self.done = True
-            self.transport.abortConnection()
+            self.tcp.abortConnection()
             return
         if not self.done and factory is not None and factory.clock is not None:
             self._timeout_call = factory.clock.callLater(factory.request_timeout, self._timed_out)
@@ -149,7 +185,7 @@ class HTTPServerProtocol(Protocol):
                 self.respond(413, b"Request body too large\n")
                 return
             if self._need and "100-continue" in self._request.headers.get("expect", "").lower():
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.tcp.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if len(self._buffer) >= self._need:
             request, self._request = self._request, None
             request.body, self._buffer = self._buffer[: self._need], b""
@@ -189,8 +225,8 @@ class HTTPServerProtocol(Protocol):
             out.append(f"{name}: {value}\r\n".encode("latin-1"))
         out.append(b"\r\n")
         out.append(body)
-        self.transport.writeSequence(out)
-        self.transport.loseConnection()
+        self.tcp.writeSequence(out)
+        self.tcp.loseConnection()
 
     def start_stream(self, headers: dict[str, str]) -> None:
         """The headers of a never-ending chunked ``200 OK``."""
@@ -201,11 +237,11 @@ class HTTPServerProtocol(Protocol):
         for name, value in all_headers.items():
             out.append(f"{name}: {value}\r\n".encode("latin-1"))
         out.append(b"\r\n")
-        self.transport.writeSequence(out)
+        self.tcp.writeSequence(out)
 
     def connectionLost(self, reason: object = None) -> None:
         self._cancel_timeout()
-        factory = getattr(self, "factory", None)
+        factory: HTTPServerFactory | None = self.factory
         if factory is not None:
             factory.protocols.discard(self)
             for waiter in factory.waiters.pop(self, ()):
@@ -214,20 +250,22 @@ class HTTPServerProtocol(Protocol):
             self.on_lost()
 
 
-class HTTPServerFactory(Factory):
+class HTTPServerFactory(ServerFactory):
     """``clock`` (an ``IReactorTime``) runs the request timeouts; without one there are none."""
 
-    def __init__(self, handle, on_connect=None, clock=None, request_timeout: float = 10.0,
-                 on_timeout=None):
+    def __init__(self, handle: Callable[[HTTPServerProtocol, Request], None],
+                 on_connect: Callable[[HTTPServerProtocol], bool] | None = None,
+                 clock: IReactorTime | None = None, request_timeout: float = 10.0,
+                 on_timeout: Callable[[HTTPServerProtocol], None] | None = None) -> None:
         self.handle = handle
         self.on_connect = on_connect
         self.clock = clock
         self.request_timeout = request_timeout
         self.on_timeout = on_timeout
         self.protocols: set[HTTPServerProtocol] = set()
-        self.waiters: dict[HTTPServerProtocol, list] = {}
+        self.waiters: dict[HTTPServerProtocol, list[Deferred[None]]] = {}
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> HTTPServerProtocol:
         proto = HTTPServerProtocol(self.handle, self.on_connect)
         proto.factory = self
         proto.on_timeout = self.on_timeout

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from typing import Any
 
 import yaml
 
 from flamingo.emulator.jet_corpus import MIXES
 from flamingo.emulator.jet_faults import KINDS, JetFault
+from flamingo.emulator.running import foreground_reactor, run_until_signal
 
 __all__ = ["run", "add_arguments", "EPILOG"]
 
@@ -57,12 +56,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"flamingo emulator: {e}", file=sys.stderr)
         return 2
     rate = args.rate if args.rate > 0 else 50.0  # Jetstream never waits for its readers
-    from twisted.internet import reactor as global_reactor
-
     from flamingo.emulator.jet_server import JetOptions, JetstreamEmulator
 
-    # Any: the concrete reactor's run(installSignalHandlers=...) is in no interface
-    reactor: Any = global_reactor
+    reactor = foreground_reactor()
     emu = JetstreamEmulator(JetOptions(seed=args.seed, rate=rate, mix=args.mix, users=args.users,
                                        retain=args.retain), reactor=reactor)
     emu.faults.add(*faults)
@@ -81,7 +77,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             reactor.stop()
 
-    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(shutdown))
-    signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(shutdown))
-    reactor.run(installSignalHandlers=False)
+    run_until_signal(reactor, shutdown)
     return 0

@@ -22,19 +22,21 @@ ended).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
-
 import attrs
 import orjson
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet import task
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPushProducer, IReactorTime
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IPushProducer, IReactorTCP, IReactorTime
 from zope.interface import implementer
 
+from flamingo._reactor import maybe_global_reactor
+from flamingo._types import JsonObject
+from flamingo.emulator.http import TcpTransport, as_tcp
 from flamingo.emulator.jet_corpus import Corpus
 from flamingo.emulator.jet_faults import JetFault, JetFaults
 from flamingo.emulator.jet_timeline import Timeline, Wants
+from flamingo.emulator.running import stop_listening, tcp_address
 from flamingo.errors import ValidationError
 from flamingo.logs import logger
 from flamingo.sources.jetstream_events import check_params
@@ -70,23 +72,9 @@ class ConnectionRecord:
     refused: int | None = None  # HTTP status of a refused handshake
     start: int | None = None  # timeline position the connection started at
     sent: int = 0
-    options_updates: list[dict[str, Any]] = attrs.Factory(list)
+    options_updates: list[JsonObject] = attrs.Factory(list)
     fault: str | None = None
     ended: str | None = None
-
-
-class _Transport(Protocol):
-    """What the emulator uses of a TCP transport."""
-
-    def registerProducer(self, producer: object, streaming: bool) -> None: ...
-
-    def abortConnection(self) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
 
 
 class _Server(WebSocketServerProtocol):
@@ -97,8 +85,8 @@ class _Server(WebSocketServerProtocol):
     sender: _Sender | None = None
 
     @property
-    def tcp(self) -> _Transport:
-        return cast(_Transport, self.transport)
+    def tcp(self) -> TcpTransport:
+        return as_tcp(self.transport)
 
     def send(self, payload: bytes, binary: bool) -> None:
         self.sendMessage(payload, isBinary=binary)  # type: ignore[no-untyped-call]  # autobahn: unannotated
@@ -163,7 +151,7 @@ class _Sender:
 
     def wake(self) -> None:
         if self.call is None and not self.done:
-            self.call = self.emu.reactor.callLater(0, self.pump)
+            self.call = self.emu.turns.callLater(0, self.pump)
 
     def pump(self) -> None:
         self.call = None
@@ -241,13 +229,15 @@ class _Factory(WebSocketServerFactory):
 class JetstreamEmulator:
     """The emulator: ``start(host, port)``, ``url``, ``make(n)``, ``faults``, ``connections``."""
 
-    def __init__(self, options: JetOptions | None = None, *, reactor: Any = None,
+    def __init__(self, options: JetOptions | None = None, *, reactor: IReactorTCP | None = None,
                  clock: IReactorTime | None = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-            reactor = global_reactor
+        reactor = maybe_global_reactor(reactor)
         self.options = options or JetOptions()
         self.reactor = reactor
+        if not IReactorTime.providedBy(reactor):
+            raise TypeError("the reactor runs the senders' turns: it needs timers")
+        #: the senders' turns (``callLater(0, ...)``): the reactor's, even with a test's ``clock``
+        self.turns: IReactorTime = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.timeline = Timeline(Corpus(self.options.seed, self.options.users, self.options.mix),
                                  lambda: int(self.clock.seconds() * 1_000_000), self.options.retain)
@@ -278,10 +268,10 @@ class JetstreamEmulator:
     @property
     def url(self) -> str:
         assert self.port is not None, "start() first"
-        addr = self.port.getHost()
-        return f"ws://{addr.host}:{addr.port}"  # type: ignore[attr-defined]  # an IPv4Address
+        addr = tcp_address(self.port)
+        return f"ws://{addr.host}:{addr.port}"
 
-    def stop(self) -> Any:
+    def stop(self) -> defer.Deferred[None]:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for proto in list(self.open):
@@ -289,7 +279,7 @@ class JetstreamEmulator:
                 proto.sender.stop()
             proto.tcp.abortConnection()
         port, self.port = self.port, None
-        return port.stopListening() if port is not None else None
+        return stop_listening(port) if port is not None else defer.succeed(None)
 
     def pause(self) -> None:
         """Stop making events at ``rate`` (what was made is still served)."""

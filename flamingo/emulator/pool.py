@@ -12,14 +12,18 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 import orjson
 
+from flamingo._types import JsonObject
 from flamingo.emulator.corpus import ID_SENTINEL, Corpus, dumps, id_prefix, make_matching
 
-__all__ = ["frame", "Pool", "build_pool", "PoolSource", "ReplaySource", "Source", "split_frames"]
+if TYPE_CHECKING:
+    from flamingo.domain.matching import Predicates
+
+__all__ = ["frame", "Pool", "build_pool", "PoolSource", "ReplaySource", "SharedSource", "Source", "split_frames"]
 
 CRLF = b"\r\n"
 
@@ -35,7 +39,8 @@ def split_frames(data: bytes, delimited: bool) -> list[bytes]:
     """Inverse of ``frame`` over whole frames (used for ``record=True``)."""
     if not delimited:
         return data.split(CRLF)[:-1]
-    out, i = [], 0
+    out: list[bytes] = []
+    i = 0
     while i < len(data):
         j = data.index(CRLF, i)
         n = int(data[i:j])
@@ -55,7 +60,7 @@ class Pool:
         return len(self.ends)
 
 
-_CACHE: dict[tuple, Pool] = {}
+_CACHE: dict[tuple[int, str, bool, int, tuple[tuple[str, tuple[str, ...]], ...]], Pool] = {}
 _CACHE_MAX = 32
 
 
@@ -77,8 +82,10 @@ def build_pool(
         return pool
     corpus = Corpus(seed, size)
     transform = make_matching(corpus, params) if params else None
-    messages: Iterable[dict] = itertools.islice(corpus.messages(transform), n)
-    parts, ends, pos = [], [], 0
+    messages: Iterable[JsonObject] = itertools.islice(corpus.messages(transform), n)
+    parts: list[bytes] = []
+    ends: list[int] = []
+    pos = 0
     for message in messages:
         framed = frame(dumps(message), delimited)
         parts.append(framed)
@@ -94,6 +101,17 @@ def build_pool(
 class Source(Protocol):
     def take(self, max_messages: int, max_bytes: int) -> tuple[bytes, int]:
         """Framed bytes of up to ``max_messages`` whole messages (at least one if any)."""
+
+
+@runtime_checkable
+class SharedSource(Source, Protocol):
+    """A source on a shared timeline (rate mode): it says what is due."""
+
+    def lag(self) -> int:
+        """Positions due and not yet taken."""
+
+    def skip(self) -> None:
+        """Drop what is due (a stalled client misses it)."""
 
 
 class PoolSource:
@@ -129,7 +147,8 @@ class PoolSource:
 class ReplaySource:
     """Lines of a JSONL file, framed as they are read; ends at end of file."""
 
-    def __init__(self, path: str, delimited: bool, read_size: int = 1 << 20, predicates=None):
+    def __init__(self, path: str, delimited: bool, read_size: int = 1 << 20,
+                 predicates: Predicates | None = None):
         self.predicates = predicates  # filter streams: statuses must match; other lines pass
         self.file = open(path, "rb")
         self.delimited = delimited
@@ -151,7 +170,8 @@ class ReplaySource:
             self.pending = [ln.rstrip(b"\r") for ln in lines if ln.strip()][::-1]
 
     def take(self, max_messages: int, max_bytes: int) -> tuple[bytes, int]:
-        out, size = [], 0
+        out: list[bytes] = []
+        size = 0
         while len(out) < max_messages and (not out or size < max_bytes):
             if not self.pending:
                 self._fill()
@@ -170,7 +190,7 @@ class ReplaySource:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
             return True
-        if isinstance(message, dict) and "user" in message:
+        if isinstance(message, dict) and "user" in message and self.predicates is not None:
             return self.predicates.matches(message)
         return True
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
 
 from flamingo._reactor import maybe_global_reactor
 from flamingo.domain.matching import Predicates
@@ -31,7 +31,8 @@ from flamingo.emulator.faults import FaultPlan
 from flamingo.emulator.http import HTTPServerFactory, HTTPServerProtocol, Request
 from flamingo.emulator.journal import ConnectionRecord
 from flamingo.emulator.options import EmulatorOptions
-from flamingo.emulator.pool import PoolSource, ReplaySource, build_pool
+from flamingo.emulator.pool import PoolSource, ReplaySource, Source, build_pool
+from flamingo.emulator.running import stop_listening, tcp_address
 from flamingo.emulator.session import StreamSession
 from flamingo.emulator.timeline import Timeline
 
@@ -100,7 +101,11 @@ class Emulator:
         reactor = maybe_global_reactor(reactor)
         self.options = options or EmulatorOptions()
         self.reactor = reactor
-        self.clock: IReactorTime = clock or reactor
+        if clock is None:
+            if not IReactorTime.providedBy(reactor):
+                raise TypeError("a clock, or a reactor that is one")
+            clock = reactor
+        self.clock: IReactorTime = clock
         self.auth = AuthChecker(self.options, now)
         self.faults = FaultPlan(self.clock.seconds)
         self.journal: list[ConnectionRecord] = []
@@ -110,7 +115,7 @@ class Emulator:
         #: the X API v2 routes and state (``source="x"``), else None
         self.x: XService | None = None
         self._by_identity: dict[str, StreamSession] = {}
-        self._idle_waiters: list[defer.Deferred] = []
+        self._idle_waiters: list[defer.Deferred[None]] = []
         self._cycle = 0
         #: rate mode: the one sequence every connection reads (see timeline.py)
         self.timeline: Timeline | None = None
@@ -119,7 +124,7 @@ class Emulator:
         self._factory = HTTPServerFactory(self._handle, self._on_connect, clock=self.clock,
                                           request_timeout=self.options.header_timeout,
                                           on_timeout=self._on_timeout)
-        self._port = None
+        self._port: IListeningPort | None = None
         self._journal_file = open(self.options.journal, "a", encoding="utf-8") if self.options.journal else None
         self.host = "127.0.0.1"
         self.port = 0
@@ -141,13 +146,13 @@ class Emulator:
                 f"refusing to listen on {host} without credentials: anyone who reaches it could "
                 "stream; set --user/--password, --bearer-token or --oauth-consumer-key/"
                 "--oauth-consumer-secret, or listen on 127.0.0.1")
-        self._port = self.reactor.listenTCP(port, self._factory, interface=host)
+        self._port = listening = self.reactor.listenTCP(port, self._factory, interface=host)
         if self.options.rate > 0 and not self.options.replay and self.timeline is None:
             self.timeline = Timeline(seed=self.options.seed, size=self.options.size,
                                      rate=self.options.rate, clock=self.clock,
                                      next_cycle=self.next_cycle, pool_size=self.options.pool_size)
         self.host = host
-        self.port = self._port.getHost().port
+        self.port = tcp_address(listening).port
         return self.port
 
     @property
@@ -160,29 +165,29 @@ class Emulator:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def stop(self) -> defer.Deferred:
+    def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection; fires when all are gone."""
-        waits = []
+        waits: list[defer.Deferred[None]] = []
         if self._port is not None:
-            waits.append(defer.maybeDeferred(self._port.stopListening))
+            waits.append(stop_listening(self._port))
             self._port = None
         for session in list(self.sessions):
             session.close("emulator stopped", abort=True)
         if self.x is not None:
             self.x.stop()
         for proto in list(self._factory.protocols):
-            d: defer.Deferred = defer.Deferred()
+            d: defer.Deferred[None] = defer.Deferred()
             self._factory.waiters.setdefault(proto, []).append(d)
             waits.append(d)
-            proto.transport.abortConnection()
+            proto.tcp.abortConnection()
         if self._journal_file is not None:
             self._journal_file.close()
             self._journal_file = None
         return defer.gatherResults(waits).addCallback(lambda _: None)
 
-    def streams_closed(self) -> defer.Deferred:
+    def streams_closed(self) -> defer.Deferred[None]:
         """Fires once no stream is open (e.g. after a client hung up)."""
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         if not self.sessions:
             d.callback(None)
         else:
@@ -205,7 +210,8 @@ class Emulator:
             self._journal_file.write(json.dumps({"event": event, **record.to_dict()}) + "\n")
             self._journal_file.flush()
 
-    def _new_record(self, method, path, params, outcome="pending") -> ConnectionRecord:
+    def _new_record(self, method: str | None, path: str | None, params: dict[str, list[str]],
+                    outcome: str = "pending") -> ConnectionRecord:
         record = ConnectionRecord(self.clock.seconds(), method, path, params, None, outcome)
         self.journal.append(record)
         return record
@@ -275,7 +281,7 @@ class Emulator:
             from twisted.python import log
 
             log.err(None, "emulator handler failed")
-            if not proto.transport.disconnecting:
+            if not proto.tcp.disconnecting:
                 self._reject(proto, record, 500, "Internal error")
 
     def _serve_v1_stream(self, stream: str, proto: HTTPServerProtocol, request: Request,
@@ -294,6 +300,7 @@ class Emulator:
         gzip = request.accepts_gzip
         record.outcome, record.gzip, record.delimited = "streaming", gzip, delimited
         filter_params = {k: v for k, v in params.items() if k in PREDICATE_KEYS} if stream == "filter" else {}
+        source: Source
         if opts.replay:
             source = ReplaySource(opts.replay, delimited,
                                   predicates=Predicates.from_params(filter_params) if filter_params else None)
@@ -307,7 +314,7 @@ class Emulator:
             capture = []
             self.sent_messages.append(capture)
         session = StreamSession(
-            transport=proto.transport,
+            transport=proto.tcp,
             clock=self.clock,
             source=source,
             record=record,

@@ -25,10 +25,10 @@ from zope.interface import implementer
 from flamingo._types import JsonObject
 from flamingo.emulator.faults import DISCONNECT_REASONS, Fault
 from flamingo.emulator.journal import ConnectionRecord
-from flamingo.emulator.pool import Source, frame, split_frames
+from flamingo.emulator.pool import SharedSource, Source, frame, split_frames
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.interfaces import ITransport
+    from flamingo.emulator.http import TcpTransport
 
 __all__ = ["StreamSession"]
 
@@ -44,7 +44,7 @@ class StreamSession:
     def __init__(
         self,
         *,
-        transport: ITransport,
+        transport: TcpTransport,
         clock: IReactorTime,
         source: Source,
         record: ConnectionRecord,
@@ -81,7 +81,8 @@ class StreamSession:
         self.on_close = on_close
         self.rate = rate if rate > 0 else (2.0 * delivery_cap if delivery_cap else 0.0)
         # a shared timeline (rate mode): the source says what is due, not our own count
-        self.shared = self.rate > 0 and hasattr(source, "lag")
+        self.timeline: SharedSource | None = source if self.rate > 0 and isinstance(source, SharedSource) else None
+        self.shared = self.timeline is not None
         self._gzip = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
         self.chunk_bytes = GZIP_CHUNK_BYTES if gzip else CHUNK_BYTES
 
@@ -279,10 +280,10 @@ class StreamSession:
     # -- rate mode ------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock.seconds()
-        if self.shared:  # the emulator's timeline says what is due
+        if self.timeline is not None:  # the emulator's timeline says what is due
             if self.stalled:
-                self.source.skip()
-            self.backlog = self.source.lag()
+                self.timeline.skip()
+            self.backlog = self.timeline.lag()
         else:
             due = int((now - self._started) * self.rate + 1e-6) - self.produced
             if due > 0:
@@ -300,30 +301,30 @@ class StreamSession:
             self._schedule("tick", max(0.0, self._started + ticks * interval - now), self._tick)
 
     def _flush_backlog(self) -> None:
-        if self.shared:
-            self.backlog = self.source.lag()
+        if self.timeline is not None:
+            self.backlog = self.timeline.lag()
         while self.backlog and not (self.paused or self.closed or self.stalled):
             if self.dripping is not None and self._drip_buffer:
                 return
             n = self.backlog
             if self.delivery_cap is not None:
-                n = self._apply_cap(n)
+                n = self._apply_cap(n, self.delivery_cap)
                 if not n:
                     return
             sent = self._take(n)
-            if self.shared:  # n counted positions; fewer of them may match
-                self.backlog = self.source.lag()
+            if self.timeline is not None:  # n counted positions; fewer of them may match
+                self.backlog = self.timeline.lag()
             if not sent:
                 return
             if not self.shared:
                 self.backlog -= sent
 
-    def _apply_cap(self, n: int) -> int:
+    def _apply_cap(self, n: int, cap: int) -> int:
         now = self.clock.seconds()
         window = int(now - self._started + 1e-6)
         if window != self._cap_window:
             self._cap_window, self._cap_used = window, 0
-        allowed = max(0, self.delivery_cap - self._cap_used)  # type: ignore[operator]
+        allowed = max(0, cap - self._cap_used)
         if n > allowed:
             self.undelivered += n - allowed
             self.backlog -= n - allowed

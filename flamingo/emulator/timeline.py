@@ -23,7 +23,6 @@ each connection keeps its own pool sequence (``PoolSource``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from twisted.internet.interfaces import IReactorTime
@@ -51,15 +50,26 @@ class _Entry:
     def __init__(self, raw: bytes, key: ParamsKey) -> None:
         self.raw = raw
         self.key = key
-        self._parsed: Any = _UNPARSED
+        self._parsed: object = _UNPARSED
 
-    def parsed(self) -> Any:
+    def parsed(self) -> object:
+        """The message as JSON (None if it is not JSON), decoded once."""
         if self._parsed is _UNPARSED:
             try:
                 self._parsed = orjson.loads(self.raw)
             except orjson.JSONDecodeError:
                 self._parsed = None
         return self._parsed
+
+
+class _Slot:
+    """A predicate set's pool and the index of its next message."""
+
+    __slots__ = ("pool", "index")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.index = 0
 
 
 class Timeline:
@@ -77,7 +87,7 @@ class Timeline:
         self.base = 0  # position of entries[0]
         self.entries: list[_Entry] = []
         self.readers: list[TimelineSource] = []
-        self._pools: dict[ParamsKey, list[Any]] = {}  # key -> [Pool, next index]
+        self._pools: dict[ParamsKey, _Slot] = {}
         self._keys: list[ParamsKey] | None = None  # the open predicate sets, sorted
 
     def head(self) -> int:
@@ -93,12 +103,12 @@ class Timeline:
         self._keys = None
         return source
 
-    def _slot(self, key: ParamsKey) -> list[Any]:
+    def _slot(self, key: ParamsKey) -> _Slot:
         slot = self._pools.get(key)
         if slot is None:
             pool = build_pool(self.seed, self.size, False, self.pool_size,
                               {k: list(v) for k, v in key} or None)
-            slot = self._pools[key] = [pool, 0]
+            slot = self._pools[key] = _Slot(pool)
         return slot
 
     def entry(self, pos: int) -> _Entry:
@@ -123,9 +133,9 @@ class Timeline:
         for p in range(pos, stop):
             k = p % len(keys)
             slot = slots[k]
-            pool: Pool = slot[0]
-            i = slot[1]
-            slot[1] = i + 1 if i + 1 < len(pool.ends) else 0
+            pool = slot.pool
+            i = slot.index
+            slot.index = i + 1 if i + 1 < len(pool.ends) else 0
             start = pool.ends[i - 1] if i else 0
             raw = pool.template[start : pool.ends[i] - 2]  # without its CRLF
             append(_Entry(raw.replace(ID_SENTINEL, id_prefix(next_cycle())), keys[k]))

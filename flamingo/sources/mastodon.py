@@ -19,8 +19,8 @@ already passed on (or journaled) are dropped by id (``RecentIds``, counted in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from treq.client import HTTPClient
 from twisted.internet import defer
@@ -83,7 +83,7 @@ class MastodonStats(Protocol):
 
 
 class MastodonSource:
-    """Any instance's streaming API; ``reactor`` connects, ``clock`` times."""
+    """An instance's streaming API; ``reactor`` connects, ``clock`` times."""
 
     def __init__(self, config: Config, reactor: IReactorTime, clock: IReactorTime, stats: MastodonStats,
                  journal: JournalTail | None = None, now: Callable[[], float] | None = None) -> None:
@@ -192,14 +192,16 @@ class MastodonSource:
 
     # -- the REST side ---------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def prepare(self) -> Generator[defer.Deferred[Any], Any, str]:
+    def prepare(self) -> defer.Deferred[str]:
         """Discovery (cached until a connection is refused) and the health check."""
+        return defer.Deferred.fromCoroutine(self._prepare())
+
+    async def _prepare(self) -> str:
         if self.streaming is None:
-            self.streaming = yield self.rest.discover(self.config.api.url)
+            self.streaming = await self.rest.discover(self.config.api.url)
             log.info("Mastodon streaming server: {url}", url=self.streaming)
         base: str = self.streaming
-        yield self.rest.health(base)
+        await self.rest.health(base)
         return base
 
     def forget_discovery(self) -> None:
@@ -266,9 +268,11 @@ class MastodonLink:
         self.closing = False
         self.reported = False  # refused or ended told once
         self.aborted: Retry | None = None
-        self.step: defer.Deferred[Any] | None = source.prepare()
-        self.step.addCallbacks(self._prepared, self._prepare_failed)
-        self.step.addErrback(lambda f: log.failure("Mastodon link bug", f))
+        #: what is under way before the link is live (discovery and health, or the gap fill)
+        self.step: defer.Deferred[str] | defer.Deferred[list[Shaped]] | None = None
+        step = self.step = source.prepare()
+        step.addCallbacks(self._prepared, self._prepare_failed)
+        step.addErrback(lambda f: log.failure("Mastodon link bug", f))
 
     @property
     def request_line(self) -> str:
@@ -345,9 +349,9 @@ class MastodonLink:
         self.filling = True
         log.info("Filling the gap since the last events from REST: {streams}",
                  streams=", ".join(label(k) for k in due))
-        self.step = self.source.fill(due)
-        self.step.addCallbacks(self._filled, self._fill_failed)
-        self.step.addErrback(lambda f: log.failure("Mastodon gap fill bug", f))
+        step = self.step = self.source.fill(due)
+        step.addCallbacks(self._filled, self._fill_failed)
+        step.addErrback(lambda f: log.failure("Mastodon gap fill bug", f))
 
     def _filled(self, statuses: list[Shaped]) -> None:
         self.step = None

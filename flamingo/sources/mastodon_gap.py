@@ -11,8 +11,7 @@ not close and counted in ``GapStats``, which /status.json, /meta.json and
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import attrs
 from twisted.internet import defer
@@ -51,10 +50,14 @@ def label(key: StreamKey) -> str:
     return ":".join(key) if key[0] not in ("hashtag", "hashtag:local", "list") else f"{key[0]} {key[1]}"
 
 
-@defer.inlineCallbacks
 def fill_gaps(rest: MastodonRest, api_url: str, since: Mapping[StreamKey, str], gap_max: int,
-              gap: GapStats, now: float) -> Generator[defer.Deferred[Any], Any, list[Shaped]]:
+              gap: GapStats, now: float) -> defer.Deferred[list[Shaped]]:
     """The statuses of each stream newer than ``since[stream]``, all merged in id order."""
+    return defer.Deferred.fromCoroutine(_fill_gaps(rest, api_url, since, gap_max, gap, now))
+
+
+async def _fill_gaps(rest: MastodonRest, api_url: str, since: Mapping[StreamKey, str], gap_max: int,
+                     gap: GapStats, now: float) -> list[Shaped]:
     gap.fills += 1
     gap.running = True
     gap.last_at = now
@@ -62,7 +65,7 @@ def fill_gaps(rest: MastodonRest, api_url: str, since: Mapping[StreamKey, str], 
     try:
         for key, since_id in since.items():
             try:
-                result: GapResult = yield rest.fill(api_url, key, since_id, gap_max)
+                result: GapResult = await rest.fill(api_url, key, since_id, gap_max)
             except RestError as e:
                 gap.failed += 1
                 gap.last[label(key)] = {"since_id": since_id, "filled": 0, "complete": False,

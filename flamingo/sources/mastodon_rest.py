@@ -12,8 +12,8 @@ account. Every failure is a verdict (``RestError``) in the server's words.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
@@ -43,6 +43,8 @@ __all__ = ["MastodonRest", "RestError", "RateBudget", "GapResult", "server_words
            "failure_verdict", "PAGE_LIMIT"]
 
 PAGE_LIMIT = 40  # Mastodon's maximum page
+T = TypeVar("T")
+
 MAX_BODY = 4 << 20
 
 
@@ -146,17 +148,18 @@ class MastodonRest:
             h.setRawHeaders(b"Authorization", [f"Bearer {self.token}".encode()])
         return h
 
-    @defer.inlineCallbacks
-    def get(self, url: str, auth: bool = True,
-            follow: bool = False) -> Generator[defer.Deferred[Any], Any, tuple[IResponse, bytes]]:
+    def get(self, url: str, auth: bool = True, follow: bool = False) -> defer.Deferred[tuple[IResponse, bytes]]:
         """(response, body); a network failure or timeout is a RestError(Retry network).
         Redirects are followed only where asked (discovery: an instance that moved),
         never with the token."""
+        return defer.Deferred.fromCoroutine(self._get(url, auth, follow))
+
+    async def _get(self, url: str, auth: bool, follow: bool) -> tuple[IResponse, bytes]:
         timed_out: list[bool] = []
         try:
-            response = yield self._bounded(
+            response = await self._bounded(
                 self.http.get(url, headers=self._headers(auth), allow_redirects=follow), timed_out)
-            body = yield self._bounded(response.content(), timed_out)
+            body = await self._bounded(response.content(), timed_out)
         except Exception as e:
             where = urlsplit(url).netloc
             if timed_out:
@@ -167,7 +170,7 @@ class MastodonRest:
         self.budget.read(response.headers)
         return response, body[:MAX_BODY]
 
-    def _bounded(self, d: defer.Deferred[Any], timed_out: list[bool]) -> defer.Deferred[Any]:
+    def _bounded(self, d: defer.Deferred[T], timed_out: list[bool]) -> defer.Deferred[T]:
         """``d``, cancelled after ``timeout`` seconds on the clock (noted in ``timed_out``)."""
         def expire() -> None:
             timed_out.append(True)
@@ -175,22 +178,24 @@ class MastodonRest:
 
         timer = self.clock.callLater(self.timeout, expire)
 
-        def settled(result: object) -> object:
+        def settled(result: T | Failure) -> T | Failure:
             if timer.active():
                 timer.cancel()
             return result
 
         return d.addBoth(settled)
 
-    @defer.inlineCallbacks
-    def discover(self, api_url: str) -> Generator[defer.Deferred[Any], Any, str]:
+    def discover(self, api_url: str) -> defer.Deferred[str]:
         """The streaming server's base URL, from the instance document: ``/api/v2/instance``
         (Mastodon 4.0+), else ``/api/v1/instance`` (older servers and other implementations)."""
-        response, body = yield self.get(http_url(api_url, "/api/v2/instance"), auth=False, follow=True)
+        return defer.Deferred.fromCoroutine(self._discover(api_url))
+
+    async def _discover(self, api_url: str) -> str:
+        response, body = await self.get(http_url(api_url, "/api/v2/instance"), auth=False, follow=True)
         path = "/api/v2/instance"
         if response.code in (404, 410):
             path = "/api/v1/instance"
-            response, body = yield self.get(http_url(api_url, path), auth=False, follow=True)
+            response, body = await self.get(http_url(api_url, path), auth=False, follow=True)
         if response.code != 200:
             raise RestError(status_verdict(response.code, response.phrase.decode("latin-1"), body))
         try:
@@ -199,18 +204,21 @@ class MastodonRest:
             raise RestError(Retry("http", f"{path} is not JSON")) from None
         return streaming_base(doc, api_url)
 
-    @defer.inlineCallbacks
-    def health(self, base: str) -> Generator[defer.Deferred[Any], Any, None]:
-        response, body = yield self.get(http_url(base, "/api/v1/streaming/health"), auth=False)
+    def health(self, base: str) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._health(base))
+
+    async def _health(self, base: str) -> None:
+        response, body = await self.get(http_url(base, "/api/v1/streaming/health"), auth=False)
         if response.code != 200 or body.strip() != b"OK":
             words = server_words(body)
             raise RestError(Retry("http", f"streaming health check: HTTP {response.code}"
                                           + (f": {words}" if words else "")))
 
-    @defer.inlineCallbacks
-    def fill(self, api_url: str, key: StreamKey, since_id: str,
-             gap_max: int) -> Generator[defer.Deferred[Any], Any, GapResult]:
+    def fill(self, api_url: str, key: StreamKey, since_id: str, gap_max: int) -> defer.Deferred[GapResult]:
         """The statuses of ``key``'s timeline newer than ``since_id``, oldest first."""
+        return defer.Deferred.fromCoroutine(self._fill(api_url, key, since_id, gap_max))
+
+    async def _fill(self, api_url: str, key: StreamKey, since_id: str, gap_max: int) -> GapResult:
         where = timeline_path(key)
         if where is None:
             return GapResult(key, since_id, [], 0, False, "no timeline for this stream")
@@ -223,7 +231,7 @@ class MastodonRest:
             if self.budget.low():
                 reason, complete = "rate limit", False
                 break
-            response, body = yield self.get(url)
+            response, body = await self.get(url)
             pages += 1
             if response.code == 429:
                 reason, complete = "rate limit", False

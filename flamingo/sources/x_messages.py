@@ -11,9 +11,10 @@ not all be resolved carries ``errors`` *beside* ``data``: it is still a post.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import orjson
+
+from flamingo._types import JsonObject
 
 __all__ = ["x_message_type", "post_id", "rule_tags", "X_TYPES", "X_PREFIXES"]
 
@@ -26,7 +27,7 @@ _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
 
-def _parse(raw: bytes) -> dict[str, Any] | None:
+def _parse(raw: bytes) -> JsonObject | None:
     try:
         obj = _loads(raw)
     except _JSONDecodeError:

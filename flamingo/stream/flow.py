@@ -12,8 +12,25 @@ can do the same; the writer also has a hard cap of its own.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, cast
 
-__all__ = ["Flow", "FlowWait"]
+__all__ = ["Flow", "FlowWait", "Producing", "producing"]
+
+
+class Producing(Protocol):
+    """A transport as a push producer: what a link pauses, resumes or stops reading."""
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
+
+
+def producing(transport: object) -> Producing:
+    """``transport`` as the producer it is: TCP and the Agent's response transports declare
+    ``IPushProducer``, TLS (``TLSMemoryBIOProtocol``) has the methods without declaring it."""
+    return cast(Producing, transport)
 
 
 class FlowWait:

@@ -195,7 +195,8 @@ class FrameParser:
             if i == -1:
                 break
             if i == pos:  # a run of keep-alives, counted at once
-                end = _CRLF_RUN.match(data, pos).end()  # type: ignore[union-attr]
+                run = _CRLF_RUN.match(data, pos)  # matches: data[pos:pos + 2] is CRLF
+                end = run.end() if run is not None else pos + 2
                 self.keepalives += (end - pos) // 2
                 self.bulk_keepalives += (end - pos) // 2
                 pos = end

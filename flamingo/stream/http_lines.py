@@ -18,7 +18,14 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import abstract, defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS, FileBodyProducer, ResponseDone
@@ -28,6 +35,7 @@ from zope.interface import implementer
 
 from flamingo.logs import logger
 from flamingo.stream.endpoints import StreamRequest
+from flamingo.stream.flow import producing
 from flamingo.stream.framing import StreamDecoder
 from flamingo.stream.pump import BodyPump
 from flamingo.stream.source import Fatal, LinkEvents, Retry, Verdict
@@ -99,11 +107,12 @@ class _Body(Protocol):
         self.link = link
 
     def connectionMade(self) -> None:
-        if self.link.pump is not None:
-            self.link.pump.producer = self.transport
-        # the response's socket, behind Twisted's TransportProxyProducer: larger reads of a
+        transport = self.transport  # the Agent's TransportProxyProducer
+        if self.link.pump is not None and IPushProducer.providedBy(transport):
+            self.link.pump.producer = transport
+        # the response's socket, behind the TransportProxyProducer: larger reads of a
         # plain body (64 KiB of gzip is already ~360 KiB of events: larger reads cost more there)
-        sock = getattr(self.transport, "_producer", None)
+        sock = getattr(transport, "_producer", None)
         decoder = self.link.decoder
         if isinstance(sock, abstract.FileDescriptor) and not (decoder is not None and decoder.gzip):
             sock.bufferSize = READ_BYTES
@@ -177,7 +186,7 @@ class HttpExchange:
         self._finish()
         if self.closing:
             return
-        message = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
+        message = failure.getErrorMessage() or type(failure.value).__name__
         if self.timed_out:
             message = f"no response within {self.connect_timeout}s"
         self.events.refused(self, Retry("network", message))
@@ -221,7 +230,7 @@ class HttpExchange:
 
     def _drop(self) -> None:
         if self.body is not None and self.body.transport is not None:
-            self.body.transport.stopProducing()  # type: ignore[attr-defined]  # the response's transport
+            producing(self.body.transport).stopProducing()
         elif self.request_d is not None:
             self.request_d.cancel()
 
@@ -348,7 +357,7 @@ class HttpLineLink(HttpExchange):
             verdict = self.aborted
         else:
             clean = reason.check(ResponseDone) is not None
-            why = reason.getErrorMessage() or reason.type.__name__  # type: ignore[union-attr]
+            why = reason.getErrorMessage() or type(reason.value).__name__
             verdict = self.rules.on_end(clean, why)
         self.events.ended(self, verdict)
 
@@ -384,7 +393,7 @@ class _ErrorBody(Protocol):
 
     def abort(self) -> bytes:
         if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+            producing(self.transport).stopProducing()
         return b"".join(self.parts)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
@@ -397,7 +406,7 @@ class _Discard(Protocol):
 
     def connectionMade(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+            producing(self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         pass

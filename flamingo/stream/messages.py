@@ -24,7 +24,6 @@ bytes as received anyway.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import orjson
 
@@ -78,8 +77,9 @@ def message_type(raw: bytes) -> str:
 def parse_limit(raw: bytes) -> int | None:
     """The cumulative undelivered count of a ``{"limit":{"track":N}}`` notice (None if absent)."""
     try:
-        obj: Any = _loads(raw)
-        n = obj["limit"]["track"]
-    except (_JSONDecodeError, KeyError, TypeError):
+        obj: object = _loads(raw)
+    except (_JSONDecodeError, TypeError):
         return None
+    limit = obj.get("limit") if isinstance(obj, dict) else None
+    n = limit.get("track") if isinstance(limit, dict) else None
     return n if isinstance(n, int) and not isinstance(n, bool) else None

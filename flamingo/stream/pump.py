@@ -19,9 +19,10 @@ until it opens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from flamingo.stream.flow import Flow
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+
+from flamingo.stream.flow import Flow, FlowWait
 from flamingo.stream.framing import SLICE_BYTES, StreamDecoder
 
 __all__ = ["BodyPump", "TURN_BYTES"]
@@ -43,17 +44,17 @@ class BodyPump:
     """
 
     def __init__(self, decoder: StreamDecoder, on_turn: Callable[[list[bytes]], bool],
-                 call_later: Callable[..., Any], turn_bytes: int = TURN_BYTES,
+                 call_later: Callable[[float, Callable[[], None]], IDelayedCall], turn_bytes: int = TURN_BYTES,
                  gate: Flow | None = None) -> None:
         self.decoder = decoder
         self.gate = gate
         self.on_turn = on_turn
         self.call_later = call_later
         self.turn_bytes = turn_bytes
-        self.producer: Any = None
+        self.producer: IPushProducer | None = None
         self.turns = 0  # reactor turns that did work (figures, tests)
         self.paused = False
-        self._next: Any = None  # the scheduled continuation (a call, or a wait at the gate)
+        self._next: IDelayedCall | FlowWait | None = None  # the scheduled continuation (a call, or a wait at the gate)
         self._stopped = False
         self._on_end: Callable[[], None] | None = None
 

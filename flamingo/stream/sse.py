@@ -30,7 +30,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from flamingo.stream.endpoints import StreamRequest
-from flamingo.stream.flow import Flow, FlowWait
+from flamingo.stream.flow import Flow, FlowWait, producing
 from flamingo.stream.http_lines import HttpExchange, LineStats
 from flamingo.stream.source import LinkEvents, Retry, Verdict
 from flamingo.stream.websocket import handshake_verdict
@@ -198,14 +198,14 @@ class SseLink(HttpExchange):
         transport = self.body.transport if self.body is not None else None
         if gate is None or gate.open or transport is None or self.closing or self.gate_wait is not None:
             return
-        transport.pauseProducing()  # type: ignore[attr-defined]  # the response's transport
+        producing(transport).pauseProducing()
         self.gate_wait = gate.when_open(self._gate_opened)
 
     def _gate_opened(self) -> None:
         self.gate_wait = None
         transport = self.body.transport if self.body is not None else None
         if transport is not None and not self.finished:
-            transport.resumeProducing()  # type: ignore[attr-defined]
+            producing(transport).resumeProducing()
 
     def close(self) -> defer.Deferred[None]:
         self.closing = True

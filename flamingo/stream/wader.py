@@ -110,7 +110,7 @@ class Wader(Service):
         self._core.listeners.append(callback)
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         on_change = getattr(self.store, "on_change", None)
         if not self._subscribed and on_change is not None:
             on_change(self._store_changed)
@@ -118,7 +118,7 @@ class Wader(Service):
         self._machine.start()
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        Service.stopService(self)
         self._cancel_debounce()
         done: defer.Deferred[None] = defer.Deferred()
         self._machine.stop(done)

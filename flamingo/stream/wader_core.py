@@ -9,7 +9,7 @@ stop. It keeps no connection of its own: those live in the states' data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults
@@ -89,9 +89,9 @@ class Core:
 
     # -- reports ------------------------------------------------------------------
 
-    def report(self, name: str, **kw: Any) -> None:  # Any: WaderState's fields
-        old = self.state
-        self.state = s = WaderState(name=name, **kw)
+    def report(self, s: WaderState) -> None:
+        old, self.state = self.state, s
+        name = s.name
         for cb in list(self.listeners):
             cb(s)
         if old.name == name and old.cause == s.cause and name != "retrying":
@@ -109,16 +109,16 @@ class Core:
                      extra=f" ({s.message})" if s.message else "")
 
     def waiting_for_params(self) -> None:
-        self.report("waiting_for_params",
-                    message=f"no predicates for the {self.source.stream} stream")
+        self.report(WaderState("waiting_for_params",
+                                message=f"no predicates for the {self.source.stream} stream"))
 
     def fatal(self, verdict: Fatal, request_line: str | None) -> None:
-        self.report("fatal", cause=verdict.cause, message=verdict.message,
-                    request_line=request_line)
+        self.report(WaderState("fatal", cause=verdict.cause, message=verdict.message,
+                               request_line=request_line))
 
     def connected(self, link: Link) -> None:
         line = link.request_line
-        self.report("connected", connected_since=self.now(), request_line=line)
+        self.report(WaderState("connected", connected_since=self.now(), request_line=line))
         log.info("Listening on stream: {line}", line=line)
         self.sink.connection_started(line)
 
@@ -146,9 +146,9 @@ class Core:
         delay = self.min_interval_delay(delay)
         call = self.clock.callLater(delay, due)
         if cause != "initial":
-            self.report("retrying", cause=cause, attempt=self.backoffs.attempt(cause),
-                        next_attempt_at=self.now() + delay, message=message,
-                        request_line=self.state.request_line)
+            self.report(WaderState("retrying", cause=cause, attempt=self.backoffs.attempt(cause),
+                                   next_attempt_at=self.now() + delay, message=message,
+                                   request_line=self.state.request_line))
         return call
 
     def rearm(self, call: IDelayedCall | None, delay: float,
@@ -171,8 +171,8 @@ class Core:
 
     def connect(self, request: StreamRequest, cause: str) -> Link:
         """Open the stream (``cause``: why this attempt: initial, restart, a retry's)."""
-        self.report("connecting", cause=None if cause == "initial" else cause,
-                    attempt=self.backoffs.attempt(cause), request_line=request.request_line)
+        self.report(WaderState("connecting", cause=None if cause == "initial" else cause,
+                               attempt=self.backoffs.attempt(cause), request_line=request.request_line))
         log.info("Connecting to stream: {line}", line=request.request_line)
         return self._link(request, cause)
 
@@ -205,7 +205,7 @@ class Core:
         self.links = Links()
 
         def gone(_: object) -> None:
-            self.report("stopped")
+            self.report(WaderState("stopped"))
             self.source.close_idle()
             done.callback(None)
 

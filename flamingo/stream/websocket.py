@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 from flamingo.logs import logger
 from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.endpoints import StreamRequest
-from flamingo.stream.flow import Flow, FlowWait
+from flamingo.stream.flow import Flow, FlowWait, producing
 from flamingo.stream.source import Fatal, LinkEvents, Retry, Verdict
 
 __all__ = ["WebSocketLink", "FrameDecoder", "FrameError", "EndNotice", "FrameStats",
@@ -202,7 +202,7 @@ class WebSocketLink:
 
     def _connect_failed(self, failure: Failure) -> None:
         self.connect_d = None
-        message = failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
+        message = failure.getErrorMessage() or type(failure.value).__name__
         if self.timed_out:
             message = f"no response within {self.connect_timeout}s"
         self._finish()
@@ -276,14 +276,14 @@ class WebSocketLink:
         transport = self.protocol.transport if self.protocol is not None else None
         if gate is None or gate.open or transport is None or self.gate_wait is not None:
             return
-        transport.pauseProducing()  # type: ignore[attr-defined]  # a TCP transport is a producer
+        producing(transport).pauseProducing()
         self.gate_wait = gate.when_open(self._gate_opened)
 
     def _gate_opened(self) -> None:
         self.gate_wait = None
         transport = self.protocol.transport if self.protocol is not None else None
         if transport is not None and not self.finished:
-            transport.resumeProducing()  # type: ignore[attr-defined]
+            producing(transport).resumeProducing()
 
     def _drain(self) -> None:
         _cancel(self.flush_call)

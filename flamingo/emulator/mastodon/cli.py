@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from typing import Any
 
 from flamingo.emulator.mastodon.faults import KINDS, MastoFault
 from flamingo.emulator.mastodon.server import MastoOptions
+from flamingo.emulator.running import foreground_reactor, run_until_signal
 
 __all__ = ["main", "build_parser"]
 
@@ -61,12 +60,10 @@ def main(argv: list[str]) -> int:
         print(f"flamingo emulator: {e}", file=sys.stderr)
         return 2
 
-    from twisted.internet import reactor as _reactor
-
     from flamingo.emulator.mastodon.server import MastodonEmulator
     from flamingo.emulator.server import ExposureError
 
-    reactor: Any = _reactor  # Any: the global reactor provides every reactor interface
+    reactor = foreground_reactor()
     emu = MastodonEmulator(options, reactor=reactor)
     emu.add_faults(*faults)
     try:
@@ -83,7 +80,5 @@ def main(argv: list[str]) -> int:
     def shutdown(*_: object) -> None:
         emu.stop().addBoth(lambda _: reactor.stop())
 
-    signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(shutdown))
-    signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(shutdown))
-    reactor.run(installSignalHandlers=False)
+    run_until_signal(reactor, shutdown)
     return 0

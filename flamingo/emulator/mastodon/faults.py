@@ -33,18 +33,18 @@ class MastoFault:
     def parse(cls, spec: str) -> MastoFault:
         """``refuse:after=100,seconds=10`` (ValueError naming what is wrong)."""
         kind, _, rest = spec.partition(":")
-        kw: dict[str, float | int] = {}
+        after, seconds = 0, 0.0
         for part in filter(None, rest.split(",")):
             name, _, value = part.partition("=")
             if name == "after":
-                kw["after"] = int(value)
+                after = int(value)
             elif name == "seconds":
-                kw["seconds"] = float(value)
+                seconds = float(value)
             else:
                 raise ValueError(f"fault {spec!r}: unknown key {name!r} (after, seconds)")
         if kind not in KINDS:
             raise ValueError(f"fault {spec!r}: unknown kind {kind!r} ({', '.join(KINDS)})")
-        return cls(kind, **kw)  # type: ignore[arg-type]  # after: int, seconds: float as parsed
+        return cls(kind, after, seconds)
 
 
 @attrs.define

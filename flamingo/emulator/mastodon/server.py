@@ -11,8 +11,6 @@ refusal windows), so tests may pass a ``Clock``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
@@ -26,6 +24,7 @@ from flamingo.emulator.mastodon.faults import MastoFault, MastoFaults
 from flamingo.emulator.mastodon.rest import RateLimit, RestResource, instance_document
 from flamingo.emulator.mastodon.streaming import Session, StreamingResource
 from flamingo.emulator.mastodon.timeline import Event, Timeline, TimelineOptions
+from flamingo.emulator.running import stop_listening, tcp_address
 from flamingo.emulator.server import ExposureError, is_loopback
 
 __all__ = ["MastodonEmulator", "MastoOptions"]
@@ -79,7 +78,11 @@ class MastodonEmulator:
         reactor = maybe_global_reactor(reactor)
         self.options = options or MastoOptions()
         self.reactor = reactor
-        self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]  # the global reactor is both
+        if clock is None:
+            if not IReactorTime.providedBy(reactor):
+                raise TypeError("a clock, or a reactor that is one")
+            clock = reactor
+        self.clock: IReactorTime = clock
         self.timeline = Timeline(self.options.timeline_options(), self.clock)
         self.timeline.listeners.append(self._fan_out)
         self.timeline.hooks.append(self._scripted)
@@ -110,20 +113,20 @@ class MastodonEmulator:
         self.host = host
         rest = self.reactor.listenTCP(port, _QuietSite(RestResource(self)), interface=host)  # type: ignore[arg-type]  # a Site is a ServerFactory
         self._ports.append(rest)
-        self.port = rest.getHost().port  # type: ignore[attr-defined]  # an IPv4Address
+        self.port = tcp_address(rest).port
         stream = self.reactor.listenTCP(streaming_port, _QuietSite(StreamingResource(self)),  # type: ignore[arg-type]
                                         interface=host)
         self._ports.append(stream)
-        self.streaming_port = stream.getHost().port  # type: ignore[attr-defined]
+        self.streaming_port = tcp_address(stream).port
         self.timeline.start()
         return self
 
-    def stop(self) -> defer.Deferred[Any]:
+    def stop(self) -> defer.Deferred[None]:
         self.timeline.stop()
         for s in list(self.sessions):
             s.drop()
         ports, self._ports = self._ports, []
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        return defer.gatherResults([stop_listening(p) for p in ports]).addCallback(lambda _: None)
 
     @property
     def url(self) -> str:

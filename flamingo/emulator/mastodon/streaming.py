@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from flamingo.emulator.http import as_tcp
 from flamingo.emulator.mastodon.timeline import LISTS, Event, StreamKey
 
 if TYPE_CHECKING:
@@ -216,9 +217,9 @@ class _WsState(Session):
         transport = self.proto.transport
         if transport is not None:  # not reading either: pings go unanswered
             if on:
-                transport.pauseProducing()  # type: ignore[attr-defined]  # a TCP transport
+                as_tcp(transport).pauseProducing()
             else:
-                transport.resumeProducing()  # type: ignore[attr-defined]
+                as_tcp(transport).resumeProducing()
 
 
 class _SseState(Session):
@@ -240,7 +241,7 @@ class _SseState(Session):
         self.stalled = True
         transport = self.request.channel.transport
         if transport is not None:
-            transport.abortConnection()  # type: ignore[attr-defined]  # a TCP transport
+            as_tcp(transport).abortConnection()
 
     def stall(self, on: bool) -> None:
         self.stalled = on

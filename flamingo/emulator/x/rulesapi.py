@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from flamingo._types import JsonObject
 from flamingo.emulator.x.problems import PROBLEMS, invalid_request
-from flamingo.emulator.x.rules import RuleSyntaxError, parse
+from flamingo.emulator.x.rules import Node, RuleSyntaxError, parse
 from flamingo.emulator.x.ruleset import Rule, RuleBook
 
 __all__ = ["Tier", "RulesApi", "page_token", "token_offset", "APP_ID"]
@@ -194,7 +194,7 @@ class RulesApi:
                                                            f"not {orjson.dumps(item).decode()[:200]}")])
         tier = self.tier
         errors: list[JsonObject] = []
-        valid: list[tuple[str, str | None, object]] = []
+        valid: list[tuple[str, str | None, Node]] = []
         seen: set[str] = set()
         for item in items:
             value, tag = item["value"], item.get("tag")
@@ -226,7 +226,7 @@ class RulesApi:
         summary = {"created": 0, "not_created": len(items), "valid": len(valid), "invalid": len(errors)}
         out: JsonObject = {}
         if not errors:
-            rules = [Rule(self.book.new_id(), value, tag, node) for value, tag, node in valid]  # type: ignore[arg-type]
+            rules = [Rule(self.book.new_id(), value, tag, node) for value, tag, node in valid]
             if not dry_run:
                 self.book.commit(added=rules)
             summary.update(created=len(rules), not_created=0)

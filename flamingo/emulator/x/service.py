@@ -217,8 +217,7 @@ class XService:
     def _open_stream(self, proto: HTTPServerProtocol, request: Request, record: ConnectionRecord,
                      parsed: StreamRequest, key: tuple[str, int | None]) -> None:
         emu, opts = self.emu, self.emu.options
-        transport = proto.transport
-        if transport is None:  # pragma: no cover - the client is already gone
+        if proto.transport is None:  # pragma: no cover - the client is already gone
             return
         spec = parsed.spec
         if spec.content == "posts":
@@ -253,7 +252,7 @@ class XService:
             emu._session_closed(session)
 
         session = XStreamSession(
-            transport=transport, clock=emu.clock, source=source, record=record,
+            transport=proto.tcp, clock=emu.clock, source=source, record=record,
             stream_name=spec.name, gzip=gzip, rate=opts.rate, keepalive=opts.keepalive_seconds,
             faults=emu.faults.take_stream_faults(), stall_queue=opts.stall_queue,
             random_disconnects=opts.random_disconnects, seed=opts.seed + len(emu.journal),

@@ -91,6 +91,7 @@ class RedisCommands(Protocol):
 
     prefix: str
 
+    # Any: a Redis reply, as txredisapi (unannotated) decodes it
     def command(self, *args: str | bytes | int | float) -> defer.Deferred[Any]: ...
 
 
@@ -147,45 +148,49 @@ class RuleBook:
 
     # -- edits ------------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def add(self, value: object, tag: object = None) -> Any:
+    def add(self, value: object, tag: object = None) -> defer.Deferred[tuple[Rule, bool]]:
         """-> (rule, created). ValidationError for what X would refuse; an existing value: unchanged."""
-        yield self._settled()
+        return defer.Deferred.fromCoroutine(self._add(value, tag))
+
+    async def _add(self, value: object, tag: object) -> tuple[Rule, bool]:
+        await self._settled()
         rule = check_new(self.rules(), value, tag, self.limits)
         if rule is None:
             assert isinstance(value, str)  # check_new accepted it
             return self._rules[value.strip()], False
-        reply = yield self.store.command("EVAL", _ADD, 1, self.key, rule.value, _json(rule),
-                                         self.limits.max_rules, self._channel, self.notice)
-        yield self.load()
+        reply: object = await self.store.command("EVAL", _ADD, 1, self.key, rule.value, _json(rule),
+                                                 self.limits.max_rules, self._channel, self.notice)
+        await self.load()
         if _s(reply) == "full":  # another client filled the set meanwhile
             raise ValidationError("rules", f"this tier allows {self.limits.max_rules} rules",
                                   limit=f"rules: at most {self.limits.max_rules}")
         current = self._rules.get(rule.value, rule)
         return current, _s(reply) == "ok"
 
-    @defer.inlineCallbacks
-    def remove(self, value: object = None, tag: object = None) -> Any:
+    def remove(self, value: object = None, tag: object = None) -> defer.Deferred[list[Rule]]:
         """Remove by value, or every rule with a tag; -> the rules left. NotFound when none matched."""
-        yield self._settled()
+        return defer.Deferred.fromCoroutine(self._remove(value, tag))
+
+    async def _remove(self, value: object, tag: object) -> list[Rule]:
+        await self._settled()
         gone = select_removed(self.rules(), value, tag)
         if not gone:
             raise NotFound("rule", str(value if value is not None else f"tag {tag}"))
-        yield self.store.command("EVAL", _REMOVE, 1, self.key, self._channel, self.notice,
+        await self.store.command("EVAL", _REMOVE, 1, self.key, self._channel, self.notice,
                                  *[r.value for r in gone])
-        yield self.load()
+        await self.load()
         return self.rules()
 
-    def record(self, changes: Mapping[str, tuple[str | None, Rule]]) -> defer.Deferred[Any]:
-        """Write X's verdicts: value -> (tag the reconciler sent, rule as it now is)."""
+    def record(self, changes: Mapping[str, tuple[str | None, Rule]]) -> defer.Deferred[object]:
+        """Write X's verdicts: value -> (tag the reconciler sent, rule as it now is); -> the script's reply."""
         if not changes:
             return defer.succeed(0)
         args: list[str] = []
         for value, (sent_tag, rule) in changes.items():
             args += [value, sent_tag or "", _json(rule)]
-        d = self.store.command("EVAL", _RECORD, 1, self.key, self._channel, self.notice, *args)
-        d.addCallback(lambda n: self.load().addCallback(lambda _: n))
-        return d
+        d: defer.Deferred[object] = self.store.command("EVAL", _RECORD, 1, self.key, self._channel, self.notice,
+                                                       *args)
+        return d.addCallback(lambda n: self.load().addCallback(lambda _: n))
 
     # -- loading ----------------------------------------------------------------------
 
@@ -221,9 +226,11 @@ class RuleBook:
                 self._run_load()
         self._loading.addBoth(done)
 
-    @defer.inlineCallbacks
-    def _load(self) -> Any:
-        marker, flat = yield self.store.command("EVAL", _LOAD, 2, self.key, f"{self.store.prefix}:store:epoch")
+    def _load(self) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._read())
+
+    async def _read(self) -> None:
+        marker, flat = await self.store.command("EVAL", _LOAD, 2, self.key, f"{self.store.prefix}:store:epoch")
         epoch = _s(marker) if marker else None
         rules: dict[str, Rule] = {}
         for i in range(0, len(flat) - 1, 2):
@@ -241,7 +248,7 @@ class RuleBook:
             args: list[str] = []
             for r in base.values():
                 args += [r.value, _json(r)]
-            yield self.store.command("EVAL", _RESTORE, 1, self.key, *args)
+            await self.store.command("EVAL", _RESTORE, 1, self.key, *args)
             log.warn("Redis lost the X rules: {n} written back from {where}", n=len(base),
                      where="memory" if self.loaded else str(self.copy_path))
             rules = dict(base)

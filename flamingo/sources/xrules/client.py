@@ -10,7 +10,7 @@ allows 100 POSTs per 15 minutes; X's reset time is kept), ``fatal`` (401,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 import orjson
@@ -60,7 +60,7 @@ class RulesApi(Protocol):
     def delete(self, ids: Sequence[str]) -> defer.Deferred[int]: ...
 
 
-def parse_add(doc: Any, sent: Sequence[Rule], dry_run: bool) -> AddResult:
+def parse_add(doc: object, sent: Sequence[Rule], dry_run: bool) -> AddResult:
     """X's add answer: ``data`` (created or valid rules), ``errors`` per rule.
 
     A ``DuplicateRule`` error means X holds that value already: its id counts as created.
@@ -68,10 +68,10 @@ def parse_add(doc: Any, sent: Sequence[Rule], dry_run: bool) -> AddResult:
     ids: dict[str, str] = {}
     rejected: dict[str, str] = {}
     values = {r.value for r in sent}
-    for item in doc.get("data") or () if isinstance(doc, dict) else ():
+    for item in _items(doc, "data"):
         if isinstance(item, dict) and item.get("value") in values:
             ids[item["value"]] = str(item.get("id") or "")
-    for err in doc.get("errors") or () if isinstance(doc, dict) else ():
+    for err in _items(doc, "errors"):
         if not isinstance(err, dict):
             continue
         value = err.get("value")
@@ -89,6 +89,17 @@ def parse_add(doc: Any, sent: Sequence[Rule], dry_run: bool) -> AddResult:
         # a dry run that neither lists nor refuses a rule did not judge it: not an error
         ids = {v: "" for v in ids}
     return AddResult(ids=ids, rejected=rejected)
+
+
+def _items(doc: object, key: str) -> Sequence[object]:
+    """``doc[key]`` of a JSON object, or nothing (absent, null, or not a list)."""
+    items = doc.get(key) if isinstance(doc, dict) else None
+    return items if isinstance(items, list) else ()
+
+
+def _get(doc: object, key: str) -> object:
+    """``doc[key]`` if ``doc`` is a JSON object."""
+    return doc.get(key) if isinstance(doc, dict) else None
 
 
 def _remote(item: object) -> RemoteRule | None:
@@ -115,24 +126,25 @@ class TreqRulesApi:
         return Headers({b"Authorization": [f"Bearer {self._token}".encode()],
                         b"User-Agent": [f"Flamingo/{__version__}".encode()]})
 
-    @defer.inlineCallbacks
-    def _call(self, method: str, params: dict[str, str], body: object | None) -> Any:
-        kw: dict[str, Any] = {"params": params, "headers": self._headers()}
+    async def _call(self, method: str, params: dict[str, str], body: object | None) -> object:
+        headers = self._headers()
+        data = None
         if body is not None:
-            kw["data"] = orjson.dumps(body)
-            kw["headers"].addRawHeader(b"Content-Type", b"application/json")
-        d = self.http.request(method, self.url, **kw)
+            data = orjson.dumps(body)
+            headers.addRawHeader(b"Content-Type", b"application/json")
+        d = self.http.request(method, self.url, params=params, headers=headers, data=data)
         d.addTimeout(self.timeout, self.clock)
         try:
-            response: IResponse = yield d
-            content = yield _bounded(treq.content(response), self.timeout, self.clock)
+            response: IResponse = await d
+            content = await _bounded(treq.content(response), self.timeout, self.clock)
         except (defer.TimeoutError, defer.CancelledError):
             raise RulesApiError("network", f"X's rules API gave no answer within {self.timeout:g}s") from None
         except Exception as e:  # connection refused, reset, DNS: the network
             raise RulesApiError("network", f"X's rules API unreachable: {e}") from None
         if response.code == 200 or response.code == 201:
             try:
-                return orjson.loads(content)
+                doc: object = orjson.loads(content)
+                return doc
             except orjson.JSONDecodeError:
                 raise RulesApiError("http", f"X's rules API answered {response.code} with no JSON") from None
         text = x_error_message(content[:MAX_ERROR_BODY].decode("utf-8", "replace").strip())
@@ -144,37 +156,40 @@ class TreqRulesApi:
             raise RulesApiError("fatal", message)
         raise RulesApiError("http", message)
 
-    @defer.inlineCallbacks
-    def list(self) -> Any:
+    async def _pages(self) -> list[RemoteRule]:
         rules: list[RemoteRule] = []
         params = {"max_results": str(self.page_size)}
         while True:
             self.calls.append("GET")
-            doc = yield self._call("GET", params, None)
-            for item in doc.get("data") or () if isinstance(doc, dict) else ():
+            doc = await self._call("GET", params, None)
+            for item in _items(doc, "data"):
                 r = _remote(item)
                 if r is not None:
                     rules.append(r)
-            meta = doc.get("meta") if isinstance(doc, dict) else None
-            token = meta.get("next_token") if isinstance(meta, dict) else None
+            token = _get(_get(doc, "meta"), "next_token")
             if not isinstance(token, str) or not token:
                 return rules
             params = {"max_results": str(self.page_size), "pagination_token": token}
 
-    @defer.inlineCallbacks
-    def add(self, rules: Sequence[Rule], dry_run: bool) -> Any:
+    def list(self) -> defer.Deferred[list[RemoteRule]]:
+        return defer.Deferred.fromCoroutine(self._pages())
+
+    def add(self, rules: Sequence[Rule], dry_run: bool) -> defer.Deferred[AddResult]:
+        return defer.Deferred.fromCoroutine(self._add(rules, dry_run))
+
+    async def _add(self, rules: Sequence[Rule], dry_run: bool) -> AddResult:
         self.calls.append("POST add dry_run" if dry_run else "POST add")
         body = {"add": [{"value": r.value, **({"tag": r.tag} if r.tag else {})} for r in rules]}
-        doc = yield self._call("POST", {"dry_run": "true"} if dry_run else {}, body)
+        doc = await self._call("POST", {"dry_run": "true"} if dry_run else {}, body)
         return parse_add(doc, rules, dry_run)
 
-    @defer.inlineCallbacks
-    def delete(self, ids: Sequence[str]) -> Any:
+    def delete(self, ids: Sequence[str]) -> defer.Deferred[int]:
+        return defer.Deferred.fromCoroutine(self._delete(ids))
+
+    async def _delete(self, ids: Sequence[str]) -> int:
         self.calls.append("POST delete")
-        doc = yield self._call("POST", {}, {"delete": {"ids": list(ids)}})
-        meta = doc.get("meta") if isinstance(doc, dict) else None
-        summary = meta.get("summary") if isinstance(meta, dict) else None
-        deleted = summary.get("deleted") if isinstance(summary, dict) else None
+        doc = await self._call("POST", {}, {"delete": {"ids": list(ids)}})
+        deleted = _get(_get(_get(doc, "meta"), "summary"), "deleted")
         return deleted if isinstance(deleted, int) else len(ids)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -149,14 +148,16 @@ class Reconciler:
 
     # -- one pass --------------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def sync(self) -> Any:
+    def sync(self) -> defer.Deferred[None]:
         """One reconciliation; schedules the next (retry or periodic) itself."""
+        return defer.Deferred.fromCoroutine(self._sync())
+
+    async def _sync(self) -> None:
         self.last_attempt = self.now()
         self.dirty = False
         self.in_pass = True
         try:
-            yield self._pass()
+            await self._pass()
         except RulesApiError as e:
             self._failed(e.cause, e.message, e.reset_at)
             return
@@ -192,13 +193,12 @@ class Reconciler:
         if self.running:
             self._schedule(delay)  # a change meanwhile is in the next pass anyway
 
-    @defer.inlineCallbacks
-    def _pass(self) -> Any:
-        yield self.book.load()
+    async def _pass(self) -> None:
+        await self.book.load()
         if not self.book.trusted:
             raise RulesApiError("network", "Redis lost the store's marker: rules are not synced until it is back")
         rules = self.book.rules()
-        remote = yield self.api.list()
+        remote = await self.api.list()
         p = plan(rules, remote)
         if not p.empty:
             posts = (1 if p.delete else 0) + (2 if p.add else 0)
@@ -208,7 +208,7 @@ class Reconciler:
                                     "used up", self.now() + wait)
         if p.delete:
             self.budget.spend(self.now())
-            yield self.api.delete([r.id for r in p.delete])
+            await self.api.delete([r.id for r in p.delete])
             self.deleted_at_x += len(p.delete)
             for r in p.delete:
                 log.info("Deleted X rule {id} {value!r} (tag {tag!r}): not in Flamingo's rules",
@@ -217,12 +217,12 @@ class Reconciler:
         rejected: dict[str, str] = {}
         if p.add:
             self.budget.spend(self.now())
-            checked = yield self.api.add(p.add, True)
+            checked = await self.api.add(p.add, True)
             rejected.update(checked.rejected)
             valid = [r for r in p.add if r.value not in checked.rejected]
             if valid:
                 self.budget.spend(self.now())
-                added = yield self.api.add(valid, False)
+                added = await self.api.add(valid, False)
                 ids.update({v: i for v, i in added.ids.items() if i})
                 rejected.update(added.rejected)
             for value, why in rejected.items():
@@ -230,7 +230,7 @@ class Reconciler:
             if ids.keys() - p.active.keys():
                 log.info("Added {n} X rule(s)", n=len(ids.keys() - p.active.keys()))
         changes = apply_outcome(rules, Outcome(ids=ids, rejected=rejected))
-        yield self.book.record({v: (_tag_of(rules, v), r) for v, r in changes.items()})
+        await self.book.record({v: (_tag_of(rules, v), r) for v, r in changes.items()})
         if ids.keys() - p.active.keys():
             for cb in list(self.on_added):
                 cb()

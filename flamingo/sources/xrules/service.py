@@ -7,13 +7,12 @@ control surfaces (REST, console, status documents) are given.
 
 from __future__ import annotations
 
-from typing import Any
-
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from flamingo._reactor import FlamingoReactor
 from flamingo._types import JsonObject
 from flamingo.app import WaderControl
 from flamingo.config import Config
@@ -46,15 +45,17 @@ class RulesService(Service):
         book.on_change(reconciler.kick)
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
+        Service.startService(self)
         self.reconciler.start()
 
-    @defer.inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()  # type: ignore[no-untyped-call]  # twisted leaves it untyped
-        yield self.reconciler.stop()
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.reconciler.stop()
         if self.pool is not None:
-            yield self.pool.closeCachedConnections()
+            await self.pool.closeCachedConnections()
 
     # -- what the control surfaces call -------------------------------------------------
 
@@ -80,7 +81,7 @@ class RulesService(Service):
         self.reconciler.on_added.append(added)
 
 
-def build_rules(config: Config, store: Store, reactor: Any) -> RulesService | None:
+def build_rules(config: Config, store: Store, reactor: FlamingoReactor) -> RulesService | None:
     """The rules service for an X filter stream; None for any other source or stream."""
     if config.source != "x" or config.stream != "filter":
         return None
