@@ -17,12 +17,11 @@ format once, and a tweet is parsed once for every filtered subscription.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
 from flamingo.dispatch.payloads import BUILDERS
-from flamingo.domain.matching import TermMatcher, haystack, prefilter_view
+from flamingo.domain.matching import Haystack, TermMatcher, haystack, prefilter_view
 from flamingo.domain.subscription import Subscription
 from flamingo.sources.jetstream_events import POST, post_haystack
 from flamingo.sources.x_messages import rule_tags
@@ -31,7 +30,7 @@ __all__ = ["Routes", "INVALID"]
 
 INVALID = "invalid"
 #: types whose text term filters match, and how to find it (tweets; Bluesky posts)
-_HAYSTACKS: dict[str, Callable[[Any], Any]] = {"tweet": haystack, POST: post_haystack}
+_HAYSTACKS: dict[str, Callable[[object], Haystack | None]] = {"tweet": haystack, POST: post_haystack}
 
 
 class Routes:
@@ -44,7 +43,7 @@ class Routes:
         self._matcher = matcher
         self._has_invalid = INVALID in types
         self._views: dict[int, bytes | None] = {}  # per frame, shared by every filtered subscription
-        self._hays: dict[int, Any] = {}
+        self._hays: dict[int, Haystack | None] = {}  # None: not a matchable event
         self._tags: dict[int, frozenset[str] | None] = {}
         self._all: dict[str, list[bytes]] = {}  # format -> the values of an unfiltered subscription
         self._built: dict[str, dict[int, bytes]] = {}  # format -> frame index -> payload
@@ -110,10 +109,11 @@ class Routes:
                 view = self._views[i] = prefilter_view(frame)
             if not matcher.may_match(view):
                 return False
-        hay = self._hays.get(i)
-        if hay is None:
+        if i in self._hays:
+            hay = self._hays[i]
+        else:
             try:
-                hay = self._hays[i] = build(orjson.loads(frame)) or False
+                hay = self._hays[i] = build(orjson.loads(frame))
             except orjson.JSONDecodeError:
-                hay = self._hays[i] = False
-        return hay is not False and bool(matcher.matches_haystack(hay))
+                hay = self._hays[i] = None
+        return hay is not None and matcher.matches_haystack(hay)

@@ -144,10 +144,7 @@ class StreamSession:
         closer = getattr(self.source, "close", None)
         if closer is not None:
             closer()
-        try:
-            self.transport.unregisterProducer()
-        except Exception:  # pragma: no cover - already gone
-            pass
+        self.transport.unregisterProducer()  # a no-op on a transport already gone
         if abort:
             self.transport.abortConnection()
         else:
