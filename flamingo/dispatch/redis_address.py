@@ -24,6 +24,7 @@ from typing import Any
 
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from flamingo.config import RedisConfig
@@ -189,13 +190,22 @@ class ResolvingEndpoint:
         self.address: Address | None = None
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
-        d = self.resolve()
+        # Cancelled (a ClientService being stopped), the attempt fails at once and never connects:
+        # the resolvers take a cancelled question for an unreachable node and go on to the next.
+        resolving = self.resolve()
+        d: defer.Deferred[IProtocol] = defer.Deferred(lambda _: resolving.cancel())
 
         def go(addr: Address) -> defer.Deferred[IProtocol]:
+            if d.called:
+                raise defer.CancelledError()
             self.address = addr
             ep = endpoints.HostnameEndpoint(self.reactor, addr[0], addr[1], timeout=max(1, int(self.timeout)))
             return ep.connect(protocolFactory)
-        return d.addCallback(go)
+        def settle(result: IProtocol | Failure) -> None:
+            if not d.called:  # else cancelled already: a late result goes nowhere
+                d.callback(result)
+        resolving.addCallback(go).addBoth(settle)
+        return d
 
 
 def endpoint_for(config: RedisConfig, reactor: IReactorTime) -> tuple[IStreamClientEndpoint, str]:
