@@ -139,6 +139,8 @@ class RedisServer:
 
 def _read_reply(f: BinaryIO) -> RespReply:
     line = f.readline()
+    if not line:  # the server closed the connection (CLIENT KILL, shutdown)
+        raise ConnectionResetError("Redis closed the connection before replying")
     kind, rest = line[:1], line[1:-2]
     if kind == b"+":
         return rest

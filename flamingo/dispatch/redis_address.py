@@ -29,6 +29,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITCPTransport,
 )
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from flamingo.config import RedisConfig
@@ -115,6 +116,8 @@ class SentinelResolver:
             try:
                 reply, = await ask(self.reactor, sentinel, [
                     command("SENTINEL", "get-master-addr-by-name", self.master_name)], self.timeout)
+            except defer.CancelledError:
+                raise  # stopped: no other node is asked
             except Exception as e:
                 problems.append(f"{where}: {_text(e) or type(e).__name__}")
                 continue
@@ -124,6 +127,8 @@ class SentinelResolver:
             addr = (_text(reply[0]), _int(reply[1]))
             try:
                 replies = await ask(self.reactor, addr, _auth(self.password) + [command("ROLE")], self.timeout)
+            except defer.CancelledError:
+                raise  # stopped: no other node is asked
             except Exception as e:
                 problems.append(f"{where} names {addr[0]}:{addr[1]}, which does not answer "
                                 f"({_text(e) or type(e).__name__})")
@@ -166,6 +171,8 @@ class SlotResolver:
             try:
                 replies = await ask(self.reactor, node, _auth(self.password) + [
                     command("CLUSTER", "KEYSLOT", self.tag), command("CLUSTER", "SLOTS")], self.timeout)
+            except defer.CancelledError:
+                raise  # stopped: no other node is asked
             except Exception as e:
                 problems.append(f"{node[0]}:{node[1]}: {_text(e) or type(e).__name__}")
                 continue
@@ -214,13 +221,22 @@ class ResolvingEndpoint:
         self.address: Address | None = None
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
-        d = self.resolve()
+        # Cancelled (a ClientService being stopped), the attempt fails at once and never connects:
+        # the resolvers take a cancelled question for an unreachable node and go on to the next.
+        resolving = self.resolve()
+        d: defer.Deferred[IProtocol] = defer.Deferred(lambda _: resolving.cancel())
 
         def go(addr: Address) -> defer.Deferred[IProtocol]:
+            if d.called:
+                raise defer.CancelledError()
             self.address = addr
             ep = endpoints.HostnameEndpoint(self.reactor, addr[0], addr[1], timeout=max(1, int(self.timeout)))
             return ep.connect(protocolFactory)
-        return d.addCallback(go)
+        def settle(result: IProtocol | Failure) -> None:
+            if not d.called:  # else cancelled already: a late result goes nowhere
+                d.callback(result)
+        resolving.addCallback(go).addBoth(settle)
+        return d
 
 
 def endpoint_for(config: RedisConfig, reactor: IReactorTime) -> tuple[IStreamClientEndpoint, str]:
