@@ -396,6 +396,29 @@ class RealThreadTests(unittest.TestCase):
         self.assertEqual([g.first for g in got], list(range(1, 201)))
 
     @defer.inlineCallbacks
+    def test_the_rate_that_picks_the_thread_is_measured_on_the_given_clock(self):
+        """Over ``inline_below`` bytes/s in the last second of the injected clock, the thread writes."""
+        j = Journal(self.dir / "j", kind="event", reactor=reactor).open()
+        got: list[Written] = []
+        clock = Clock()
+        w = ThreadWriter(j, got.append, StageCpu(), reactor.callFromThread, None,
+                         inline_below=10 * len(ev(1)), seconds=clock.seconds)
+        w.start()
+        for i in range(1, 21):  # 20 events within one second of the clock: the rate is not known yet
+            w.submit([ev(i)], ["tweet"], len(ev(i)))
+        self.assertEqual(w.inline_batches, 20)
+        clock.advance(1.0)  # the window closes: 20 events/s, over the threshold of 10
+        w.submit([ev(21)], ["tweet"], len(ev(21)))
+        self.assertEqual(w.inline_batches, 20)  # queued for the thread
+        yield wait_for(lambda: len(got) == 21 and w.idle, what="written, handed on, the writer idle")
+        clock.advance(1.0)  # one event in the last second: quiet again
+        w.submit([ev(22)], ["tweet"], len(ev(22)))
+        self.assertEqual(w.inline_batches, 21)
+        yield w.stop()
+        yield j.close()
+        self.assertEqual([g.first for g in got], list(range(1, 23)))
+
+    @defer.inlineCallbacks
     def test_a_quiet_stream_is_written_on_the_reactor_and_order_holds_across_modes(self):
         j = Journal(self.dir / "j", kind="event", reactor=reactor).open()
         got: list[Written] = []

@@ -135,7 +135,7 @@ class DeliveryService(service.Service):
             flow = self.flow
 
             def writer(j: Journal, deliver: Callable[[Written], None], cpu: StageCpu) -> JournalWriter:
-                return ThreadWriter(j, deliver, cpu, call, flow)
+                return ThreadWriter(j, deliver, cpu, call, flow, seconds=reactor.seconds)
         self.dispatcher = Dispatcher(journal, sink, stats, writer=writer)
         self.groups = GroupWatch(store, stats, min(2.0, meta_interval), reactor) if store is not None else None
         stats.provide("journal", journal.status)

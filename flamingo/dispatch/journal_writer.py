@@ -125,7 +125,8 @@ class ThreadWriter:
     def __init__(self, journal: Journal, deliver: Deliver, cpu: StageCpu,
                  call_from_thread: Callable[[Callable[[], None]], object], flow: Flow | None = None, *,
                  high_bytes: int = HIGH_BYTES, hard_bytes: int = HARD_BYTES, merge_bytes: int = MERGE_BYTES,
-                 inline_below: float = INLINE_BELOW, start_thread: bool = True) -> None:
+                 inline_below: float = INLINE_BELOW, start_thread: bool = True,
+                 seconds: Callable[[], float] = time.monotonic) -> None:
         self.journal = journal
         self.deliver = deliver
         self.cpu = cpu
@@ -137,8 +138,9 @@ class ThreadWriter:
         self.merge_bytes = merge_bytes
         self.inline_below = inline_below
         self.start_thread = start_thread
+        self.seconds = seconds  # the reactor's clock (IReactorTime.seconds) for the rate window
         self.inline_batches = 0  # written on the reactor (a quiet stream, the writer idle)
-        self._win_start = time.monotonic()
+        self._win_start = seconds()
         self._win_bytes = 0
         self._rate = 0.0  # bytes/s submitted over the last full second
         # shared with the writer thread, under _cond
@@ -177,9 +179,15 @@ class ThreadWriter:
             self._thread = threading.Thread(target=self._run, name="flamingo-journal", daemon=True)
             self._thread.start()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nobody writing: a quiet stream's next batch may be written here."""
+        with self._cond:
+            return not self._jobs and not self._busy
+
     def submit(self, frames: list[bytes], types: list[str], nbytes: int) -> None:
         """Queue a batch for writing; ``deliver`` gets it (with its positions) once written."""
-        now = time.monotonic()
+        now = self.seconds()
         if now - self._win_start >= 1.0:
             self._rate = self._win_bytes / (now - self._win_start)
             self._win_start, self._win_bytes = now, 0
