@@ -12,11 +12,13 @@ from flamingo._types import JsonMapping, JsonObject
 from flamingo.config import Config
 
 if TYPE_CHECKING:  # the parts import this module's users; only their types are needed here
-    from flamingo.dispatch.store import Store
+    from twisted.internet.defer import Deferred
+
+    from flamingo.domain.subscription import Subscription
     from flamingo.sources.xrules.service import RulesService
     from flamingo.stream.wader_core import WaderState
 
-__all__ = ["App", "DeliveryStatus", "Started", "StatsSource", "WaderControl"]
+__all__ = ["App", "DeliveryStatus", "Started", "StatsSource", "StoreReader", "StoreWriter", "WaderControl"]
 
 
 class WaderControl(Protocol):
@@ -55,6 +57,44 @@ class StatsSource(Protocol):
         """What a part's status function (``provide(name, fn)``) gives now."""
 
 
+class StoreReader(Protocol):
+    """The store as the documents read it: its copy of params and subscriptions
+    (flamingo.dispatch.store.Store; reads never wait for Redis)."""
+
+    @property
+    def available(self) -> bool:
+        """Redis answers (the copy is current)."""
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with (``{ns}`` in cluster mode)."""
+
+    def params(self, stream: str) -> dict[str, list[str]]: ...
+
+    def subscriptions(self) -> dict[str, Subscription]: ...
+
+    def stream_names(self) -> list[str]: ...
+
+
+class StoreWriter(StoreReader, Protocol):
+    """The changes REST and the console make; each Deferred fires once Redis has it
+    (a value the store refuses fails it with ``ValidationError``)."""
+
+    def set_params(self, stream: str, params: JsonMapping) -> Deferred[dict[str, list[str]]]: ...
+
+    def set_param(self, stream: str, param: str, values: object) -> Deferred[dict[str, list[str]]]: ...
+
+    def add_values(self, stream: str, param: str, values: object) -> Deferred[dict[str, list[str]]]: ...
+
+    def remove_values(self, stream: str, param: str, values: object) -> Deferred[dict[str, list[str]]]: ...
+
+    def delete_param(self, stream: str, param: str) -> Deferred[dict[str, list[str]]]: ...
+
+    def save_subscription(self, sub: Subscription) -> Deferred[Subscription]: ...
+
+    def delete_subscription(self, name: str, drop_queue: bool = False) -> Deferred[None]: ...
+
+
 @attrs.define
 class Started:
     """When the service started, in reactor seconds (0.0 until it has).
@@ -71,7 +111,7 @@ class App:
     """What control surfaces need: read state, make changes through the store.
 
     Built by flamingo.service once its parts exist, then never changed:
-    ``store`` (flamingo.dispatch.store.Store), ``stats``
+    ``store`` (a ``StoreWriter``: flamingo.dispatch.store.Store), ``stats``
     (flamingo.dispatch.stats.Stats), ``wader`` (flamingo.stream.wader.Wader),
     ``delivery`` (flamingo.dispatch: journal backlog, Redis status) and
     ``rules``. Tests leave out the parts they do not need.
@@ -79,7 +119,7 @@ class App:
 
     config: Config
     reactor: FlamingoReactor
-    store: Store | None = None
+    store: StoreWriter | None = None
     stats: StatsSource | None = None
     wader: WaderControl | None = None
     delivery: DeliveryStatus | None = None

@@ -23,7 +23,7 @@ from flamingo.errors import FlamingoError, NotFound
 from flamingo.web import documents
 
 if TYPE_CHECKING:  # the console is built after the store; only the types are needed here
-    from flamingo.dispatch.store import Store
+    from flamingo.app import StoreWriter
     from flamingo.domain.subscription import Subscription as Sub
     from flamingo.sources.xrules.model import Rule
     from flamingo.sources.xrules.service import RulesService
@@ -70,7 +70,7 @@ class ParamsView:
     def __init__(self, app: App, stream: str, watch: Watch) -> None:
         self._app, self._stream, self._watch = app, stream, watch
 
-    def _store(self) -> Store:
+    def _store(self) -> StoreWriter:
         return _store(self._app)
 
     def all(self) -> dict[str, list[str]]:
@@ -126,7 +126,7 @@ def _flat(values: tuple[object, ...]) -> list[str]:
     return out
 
 
-def _store(app: App) -> Store:
+def _store(app: App) -> StoreWriter:
     if app.store is None:
         raise FlamingoError("no store in this process")
     return app.store

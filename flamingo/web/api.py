@@ -35,7 +35,7 @@ from flamingo.web.metrics import Metrics
 from flamingo.web.routes import ROUTES, listing
 
 if TYPE_CHECKING:  # the store is one of App's parts; only its type is needed here
-    from flamingo.dispatch.store import Store
+    from flamingo.app import StoreWriter
     from flamingo.domain.subscription import Subscription
 
 __all__ = ["FlamingoApi", "ApiError", "RESOURCES"]
@@ -177,7 +177,7 @@ class FlamingoApi:
     # --- reading helpers --------------------------------------------------------
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreWriter:
         if self.flamingo.store is None:
             raise ApiError(503, "store not started", None)
         return self.flamingo.store
@@ -194,7 +194,7 @@ class FlamingoApi:
     def _wader_state(self) -> JsonObject | None:
         return documents.wader_state(self.flamingo)
 
-    def _writable(self) -> Store:
+    def _writable(self) -> StoreWriter:
         store = self.store
         if not store.available:
             raise ApiError(503, "redis unavailable", "the change was not made; retry later")
