@@ -1,6 +1,8 @@
 """``python -m bench [--quick] [--scenario N ...]``: run the benchmark, print the table.
 
-Writes ``bench/results/latest.json`` (and a timestamped copy). The whole
+A full run (every scenario, no ``--quick``, no ``--set``, no skipped step) writes
+``bench/results/latest.json``, the committed reference; any other run writes
+``bench/results/last-run.json`` (untracked); both leave a timestamped copy. The whole
 run is bounded by ``--max-minutes``; every child process is stopped when it
 ends, however it ends.
 """
@@ -25,6 +27,12 @@ from bench.run import SCENARIOS, Bench, Settings
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def is_full_run(a: argparse.Namespace) -> bool:
+    """Every step of every scenario with the defaults: a run fit to be the reference."""
+    return not (a.quick or a.scenario or a.no_latency or a.only_latency or a.no_baseline or a.set
+                or a.latency_rate or a.pin or a.daemon_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "--jetstream" in args:  # the Jetstream scenarios (bench/jetstream.py): steady and catch-up
@@ -44,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--daemon-dir", help="where the daemon's data dir and event log go (default: $TMPDIR)")
     p.add_argument("--pin", action="store_true",
                    help="CPU affinity: the daemon (or the baseline) alone on CPU 0, Redis/emulator/curl on the rest")
-    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where the results go (default: latest.json for a full run, else last-run.json)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="abort the run after this long (default 4 quick, 15 full)")
     a = p.parse_args(argv)
+    if a.out is None:
+        a.out = RESULTS / ("latest.json" if is_full_run(a) else "last-run.json")
 
     settings = Settings.quick() if a.quick else Settings()
     if a.latency_rate:

@@ -261,3 +261,26 @@ class HotpathMicroTests(SynchronousTestCase):
         self.assertEqual(set(got), {"frame_plain_us", "frame_gzip_us", "match_plain_words_us",
                                     "match_token_set_us", "route_scenario2_us"})
         self.assertTrue(all(v >= 0 for v in got.values()))
+
+
+class ResultsFileTests(SynchronousTestCase):
+    """Only a full run with the defaults replaces the committed reference (latest.json)."""
+
+    DEFAULTS = dict(quick=False, scenario=None, no_latency=False, only_latency=False, no_baseline=False,
+                    set=[], latency_rate=None, pin=False, daemon_dir=None)
+
+    def test_a_full_run_is_the_reference(self) -> None:
+        import argparse
+
+        from bench.__main__ import is_full_run
+        self.assertTrue(is_full_run(argparse.Namespace(**self.DEFAULTS)))
+
+    def test_any_option_that_changes_what_is_measured_is_not(self) -> None:
+        import argparse
+
+        from bench.__main__ import is_full_run
+        for key, value in [("quick", True), ("scenario", ["1"]), ("no_latency", True), ("only_latency", True),
+                           ("no_baseline", True), ("set", ["journal.fsync=no"]), ("latency_rate", 5000.0),
+                           ("pin", True), ("daemon_dir", "/dev/shm")]:
+            with self.subTest(key=key):
+                self.assertFalse(is_full_run(argparse.Namespace(**{**self.DEFAULTS, key: value})))
