@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-__all__ = ["FlamingoError", "ValidationError", "NotFound", "StoreUnavailable"]
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+__all__ = ["FlamingoError", "ValidationError", "NotFound", "StoreUnavailable", "failure_text"]
+
+
+def failure_text(failure: Failure) -> str:
+    """A failure in words for a log line or a status: its message, else its type's name."""
+    return failure.getErrorMessage() or type(failure.value).__name__
 
 
 class FlamingoError(Exception):

@@ -57,11 +57,12 @@ from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.routing import Routes
 from flamingo.dispatch.sink_batch import Backlog, Item
 from flamingo.dispatch.sink_checkpoint import CHECKPOINT_FILE, BadCheckpoint, CheckpointMirror, resume_after
-from flamingo.dispatch.sink_link import RedisLink, failure_text
+from flamingo.dispatch.sink_link import RedisLink
 from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.transaction import MOVED, QueueWrite, checkpoint_value, encode_batch
 from flamingo.domain.matching import TermMatcher
 from flamingo.domain.subscription import Subscription
+from flamingo.errors import failure_text
 from flamingo.logs import logger
 
 __all__ = ["RedisSink", "BadCheckpoint", "CHECKPOINT_FILE"]

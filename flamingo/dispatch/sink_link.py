@@ -43,7 +43,7 @@ from flamingo.dispatch.resp import ResponseError, RespProtocol, command
 from flamingo.dispatch.transaction import SCRIPT, SCRIPT_SHA
 from flamingo.logs import chatty_logger, logger
 
-__all__ = ["RedisLink", "AttemptEndpoint", "run_id_of", "failure_text"]
+__all__ = ["RedisLink", "AttemptEndpoint", "run_id_of"]
 
 log = logger("flamingo.sink")
 
@@ -262,7 +262,3 @@ def run_id_of(info: object) -> bytes | None:
             return line[7:].strip()
     return None
 
-
-def failure_text(failure: Failure) -> str:
-    """A failure in words: its message, else the name of its type."""
-    return failure.getErrorMessage() or (failure.type.__name__ if failure.type is not None else "error")

@@ -33,6 +33,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
+from flamingo.errors import failure_text
 from flamingo.logs import logger
 from flamingo.stream.endpoints import StreamRequest
 from flamingo.stream.flow import producing
@@ -186,7 +187,7 @@ class HttpExchange:
         self._finish()
         if self.closing:
             return
-        message = failure.getErrorMessage() or type(failure.value).__name__
+        message = failure_text(failure)
         if self.timed_out:
             message = f"no response within {self.connect_timeout}s"
         self.events.refused(self, Retry("network", message))
@@ -357,7 +358,7 @@ class HttpLineLink(HttpExchange):
             verdict = self.aborted
         else:
             clean = reason.check(ResponseDone) is not None
-            why = reason.getErrorMessage() or type(reason.value).__name__
+            why = failure_text(reason)
             verdict = self.rules.on_end(clean, why)
         self.events.ended(self, verdict)
 

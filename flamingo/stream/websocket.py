@@ -38,6 +38,7 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, I
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 
+from flamingo.errors import failure_text
 from flamingo.logs import logger
 from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.endpoints import StreamRequest
@@ -202,7 +203,7 @@ class WebSocketLink:
 
     def _connect_failed(self, failure: Failure) -> None:
         self.connect_d = None
-        message = failure.getErrorMessage() or type(failure.value).__name__
+        message = failure_text(failure)
         if self.timed_out:
             message = f"no response within {self.connect_timeout}s"
         self._finish()

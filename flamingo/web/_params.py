@@ -14,6 +14,8 @@ from urllib.parse import parse_qs
 
 import attrs
 
+from flamingo.domain.predicates import split_values
+
 __all__ = [
     "BadRequest",
     "RequestParams",
@@ -77,16 +79,6 @@ class RequestParams:
             return None
         return split_values(self.values[name])
 
-
-def split_values(raw: Iterable[str]) -> list[str]:
-    """``["a,b", " c "]`` -> ``["a", "b", "c"]``; empty pieces are dropped."""
-    out: list[str] = []
-    for item in raw:
-        for piece in item.split(","):
-            piece = piece.strip()
-            if piece:
-                out.append(piece)
-    return out
 
 
 def _scalar(name: str, value: object, in_list: bool = False) -> str:
