@@ -268,7 +268,8 @@ def _build(data: JsonObject) -> Config:
         "host": lambda k, v: host_port(k, v, 6379), "namespace": namespace,
         "password": optional_text, "db": integer, "timeout": lambda k, v: number(k, v, 0.01),
         "batch_max": lambda k, v: integer(k, v, 1), "memory_max": lambda k, v: integer(k, v, 1 << 20),
-        "sentinels": sentinels, "master_name": optional_text, "wait_replicas": integer, "cluster": boolean})
+        "sentinels": sentinels, "master_name": optional_text, "wait_replicas": integer, "cluster": boolean,
+        "pace": boolean})
     if "host" in redis:
         redis["host"], redis["port"] = redis["host"]
     if redis.get("sentinels") and not redis.get("master_name"):

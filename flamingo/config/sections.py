@@ -98,6 +98,7 @@ class RedisConfig:
     timeout: float = 5.0  # seconds per command before Redis counts as unreachable
     batch_max: int = 5000  # events per MULTI/EXEC
     memory_max: int = 16 << 20  # bytes of events the sink holds in memory; beyond, read back from disk
+    pace: bool = True  # pause reading the stream while Redis takes batches slower than they come
     #: Sentinel (host, port) pairs: the master of ``master_name`` is found through them
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None

@@ -98,8 +98,14 @@ class Dispatcher:
                     try:
                         w = orjson.loads(f)["warning"]
                         self.stats.warning_message(w.get("code"), w.get("message"), w.get("percent_full"))
+                        if w.get("code") == "FALLING_BEHIND" and self.sink is not None:
+                            self.sink.pace.suspend(f"the stream warns FALLING_BEHIND ({w.get('percent_full')}% full)")
                     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                         pass
+        if "disconnect" in counts and self.sink is not None:
+            for f, t in zip(frames, types):
+                if t == "disconnect" and _stall_code(f):
+                    self.sink.pace.suspend("the stream disconnected this client as too slow (code 4, stall)")
 
     def status(self) -> JsonObject:
         return {"journal": self.journal.status(),
@@ -109,6 +115,15 @@ class Dispatcher:
     def backlog(self) -> int:
         """Events received and not yet in Redis: being written, or written and not delivered."""
         return self.writer.pending_events + (self.sink.backlog() if self.sink is not None else 0)
+
+
+def _stall_code(frame: bytes) -> bool:
+    """A v1.1 ``disconnect`` for a client too slow to read (code 4)."""
+    try:
+        d = orjson.loads(frame)["disconnect"]
+        return isinstance(d, dict) and d.get("code") == 4
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
 
 
 class DeliveryService(service.Service):
@@ -129,6 +144,8 @@ class DeliveryService(service.Service):
         self.meta_interval = meta_interval
         #: back-pressure to the stream (the wader's links read it): closed while the writer is behind
         self.flow = Flow(now=reactor.seconds)
+        if sink is not None:
+            sink.pace_with(self.flow)
         writer = None
         if writer_thread and IReactorFromThreads.providedBy(reactor):
             call = reactor.callFromThread

@@ -41,7 +41,7 @@ from flamingo._types import JsonObject
 from flamingo.dispatch.journal import Journal
 from flamingo.dispatch.stages import StageCpu
 from flamingo.logs import logger
-from flamingo.stream.flow import Flow
+from flamingo.stream.flow import JOURNAL, Flow
 
 __all__ = ["Written", "InlineWriter", "ThreadWriter", "JournalWriter"]
 
@@ -217,7 +217,7 @@ class ThreadWriter:
         self.pending_bytes += nbytes
         self.pending_events += len(frames)
         if self.flow is not None and self.pending_bytes > self.high_bytes:
-            self.flow.close()
+            self.flow.close(JOURNAL)
 
     def _write_here(self, frames: list[bytes], types: list[str], nbytes: int) -> None:
         """The reactor writes the batch itself (the writer is idle and excluded meanwhile)."""
@@ -298,8 +298,8 @@ class ThreadWriter:
                     it()
             except Exception:
                 log.failure("handing on a written batch failed")
-        if self.flow is not None and not self.flow.open and self.pending_bytes <= self.low_bytes:
-            self.flow.reopen()
+        if self.flow is not None and self.flow.held_by(JOURNAL) and self.pending_bytes <= self.low_bytes:
+            self.flow.reopen(JOURNAL)
         if self.done >= self.submitted and self._flush_waiters:
             waiters, self._flush_waiters = self._flush_waiters, []
             for d in waiters:

@@ -15,7 +15,10 @@ would move the checkpoint past events no queue received.
 
 Events come from memory while the sink keeps up; when Redis is slow or down,
 memory is capped (``max_memory`` bytes) and the backlog is read back from the
-journal. On (re)connect the sink kills its previous Redis client if Redis is
+journal. While Redis takes batches, the sink paces the stream instead: from
+half of ``max_memory`` the reader pauses until Redis caught up
+(``sink_pace.py``), so a reader faster than Redis does not run ahead into
+the event log and back. On (re)connect the sink kills its previous Redis client if Redis is
 the same server (same ``run_id``; a transaction still buffered can no longer be
 applied behind its back — the script's compare-and-set would refuse it
 anyway), then reads the checkpoint and resumes after it: no event lost, none
@@ -43,6 +46,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import attrs
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
@@ -58,12 +62,14 @@ from flamingo.dispatch.routing import Routes
 from flamingo.dispatch.sink_batch import Backlog, Item
 from flamingo.dispatch.sink_checkpoint import CHECKPOINT_FILE, BadCheckpoint, CheckpointMirror, resume_after
 from flamingo.dispatch.sink_link import RedisLink
+from flamingo.dispatch.sink_pace import Pace
 from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.transaction import MOVED, QueueWrite, checkpoint_value, encode_batch
 from flamingo.domain.matching import TermMatcher
 from flamingo.domain.subscription import Subscription
 from flamingo.errors import failure_text
 from flamingo.logs import logger
+from flamingo.stream.flow import Flow
 
 __all__ = ["RedisSink", "BadCheckpoint", "CHECKPOINT_FILE"]
 
@@ -71,6 +77,25 @@ log = logger("flamingo.sink")
 
 WAIT_FOR_SUBSCRIPTIONS = 0.2  # seconds between looks while the store has not loaded yet
 CLUSTER_RESQUE = "format resque cannot be delivered in cluster mode (resque:* keys cannot carry the hash tag)"
+
+
+@attrs.frozen(eq=False)
+class _Batch:
+    """One encoded batch, and what it expects of Redis: the checkpoint it follows."""
+
+    payload: list[bytes]
+    plan: list[tuple[Subscription, int]]
+    expected: int  # the checkpoint position it follows
+    expected_raw: bytes  # ... and that checkpoint's value in Redis (the script's compare-and-set)
+    new_cp: int
+    cp_value: bytes | None  # the new checkpoint's value (None: unchanged)
+    consumed: list[Item]
+    events: int
+    subs: dict[str, Subscription]
+
+    def follows(self, checkpoint: int, cp_raw: bytes, subs: dict[str, Subscription]) -> bool:
+        """Still the right next batch: cut after this checkpoint, for these subscriptions."""
+        return self.expected == checkpoint and self.expected_raw == cp_raw and self.subs == subs
 
 
 class RedisSink:
@@ -83,7 +108,8 @@ class RedisSink:
                  reactor: IReactorTime | None = None,
                  stats: Stats | None = None, reconnect_max: float = 2.0,
                  endpoint: IStreamClientEndpoint | None = None, where: str | None = None,
-                 prefix: str | None = None, wait_replicas: int = 0, cluster: bool = False) -> None:
+                 prefix: str | None = None, wait_replicas: int = 0, cluster: bool = False,
+                 pace: bool = True) -> None:
         reactor = maybe_global_reactor(reactor)
         self.journal = journal
         self._subscriptions = subscriptions
@@ -112,6 +138,7 @@ class RedisSink:
         self.progress_at: float | None = None  # reactor seconds: last commit, or last time caught up
         self._proto: RespProtocol | None = None
         self._inflight: defer.Deferred[list[object]] | None = None
+        self._prepared: _Batch | None = None  # the batch after the one in flight, encoded ahead
         self._scheduled: IDelayedCall | None = None
         self._attempt = 0
         self._running = False
@@ -129,6 +156,10 @@ class RedisSink:
         self.wait_short = 0  # batches WAIT did not see on wait_replicas replicas in time
         self.address: str | None = None  # the server of the current connection
         self.cpu_seconds = 0.0  # reactor-thread CPU spent building and handing over batches
+        self._last_commit: float | None = None  # reactor seconds: connected, or the last batch committed
+        #: holds the stream's gate while Redis takes batches slower than they come (``pace_with``)
+        self.pace = Pace(None, reactor, high=max_memory // 2, low=max_memory // 4, recheck=self._pace,
+                         enabled=pace)
         self._link = RedisLink(self._endpoint, clock=reactor, timeout=timeout, password=password, db=db,
                                checkpoint_key=self._ckey, retry=self._retry_delay, ready=self._ready,
                                failed=self._connect_failed, where=self.where)
@@ -143,7 +174,7 @@ class RedisSink:
         return cls(journal, subscriptions, namespace=r.namespace, host=r.host, port=r.port,
                    password=r.password, db=r.db, timeout=r.timeout, batch_max=r.batch_max,
                    max_memory=r.memory_max, reactor=reactor, stats=stats, endpoint=endpoint, where=where,
-                   prefix=r.prefix, wait_replicas=r.wait_replicas, cluster=r.cluster)
+                   prefix=r.prefix, wait_replicas=r.wait_replicas, cluster=r.cluster, pace=r.pace)
 
     # --- what the backlog and the connection hold ---------------------------------
 
@@ -206,6 +237,7 @@ class RedisSink:
 
     async def _stop(self) -> None:
         self._running = False
+        self.pace.release()
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
@@ -238,7 +270,20 @@ class RedisSink:
     def deliver(self, first: int | None, kept: int, frames: list[bytes], types: list[str]) -> None:
         """A batch the dispatcher has journaled: positions ``first..first+kept-1``, the rest not kept."""
         self._backlog.deliver(first, kept, frames, types)
+        self._pace()
         self._schedule()
+
+    # --- pacing ---------------------------------------------------------------------
+
+    def pace_with(self, flow: Flow) -> None:
+        """Pace the stream through ``flow``, the gate its reader waits at."""
+        self.pace.flow = flow
+
+    def _pace(self) -> None:
+        cp = self.checkpoint
+        self.pace.update(self._backlog.mem, taking=self._running and self._proto is not None and self.error is None,
+                         last_commit=self._last_commit,
+                         from_memory=cp is not None and self._backlog.in_memory_after(cp))
 
     # --- the pump -----------------------------------------------------------------
 
@@ -268,23 +313,51 @@ class RedisSink:
             self._scheduled = self.reactor.callLater(WAIT_FOR_SUBSCRIPTIONS, self._pump)
             return
         self.waiting = None
-        frames, types, new_cp, consumed = self._backlog.next_batch(self.checkpoint)
-        if not frames:
-            if new_cp != self.checkpoint:  # a gap skipped: record it
-                frames, types = [], []
-            else:
-                self._idle()
-                return
-        payload, plan, cp_value = self._encode(subs, frames, types, new_cp)
-        self._written_upto = max(self._written_upto, new_cp)
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.follows(self.checkpoint, self._cp_raw, subs):
+            batch: _Batch | None = prepared
+        else:
+            batch = self._cut(subs, self.checkpoint, self._cp_raw)
+        if batch is None:
+            self._idle()
+            return
+        d = self._send(proto, batch)
+        proto.written().addCallback(lambda _: self._prepare(d, subs, batch))
+
+    def _prepare(self, inflight: defer.Deferred[list[object]], subs: dict[str, Subscription], batch: _Batch) -> None:
+        """Cut and encode the batch after ``batch`` while Redis works on it (once its bytes are
+        written: cutting before would hold them up). It is sent when ``batch`` commits, if
+        nothing changed meanwhile. Events without a journal position are only ever taken by
+        the batch in flight."""
+        if self._inflight is not inflight or self._prepared is not None or self._backlog.has_unjournaled():
+            return
+        t0 = time.thread_time()
+        try:
+            self._prepared = self._cut(subs, batch.new_cp, batch.cp_value or batch.expected_raw)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    def _cut(self, subs: dict[str, Subscription], checkpoint: int, cp_raw: bytes) -> _Batch | None:
+        """The batch after ``checkpoint`` (None: nothing to send)."""
+        frames, types, new_cp, consumed = self._backlog.next_batch(checkpoint)
+        if not frames and new_cp == checkpoint:
+            return None
+        # no frames but a new checkpoint: a gap skipped, recorded by an empty batch
+        payload, plan, cp_value = self._encode(subs, frames, types, checkpoint, new_cp, cp_raw)
+        return _Batch(payload, plan, checkpoint, cp_raw, new_cp, cp_value, consumed, len(frames), dict(subs))
+
+    def _send(self, proto: RespProtocol, batch: _Batch) -> defer.Deferred[list[object]]:
+        self._written_upto = max(self._written_upto, batch.new_cp)
+        payload = batch.payload
         if self.wait_replicas:
-            payload.append(command("WAIT", self.wait_replicas, max(1, int(self.timeout * 500))))
+            payload = [*payload, command("WAIT", self.wait_replicas, max(1, int(self.timeout * 500)))]
         d = proto.send(payload, 2 if self.wait_replicas else 1)
         d.addTimeout(self.timeout, self.reactor)
         self._inflight = d
         d.addCallbacks(self._committed, self._transaction_failed,
-                       callbackArgs=(new_cp, cp_value, consumed, plan, len(frames)))
+                       callbackArgs=(batch.new_cp, batch.cp_value, batch.consumed, batch.plan, batch.events))
         d.addErrback(lambda f: log.failure("sink bookkeeping failed", f))
+        return d
 
     def _idle(self) -> None:
         if self._caught_up() and self.checkpoint is not None:  # caught up implies a checkpoint
@@ -302,8 +375,8 @@ class RedisSink:
             self._matchers[terms] = m
         return m
 
-    def _encode(self, subs: dict[str, Subscription], frames: list[bytes], types: list[str],
-                new_cp: int) -> tuple[list[bytes], list[tuple[Subscription, int]], bytes | None]:
+    def _encode(self, subs: dict[str, Subscription], frames: list[bytes], types: list[str], checkpoint: int,
+                new_cp: int, cp_raw: bytes) -> tuple[list[bytes], list[tuple[Subscription, int]], bytes | None]:
         """The batch's script call, which queue gets how many values, the new checkpoint value."""
         writes: list[QueueWrite] = []
         plan: list[tuple[Subscription, int]] = []
@@ -320,8 +393,8 @@ class RedisSink:
                                      stream=sub.format == "stream",
                                      groups=tuple(g.encode() for g in sub.groups)))
             plan.append((sub, len(values)))
-        cp_value = checkpoint_value(new_cp, self.journal.epoch) if new_cp != self.checkpoint else None
-        return encode_batch(self._ckey, self._cp_raw, cp_value, writes), plan, cp_value
+        cp_value = checkpoint_value(new_cp, self.journal.epoch) if new_cp != checkpoint else None
+        return encode_batch(self._ckey, cp_raw, cp_value, writes), plan, cp_value
 
     def _committed(self, replies: list[object], new_cp: int, cp_value: bytes | None, consumed: list[Item],
                    plan: list[tuple[Subscription, int]], n: int) -> None:
@@ -350,6 +423,7 @@ class RedisSink:
         self._attempt = 0
         self.progress_at = self.reactor.seconds()
         self._backlog.committed(new_cp, consumed)
+        self._last_commit = self.reactor.seconds()
         for (sub, count), (length, trimmed) in zip(plan, _pairs(result)):
             self.pushed += count
             self.queue_errors.pop(sub.name, None)
@@ -358,6 +432,7 @@ class RedisSink:
         if self.error is not None:
             log.info("Redis deliveries flowing again")
             self.error = self.error_since = None
+        self._pace()
         self._pump_again()
 
     def _refused(self, err: str, plan: list[tuple[Subscription, int]]) -> None:
@@ -402,6 +477,7 @@ class RedisSink:
             self.error_since = self.reactor.seconds()
             log.error("Redis sink: {msg}; the backlog stays on disk", msg=msg)
         self.error = msg
+        self.pace.release()
 
     def _release(self, cp: int, replicated: bool = False) -> None:
         upto = self._gate.releasable(self.reactor.seconds(), cp, replicated)
@@ -424,6 +500,7 @@ class RedisSink:
         self._written_upto = max(self._written_upto, cp)
         self._proto = proto
         self.connected = True
+        self._last_commit = self.reactor.seconds()
         proto.lost_d.addCallback(self._lost, proto)
         peer = proto.transport.getPeer() if proto.transport is not None else None
         self.address = f"{getattr(peer, 'host', self.host)}:{getattr(peer, 'port', self.port)}"
@@ -463,6 +540,7 @@ class RedisSink:
         if self._proto is proto:
             self._proto = None
             self.connected = False
+            self.pace.release()
             self._link.lost()
             if self._running:
                 self._set_error("connection lost")
@@ -485,7 +563,7 @@ class RedisSink:
                 "transactions": self.transactions, "memory_dropped": self.memory_dropped,
                 "lost_events": self.lost_events, "gap_events": self.gap_events,
                 "queue_errors": dict(self.queue_errors), "waiting": self.waiting,
-                "fencing": self.fencing, "progress_at": self.progress_at,
+                "fencing": self.fencing, "progress_at": self.progress_at, "pace": self.pace.status(),
                 "error": self.error, "error_since": self.error_since}
 
 

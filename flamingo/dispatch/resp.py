@@ -4,7 +4,9 @@ txredisapi encodes and tracks every command separately; the sink sends one
 pre-encoded ``MULTI … EXEC`` per batch and needs only "these N replies", with
 its own timeout and clock. ``RespProtocol.send(payload, nreplies)`` returns a
 Deferred firing with the list of replies (errors are ``ResponseError``
-instances in the list, not raised).
+instances in the list, not raised). ``written()`` fires once what was sent
+has left Twisted's buffer for the kernel's: the sink prepares its next batch
+then, not while its last one still waits to be written.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import abstract, defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 __all__ = ["RespProtocol", "ResponseError", "encode", "command", "SEND_LIMIT"]
 
@@ -85,6 +89,32 @@ def _parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
     raise ValueError(f"bad RESP reply type {chr(kind)!r}")
 
 
+@implementer(IPushProducer)
+class _Drain:
+    """Registered with the transport as a push producer: Twisted pauses it while its write
+    buffer is over ``bufferSize`` and resumes it once the buffer is empty."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.waiters: list[defer.Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.fire()
+
+    def stopProducing(self) -> None:
+        self.paused = False
+        self.fire()
+
+    def fire(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(None)
+
+
 class RespProtocol(protocol.Protocol):
     """Pipelined requests, each expecting a known number of replies."""
 
@@ -94,6 +124,8 @@ class RespProtocol(protocol.Protocol):
         self.connected_d: defer.Deferred[RespProtocol] = defer.Deferred()
         self.lost_d: defer.Deferred[None] = defer.Deferred()
         self.is_connected = False
+        self._drain = _Drain()
+        self._tracks_drain = False
 
     def connectionMade(self) -> None:
         self.is_connected = True
@@ -103,7 +135,20 @@ class RespProtocol(protocol.Protocol):
             setter(True)
         if isinstance(self.transport, abstract.FileDescriptor):  # TCP, Unix sockets
             self.transport.SEND_LIMIT = SEND_LIMIT
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            register(self._drain, True)
+            self._tracks_drain = True
         self.connected_d.callback(self)
+
+    def written(self) -> defer.Deferred[None]:
+        """Fires once what was sent so far is out of Twisted's write buffer (at once if the
+        transport does not say, or the buffer is under its ``bufferSize``)."""
+        if not self._tracks_drain or not self._drain.paused:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drain.waiters.append(d)
+        return d
 
     def send(self, payload: bytes | list[bytes], nreplies: int) -> defer.Deferred[list[Any]]:
         if not self.is_connected or self.transport is None:
@@ -138,6 +183,7 @@ class RespProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.is_connected = False
+        self._drain.fire()
         self._fail_all(ConnectionError("connection to Redis lost"))
         if not self.lost_d.called:
             self.lost_d.callback(None)

@@ -106,6 +106,13 @@ class Backlog:
         """Events held that have no journal position."""
         return sum(len(it.frames) for it in self.items if it.first is None)
 
+    def in_memory_after(self, checkpoint: int) -> bool:
+        """Every journaled event after ``checkpoint`` is held here: none has to be read back from disk."""
+        for it in self.items:
+            if it.first is not None:
+                return it.after <= checkpoint
+        return checkpoint >= self.journal.last_seq
+
     def origin(self) -> int:
         """The position before the first event this process received (for a first run)."""
         first_item = self.items[0] if self.items else None

@@ -1,7 +1,10 @@
 """Back-pressure from delivery to the stream: a gate the reader waits at.
 
-The journal's writer thread closes the gate when the bytes waiting to be
-written pass a high-water mark and opens it again below a low one. A source's
+The gate has holders, each closing it for its own reason; it is open when
+none holds it. The journal's writer thread (``JOURNAL``) holds it while the
+bytes waiting to be written are above a high-water mark, down to a low one;
+the Redis sink (``SINK``) while its in-memory backlog is high and Redis is
+taking batches (``dispatch/sink_pace.py``). A source's
 reader (``BodyPump``) checks the gate before each turn of decoding: while it
 is closed the pump pauses its transport (``pauseProducing``: the socket is not
 read, TCP's window pushes back on the server) and resumes when it opens. A
@@ -14,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, cast
 
-__all__ = ["Flow", "FlowWait", "Producing", "producing"]
+__all__ = ["Flow", "FlowWait", "Producing", "producing", "JOURNAL", "SINK"]
+
+JOURNAL = "journal"  # the event log's writer is behind
+SINK = "redis"  # the Redis sink paces the stream
 
 
 class Producing(Protocol):
@@ -56,7 +62,8 @@ class FlowWait:
 
 
 class Flow:
-    """Open (read on) or closed (pause reading); counts how often and how long it closed."""
+    """Open (read on) or closed by one or more holders (pause reading); counts how often and
+    how long it was closed."""
 
     def __init__(self, now: Callable[[], float] | None = None) -> None:
         self.open = True
@@ -65,17 +72,22 @@ class Flow:
         self._now = now
         self._closed_at = 0.0
         self._waiters: list[FlowWait] = []
+        self._holders: set[str] = set()
 
-    def close(self) -> None:
+    def close(self, holder: str = JOURNAL) -> None:
+        """``holder`` holds the gate closed until it calls ``reopen(holder)``."""
+        self._holders.add(holder)
         if self.open:
             self.open = False
             self.pauses += 1
             if self._now is not None:
                 self._closed_at = self._now()
 
-    def reopen(self) -> None:
-        """Open the gate; the waiters run, in the order they came."""
-        if self.open:
+    def reopen(self, holder: str = JOURNAL) -> None:
+        """``holder`` lets go; once no holder is left the gate opens and the waiters run,
+        in the order they came."""
+        self._holders.discard(holder)
+        if self.open or self._holders:
             return
         self.open = True
         if self._now is not None:
@@ -99,5 +111,9 @@ class Flow:
         except ValueError:
             pass
 
-    def status(self) -> dict[str, float | int | bool]:
-        return {"open": self.open, "pauses": self.pauses, "paused_seconds": round(self.paused_seconds, 3)}
+    def held_by(self, holder: str) -> bool:
+        return holder in self._holders
+
+    def status(self) -> dict[str, float | int | bool | list[str]]:
+        return {"open": self.open, "pauses": self.pauses, "paused_seconds": round(self.paused_seconds, 3),
+                "held_by": sorted(self._holders)}
