@@ -21,16 +21,26 @@ from collections.abc import Callable
 import orjson
 
 from flamingo.dispatch.payloads import BUILDERS
-from flamingo.domain.matching import Haystack, TermMatcher, haystack, prefilter_view
+from flamingo.domain.matching import Haystack, TermMatcher, prefilter_view
 from flamingo.domain.subscription import Subscription
+from flamingo.domain.tweet_text import tweet_haystack
 from flamingo.sources.jetstream_events import POST, post_haystack
 from flamingo.sources.x_messages import rule_tags
 
 __all__ = ["Routes", "INVALID"]
 
 INVALID = "invalid"
-#: types whose text term filters match, and how to find it (tweets; Bluesky posts)
-_HAYSTACKS: dict[str, Callable[[object], Haystack | None]] = {"tweet": haystack, POST: post_haystack}
+
+
+def _post_haystack(frame: bytes) -> Haystack | None:
+    try:
+        return post_haystack(orjson.loads(frame))
+    except orjson.JSONDecodeError:
+        return None
+
+
+#: types whose text term filters match, and how to find it in the bytes (tweets; Bluesky posts)
+_HAYSTACKS: dict[str, Callable[[bytes], Haystack | None]] = {"tweet": tweet_haystack, POST: _post_haystack}
 
 
 class Routes:
@@ -112,8 +122,5 @@ class Routes:
         if i in self._hays:
             hay = self._hays[i]
         else:
-            try:
-                hay = self._hays[i] = build(orjson.loads(frame))
-            except orjson.JSONDecodeError:
-                hay = self._hays[i] = None
+            hay = self._hays[i] = build(frame)
         return hay is not None and matcher.matches_haystack(hay)

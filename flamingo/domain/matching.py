@@ -107,6 +107,11 @@ class _Haystack:
 Haystack = _Haystack
 
 
+def _list(x: object) -> list[object]:
+    """An entity list as upstream sends it; anything else (a number, an object) holds none."""
+    return x if type(x) is list else []
+
+
 def _haystack(tweet: JsonMapping) -> _Haystack:
     texts: list[str] = []
     urls: list[str] = []
@@ -115,17 +120,17 @@ def _haystack(tweet: JsonMapping) -> _Haystack:
     for status in _status_parts(tweet):
         texts.append(_text_of(status).lower())
         entities = _entities_of(status)
-        for tag in entities.get("hashtags") or ():
+        for tag in _list(entities.get("hashtags")):
             if _is_map(tag):
                 t = tag.get("text")
                 if isinstance(t, str):
                     tags.append(t.lower())
-        for mention in entities.get("user_mentions") or ():
+        for mention in _list(entities.get("user_mentions")):
             if _is_map(mention):
                 m = mention.get("screen_name")
                 if isinstance(m, str):
                     mentions.append(m.lower())
-        for url in entities.get("urls") or ():
+        for url in _list(entities.get("urls")):
             if _is_map(url):
                 expanded = url.get("expanded_url") or url.get("url")
                 if isinstance(expanded, str):
