@@ -129,6 +129,15 @@ class SinkTests(unittest.TestCase):
         self.assertEqual(h.stats.limit_count, 5)
 
     @defer.inlineCallbacks
+    def test_a_tweet_with_odd_entities_does_not_stop_a_filtered_queue(self):
+        r = shared_redis()
+        h = Harness(self, r, subs=[Subscription.create("cats", filter=["cats"])])
+        odd = orjson.dumps({"id": 1, "text": "cats", "entities": {"hashtags": 3, "urls": {"x": 1}}})
+        h.dispatcher.messages_received([odd, tweet(2, "more cats")])
+        yield h.drained()
+        self.assertEqual(lrange(r, h.key("cats")), [odd, tweet(2, "more cats")])
+
+    @defer.inlineCallbacks
     def test_new_and_deleted_subscriptions(self):
         r = shared_redis()
         h = Harness(self, r)
