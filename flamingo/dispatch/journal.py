@@ -64,6 +64,7 @@ from flamingo.dispatch.segments import (
     Reader,
     Segment,
     count_lines,
+    drop_cached,
     gzip_in_pool,
     new_epoch,
     one_line,
@@ -351,6 +352,7 @@ class Journal:
             # middle of the journal would be a gap (everysec syncs only the current one)
             os.fdatasync(self._fd)
             self._dirty = False
+            drop_cached(self._fd, old.bytes)
         os.close(self._fd)
         self._fd = None
         self._new_segment()
@@ -418,6 +420,7 @@ class Journal:
             try:
                 os.fdatasync(self._fd)
                 self._dirty = False
+                drop_cached(self._fd, self.segments[-1].bytes)
             except OSError as e:
                 self._failed("fsync", e)
 
