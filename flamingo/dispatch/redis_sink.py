@@ -5,9 +5,13 @@ Every batch is one pre-encoded ``EVALSHA`` of an atomic script
 max length, ``SADD resque:queues`` for Resque; ``XADD`` per event for a stream) and ``SET <ns>:sink:checkpoint
 <position>:<epoch>``, applied only if every key has the right type and the
 checkpoint is still the one this sink read; otherwise nothing is written and
-the batch is retried after a backoff. One batch is in flight at a time;
-whatever arrives meanwhile goes into the next one (batching grows with load,
-up to ``batch_max`` events).
+the batch is retried after a backoff. Up to two batches are in flight: the
+second is cut and sent once the first's bytes are written, and its
+compare-and-set expects the checkpoint the first one writes, so Redis applies
+it only after the first (a refused or lost first batch takes the second with
+it; the sink then goes on from the checkpoint it knows, or reads it again on
+reconnecting). Whatever arrives meanwhile goes into the next batch (batching
+grows with load, up to ``batch_max`` events).
 
 Nothing is sent until this process knows the subscriptions (the callable
 returns None until the store has loaded them): a batch routed to no queue
@@ -44,6 +48,7 @@ order with the rest; they have no position, so for them the guarantee is only
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 import attrs
@@ -79,6 +84,9 @@ WAIT_FOR_SUBSCRIPTIONS = 0.2  # seconds between looks while the store has not lo
 CLUSTER_RESQUE = "format resque cannot be delivered in cluster mode (resque:* keys cannot carry the hash tag)"
 
 
+MAX_IN_FLIGHT = 2  # batches sent and not yet answered: Redis works on one while the next one is cut
+
+
 @attrs.frozen(eq=False)
 class _Batch:
     """One encoded batch, and what it expects of Redis: the checkpoint it follows."""
@@ -91,11 +99,20 @@ class _Batch:
     cp_value: bytes | None  # the new checkpoint's value (None: unchanged)
     consumed: list[Item]
     events: int
-    subs: dict[str, Subscription]
 
-    def follows(self, checkpoint: int, cp_raw: bytes, subs: dict[str, Subscription]) -> bool:
-        """Still the right next batch: cut after this checkpoint, for these subscriptions."""
-        return self.expected == checkpoint and self.expected_raw == cp_raw and self.subs == subs
+    @property
+    def after_raw(self) -> bytes:
+        """The checkpoint's value in Redis once this batch is applied."""
+        return self.cp_value if self.cp_value is not None else self.expected_raw
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """A batch sent and not yet answered."""
+
+    batch: _Batch
+    reply: defer.Deferred[list[object]]
+    written: bool = False  # its bytes left Twisted's buffer: the next batch may be cut
 
 
 class RedisSink:
@@ -137,8 +154,7 @@ class RedisSink:
         self.waiting: str | None = None  # why nothing is sent although connected
         self.progress_at: float | None = None  # reactor seconds: last commit, or last time caught up
         self._proto: RespProtocol | None = None
-        self._inflight: defer.Deferred[list[object]] | None = None
-        self._prepared: _Batch | None = None  # the batch after the one in flight, encoded ahead
+        self._flight: deque[_Flight] = deque()  # sent, not yet answered (oldest first)
         self._scheduled: IDelayedCall | None = None
         self._attempt = 0
         self._running = False
@@ -241,8 +257,8 @@ class RedisSink:
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
-        if self._inflight is not None:
-            await self._inflight  # never fails: _transaction_failed handles its errors
+        while self._flight:
+            await self._flight[0].reply  # never fails: _transaction_failed handles its errors
         await self._link.stop()  # closes the connection (or ends the attempt), waits until it is done
         self._mirror.close()
         self._fire_drained()
@@ -288,8 +304,17 @@ class RedisSink:
     # --- the pump -----------------------------------------------------------------
 
     def _schedule(self) -> None:
-        if self._scheduled is None and self._inflight is None and self._proto is not None:
+        if self._scheduled is None and self._proto is not None and self._may_send():
             self._scheduled = self.reactor.callLater(0, self._pump)
+
+    def _may_send(self) -> bool:
+        """Room for a batch: none in flight, or one whose bytes are written (cutting the next
+        one before would hold them up). Events without a journal position are only ever
+        taken by a lone batch: they have no position to tell two batches' shares apart."""
+        flight = self._flight
+        if not flight:
+            return True
+        return len(flight) < MAX_IN_FLIGHT and flight[-1].written and not self._backlog.has_unjournaled()
 
     def _pump(self) -> None:
         t0 = time.thread_time()  # per batch, not per event: the bench's per-stage CPU
@@ -301,7 +326,7 @@ class RedisSink:
     def _pump_batch(self) -> None:
         self._scheduled = None
         proto = self._proto
-        if proto is None or self._inflight is not None or self.checkpoint is None:
+        if proto is None or self.checkpoint is None or not self._may_send():
             return
         subs = self._subscriptions()
         if subs is None:
@@ -313,29 +338,16 @@ class RedisSink:
             self._scheduled = self.reactor.callLater(WAIT_FOR_SUBSCRIPTIONS, self._pump)
             return
         self.waiting = None
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared.follows(self.checkpoint, self._cp_raw, subs):
-            batch: _Batch | None = prepared
+        if self._flight:  # after the batch in flight: its checkpoint is the one this one expects
+            last = self._flight[-1].batch
+            batch = self._cut(subs, last.new_cp, last.after_raw)
         else:
             batch = self._cut(subs, self.checkpoint, self._cp_raw)
         if batch is None:
-            self._idle()
+            if not self._flight:
+                self._idle()
             return
-        d = self._send(proto, batch)
-        proto.written().addCallback(lambda _: self._prepare(d, subs, batch))
-
-    def _prepare(self, inflight: defer.Deferred[list[object]], subs: dict[str, Subscription], batch: _Batch) -> None:
-        """Cut and encode the batch after ``batch`` while Redis works on it (once its bytes are
-        written: cutting before would hold them up). It is sent when ``batch`` commits, if
-        nothing changed meanwhile. Events without a journal position are only ever taken by
-        the batch in flight."""
-        if self._inflight is not inflight or self._prepared is not None or self._backlog.has_unjournaled():
-            return
-        t0 = time.thread_time()
-        try:
-            self._prepared = self._cut(subs, batch.new_cp, batch.cp_value or batch.expected_raw)
-        finally:
-            self.cpu_seconds += time.thread_time() - t0
+        self._send(proto, batch)
 
     def _cut(self, subs: dict[str, Subscription], checkpoint: int, cp_raw: bytes) -> _Batch | None:
         """The batch after ``checkpoint`` (None: nothing to send)."""
@@ -344,20 +356,25 @@ class RedisSink:
             return None
         # no frames but a new checkpoint: a gap skipped, recorded by an empty batch
         payload, plan, cp_value = self._encode(subs, frames, types, checkpoint, new_cp, cp_raw)
-        return _Batch(payload, plan, checkpoint, cp_raw, new_cp, cp_value, consumed, len(frames), dict(subs))
+        return _Batch(payload, plan, checkpoint, cp_raw, new_cp, cp_value, consumed, len(frames))
 
-    def _send(self, proto: RespProtocol, batch: _Batch) -> defer.Deferred[list[object]]:
+    def _send(self, proto: RespProtocol, batch: _Batch) -> None:
         self._written_upto = max(self._written_upto, batch.new_cp)
         payload = batch.payload
         if self.wait_replicas:
             payload = [*payload, command("WAIT", self.wait_replicas, max(1, int(self.timeout * 500)))]
         d = proto.send(payload, 2 if self.wait_replicas else 1)
         d.addTimeout(self.timeout, self.reactor)
-        self._inflight = d
-        d.addCallbacks(self._committed, self._transaction_failed,
-                       callbackArgs=(batch.new_cp, batch.cp_value, batch.consumed, batch.plan, batch.events))
+        flight = _Flight(batch, d)
+        d.addCallbacks(self._answered, self._transaction_failed, callbackArgs=(flight,), errbackArgs=(flight,))
         d.addErrback(lambda f: log.failure("sink bookkeeping failed", f))
-        return d
+        self._flight.append(flight)
+        proto.written().addCallback(lambda _: self._written(flight))
+
+    def _written(self, flight: _Flight) -> None:
+        flight.written = True
+        if flight in self._flight:
+            self._schedule()
 
     def _idle(self) -> None:
         if self._caught_up() and self.checkpoint is not None:  # caught up implies a checkpoint
@@ -396,13 +413,24 @@ class RedisSink:
         cp_value = checkpoint_value(new_cp, self.journal.epoch) if new_cp != checkpoint else None
         return encode_batch(self._ckey, cp_raw, cp_value, writes), plan, cp_value
 
-    def _committed(self, replies: list[object], new_cp: int, cp_value: bytes | None, consumed: list[Item],
-                   plan: list[tuple[Subscription, int]], n: int) -> None:
-        self._inflight = None
+    def _answered(self, replies: list[object], flight: _Flight) -> None:
+        if not self._flight or self._flight[0] is not flight:
+            # sent after a batch that was refused or lost: its compare-and-set expected that
+            # batch's checkpoint, so Redis refused it too (or, had another writer moved the
+            # checkpoint there, the next batch's compare-and-set or the reconnect finds out)
+            return
+        self._flight.popleft()
+        b = flight.batch
         result = replies[0]
         if isinstance(result, ResponseError):
-            self._refused(str(result), plan)
+            self._flight.clear()  # each of them expects this one's checkpoint: refused in turn
+            self._refused(str(result), b.plan)
             return
+        self._committed(replies, b.new_cp, b.cp_value, b.consumed, b.plan, b.events)
+
+    def _committed(self, replies: list[object], new_cp: int, cp_value: bytes | None, consumed: list[Item],
+                   plan: list[tuple[Subscription, int]], n: int) -> None:
+        result = replies[0]
         self.checkpoint = new_cp
         if cp_value is not None:
             self._cp_raw = cp_value
@@ -447,6 +475,8 @@ class RedisSink:
             if sub.queue_key(self.prefix) in err or ("resque:queues" in err and sub.format == "resque"):
                 self.queue_errors[sub.name] = err
         self._set_error(f"batch refused, nothing delivered until this is fixed: {err}")
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()  # a send due now would skip the backoff
         self._scheduled = self.reactor.callLater(self._backoff(), self._pump)
 
     def _backoff(self) -> float:
@@ -463,8 +493,10 @@ class RedisSink:
         if self._proto is not None and self._running:
             self._schedule()
 
-    def _transaction_failed(self, failure: Failure) -> None:
-        self._inflight = None
+    def _transaction_failed(self, failure: Failure, flight: _Flight) -> None:
+        if flight not in self._flight:
+            return  # the flight was given up already (a batch before it failed or was refused)
+        self._flight.clear()
         self._set_error(f"transaction failed: {failure_text(failure)}")
         self._abort()  # reconnect; the checkpoint decides what was applied
 

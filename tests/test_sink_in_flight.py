@@ -1,9 +1,10 @@
-"""The sink cuts and encodes its next batch while Redis works on the one in flight.
+"""Two batches in flight: Redis works on one while the sink cuts and sends the next.
 
-Still one batch in flight (the checkpoint's compare-and-set is unchanged); a
-prepared batch is sent only if it still follows the checkpoint and was cut for
-the subscriptions of the moment. Against a real redis-server, paused with
-SIGSTOP to hold a batch in flight; ``RespProtocol.written`` over real loopback TCP.
+The second batch's compare-and-set expects the checkpoint the first one writes,
+so Redis applies it only after the first; a refused or lost first batch takes the
+second with it, and nothing is lost or pushed twice. Against a real redis-server,
+paused with SIGSTOP to hold batches in flight; ``RespProtocol.written`` over real
+loopback TCP.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.trial import unittest
 
+from flamingo.dispatch.redis_sink import MAX_IN_FLIGHT
 from flamingo.dispatch.resp import RespProtocol
 from flamingo.domain.subscription import Subscription
 from tests.support.redis import RedisServer
@@ -18,44 +20,62 @@ from tests.support.waiting import wait_for
 from tests.test_sink import Harness, lrange, tweet
 
 
-class PreparedBatchTests(unittest.TestCase):
+class TwoInFlightTests(unittest.TestCase):
     timeout = 60
 
+    @defer.inlineCallbacks
     def held(self, **kw):
-        """A sink with one batch held in flight (Redis paused) and the next one prepared."""
+        """A sink with two batches of 10 held in flight (Redis paused), 30 events sent."""
         server = RedisServer().start()
         self.addCleanup(server.cleanup)
         h = Harness(self, server, subs=[Subscription.create("q")], batch_max=10, **kw)
-        return server, h
-
-    @defer.inlineCallbacks
-    def test_a_subscription_added_meanwhile_gets_every_batch_after_the_one_in_flight(self):
-        server, h = self.held(timeout=10.0)
         h.dispatcher.messages_received([tweet(0)])
         yield h.drained()
+        return server, h
+
+    def pause_and_send(self, server, h, sent):
         server.pause()
         self.addCleanup(lambda: server.process and server.resume())
-        sent = [tweet(i) for i in range(1, 31)]
         h.dispatcher.messages_received(sent)
-        yield wait_for(lambda: h.sink._prepared is not None, what="the next batch prepared")
-        self.assertEqual(h.sink._prepared.events, 10)
-        h.subs["late"] = Subscription.create("late")  # after the prepared batch was cut
+        return wait_for(lambda: len(h.sink._flight) == MAX_IN_FLIGHT, what="two batches in flight")
+
+    @defer.inlineCallbacks
+    def test_a_subscription_added_meanwhile_gets_the_batches_cut_after_it(self):
+        server, h = yield self.held(timeout=10.0)
+        sent = [tweet(i) for i in range(1, 31)]
+        yield self.pause_and_send(server, h, sent)
+        h.subs["late"] = Subscription.create("late")
         server.resume()
         yield h.drained()
         self.assertEqual(lrange(server, h.key("q")), [tweet(0), *sent])
-        self.assertEqual(lrange(server, h.key("late")), sent[10:])  # all but the batch in flight
+        self.assertEqual(lrange(server, h.key("late")), sent[20:])  # the two in flight were cut before it
 
     @defer.inlineCallbacks
-    def test_batch_in_flight_times_out_nothing_lost_nothing_twice(self):
-        server, h = self.held(timeout=0.5)
-        h.dispatcher.messages_received([tweet(0)])
-        yield h.drained()
-        server.pause()
-        self.addCleanup(lambda: server.process and server.resume())
+    def test_first_batch_refused_the_second_goes_with_it_then_all_once(self):
+        server, h = yield self.held(timeout=10.0)
+        key = h.key("q")
+        server.command("DEL", key)
+        server.command("SET", key, "not a list")
         sent = [tweet(i) for i in range(1, 31)]
-        h.dispatcher.messages_received(sent)
-        yield wait_for(lambda: h.sink._prepared is not None, what="the next batch prepared")
-        yield wait_for(lambda: h.sink.error is not None, what="the batch in flight timed out")
+        yield self.pause_and_send(server, h, sent)
+        server.resume()
+        yield wait_for(lambda: h.sink.error, what="the refusal")
+        self.assertIn("WRONGTYPE", h.sink.error)
+        self.assertEqual(h.sink.queue_errors.keys(), {"q"})
+        yield wait_for(lambda: not h.sink._flight, what="the flight given up")
+        self.assertIn("WRONGTYPE", h.sink.error)  # the second batch's refusal did not replace it
+        self.assertTrue(h.sink.connected)  # nor make the sink reconnect
+        server.command("DEL", key)
+        yield h.drained()
+        self.assertEqual(lrange(server, key), sent)
+        self.assertIsNone(h.sink.error)
+
+    @defer.inlineCallbacks
+    def test_batches_in_flight_time_out_nothing_lost_nothing_twice(self):
+        server, h = yield self.held(timeout=0.5)
+        sent = [tweet(i) for i in range(1, 31)]
+        yield self.pause_and_send(server, h, sent)
+        yield wait_for(lambda: h.sink.error is not None, what="the batches in flight timed out")
         server.resume()
         yield h.drained(timeout=30)
         self.assertEqual(lrange(server, h.key("q")), [tweet(0), *sent])
