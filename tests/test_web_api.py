@@ -213,7 +213,11 @@ class NewRoutesTests(ApiTestCase):
                      "flamingo_limit_skipped 7.0",
                      "flamingo_coverage_percent 85.106",
                      "flamingo_duplicates_total 3.0",
-                     "flamingo_redis_up 1.0"):
+                     "flamingo_redis_up 1.0",
+                     "flamingo_sink_pacing 1.0",
+                     "flamingo_sink_paced_seconds_total 1.5",
+                     "flamingo_sink_pace_suspended_seconds 0.0",
+                     "flamingo_sink_memory_dropped_total 9.0"):
             self.assertIn(line, text)
         # and it parses as Prometheus text
         from prometheus_client.parser import text_string_to_metric_families

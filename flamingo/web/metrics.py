@@ -244,6 +244,29 @@ class FlamingoCollector(Collector):
         fam = GaugeMetricFamily("flamingo_redis_up", "1 when Redis answers")
         fam.add_metric([], 1.0 if redis_up else 0.0)
         yield fam
+        yield from self._pace(status)
+
+    def _pace(self, status: JsonMapping) -> Iterator[Metric]:
+        """The Redis sink pacing the stream (``redis.pace``), and what it read back from disk."""
+        pace = _get(status, "redis", "pace")
+        for name, key, doc in (("flamingo_sink_pacing", "holding",
+                                "1 while the Redis sink holds the stream's reader (Redis slower than the stream)"),
+                               ("flamingo_sink_pace_suspended_seconds", "suspended_for",
+                                "Seconds pacing stays off after the source said the client falls behind")):
+            fam: Family = GaugeMetricFamily(name, doc)
+            v = _num(_get(pace, key))
+            if v is not None:
+                fam.add_metric([], v)
+            yield fam
+        for name, path, doc in (("flamingo_sink_paced_seconds", ("pace", "held_seconds"),
+                                 "Seconds the Redis sink held the stream's reader"),
+                                ("flamingo_sink_memory_dropped", ("memory_dropped",),
+                                 "Events dropped from the sink's memory and read back from disk")):
+            fam = CounterMetricFamily(name, doc)
+            v = _num(_get(status, "redis", *path))
+            if v is not None:
+                fam.add_metric([], v)
+            yield fam
 
 
     def _groups(self, snap: JsonMapping) -> Iterator[Metric]:

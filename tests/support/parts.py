@@ -67,7 +67,9 @@ class FakeDelivery:
     def __init__(self) -> None:
         self.journal: dict[str, Any] = {"kind": "spool", "bytes": 2048, "segments": 1,
                                         "writable": True, "error": None, "errors": 0}
-        self.redis: dict[str, Any] = {"connected": True, "backlog": 5, "error": None}
+        self.redis: dict[str, Any] = {"connected": True, "backlog": 5, "error": None, "memory_dropped": 9,
+                                      "pace": {"enabled": True, "holding": True, "holds": 3,
+                                               "held_seconds": 1.5, "suspensions": 0, "suspended_for": 0.0}}
 
     def status(self) -> dict[str, Any]:
         return {"journal": dict(self.journal), "redis": dict(self.redis), "backlog": 5}
