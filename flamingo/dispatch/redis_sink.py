@@ -93,8 +93,7 @@ class _Batch:
 
     payload: list[bytes]
     plan: list[tuple[Subscription, int]]
-    expected: int  # the checkpoint position it follows
-    expected_raw: bytes  # ... and that checkpoint's value in Redis (the script's compare-and-set)
+    expected_raw: bytes  # the checkpoint's value in Redis it follows (the script's compare-and-set)
     new_cp: int
     cp_value: bytes | None  # the new checkpoint's value (None: unchanged)
     consumed: list[Item]
@@ -356,7 +355,7 @@ class RedisSink:
             return None
         # no frames but a new checkpoint: a gap skipped, recorded by an empty batch
         payload, plan, cp_value = self._encode(subs, frames, types, checkpoint, new_cp, cp_raw)
-        return _Batch(payload, plan, checkpoint, cp_raw, new_cp, cp_value, consumed, len(frames))
+        return _Batch(payload, plan, cp_raw, new_cp, cp_value, consumed, len(frames))
 
     def _send(self, proto: RespProtocol, batch: _Batch) -> None:
         self._written_upto = max(self._written_upto, batch.new_cp)
