@@ -34,7 +34,7 @@ from flamingo.dispatch.stats import Stats
 from flamingo.dispatch.stream_groups import GroupWatch
 from flamingo.logs import logger
 from flamingo.stream.flow import Flow
-from flamingo.stream.messages import message_type, parse_limit
+from flamingo.stream.messages import STALL, message_type, parse_disconnect, parse_limit
 
 if TYPE_CHECKING:  # the store is built beside delivery; only its type is needed here
     from flamingo.dispatch.store import Store
@@ -104,7 +104,8 @@ class Dispatcher:
                         pass
         if "disconnect" in counts and self.sink is not None:
             for f, t in zip(frames, types):
-                if t == "disconnect" and _stall_code(f):
+                notice = parse_disconnect(f) if t == "disconnect" else None
+                if notice is not None and notice[0] == STALL:
                     self.sink.pace.suspend("the stream disconnected this client as too slow (code 4, stall)")
 
     def status(self) -> JsonObject:
@@ -115,15 +116,6 @@ class Dispatcher:
     def backlog(self) -> int:
         """Events received and not yet in Redis: being written, or written and not delivered."""
         return self.writer.pending_events + (self.sink.backlog() if self.sink is not None else 0)
-
-
-def _stall_code(frame: bytes) -> bool:
-    """A v1.1 ``disconnect`` for a client too slow to read (code 4)."""
-    try:
-        d = orjson.loads(frame)["disconnect"]
-        return isinstance(d, dict) and d.get("code") == 4
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return False
 
 
 class DeliveryService(service.Service):

@@ -64,13 +64,13 @@ from flamingo.dispatch.segments import (
     Reader,
     Segment,
     count_lines,
-    drop_cached,
     gzip_in_pool,
     new_epoch,
     one_line,
     one_per_position,
     point_symlink,
     sync_and_close,
+    sync_and_drop,
     unlink_quietly,
     write_lines,
 )
@@ -350,9 +350,8 @@ class Journal:
         if self.fsync != "no":
             # a closed segment must be whole after a power cut: a short one in the
             # middle of the journal would be a gap (everysec syncs only the current one)
-            os.fdatasync(self._fd)
+            sync_and_drop(self._fd, old.bytes)
             self._dirty = False
-            drop_cached(self._fd, old.bytes)
         os.close(self._fd)
         self._fd = None
         self._new_segment()
@@ -418,9 +417,8 @@ class Journal:
     def sync(self) -> None:
         if self._fd is not None and (self._dirty or self.fsync == "always"):
             try:
-                os.fdatasync(self._fd)
+                sync_and_drop(self._fd, self.segments[-1].bytes)
                 self._dirty = False
-                drop_cached(self._fd, self.segments[-1].bytes)
             except OSError as e:
                 self._failed("fsync", e)
 

@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 from flamingo.logs import logger
 
 __all__ = ["Segment", "SEGMENT_NAME", "FILE_MODE", "DIR_MODE", "READ_ERRORS", "Reader", "one_per_position",
-           "count_lines", "open_segment", "gzip_file", "sync_and_close", "drop_cached", "sync_dir", "unlink_quietly",
-           "new_epoch", "write_lines", "one_line", "gzip_in_pool", "point_symlink"]
+           "count_lines", "open_segment", "gzip_file", "sync_and_close", "sync_and_drop", "drop_cached", "sync_dir",
+           "unlink_quietly", "new_epoch", "write_lines", "one_line", "gzip_in_pool", "point_symlink"]
 
 log = logger("flamingo.journal")
 
@@ -245,12 +245,16 @@ def drop_cached(fd: int, upto: int) -> None:
             pass
 
 
+def sync_and_drop(fd: int, upto: int) -> None:
+    """fdatasync, then drop the first ``upto`` bytes (now durable) from the page cache."""
+    os.fdatasync(fd)
+    drop_cached(fd, upto)
+
+
 def sync_and_close(fd: int) -> None:
     """fdatasync a dup'd segment, drop what it made durable from the page cache, close it."""
     try:
-        size = os.fstat(fd).st_size
-        os.fdatasync(fd)
-        drop_cached(fd, size)
+        sync_and_drop(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
-import orjson
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -25,6 +24,7 @@ from flamingo.stream.auth import BasicAuth, BearerAuth, OAuth1
 from flamingo.stream.backoff import cause_for_status
 from flamingo.stream.endpoints import Endpoint, StreamRequest, endpoint_for
 from flamingo.stream.http_lines import HttpLineLink, LineStats, QuietEndpoints
+from flamingo.stream.messages import parse_disconnect
 from flamingo.stream.source import Fatal, Link, LinkEvents, Params, Retry, Verdict
 
 __all__ = ["TwitterV11Source", "TwitterLineRules", "auth_for", "FATAL_DISCONNECT_CODES"]
@@ -67,11 +67,10 @@ class TwitterLineRules:
                 self._disconnect(frame)
 
     def _disconnect(self, frame: bytes) -> None:
-        try:
-            body = orjson.loads(frame)["disconnect"]
-            code, reason = int(body.get("code", 0)), str(body.get("reason", ""))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        parsed = parse_disconnect(frame)
+        if parsed is None:
             return
+        code, reason = parsed
         self.code, self.reason = code, reason
         self.stats.disconnect_message(code, reason)
         log.warn("Disconnect message from the server: code {code}: {reason}",

@@ -30,7 +30,7 @@ import orjson
 from flamingo.sources import jetstream_events
 from flamingo.sources.x_messages import X_PREFIXES, x_message_type
 
-__all__ = ["message_type", "CONTROL_TYPES", "parse_limit"]
+__all__ = ["message_type", "CONTROL_TYPES", "parse_limit", "parse_disconnect", "STALL"]
 
 CONTROL_TYPES = frozenset({"delete", "scrub_geo", "limit", "status_withheld", "user_withheld",
                            "disconnect", "warning"})
@@ -83,3 +83,15 @@ def parse_limit(raw: bytes) -> int | None:
     limit = obj.get("limit") if isinstance(obj, dict) else None
     n = limit.get("track") if isinstance(limit, dict) else None
     return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+STALL = 4  # a v1.1 disconnect code: the client read too slowly
+
+
+def parse_disconnect(raw: bytes) -> tuple[int, str] | None:
+    """The code and reason of a ``{"disconnect":{"code":N,"reason":..}}`` message (None if not one)."""
+    try:
+        body = _loads(raw)["disconnect"]
+        return int(body.get("code", 0)), str(body.get("reason", ""))
+    except (_JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
